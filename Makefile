@@ -1,0 +1,46 @@
+# The two commands of README: `make app` and `make test`. Both start with `make setup`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default (pip takes it from this machine's disk); a CUDA torch already in the venv is kept.
+TORCH_SPEC ?= torch==2.13.0
+PORT ?= 8501
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup app test test-fast chromium demo zoo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium fonts-dejavu-core; }
+
+demo: setup
+	$(BIN)/sae-core demo
+
+app: setup demo
+	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+test: setup chromium
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not e2e"
+
+zoo: setup
+	$(BIN)/sae-core zoo build
+
+bench: setup
+	$(BIN)/python bench/harvest_throughput.py
+
+clean:
+	rm -rf $(VENV) workspace test-artifacts

@@ -1,0 +1,101 @@
+"""Load any model as a transformer-lens 4 ``TransformerBridge``: a zoo name, a local dir, a hub name.
+
+All three go through ``TransformerBridge.boot_transformers`` on a name or directory, so the zoo
+exercises exactly the code path a real Pythia/GPT-2 checkpoint takes. Numerics are the raw HF ones
+(no compatibility mode): harvesting, training and splicing all see the same activations.
+
+Token convention (decided once, here): every sequence starts with the tokenizer's BOS token;
+``to_tokens`` below is the one place text becomes ids.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from sae_core.errors import HookNotFoundError, ModelNotAvailableError
+from sae_core.models.zoo import ZOO_PREFIX, resolve_zoo_name
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_model_path(name_or_dir: str) -> str:
+    """What ``boot_transformers`` is given: a zoo or local directory, else the hub name itself."""
+    if name_or_dir.startswith(ZOO_PREFIX):
+        return str(resolve_zoo_name(name_or_dir))
+    path = Path(name_or_dir).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotAvailableError(
+                f"{path} is a path but holds no config.json; point at a directory saved with "
+                "`save_pretrained` (config.json, weights, tokenizer files)")
+        return str(path)
+    return name_or_dir
+
+
+def load_model(name_or_dir: str, device: str | None = None, dtype: str | torch.dtype = "float32",
+               trust_remote_code: bool = False):
+    """A ``TransformerBridge`` for ``zoo:NAME``, a local ``save_pretrained`` dir, or a hub name.
+
+    Hub names are only looked up in the local Hugging Face cache unless ``HF_HUB_OFFLINE=0`` is set
+    explicitly; a name that is not there raises ``ModelNotAvailableError`` at once.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on a network that is not there
+    target = resolve_model_path(name_or_dir)
+    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    try:
+        model = TransformerBridge.boot_transformers(
+            target, device=device or default_device(), dtype=torch_dtype,
+            trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ModelNotAvailableError(
+            f"model {name_or_dir!r} could not be loaded"
+            + (" offline: it is not a zoo model (zoo:tiny-a, ...), not a local directory, and not "
+               "in the local Hugging Face cache. Download it on a machine with internet access "
+               "(`huggingface-cli download NAME`) or pass a directory saved with save_pretrained."
+               if offline else f": {e}")) from None
+    model.eval()
+    return model
+
+
+def to_tokens(model, texts: str | list[str]) -> torch.Tensor:
+    """``[batch, pos]`` ids with exactly one BOS at the start of every row (right-padded)."""
+    return model.to_tokens(texts, prepend_bos=True)
+
+
+def hook_names(model) -> list[str]:
+    return sorted(model.hook_dict)
+
+
+def check_hook(model, hook: str) -> None:
+    """Raise ``HookNotFoundError`` listing the valid residual-stream hooks when ``hook`` is unknown."""
+    names = model.hook_dict
+    if hook in names:
+        return
+    resid = [h for h in sorted(names, key=_layer_order) if h.endswith(("hook_resid_post", "hook_resid_pre",
+                                                                        "hook_mlp_out", "hook_attn_out"))]
+    raise HookNotFoundError(
+        f"hook {hook!r} does not exist in this model ({model.cfg.n_layers} layers). Valid hooks "
+        f"include: {', '.join(resid)} (and {len(names) - len(resid)} more; see `sae-core hooks MODEL`)")
+
+
+def hook_layer(hook: str) -> int | None:
+    """The block index a hook belongs to (``blocks.3.hook_resid_post`` -> 3), else None."""
+    parts = hook.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else None
+
+
+def _layer_order(hook: str) -> tuple[int, str]:
+    layer = hook_layer(hook)
+    return (-1 if layer is None else layer, hook)
