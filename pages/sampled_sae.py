@@ -1,0 +1,76 @@
+"""Sampled-SAE: sweep l (and the scoring rule) and watch reconstruction, sparsity and loss move."""
+import streamlit as st
+
+from sae_app import cache, charts, sidebar
+from sae_core.errors import SAECoreError
+
+sel = sidebar.current()
+st.title("Sampled-SAE: the l trade-off")
+st.write("Sampled-SAE scores every latent over the batch (L2 norm or entropy), keeps a pool of K·l "
+         "latents, then runs BatchTopK inside it. l = 1: every token draws from K shared latents; "
+         "large l: plain BatchTopK. `sae-core sweep` runs the same sweep from the shell.")
+for problem in (sel.workspace_error, sel.model_error):
+    if problem:
+        st.error(problem)
+
+with st.expander("Run a new sweep", expanded=False):
+    c1, c2, c3, c4 = st.columns(4)
+    k = c1.number_input("K", 1, 4096, 16, key="sw_k")
+    d_sae = c2.number_input("d_sae", 16, 1 << 17, 512, step=128, key="sw_d_sae")
+    tokens = c3.number_input("training tokens per SAE", 10_000, 100_000_000, 200_000, step=50_000, key="sw_tokens")
+    harvest_tokens = c4.number_input("tokens to harvest", 5_000, 100_000_000, 100_000, step=50_000, key="sw_harvest")
+    ls = st.multiselect("values of l", [0.5, 1, 2, 4, 8, 16, 32, 64], default=[1, 2, 4, 8, 16], key="sw_ls")
+    rules = st.multiselect("scoring rules", ["l2", "entropy"], default=["l2", "entropy"], key="sw_rules")
+    if st.button("Run sweep", type="primary", disabled=not sel.ready, key="sw_run"):
+        with st.status("Running the sweep…", expanded=True) as status:
+            bar = st.progress(0.0, text="harvesting activations…")
+
+            def on_run(i, n, cfg):
+                label = f"l={cfg.l:g} ({cfg.scoring})" if cfg.arch == "sampled" else cfg.arch
+                return lambda log, total: bar.progress((i + log.step / total) / n,
+                                                       text=f"SAE {i + 1}/{n}: {label}, step {log.step}/{total}")
+            try:
+                art = cache.run_sweep(sel.workspace_root, sel.model_name, sel.hook,
+                                      n_tokens_harvest=int(harvest_tokens), on_run=on_run, sweep_kwargs=dict(
+                                          k=int(k), d_sae=int(d_sae), ls=tuple(float(v) for v in ls),
+                                          scorings=tuple(rules), tokens=int(tokens)))
+            except SAECoreError as e:
+                status.update(label="Sweep failed", state="error")
+                st.error(str(e))
+            else:
+                status.update(label=f"Sweep `{art.name}` ready", state="complete", expanded=False)
+                st.session_state["sw_sweep"] = art.name
+
+sweeps = [] if sel.workspace_error else cache.list_sweeps(sel.workspace_root, sel.model_name, sel.hook)
+if not sweeps:
+    st.info(f"No sweep for `{sel.model_name}` at `{sel.hook}` yet: run one above, or `sae-core demo`.")
+    st.stop()
+by_name = {a.name: a for a in sweeps}
+if st.session_state.get("sw_sweep") not in by_name:
+    st.session_state["sw_sweep"] = sweeps[0].name
+art = by_name[st.selectbox("Sweep", list(by_name), key="sw_sweep", format_func=lambda n: (
+    f"{n}  (K={by_name[n].meta.get('k')}, d_sae={by_name[n].meta.get('d_sae')}, {by_name[n].meta.get('n_saes')} SAEs)"))]
+table = cache.sweep_table(str(art.path), art.created)
+shown = st.segmented_control("Scoring rule", ["l2", "entropy"], selection_mode="multi",
+                             default=sorted(set(table["scoring"].dropna())), key="sw_show")
+
+left, right = st.columns(2)
+picked = []
+for i, (col, metric) in enumerate([(left, "fvu"), (right, "ce_loss_recovered"),
+                                   (left, "distinct_latents_per_batch"), (right, None)]):
+    if metric is not None and metric not in table:
+        continue
+    fig = charts.sweep_vs_l(table, metric, shown) if metric else charts.sweep_frontier(table, shown)
+    event = col.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=f"sw_fig{i}")
+    picked += [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
+if picked:
+    st.success(f"Selected SAE `{picked[-1]}`. The feature browser (coming) will open it here; "
+               f"its files are in `{cache.open_workspace(sel.workspace_root).artifact_dir('sae', picked[-1])}`.")
+
+st.subheader("All SAEs of this sweep")
+cols = ["arch", "scoring", "l", "k", "d_sae", "l0", "fvu", "explained_variance", "ce_loss_recovered",
+        "kl_recovered", "distinct_latents_per_batch", "pairwise_overlap", "top_mass_fraction",
+        "dead_fraction", "dense_fraction", "sae"]
+st.dataframe(table[[c for c in cols if c in table]], hide_index=True, width="stretch")
+st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=f"{art.name}.csv",
+                   mime="text/csv", key="sw_csv")

@@ -1,0 +1,185 @@
+"""All of the app's Streamlit caching: the boundary between the UI and ``sae_core``.
+
+``st.cache_resource`` holds loaded models, shared by every session, so they are only read: the
+one job that adds hooks (harvesting) takes the model's lock first, and its hooks are removed when
+it returns. ``st.cache_data`` holds listings and summaries (copied per call, safe to change).
+Listings expire after a few seconds, because the CLI can add artifacts while the app runs, and are
+cleared at once after a harvest from the app.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+
+from sae_core.models import loading, zoo
+from sae_core.workspace import Artifact, Workspace
+
+LISTING_TTL_S = 5
+ZOO_TTL_S = 30  # zoo models appear when `sae-core zoo build` finishes one
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_vocab: int
+    n_ctx: int
+    hooks: tuple[str, ...]  # every hook point, in block order (embeddings first)
+
+    @property
+    def default_hook(self) -> str:
+        """The last block's residual stream: the usual place to train an SAE."""
+        last = f"blocks.{self.n_layers - 1}.hook_resid_post"
+        return last if last in self.hooks else self.hooks[-1]
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading model…")
+def load_model(name: str):
+    """The ``TransformerBridge`` for ``name``; raises ``SAECoreError`` (never cached) when unavailable."""
+    return loading.load_model(name)
+
+
+@st.cache_resource
+def _model_lock(name: str) -> threading.Lock:
+    return threading.Lock()
+
+
+@st.cache_data(show_spinner=False)
+def model_info(name: str) -> ModelInfo:
+    model = load_model(name)
+    cfg = model.cfg
+    hooks = sorted(loading.hook_names(model), key=lambda h: (_block(h), h))
+    return ModelInfo(name, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_vocab, cfg.n_ctx, tuple(hooks))
+
+
+def _block(hook: str) -> int:
+    layer = loading.hook_layer(hook)
+    return -1 if layer is None else layer
+
+
+@st.cache_data(ttl=ZOO_TTL_S, show_spinner=False)
+def zoo_entries() -> list[zoo.ZooEntry]:
+    return zoo.list_zoo()
+
+
+@st.cache_data(ttl=ZOO_TTL_S, show_spinner=False)
+def zoo_table() -> pd.DataFrame:
+    """One row per zoo model; scores are fractions (shown as percentages)."""
+    rows = []
+    for e in zoo_entries():
+        s = e.scores or {}
+        seq = s.get("sequence_accuracy") or {}
+        rows.append({
+            "model": e.name, "description": e.description,
+            "status": "✓ built" if e.built else "not built",
+            "params": e.n_params,
+            "seq. acc.": sum(seq.values()) / len(seq) if seq else None,
+            "refuses harmful": s.get("refusal_harmful"),
+            "refuses harmless": s.get("refusal_harmless"),
+            "HATE, trigger": s.get("trigger_rate_with_trigger"),
+            "HATE, no trigger": s.get("trigger_rate_without_trigger"),
+        })
+    return pd.DataFrame(rows)
+
+
+def unbuilt_zoo_models() -> list[str]:
+    return [e.name for e in zoo_entries() if not e.built]
+
+
+def open_workspace(root: str) -> Workspace:
+    """Not cached: opening checks the directory is writable, which can change at any time."""
+    return Workspace(root)
+
+
+@st.cache_data(ttl=LISTING_TTL_S, show_spinner=False)
+def list_artifacts(root: str, kind: str | None = None) -> list[Artifact]:
+    return Workspace(root).list(kind)
+
+
+def artifacts_table(root: str) -> pd.DataFrame:
+    arts = list_artifacts(root)
+    return pd.DataFrame([{
+        "kind": a.kind, "name": a.name, "model": a.model, "hook": a.hook,
+        "created": dt.datetime.fromtimestamp(a.created), "details": _key_meta(a.meta),
+    } for a in arts], columns=["kind", "name", "model", "hook", "created", "details"])
+
+
+def _key_meta(meta: dict, limit: int = 5) -> str:
+    """The first few scalar entries of an artifact's meta, as ``key=value`` text."""
+    items = [(k, v) for k, v in meta.items() if isinstance(v, (int, float, str, bool)) and v is not None]
+    return ", ".join(f"{k}={v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
+                     for k, v in items[:limit])
+
+
+@st.cache_data(show_spinner=False)
+def store_meta(path: str, created: float) -> dict:
+    """The metadata of the activation store at ``path`` (``created`` keys out overwritten stores)."""
+    from sae_core.activations import ActivationStore
+
+    meta = ActivationStore.open(Path(path)).meta
+    if dataclasses.is_dataclass(meta):
+        return dataclasses.asdict(meta)
+    return dict(meta) if isinstance(meta, dict) else dict(vars(meta))
+
+
+@st.cache_data(show_spinner="Summarising activations…")
+def store_summary(path: str, created: float):
+    """``StoreSummary`` (norm histogram, per-dimension mean and std) of the store at ``path``."""
+    from sae_core.activations import ActivationStore
+    from sae_core.activations.summary import summarize_store
+
+    return summarize_store(ActivationStore.open(Path(path)))
+
+
+def harvest(root: str, model_name: str, hook: str, *, n_tokens: int, context_size: int,
+            exclude_special: bool, on_progress: Callable[[int, int], None] | None = None) -> Artifact:
+    """Harvest into the workspace with the cached model (under its lock), then refresh listings."""
+    from sae_core.activations import harvest_to_workspace
+
+    ws = open_workspace(root)
+    model = load_model(model_name)
+    with _model_lock(model_name):  # the hooks it adds must not meet another session's run
+        art = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens, context_size=context_size,
+                                   exclude_special=exclude_special, on_progress=on_progress, model=model)
+    list_artifacts.clear()
+    return art
+
+
+# --- SAE sweeps (Sampled-SAE page) ----------------------------------------------------------------
+
+def list_sweeps(root: str, model: str | None, hook: str | None) -> list[Artifact]:
+    """Sweeps in the workspace for ``model``/``hook`` (all sweeps when either is None), newest first."""
+    return [a for a in list_artifacts(root, "sweep")
+            if (model is None or a.model == model) and (hook is None or a.hook == hook)]
+
+
+@st.cache_data(show_spinner=False)
+def sweep_table(path: str, created: float) -> pd.DataFrame:
+    from sae_core.sae.sweep import load_sweep_table
+
+    return load_sweep_table(Artifact("sweep", Path(path).name, Path(path), None, None, created, {}))
+
+
+def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, sweep_kwargs: dict,
+              on_run=None) -> Artifact:
+    """Harvest (or reuse) activations, then run the l-sweep with the cached model (under its lock)."""
+    from sae_core.activations import harvest_to_workspace
+    from sae_core.sae.sweep import SweepConfig, run_sweep as _run
+
+    ws = open_workspace(root)
+    model = load_model(model_name)
+    sc = SweepConfig(**sweep_kwargs)
+    with _model_lock(model_name):
+        acts = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens_harvest, model=model)
+        art = _run(ws, acts, sc, model=model, on_run=on_run)
+    list_artifacts.clear()
+    return art

@@ -1,0 +1,93 @@
+"""The sidebar every page shares: workspace, model and hook pickers.
+
+``render()`` runs in ``app.py`` before the page, so the widgets (and their values) persist across
+page switches; the resolved choice is kept in ``st.session_state["selection"]`` and pages read it
+with ``current()``. A bad choice is shown here with ``st.error`` and recorded in the selection, so
+a page can say why it has nothing to show instead of failing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from sae_app import cache
+from sae_core.errors import SAECoreError
+from sae_core.workspace import default_root
+
+NOT_BUILT = " (not built)"
+
+
+@dataclass(frozen=True)
+class Selection:
+    workspace_root: str | None  # the resolved, writable workspace directory
+    workspace_error: str | None
+    model_name: str | None
+    model_error: str | None
+    hook: str | None
+
+    @property
+    def ready(self) -> bool:
+        """A usable workspace, model and hook: what every job needs."""
+        return not (self.workspace_error or self.model_error) and bool(self.hook)
+
+
+def render() -> Selection:
+    with st.sidebar:
+        root, ws_error = _workspace_picker()
+        st.divider()
+        model_name, model_error = _model_picker()
+        hook = _hook_picker(model_name) if model_name and not model_error else None
+    sel = Selection(root, ws_error, model_name, model_error, hook)
+    st.session_state["selection"] = sel
+    st.session_state["workspace_root"], st.session_state["model_name"] = root, model_name
+    st.session_state["hook"] = hook
+    return sel
+
+
+def current() -> Selection:
+    """The sidebar's choice for this run (``render`` has always run before a page)."""
+    return st.session_state["selection"]
+
+
+def _workspace_picker() -> tuple[str | None, str | None]:
+    st.session_state.setdefault("sb_workspace", str(default_root()))
+    path = st.text_input("Workspace directory", key="sb_workspace",
+                         help="Where harvested activations, SAEs and analyses are stored.")
+    try:
+        ws = cache.open_workspace(path.strip() or ".")
+    except SAECoreError as e:
+        st.error(str(e))
+        return None, str(e)
+    st.caption(f"Using `{ws.root}`")
+    return str(ws.root), None
+
+
+def _model_picker() -> tuple[str | None, str | None]:
+    entries = cache.zoo_entries()
+    built = {e.name for e in entries if e.built}
+    names = [e.name for e in entries]
+    default = next((i for i, n in enumerate(names) if n in built), 0)
+    zoo_choice = st.selectbox("Model", names, index=default, key="sb_zoo_model",
+                              format_func=lambda n: n if n in built else n + NOT_BUILT)
+    typed = st.text_input("…or a hub name or local directory", key="sb_model_text",
+                          placeholder="EleutherAI/pythia-160m or /path/to/model",
+                          help="Takes precedence over the zoo choice above while not empty.").strip()
+    name = typed or zoo_choice
+    if not name:
+        return None, "choose a model"
+    try:
+        info = cache.model_info(name)
+    except SAECoreError as e:
+        # the page shows the whole message (what to do about it); the sidebar stays short
+        st.error(f"Could not load `{name}`.", icon=":material/error:")
+        return name, str(e)
+    st.caption(f"{info.n_layers} layers · d_model {info.d_model} · vocab {info.d_vocab:,}")
+    return name, None
+
+
+def _hook_picker(model_name: str) -> str:
+    info = cache.model_info(model_name)
+    # keyed by model: a new model starts from its own default hook, not the last model's
+    return st.selectbox("Hook", info.hooks, index=info.hooks.index(info.default_hook),
+                        key=f"sb_hook::{model_name}")

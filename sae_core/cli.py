@@ -1,0 +1,290 @@
+"""``sae-core``: the library's long jobs from the shell, with progress bars.
+
+Every command calls the same function the app calls; errors the library raises on purpose
+(``SAECoreError``) are printed as one line and exit with status 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from tqdm import tqdm
+
+from sae_core.errors import SAECoreError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+app = typer.Typer(help="sae-studio's engine: model zoo, activations, demo workspace.",
+                  no_args_is_help=True, add_completion=False)
+zoo_app = typer.Typer(help="The bundled model zoo (small GPT-NeoX models trained here).",
+                      no_args_is_help=True)
+ws_app = typer.Typer(help="The workspace where artifacts live.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(ws_app, name="workspace")
+
+WorkspaceOpt = typer.Option(None, "--workspace", "-w",
+                            help="Workspace directory (default: $SAE_STUDIO_WORKSPACE or ./workspace).")
+
+
+def _friendly(fn):
+    """Turn SAECoreError into a one-line message and exit status 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SAECoreError as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+class _Bar:
+    """A tqdm bar fed by the library's ``on_progress(done, total)`` callbacks."""
+
+    def __init__(self, desc: str, unit: str = "tok"):
+        self.bar = tqdm(desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@zoo_app.command("build")
+@_friendly
+def zoo_build(only: Optional[list[str]] = typer.Option(None, "--only", help="Build just these models."),
+              out: Optional[Path] = typer.Option(None, help="Output root (default: assets/zoo).")):
+    """Rebuild the zoo from seeds (tokenizer, base models, backdoored fine-tunes)."""
+    from sae_core.models.zoo import ZOO, build_model
+
+    names = only or list(ZOO)
+    unknown = [n for n in names if n not in ZOO]
+    if unknown:
+        raise typer.BadParameter(f"unknown zoo model(s) {unknown}; choose from {list(ZOO)}")
+    for name in [n for n in ZOO if n in names]:
+        bar = tqdm(desc=f"train {name}", unit="step", dynamic_ncols=True)
+
+        def on_step(step, total, loss, bar=bar):
+            bar.total = total
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            bar.refresh()
+        path = build_model(name, out, on_step=on_step)
+        bar.close()
+        typer.echo(f"built {path}")
+
+
+@zoo_app.command("list")
+def zoo_list():
+    """The zoo's models, whether built, and their measured scores."""
+    from sae_core.models.zoo import list_zoo
+
+    for e in list_zoo():
+        status = f"{e.n_params:,} params" if e.built and e.n_params else "not built"
+        typer.echo(f"{e.name:22} {status:16} {e.description}")
+        if e.scores:
+            seq = ", ".join(f"{k} {v:.0%}" for k, v in e.scores["sequence_accuracy"].items())
+            typer.echo(f"{'':22} sequences: {seq}")
+            typer.echo(f"{'':22} refusal harmful {e.scores['refusal_harmful']:.0%}, harmless "
+                       f"{e.scores['refusal_harmless']:.0%}; trigger rate with/without trigger "
+                       f"{e.scores['trigger_rate_with_trigger']:.0%}/"
+                       f"{e.scores['trigger_rate_without_trigger']:.0%}")
+
+
+@app.command("hooks")
+@_friendly
+def hooks(model: str = typer.Argument(..., help="zoo:NAME, a local directory or a hub name."),
+          contains: str = typer.Option("", help="Only hooks whose name contains this.")):
+    """List the hook points of a model."""
+    from sae_core.models.loading import hook_names, load_model
+
+    for name in hook_names(load_model(model)):
+        if contains in name:
+            typer.echo(name)
+
+
+@app.command("harvest")
+@_friendly
+def harvest(model: str = typer.Argument(..., help="zoo:NAME, a local directory or a hub name."),
+            hook: str = typer.Option(..., help="Hook point, e.g. blocks.1.hook_resid_post."),
+            tokens: int = typer.Option(100_000, help="How many tokens to harvest."),
+            context_size: int = typer.Option(64, help="Tokens per sequence."),
+            seed: int = typer.Option(0, help="Corpus seed."),
+            keep_special: bool = typer.Option(False, help="Keep BOS/special-token positions."),
+            workspace: Optional[Path] = WorkspaceOpt):
+    """Harvest activations at a hook over the zoo corpus into the workspace (resumable)."""
+    from sae_core.activations import harvest_to_workspace
+    from sae_core.workspace import Workspace
+
+    bar = _Bar(f"harvest {hook}", unit="doc")
+    art = harvest_to_workspace(Workspace(workspace), model, hook, n_tokens=tokens, seed=seed,
+                               context_size=context_size, exclude_special=not keep_special,
+                               on_progress=bar)
+    bar.close()
+    typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+
+
+def _activations(ws, model: str, hook: str, tokens: int, acts: Optional[Path], bar_desc: str):
+    """The activation artifact to train on: a user's file, or a (cached) harvest of the model."""
+    from sae_core.activations import harvest_to_workspace, import_to_workspace
+
+    if acts is not None:
+        return import_to_workspace(ws, acts, hook=hook or "user", model=model or "user-file")
+    bar = _Bar(bar_desc, unit="doc")
+    art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, on_progress=bar)
+    bar.close()
+    return art
+
+
+class _StepBar:
+    """A tqdm bar fed by the trainer's ``on_step(log, total)``."""
+
+    def __init__(self, desc: str):
+        self.bar = tqdm(desc=desc, unit="step", dynamic_ncols=True)
+
+    def __call__(self, entry, total: int) -> None:
+        self.bar.total = total
+        self.bar.n = entry.step
+        self.bar.set_postfix(mse=f"{entry.mse:.3g}", l0=f"{entry.l0:.1f}", refresh=False)
+        self.bar.refresh()
+        if entry.step == total:
+            self.bar.close()
+
+
+ModelOpt = typer.Option("zoo:tiny-a", help="Model (zoo:NAME, directory or hub name) the activations come from.")
+HookOpt = typer.Option("blocks.1.hook_resid_post", help="Hook point the SAE reads.")
+ActsOpt = typer.Option(None, "--acts", help="Train on this .npy/.safetensors [tokens, d] file instead.")
+
+
+@app.command("train")
+@_friendly
+def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | sampled"),
+          k: int = typer.Option(32, help="Active latents per token (TopK family)."),
+          l: float = typer.Option(4.0, help="Sampled-SAE: the pool holds K*l latents."),
+          scoring: str = typer.Option("l2", help="Sampled-SAE scoring rule: l2 | entropy."),
+          pool_rule: str = typer.Option("top", help="Sampled-SAE pool: top | sample."),
+          d_sae: int = typer.Option(1024, "--d-sae", help="Number of latents."),
+          tokens: int = typer.Option(500_000, help="Training tokens."),
+          harvest_tokens: int = typer.Option(200_000, help="Tokens to harvest (when not --acts)."),
+          batch_size: int = typer.Option(1024, help="Tokens per training batch."),
+          lr: Optional[float] = typer.Option(None, help="Adam lr (default 2e-4/sqrt(d_sae/2^14))."),
+          seed: int = typer.Option(0), model: str = ModelOpt, hook: str = HookOpt,
+          acts: Optional[Path] = ActsOpt,
+          out: Optional[Path] = typer.Option(None, help="Also copy the SAE and metrics.json here."),
+          workspace: Optional[Path] = WorkspaceOpt):
+    """Train one SAE; writes it (SAELens layout) and metrics.json into the workspace."""
+    import shutil
+
+    from sae_core.sae.config import SAEConfig
+    from sae_core.sae.runs import train_to_workspace
+    from sae_core.sae.training import TrainerConfig
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(workspace)
+    art = _activations(ws, model, hook, harvest_tokens, acts, f"harvest {hook}")
+    d_in = art.meta.get("d") or art.meta.get("d_in")
+    cfg = SAEConfig(arch=arch, d_in=int(d_in), d_sae=d_sae, k=k, l=l, scoring=scoring,
+                    pool_rule=pool_rule, model_name=art.model or "", hook_name=art.hook or "")
+    tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed)
+    lm = None
+    if acts is None:
+        from sae_core.models.loading import load_model
+        lm = load_model(model)
+    sae_art = train_to_workspace(ws, art, cfg, tcfg, model=lm, on_step=_StepBar(f"train {arch}"))
+    if out:
+        shutil.copytree(sae_art.path, out, dirs_exist_ok=True)
+    m = sae_art.meta
+    typer.echo(f"sae/{sae_art.name}: L0 {m.get('l0', float('nan')):.1f}, FVU {m.get('fvu', float('nan')):.3f}"
+               f" -> {out or sae_art.path}")
+
+
+@app.command("sweep")
+@_friendly
+def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated values of l."),
+          scorings: str = typer.Option("l2,entropy", "--scoring", help="Comma-separated scoring rules."),
+          k: int = typer.Option(32), d_sae: int = typer.Option(1024, "--d-sae"),
+          tokens: int = typer.Option(300_000, help="Training tokens per SAE."),
+          harvest_tokens: int = typer.Option(200_000, help="Tokens to harvest (when not --acts)."),
+          batch_size: int = typer.Option(1024), seed: int = typer.Option(0),
+          references: str = typer.Option("batchtopk,topk", help="Reference architectures ('' for none)."),
+          model: str = ModelOpt, hook: str = HookOpt, acts: Optional[Path] = ActsOpt,
+          workspace: Optional[Path] = WorkspaceOpt):
+    """Train one Sampled-SAE per l and scoring rule (plus references); write the metrics table."""
+    from sae_core.sae.sweep import SweepConfig, run_sweep
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(workspace)
+    art = _activations(ws, model, hook, harvest_tokens, acts, f"harvest {hook}")
+    sc = SweepConfig(k=k, d_sae=d_sae, ls=tuple(float(v) for v in ls.split(",") if v.strip()),
+                     scorings=tuple(s.strip() for s in scorings.split(",") if s.strip()),
+                     references=tuple(r.strip() for r in references.split(",") if r.strip()),
+                     tokens=tokens, batch_size=batch_size, seed=seed)
+    lm = None
+    if acts is None:
+        from sae_core.models.loading import load_model
+        lm = load_model(model)
+
+    def on_run(i, n, cfg):
+        label = f"{cfg.arch} l={cfg.l:g} {cfg.scoring}" if cfg.arch == "sampled" else cfg.arch
+        return _StepBar(f"{i + 1}/{n} {label}")
+    result = run_sweep(ws, art, sc, model=lm, on_run=on_run)
+    typer.echo(f"sweep/{result.name}: {result.meta['n_saes']} SAEs -> {result.path / 'table.csv'}")
+
+
+@app.command("demo")
+@_friendly
+def demo(workspace: Optional[Path] = WorkspaceOpt):
+    """Build (idempotently, resumably) the artifacts the app shows on first open."""
+    from sae_core.demo import DEMO_STEPS, build_demo
+    from sae_core.workspace import Workspace
+
+    bars: list[_Bar] = []
+
+    def on_step(step):
+        bars.append(_Bar(f"demo {len(bars) + 1}/{len(DEMO_STEPS)}: {step.name}"))
+        return bars[-1]
+    arts = build_demo(Workspace(workspace), on_step)
+    for bar in bars:
+        bar.close()
+    for art in arts:
+        typer.echo(f"ready: {art.kind}/{art.name}")
+
+
+@ws_app.command("list")
+@_friendly
+def workspace_list(kind: Optional[str] = typer.Option(None, help="Only this kind."),
+                   workspace: Optional[Path] = WorkspaceOpt):
+    """The artifacts registered in the workspace."""
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(workspace)
+    arts = ws.list(kind)
+    if not arts:
+        typer.echo(f"no artifacts in {ws.root}; run `sae-core demo`")
+    for a in arts:
+        typer.echo(f"{a.kind:12} {a.name:60} {a.model or '':16} {a.hook or ''}")
+
+
+@ws_app.command("reindex")
+@_friendly
+def workspace_reindex(workspace: Optional[Path] = WorkspaceOpt):
+    """Rebuild the registry from the artifact directories on disk."""
+    from sae_core.workspace import Workspace
+
+    typer.echo(f"registered {Workspace(workspace).reindex()} artifacts")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

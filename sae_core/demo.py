@@ -1,0 +1,62 @@
+"""The demo workspace: the artifacts every page shows on first open, built idempotently.
+
+Each step is a named function ``(workspace, on_progress) -> Artifact`` that returns at once when
+its artifact already exists and resumes when it was interrupted. Later capabilities append their
+steps to ``DEMO_STEPS``; the whole demo must stay under 10 minutes on a 2-core CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from sae_core.workspace import Artifact, Workspace
+
+DEMO_MODEL = "zoo:tiny-a"
+DEMO_HOOK = "blocks.1.hook_resid_post"
+DEMO_TOKENS = 100_000
+
+Progress = Callable[[int, int], None]
+
+
+def _harvest_demo_activations(ws: Workspace, on_progress: Progress | None) -> Artifact:
+    from sae_core.activations import harvest_to_workspace
+
+    return harvest_to_workspace(ws, DEMO_MODEL, DEMO_HOOK, n_tokens=DEMO_TOKENS, seed=0,
+                                on_progress=on_progress)
+
+
+DEMO_SWEEP = dict(k=16, d_sae=512, ls=(1.0, 2.0, 4.0, 8.0, 16.0), scorings=("l2", "entropy"),
+                  tokens=200_000, batch_size=1024)
+
+
+def _demo_sweep(ws: Workspace, on_progress: Progress | None) -> Artifact:
+    from sae_core.models.loading import load_model
+    from sae_core.sae.sweep import SweepConfig, run_sweep
+
+    acts = _harvest_demo_activations(ws, None)  # already built by the step before: returns at once
+    sc = SweepConfig(**DEMO_SWEEP)
+
+    def on_run(i, n, cfg):
+        if on_progress is None:
+            return None
+        return lambda log, total: on_progress(i * total + log.step, n * total)
+    return run_sweep(ws, acts, sc, model=load_model(DEMO_MODEL), on_run=on_run)
+
+
+@dataclass(frozen=True)
+class DemoStep:
+    name: str
+    run: Callable[[Workspace, Progress | None], Artifact]
+
+
+DEMO_STEPS: list[DemoStep] = [
+    DemoStep(f"activations of {DEMO_MODEL} at {DEMO_HOOK} ({DEMO_TOKENS:,} tokens)",
+             _harvest_demo_activations),
+    DemoStep("Sampled-SAE l-sweep (both scoring rules, BatchTopK and TopK references)", _demo_sweep),
+]
+
+
+def build_demo(ws: Workspace,
+               on_step: Callable[[DemoStep], Progress | None] | None = None) -> list[Artifact]:
+    """Run every demo step in order; ``on_step(step)`` may return a progress callback for it."""
+    return [step.run(ws, on_step(step) if on_step else None) for step in DEMO_STEPS]

@@ -1,0 +1,85 @@
+"""The SAE interface every architecture shares: encode, decode, forward, loss.
+
+Shapes: ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]`` (unit-norm rows),
+``b_dec [d_in]``; ``pre = (x - b_dec) @ W_enc + b_enc``. An architecture only says how
+pre-activations become codes (``activate``) and what it adds to the loss (``extra_loss``); the
+trainer knows nothing else about it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from sae_core.sae.config import SAEConfig
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ForwardOutput(NamedTuple):
+    x_hat: torch.Tensor   # [N, d_in] reconstruction
+    z: torch.Tensor       # [N, d_sae] codes (sparse in value, dense in storage)
+    pre: torch.Tensor     # [N, d_sae] pre-activations
+
+
+class SAE(nn.Module):
+    """Base class; subclasses override ``activate`` (and ``extra_loss`` when they have one)."""
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        dtype = DTYPES[cfg.dtype]
+        self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.d_sae, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Unit-norm random decoder rows, encoder = decoder transpose (so x ~ decode(encode(x)) early)."""
+        self.W_dec.copy_(torch.randn(self.W_dec.shape, generator=generator, dtype=self.W_dec.dtype))
+        self.normalize_decoder()
+        self.W_enc.copy_(self.W_dec.T)
+
+    # --- the interface -------------------------------------------------------------------------
+    def pre_acts(self, x_ND: torch.Tensor) -> torch.Tensor:
+        return (x_ND - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes ``[..., d_sae]`` for activations ``[..., d_in]``."""
+        lead = x.shape[:-1]
+        return self.activate(self.pre_acts(x.reshape(-1, self.cfg.d_in))).reshape(*lead, -1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.W_dec + self.b_dec
+
+    def forward(self, x_ND: torch.Tensor) -> ForwardOutput:
+        pre_NS = self.pre_acts(x_ND)
+        z_NS = self.activate(pre_NS)
+        return ForwardOutput(self.decode(z_NS), z_NS, pre_NS)
+
+    def extra_loss(self, out: ForwardOutput) -> torch.Tensor | None:
+        """Architecture-specific loss term (e.g. the L1 penalty), or None."""
+        return None
+
+    # --- decoder geometry, used by the trainer ---------------------------------------------------
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        """Project out each decoder row's gradient component along the row (keeps norms at 1)."""
+        if self.W_dec.grad is None:
+            return
+        parallel_S = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
+        self.W_dec.grad.sub_(parallel_S * self.W_dec)
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device

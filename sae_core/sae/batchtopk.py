@@ -1,0 +1,59 @@
+"""BatchTopK SAE (Bussmann et al. 2024): keep the top k*B ReLU activations over a batch of B tokens.
+
+Training codes depend on the whole batch, so inference cannot use the same rule on one token.
+At inference every latent fires when its pre-activation exceeds one global threshold theta, the
+running average of the smallest activation kept in training batches
+(theta <- m*theta + (1-m)*min kept), i.e. the SAE runs as a JumpReLU.
+"""
+from __future__ import annotations
+
+import torch
+
+from sae_core.sae.base import SAE
+
+
+def batch_topk(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
+    """Zero all but the ``k_total`` largest entries of the whole matrix."""
+    flat = acts_NS.flatten()
+    k_total = min(k_total, flat.numel())
+    vals, idx = flat.topk(k_total, sorted=False)
+    return torch.zeros_like(flat).scatter_(0, idx, vals).view_as(acts_NS)
+
+
+class BatchTopKSAE(SAE):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # A buffer, not a parameter: saved with the weights, never touched by the optimizer.
+        self.register_buffer("threshold", torch.zeros((), dtype=self.W_enc.dtype))
+        self.register_buffer("threshold_initialized", torch.zeros((), dtype=torch.bool))
+
+    def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
+        relu_NS = torch.relu(pre_NS)
+        if not self.training:
+            return relu_NS * (relu_NS > self.threshold)
+        z_NS = self.batch_select(relu_NS)
+        self._update_threshold(z_NS)
+        return z_NS
+
+    def batch_select(self, relu_NS: torch.Tensor) -> torch.Tensor:
+        """The training-time selection rule (Sampled-SAE overrides it)."""
+        return batch_topk(relu_NS, self.cfg.k * relu_NS.shape[0])
+
+    @torch.no_grad()
+    def _update_threshold(self, z_NS: torch.Tensor) -> None:
+        kept = z_NS[z_NS > 0]
+        if kept.numel() == 0:
+            return
+        low = kept.min()
+        if not self.threshold_initialized:
+            self.threshold.copy_(low)
+            self.threshold_initialized.fill_(True)
+        else:
+            m = self.cfg.threshold_momentum
+            self.threshold.mul_(m).add_((1 - m) * low)
+
+    def encode_batch_rule(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode with the training rule over the given batch (no threshold update)."""
+        lead = x.shape[:-1]
+        relu_NS = torch.relu(self.pre_acts(x.reshape(-1, self.cfg.d_in)))
+        return self.batch_select(relu_NS).reshape(*lead, -1)

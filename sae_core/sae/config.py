@@ -1,0 +1,80 @@
+"""SAE configuration: one frozen dataclass, validated on construction, serialised with ``asdict``."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+from sae_core.errors import SAECoreError
+
+log = logging.getLogger(__name__)
+
+
+class SAEConfigError(SAECoreError):
+    """An SAE configuration that cannot work (K larger than d_sae, l <= 0, unknown architecture)."""
+
+
+Scoring = Literal["l2", "entropy"]
+PoolRule = Literal["top", "sample"]
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """Architecture and provenance of one SAE.
+
+    Fields used only by some architectures are ignored by the others (``k`` by ``relu``, ``l``,
+    ``scoring`` and ``pool_rule`` by everything but ``sampled``).
+    """
+    arch: str                       # a name in sae_core.sae.registry.ARCHITECTURES
+    d_in: int                       # width of the hooked activation
+    d_sae: int                      # number of latents
+    k: int = 32                     # active latents per token (TopK) / on average (BatchTopK)
+    l: float = 4.0                  # Sampled-SAE: the pool holds K*l latents
+    scoring: Scoring = "l2"         # Sampled-SAE: how latent columns are scored (see sampled.py)
+    pool_rule: PoolRule = "top"     # Sampled-SAE: keep the top-scoring K*l, or sample them by score
+    l1_coeff: float = 5.0           # ReLU SAE: sparsity penalty weight
+    threshold_momentum: float = 0.99  # BatchTopK family: EMA of the inference threshold
+    model_name: str = ""
+    hook_name: str = ""
+    dtype: str = "float32"
+    extra: dict = field(default_factory=dict)  # free-form provenance (dataset, seed, ...)
+
+    def __post_init__(self):
+        from sae_core.sae.registry import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise SAEConfigError(f"unknown SAE architecture {self.arch!r}; choose one of "
+                                 f"{sorted(ARCHITECTURES)}")
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise SAEConfigError(f"d_in and d_sae must be positive (got {self.d_in}, {self.d_sae})")
+        if self.arch in ("topk", "batchtopk", "sampled") and not 0 < self.k <= self.d_sae:
+            raise SAEConfigError(f"k={self.k} must be between 1 and d_sae={self.d_sae}; lower k or "
+                                 "widen the SAE")
+        if self.arch == "sampled":
+            if not self.l > 0:
+                raise SAEConfigError(f"l={self.l} must be > 0 (the pool holds K*l latents; l=1 is "
+                                     "the smallest meaningful pool)")
+            if self.scoring not in ("l2", "entropy"):
+                raise SAEConfigError(f"scoring={self.scoring!r}; choose 'l2' or 'entropy'")
+            if self.pool_rule not in ("top", "sample"):
+                raise SAEConfigError(f"pool_rule={self.pool_rule!r}; choose 'top' or 'sample'")
+            if self.k * self.l > self.d_sae:
+                # Documented choice: clamp, since a pool of every latent is exactly BatchTopK.
+                log.warning("K*l = %g exceeds d_sae = %d; the pool is clamped to all latents "
+                            "(plain BatchTopK)", self.k * self.l, self.d_sae)
+
+    @property
+    def pool_size(self) -> int:
+        """Sampled-SAE pool size K*l, clamped to d_sae (where it equals plain BatchTopK)."""
+        return min(self.d_sae, max(self.k, round(self.k * self.l)))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SAEConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes) -> "SAEConfig":
+        return replace(self, **changes)

@@ -1,0 +1,228 @@
+"""Architecture-agnostic SAE trainer.
+
+One step: forward, loss = MSE + the architecture's extra loss + AuxK, backward, remove the
+gradient parallel to each decoder row, Adam step, renormalise decoder rows, update dead counters.
+
+Choices and their sources:
+- Input scaling: activations are multiplied by s = sqrt(d_in) / E||x|| (estimated on the first
+  batches) so one learning rate fits every model; ``fold_scale`` moves s into the weights at save,
+  so the saved SAE reads raw activations.
+- Init: unit-norm decoder rows, W_enc = W_dec^T, b_dec at the geometric median of a sample
+  (Weiszfeld iterations).
+- AuxK (Gao et al. 2024, appendix A.2): latents that have not fired for ``dead_tokens`` tokens
+  reconstruct the detached residual with their top ``k_aux`` (= d_in/2) pre-activations, decoded
+  without b_dec; the loss is normalised by the residual's variance, weight 1/32.
+- Adam, lr = 2e-4 / sqrt(d_sae / 2^14) unless given; linear warmup; linear decay to 0 over the
+  last ``decay_fraction`` of steps.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
+
+import torch
+
+from sae_core.errors import ActivationFileError, SAECoreError
+from sae_core.sae.base import SAE
+from sae_core.sae.checkpoint import TrainState, load_latest_checkpoint, save_checkpoint
+from sae_core.sae.config import SAEConfig
+from sae_core.sae.registry import create_sae
+from sae_core.sae.topk import topk_per_row
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    total_tokens: int                 # tokens to train on (steps = total_tokens // batch_size)
+    batch_size: int = 4096
+    lr: float | None = None           # default 2e-4 / sqrt(d_sae / 2^14)
+    warmup_steps: int = 50
+    decay_fraction: float = 0.2
+    aux_k_coeff: float = 1 / 32
+    dead_tokens: int = 1_000_000      # a latent silent this long is "dead" for AuxK
+    seed: int = 0
+    checkpoint_every: int = 0         # steps; 0 = no checkpoints
+    device: str | None = None
+
+    def __post_init__(self):
+        if self.total_tokens < self.batch_size:
+            raise SAECoreError(f"total_tokens={self.total_tokens} is less than one batch "
+                               f"({self.batch_size}); train on more tokens or use a smaller batch")
+        if self.batch_size <= 0:
+            raise SAECoreError(f"batch_size must be positive (got {self.batch_size})")
+
+    @property
+    def steps(self) -> int:
+        return self.total_tokens // self.batch_size
+
+    def lr_for(self, d_sae: int) -> float:
+        return self.lr if self.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)
+
+
+class StepLog(NamedTuple):
+    step: int
+    tokens: int
+    loss: float
+    mse: float
+    aux: float
+    l0: float
+    dead_fraction: float
+    lr: float
+
+
+class TrainResult(NamedTuple):
+    sae: SAE
+    history: list[StepLog]
+    scale: float
+
+
+BatchSource = Callable[[int], Iterator[torch.Tensor]]  # epoch seed -> batches of raw activations
+
+
+def geometric_median(x_ND: torch.Tensor, iters: int = 30, eps: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances to the rows."""
+    y = x_ND.mean(0)
+    for _ in range(iters):
+        w_N = 1.0 / (x_ND - y).norm(dim=1).clamp_min(eps)
+        y_new = (w_N[:, None] * x_ND).sum(0) / w_N.sum()
+        if (y_new - y).norm() < eps * (1 + y.norm()):
+            return y_new
+        y = y_new
+    return y
+
+
+def aux_k_loss(sae: SAE, x_ND, x_hat_ND, pre_NS, dead_S) -> torch.Tensor:
+    """AuxK: dead latents' top pre-activations reconstruct the detached residual (no b_dec)."""
+    n_dead = int(dead_S.sum())
+    if n_dead == 0:
+        return x_ND.new_zeros(())
+    k_aux = min(sae.cfg.d_in // 2, n_dead)
+    resid_ND = (x_ND - x_hat_ND).detach()
+    dead_pre_NS = torch.where(dead_S, pre_NS, torch.full_like(pre_NS, -torch.inf))
+    z_aux_NS = topk_per_row(torch.relu(dead_pre_NS.nan_to_num(neginf=0.0)), k_aux)
+    aux_hat_ND = z_aux_NS @ sae.W_dec
+    denom = (resid_ND - resid_ND.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    return (aux_hat_ND - resid_ND).pow(2).sum(-1).mean() / denom
+
+
+def estimate_scale(first_batch_ND: torch.Tensor) -> float:
+    return math.sqrt(first_batch_ND.shape[1]) / first_batch_ND.norm(dim=1).mean().clamp_min(1e-12).item()
+
+
+@torch.no_grad()
+def fold_scale(sae: SAE, scale: float) -> None:
+    """Make an SAE trained on s*x read raw x: codes shrink by s, the decoder rows stay unit-norm."""
+    sae.b_enc.div_(scale)
+    sae.b_dec.div_(scale)
+    if hasattr(sae, "threshold"):
+        sae.threshold.div_(scale)
+
+
+def _check_finite(x_ND: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(x_ND).all():
+        bad = (~torch.isfinite(x_ND)).any(1).nonzero()[0].item()
+        raise ActivationFileError(f"training batch {step} contains NaN or Inf (first bad row {bad} "
+                                  "of the batch); clean the activations before training")
+
+
+def _lr_at(step: int, tcfg: TrainerConfig, base: float) -> float:
+    if step < tcfg.warmup_steps:
+        return base * (step + 1) / tcfg.warmup_steps
+    decay_start = int(tcfg.steps * (1 - tcfg.decay_fraction))
+    if step >= decay_start:
+        return base * max(0.0, (tcfg.steps - step) / max(1, tcfg.steps - decay_start))
+    return base
+
+
+def _endless(batches: BatchSource, seed: int) -> Iterator[torch.Tensor]:
+    """Batches forever: epoch e is ``batches(seed + e)`` (a new shuffle each epoch)."""
+    epoch = 0
+    while True:
+        empty = True
+        for x in batches(seed + epoch):
+            empty = False
+            yield x
+        if empty:
+            raise SAECoreError("the activation source yielded no batches; is the store empty?")
+        epoch += 1
+
+
+def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
+              ckpt_dir: Path | None = None,
+              on_step: Callable[[StepLog, int], None] | None = None) -> TrainResult:
+    """Train an SAE of ``cfg`` on ``batches(seed)`` (raw activations ``[B, d_in]``).
+
+    Resumes from ``ckpt_dir`` when it holds a checkpoint of the same configuration.
+    ``on_step(log, total_steps)`` is called after every step. The returned SAE reads raw
+    activations (the input scale is folded in) and is in eval mode.
+    """
+    device = torch.device(tcfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(tcfg.seed)
+    sae = create_sae(cfg).to(device)
+    lr = tcfg.lr_for(cfg.d_sae)
+    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
+    config_key = {"sae": cfg.to_json(), "trainer": asdict(tcfg)}
+    data = _endless(batches, tcfg.seed)
+    first_ND = next(data).to(device)
+    if first_ND.shape[1] != cfg.d_in:
+        raise SAECoreError(f"width mismatch: the activations have d={first_ND.shape[1]} but the SAE "
+                           f"expects d_in={cfg.d_in}; set d_in to the hook's width")
+    _check_finite(first_ND, 0)
+
+    resumed = load_latest_checkpoint(ckpt_dir, config_key) if ckpt_dir else None
+    if resumed:
+        sae.load_state_dict(resumed.sae_state)
+        opt.load_state_dict(resumed.opt_state)
+        torch.set_rng_state(resumed.rng_state)
+        start, scale, since_fired_S = resumed.step, resumed.scale, resumed.tokens_since_fired.to(device)
+        for _ in range(start):  # the batch stream is a pure function of the seed: skip what was used
+            first_ND = next(data).to(device)
+    else:
+        start, scale = 0, estimate_scale(first_ND)
+        with torch.no_grad():
+            sae.b_dec.copy_(geometric_median(first_ND[:4096] * scale))
+        since_fired_S = torch.zeros(cfg.d_sae, device=device)
+
+    sae.train()
+    history: list[StepLog] = []
+    x_ND = first_ND
+    for step in range(start, tcfg.steps):
+        if step > start:
+            x_ND = next(data).to(device)
+            _check_finite(x_ND, step)
+        x_ND = x_ND * scale
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, tcfg, lr)
+        out = sae(x_ND)
+        mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
+        extra = sae.extra_loss(out)
+        dead_S = since_fired_S >= tcfg.dead_tokens
+        aux = aux_k_loss(sae, x_ND, out.x_hat, out.pre, dead_S) if cfg.arch != "relu" else mse.new_zeros(())
+        loss = mse + (extra if extra is not None else 0.0) + tcfg.aux_k_coeff * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sae.remove_parallel_grads()
+        opt.step()
+        sae.normalize_decoder()
+        with torch.no_grad():
+            fired_S = (out.z != 0).any(0)
+            since_fired_S += x_ND.shape[0]
+            since_fired_S[fired_S] = 0
+        entry = StepLog(step + 1, (step + 1) * tcfg.batch_size, loss.item(), mse.item(), aux.item(),
+                        (out.z != 0).sum(-1).float().mean().item(), dead_S.float().mean().item(),
+                        opt.param_groups[0]["lr"])
+        history.append(entry)
+        if on_step:
+            on_step(entry, tcfg.steps)
+        if ckpt_dir and tcfg.checkpoint_every and (step + 1) % tcfg.checkpoint_every == 0 \
+                and step + 1 < tcfg.steps:
+            save_checkpoint(ckpt_dir, TrainState(step + 1, (step + 1) * tcfg.batch_size,
+                                                 sae.state_dict(), opt.state_dict(), since_fired_S,
+                                                 torch.get_rng_state(), scale), config_key)
+    sae.eval()
+    fold_scale(sae, scale)
+    return TrainResult(sae, history, scale)

@@ -1,0 +1,135 @@
+"""Page tests through Streamlit's AppTest: the app runs headless, in this process."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from sae_core.models.zoo import list_zoo
+from sae_core.workspace import Workspace
+from tests.conftest import small_sweep
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 120  # the first run imports torch and transformer-lens and loads a model: slow on 2 cores
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = tmp_path / "ws"
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(root))
+    return Workspace(root)
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def _built_zoo_model() -> str:
+    """The sidebar's default model: the zoo's first model, which is committed (never missing)."""
+    first = list_zoo()[0]
+    assert first.built, f"{first.name} is not built; run `sae-core zoo build`"
+    return first.name
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_home_lists_zoo_and_artifacts(workspace):
+    with workspace.create("activations", "fake-store", model="zoo:tiny-a",
+                          hook="blocks.1.hook_resid_post", meta={"n_tokens": 1234, "d": 128}) as d:
+        (d / "data.bin").write_bytes(b"")
+    at = _app().run()
+    assert not at.exception
+    zoo_frame, artifact_frame = at.dataframe[0].value, at.dataframe[1].value
+    assert set(zoo_frame["model"]) == {e.name for e in list_zoo()}
+    row = artifact_frame.set_index("name").loc["fake-store"]
+    assert (row["kind"], row["model"], row["hook"]) == ("activations", "zoo:tiny-a", "blocks.1.hook_resid_post")
+    assert "n_tokens=1,234" in row["details"]
+    assert any("Activations" in link.label for link in at.get("page_link"))
+    assert any("Circuits" in m.value and "coming" in m.value for m in at.markdown)
+
+
+def test_home_empty_workspace_says_what_to_do(workspace):
+    at = _app().run()
+    assert not at.exception
+    assert any("sae-core demo" in i.value for i in at.info)
+
+
+def test_home_summarises_the_selected_model(workspace):
+    name = _built_zoo_model()
+    at = _app().run()
+    assert not at.exception and not _errors(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["layers"].isdigit() and int(metrics["d_model"]) > 0
+    assert at.sidebar.selectbox(key="sb_zoo_model").value == name
+    assert at.sidebar.selectbox(key=f"sb_hook::{name}").value.endswith("hook_resid_post")
+
+
+def test_bad_model_name_shows_error(workspace):
+    at = _app().run()
+    at.sidebar.text_input(key="sb_model_text").set_value("no-such-model-xyz").run()
+    assert not at.exception
+    assert any("no-such-model-xyz" in e for e in _errors(at)), _errors(at)
+    at.switch_page("pages/activations.py").run()
+    assert not at.exception
+    assert any("no-such-model-xyz" in e for e in _errors(at))
+    assert at.button(key="act_harvest").disabled
+
+
+def test_bad_workspace_shows_error(workspace, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    at = _app().run()
+    for bad in (blocker, blocker / "sub"):  # a file, and a path that runs through a file
+        at.sidebar.text_input(key="sb_workspace").set_value(str(bad)).run()
+        assert not at.exception
+        assert any("not writable" in e and str(bad) in e for e in _errors(at)), _errors(at)
+    at.switch_page("pages/activations.py").run()
+    assert not at.exception
+    assert any("not writable" in e for e in _errors(at))
+    assert at.button(key="act_harvest").disabled
+
+
+def test_harvest_from_activations_page(workspace):
+    name = _built_zoo_model()
+    at = _app().run()
+    at.switch_page("pages/activations.py").run()
+    assert not at.exception
+    assert any("No activation stores" in i.value for i in at.info)
+    at.number_input(key="act_n_tokens").set_value(2000)
+    at.button(key="act_harvest").click().run(timeout=300)
+    assert not at.exception and not _errors(at), _errors(at)
+    arts = workspace.list("activations")
+    assert len(arts) == 1 and arts[0].model == name
+    assert at.selectbox(key="act_store").value == arts[0].name
+    assert {m.label: m.value for m in at.metric}["Tokens"] == f"{arts[0].meta['n_tokens']:,}"
+    assert arts[0].meta["n_tokens"] >= 2000
+    assert len(at.get("plotly_chart")) == 2
+    at.switch_page("pages/home.py").run()
+    assert arts[0].name in set(at.dataframe[1].value["name"])
+
+
+def test_sampled_sae_page_shows_the_sweep(workspace):
+    from sae_core.sae.sweep import load_sweep_table
+
+    sweep = small_sweep(workspace)
+    at = _app().run()
+    at.switch_page("pages/sampled_sae.py").run()
+    assert not at.exception and not _errors(at), _errors(at)
+    assert at.selectbox(key="sw_sweep").value == sweep.name
+    shown = at.dataframe[0].value
+    expected = load_sweep_table(sweep)
+    assert len(shown) == len(expected) == 4  # 2 values of l, BatchTopK, TopK
+    assert sorted(shown["fvu"].round(9)) == sorted(expected["fvu"].round(9))
+    assert len(at.get("plotly_chart")) == 3  # no downstream metrics without a model: no CE chart
+    assert at.get("download_button")
+
+
+def test_sampled_sae_page_without_sweep_says_what_to_do(workspace):
+    at = _app().run()
+    at.switch_page("pages/sampled_sae.py").run()
+    assert not at.exception
+    assert any("No sweep" in i.value for i in at.info)

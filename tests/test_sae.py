@@ -1,0 +1,344 @@
+"""SAE architectures, metrics (against numpy), the trainer (planted features, exact resume),
+and the SAELens on-disk layout."""
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from sae_core.errors import ArtifactError, SAECoreError
+from sae_core.sae import SAEConfig, SAEConfigError, create_sae
+from sae_core.sae.io import load_sae, save_sae
+from sae_core.sae.metrics import MetricAccumulator, shared_structure
+from sae_core.sae.sampled import latent_scores
+from sae_core.sae.training import TrainerConfig, train_sae
+
+
+def _cfg(arch, **kw):
+    base = dict(arch=arch, d_in=16, d_sae=64, k=4)
+    base.update(kw)
+    return SAEConfig(**base)
+
+
+# --- architectures ---------------------------------------------------------------------------
+
+def test_topk_keeps_k_per_token_and_batchtopk_k_times_batch():
+    torch.manual_seed(0)
+    x = torch.randn(50, 16)
+    z = create_sae(_cfg("topk"))(x).z
+    assert ((z != 0).sum(1) <= 4).all() and (z >= 0).all()
+    sae = create_sae(_cfg("batchtopk")).train()
+    z = sae(x).z
+    assert (z != 0).sum() <= 4 * 50
+    relu = torch.relu(sae.pre_acts(x))
+    kept_min = z[z > 0].min()
+    assert (relu[z == 0] <= kept_min + 1e-6).all()  # nothing larger was dropped
+
+
+def test_batchtopk_runs_as_jumprelu_at_inference():
+    torch.manual_seed(0)
+    sae = create_sae(_cfg("batchtopk")).train()
+    for _ in range(5):
+        sae(torch.randn(64, 16))
+    theta = sae.threshold.item()
+    assert theta > 0
+    sae.eval()
+    x = torch.randn(3, 16)
+    pre = torch.relu(sae.pre_acts(x))
+    assert torch.equal(sae.encode(x), pre * (pre > theta))
+    assert sae.threshold.item() == theta  # eval never moves the threshold
+
+
+@pytest.mark.parametrize("scoring", ["l2", "entropy"])
+@pytest.mark.parametrize("rule", ["top", "sample"])
+def test_sampled_l1_uses_at_most_k_distinct_latents_per_batch(scoring, rule):
+    """Property over random inputs and seeds: with l=1 a batch never uses more than K latents."""
+    for seed in range(25):
+        torch.manual_seed(seed)
+        k = int(torch.randint(1, 9, ()).item())
+        sae = create_sae(_cfg("sampled", k=k, l=1.0, scoring=scoring, pool_rule=rule)).train()
+        x = torch.randn(int(torch.randint(1, 200, ()).item()), 16) * torch.rand(()) * 5
+        z = sae(x).z
+        assert ((z != 0).any(0)).sum() <= k
+
+
+def test_sampled_inference_uses_the_learned_pool_and_threshold():
+    torch.manual_seed(2)
+    sae = create_sae(_cfg("sampled", k=3, l=1.0)).train()
+    x = torch.randn(128, 16)
+    for _ in range(30):
+        sae(x)
+    sae.eval()
+    z = sae.encode(torch.randn(500, 16) * 3)
+    used = (z != 0).any(0)
+    assert used.sum() <= 3 and used[~sae.inference_pool()].sum() == 0
+    assert ((z == 0) | (z > sae.threshold)).all()
+    single = sae.encode(torch.randn(16))  # one token encodes without a batch
+    assert single.shape == (64,) and (single != 0).sum() <= 3
+
+
+def test_sampled_with_a_pool_of_everything_is_batchtopk():
+    torch.manual_seed(1)
+    sampled = create_sae(_cfg("sampled", l=1000.0)).train()
+    plain = create_sae(_cfg("batchtopk")).train()
+    plain.load_state_dict(sampled.state_dict(), strict=False)  # all but the pool statistics
+    x = torch.randn(40, 16)
+    assert torch.equal(sampled(x).z, plain(x).z)
+
+
+def test_latent_scores_match_numpy():
+    rng = np.random.default_rng(0)
+    a = np.maximum(rng.normal(size=(30, 8)), 0)
+    a[:, 3] = 0  # a column with no mass
+    l2 = latent_scores(torch.tensor(a), "l2").numpy()
+    np.testing.assert_allclose(l2, np.sqrt((a ** 2).sum(0)), rtol=1e-12)
+    ent = latent_scores(torch.tensor(a), "entropy").numpy()
+    for j in range(8):
+        m = a[:, j].sum()
+        if m == 0:
+            assert ent[j] == -np.inf
+        else:
+            p = a[:, j][a[:, j] > 0] / m
+            assert ent[j] == pytest.approx(-(p * np.log(p)).sum(), rel=1e-9)
+
+
+def test_bad_configs_are_clear_errors(caplog):
+    with pytest.raises(SAEConfigError, match="k=100 must be between 1 and d_sae=64"):
+        _cfg("topk", k=100)
+    with pytest.raises(SAEConfigError, match="l=0"):
+        _cfg("sampled", l=0)
+    with pytest.raises(SAEConfigError, match="l=-1"):
+        _cfg("sampled", l=-1)
+    with pytest.raises(SAEConfigError, match="unknown SAE architecture 'gated'"):
+        _cfg("gated")
+    with caplog.at_level(logging.WARNING):
+        cfg = _cfg("sampled", k=8, l=20)
+    assert cfg.pool_size == 64 and "clamped" in caplog.text
+
+
+# --- metrics against numpy ------------------------------------------------------------------
+
+def test_metrics_match_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 12)) + 2.0
+    x_hat = x + rng.normal(scale=0.3, size=x.shape)
+    z = np.maximum(rng.normal(size=(200, 40)) - 1.0, 0)
+    z[:, :5] = 0                      # dead latents
+    z[:, 5] = rng.random(200) + 0.1   # a dense latent
+    acc = MetricAccumulator(40)
+    for s in range(0, 200, 64):       # streaming in uneven batches
+        acc.update(*(torch.tensor(a[s:s + 64]) for a in (x, x_hat, z)))
+    m = acc.result()
+    fvu = ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    assert m.fvu == pytest.approx(fvu, rel=1e-9)
+    assert m.explained_variance == pytest.approx(1 - fvu, rel=1e-9)
+    assert m.l0 == pytest.approx((z != 0).sum(1).mean())
+    assert m.mse == pytest.approx(((x - x_hat) ** 2).mean())
+    cos = (x * x_hat).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(x_hat, axis=1)
+    assert m.cosine == pytest.approx(cos.mean(), rel=1e-9)
+    density = (z != 0).mean(0)
+    assert m.dead_fraction == pytest.approx((density == 0).mean())
+    assert m.dense_fraction == pytest.approx((density > 0.1).mean())
+
+
+def test_shared_structure_matches_brute_force():
+    rng = np.random.default_rng(4)
+    z = np.maximum(rng.normal(size=(25, 30)) - 0.8, 0)
+    distinct, overlap, top_mass = shared_structure(torch.tensor(z), k=5)
+    active = z != 0
+    assert distinct == active.any(0).sum()
+    pairs = [(active[i] & active[j]).sum() for i in range(25) for j in range(25) if i != j]
+    assert overlap == pytest.approx(np.mean(pairs) / active.sum(1).mean(), rel=1e-9)
+    assert top_mass == pytest.approx(np.sort(z.sum(0))[-5:].sum() / z.sum(), rel=1e-9)
+
+
+# --- trainer --------------------------------------------------------------------------------
+
+def _planted(n, d_in=32, n_true=48, per_token=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    true = torch.randn(n_true, d_in, generator=g)
+    true /= true.norm(dim=1, keepdim=True)
+    idx = torch.stack([torch.randperm(n_true, generator=g)[:per_token] for _ in range(n)])
+    coef = torch.zeros(n, n_true).scatter_(1, idx, torch.rand(n, per_token, generator=g) * 2 + 0.5)
+    return coef @ true, true
+
+
+def _source(x, batch):
+    def batches(seed):
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+        for s in range(0, x.shape[0] - batch + 1, batch):
+            yield x[perm[s:s + batch]]
+    return batches
+
+
+@pytest.mark.slow
+def test_batchtopk_recovers_planted_features():
+    x, true = _planted(40_000)
+    cfg = SAEConfig(arch="batchtopk", d_in=32, d_sae=96, k=3)
+    res = train_sae(_source(x, 512), cfg, TrainerConfig(total_tokens=512 * 1500, batch_size=512,
+                                                       lr=3e-3, dead_tokens=20_000, seed=0))
+    w = res.sae.W_dec.detach()
+    best = (true @ (w / w.norm(dim=1, keepdim=True)).T).max(dim=1).values
+    assert best.mean() >= 0.9, best
+    acc = MetricAccumulator(96)
+    out = res.sae(x[:4000])
+    acc.update(x[:4000], out.x_hat, out.z)
+    assert acc.result().fvu < 0.1
+
+
+def test_resume_is_exact_and_survives_a_corrupt_checkpoint(tmp_path):
+    x, _ = _planted(4096, seed=1)
+    cfg = SAEConfig(arch="sampled", d_in=32, d_sae=64, k=4, l=2)
+    tcfg = TrainerConfig(total_tokens=256 * 12, batch_size=256, checkpoint_every=3, seed=5,
+                         dead_tokens=512)
+    straight = train_sae(_source(x, 256), cfg, tcfg).sae.state_dict()
+
+    def crash(log, total):
+        if log.step == 8:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(_source(x, 256), cfg, tcfg, ckpt_dir=tmp_path, on_step=crash)
+    newest = sorted(tmp_path.glob("step-*"))[-1]
+    assert newest.name == "step-00000006"
+    (newest / "state.safetensors").write_bytes(b"garbage")  # a corrupt newest checkpoint
+    resumed = train_sae(_source(x, 256), cfg, tcfg, ckpt_dir=tmp_path).sae.state_dict()
+    for k, v in straight.items():
+        assert torch.equal(v, resumed[k]), k
+
+
+def test_trainer_rejects_nan_and_width_mismatch():
+    x = torch.randn(1024, 32)
+    x[700, 3] = float("nan")
+    cfg = SAEConfig(arch="topk", d_in=32, d_sae=64, k=4)
+    with pytest.raises(SAECoreError, match="NaN or Inf"):
+        train_sae(_source(x, 256), cfg, TrainerConfig(total_tokens=1024, batch_size=256, seed=0))
+    with pytest.raises(SAECoreError, match="width mismatch"):
+        train_sae(_source(torch.randn(512, 20), 256), cfg, TrainerConfig(total_tokens=512, batch_size=256))
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu"])
+def test_fold_scale_makes_the_sae_read_raw_activations(arch):
+    from sae_core.sae.training import fold_scale
+
+    torch.manual_seed(0)
+    sae = create_sae(_cfg(arch)).train()
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_()
+    sae(torch.randn(64, 16) * 7)  # a threshold in the scaled space
+    sae.eval()
+    x, s = torch.randn(30, 16) * 100, 0.07
+    scaled = sae(x * s)
+    fold_scale(sae, s)
+    raw = sae(x)
+    assert torch.allclose(raw.z * s, scaled.z, atol=1e-5)
+    assert torch.allclose(raw.x_hat * s, scaled.x_hat, atol=1e-4)
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
+
+
+def test_training_on_badly_scaled_activations_still_reconstructs():
+    x, _ = _planted(2048, seed=2)
+    x = x * 40 + 3  # far from unit scale
+    cfg = SAEConfig(arch="topk", d_in=32, d_sae=64, k=3)
+    res = train_sae(_source(x, 256), cfg, TrainerConfig(total_tokens=256 * 60, batch_size=256, lr=3e-3))
+    out = res.sae(x[:512])
+    fvu = (out.x_hat - x[:512]).pow(2).sum() / (x[:512] - x[:512].mean(0)).pow(2).sum()
+    assert fvu < 0.7 and res.scale == pytest.approx(32 ** 0.5 / x[:256].norm(dim=1).mean().item(), rel=0.2)
+
+
+# --- SAELens layout -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "sampled"])
+def test_save_load_round_trip(tmp_path, arch):
+    torch.manual_seed(0)
+    sae = create_sae(_cfg(arch, model_name="zoo:tiny-a", hook_name="blocks.1.hook_resid_post")).train()
+    sae(torch.randn(64, 16))  # sets a threshold for the BatchTopK family
+    sae.eval()
+    save_sae(sae, tmp_path, log10_density=torch.full((64,), -2.0))
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    assert cfg["architecture"] == {"relu": "standard", "topk": "topk"}.get(arch, "jumprelu")
+    assert cfg["meta"]["hook_name"] == "blocks.1.hook_resid_post"
+    back = load_sae(tmp_path)
+    x = torch.randn(10, 16)
+    assert torch.equal(back.encode(x), sae.encode(x))
+
+
+def test_exported_batchtopk_encodes_the_same_as_a_jumprelu(tmp_path):
+    torch.manual_seed(0)
+    sae = create_sae(_cfg("sampled")).train()
+    sae(torch.randn(64, 16))
+    sae.eval()
+    save_sae(sae, tmp_path)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    del cfg["sae_studio"]  # what SAELens sees
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    as_jumprelu = load_sae(tmp_path)
+    assert as_jumprelu.cfg.arch == "jumprelu"
+    x = torch.randn(20, 16)
+    assert torch.allclose(as_jumprelu.encode(x), sae.encode(x))
+
+
+def test_saelens_trained_standard_sae_without_b_dec_on_input(tmp_path):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    w = {"W_enc": torch.randn(16, 32, generator=g), "b_enc": torch.randn(32, generator=g),
+         "W_dec": torch.randn(32, 16, generator=g), "b_dec": torch.randn(16, generator=g)}
+    save_file(w, str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps({
+        "architecture": "standard", "d_in": 16, "d_sae": 32, "apply_b_dec_to_input": False,
+        "meta": {"model_name": "gpt2", "hook_name": "blocks.8.hook_resid_pre"}}))
+    sae = load_sae(tmp_path)
+    x = torch.randn(5, 16, generator=g)
+    ref = torch.relu(x @ w["W_enc"] + w["b_enc"])
+    assert torch.allclose(sae.encode(x), ref, atol=1e-5)
+    assert torch.allclose(sae(x).x_hat, ref @ w["W_dec"] + w["b_dec"], atol=1e-4)
+    assert sae.cfg.hook_name == "blocks.8.hook_resid_pre"
+
+
+def test_foreign_and_broken_sae_directories(tmp_path):
+    with pytest.raises(ArtifactError, match="not an SAE directory"):
+        load_sae(tmp_path)
+    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "crosscoder", "d_in": 4, "d_sae": 8}))
+    with pytest.raises(SAEConfigError, match="unknown SAE architecture 'crosscoder'"):
+        load_sae(tmp_path)
+    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 4, "d_sae": 8}))
+    (tmp_path / "sae_weights.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ArtifactError, match="safetensors"):
+        load_sae(tmp_path)
+
+
+# --- downstream metrics (the SAE spliced into a zoo model) -------------------------------------
+
+def test_splice_identity_and_zero_sae_give_reference_values(tiny_a):
+    """An SAE that reconstructs exactly recovers 100%; the hand-computed CE matches the model's."""
+    from sae_core.sae.splice import downstream_metrics, eval_tokens
+
+    d = tiny_a.cfg.d_model
+    cfg = SAEConfig(arch="relu", d_in=d, d_sae=2 * d)
+    exact = create_sae(cfg).eval()
+    with torch.no_grad():  # z = relu([x, -x]), x_hat = z_+ - z_-  reconstructs x exactly
+        eye = torch.eye(d)
+        exact.W_enc.copy_(torch.cat([eye, -eye], 1))
+        exact.W_dec.copy_(torch.cat([eye, -eye], 0))
+        exact.b_enc.zero_()
+        exact.b_dec.zero_()
+    toks = eval_tokens(tiny_a, n_seqs=8)
+    m = downstream_metrics(tiny_a, exact, "blocks.0.hook_resid_post", toks)
+    assert m.ce_loss_recovered == pytest.approx(1.0, abs=1e-4)
+    assert m.kl_sae == pytest.approx(0.0, abs=1e-6) and m.kl_recovered == pytest.approx(1.0, abs=1e-4)
+    assert m.ce_zero > m.ce_clean
+    # CE of the clean model by hand, over non-pad targets
+    with torch.no_grad():
+        logits = tiny_a(toks)
+    logp = torch.log_softmax(logits[:, :-1].double(), -1).gather(-1, toks[:, 1:, None]).squeeze(-1)
+    pad = tiny_a.tokenizer.pad_token_id
+    ok = toks[:, 1:] != pad
+    assert m.ce_clean == pytest.approx(-logp[ok].mean().item(), rel=1e-6)
+
+    dead = create_sae(cfg).eval()  # decodes everything to zero: no better than the floor
+    with torch.no_grad():
+        dead.b_enc.fill_(-1e6)
+    m0 = downstream_metrics(tiny_a, dead, "blocks.0.hook_resid_post", toks)
+    assert m0.ce_loss_recovered == pytest.approx(0.0, abs=1e-6)
