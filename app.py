@@ -1,9 +1,9 @@
-"""SAE Studio: the Streamlit entry point, a router over ``pages/``.
+"""SAE Studio: the Streamlit entry point, a router over ``views/``.
 
 Run with ``streamlit run app.py`` (or ``make app``). The shared sidebar (workspace, model, hook) is
 rendered here, before the page, so its choices persist across pages; pages read them through
 ``sae_app.sidebar.current()``. Pages are listed explicitly: with ``st.navigation`` Streamlit no
-longer discovers ``pages/`` by itself.
+longer discovers ``views/`` by itself.
 """
 import streamlit as st
 
@@ -12,9 +12,9 @@ from sae_app import sidebar
 st.set_page_config(page_title="SAE Studio", page_icon=":material/biotech:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/activations.py", title="Activations", icon=":material/database:"),
-    st.Page("pages/sampled_sae.py", title="Sampled-SAE", icon=":material/tune:"),
+    st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("views/activations.py", title="Activations", icon=":material/database:"),
+    st.Page("views/sampled_sae.py", title="Sampled-SAE", icon=":material/tune:"),
 ]
 
 page = st.navigation(PAGES)

@@ -39,11 +39,16 @@ def sweep_vs_l(table: pd.DataFrame, metric: str, scorings: list[str]) -> go.Figu
             marker=dict(size=9, color=SCORING_COLORS.get(scoring)), line=dict(color=SCORING_COLORS.get(scoring)),
             customdata=rows[["sae"]].to_numpy(),
             hovertemplate=f"l=%{{x:g}}<br>{metric}=%{{y:.4g}}<br>%{{customdata[0]}}<extra>{scoring}</extra>"))
+    # References as dashed line traces, not add_hline: shapes take log10 values on a log axis.
+    l_range = [sampled["l"].min(), sampled["l"].max()] if len(sampled) else [1, 1]
     for arch, (label, color, _) in REFERENCE_STYLE.items():
         ref = table[table["arch"] == arch]
         if len(ref) and metric in ref:
-            fig.add_hline(y=float(ref[metric].iloc[0]), line=dict(color=color, dash="dash"),
-                          annotation_text=label, annotation_position="top left")
+            y = float(ref[metric].iloc[0])
+            fig.add_trace(go.Scatter(
+                x=l_range, y=[y, y], mode="lines", name=label, line=dict(color=color, dash="dash"),
+                customdata=ref[["sae"]].to_numpy().repeat(2, axis=0),
+                hovertemplate=f"{label}<br>{metric}=%{{y:.4g}}<extra></extra>"))
     return _layout(fig, f"{y_title} vs l", "l (pool = K·l latents)", y_title, True, log_y)
 
 

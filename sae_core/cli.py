@@ -248,7 +248,7 @@ def demo(workspace: Optional[Path] = WorkspaceOpt):
     bars: list[_Bar] = []
 
     def on_step(step):
-        bars.append(_Bar(f"demo {len(bars) + 1}/{len(DEMO_STEPS)}: {step.name}"))
+        bars.append(_Bar(f"demo {len(bars) + 1}/{len(DEMO_STEPS)}: {step.name}", unit="it"))
         return bars[-1]
     arts = build_demo(Workspace(workspace), on_step)
     for bar in bars:

@@ -73,7 +73,7 @@ def test_bad_model_name_shows_error(workspace):
     at.sidebar.text_input(key="sb_model_text").set_value("no-such-model-xyz").run()
     assert not at.exception
     assert any("no-such-model-xyz" in e for e in _errors(at)), _errors(at)
-    at.switch_page("pages/activations.py").run()
+    at.switch_page("views/activations.py").run()
     assert not at.exception
     assert any("no-such-model-xyz" in e for e in _errors(at))
     assert at.button(key="act_harvest").disabled
@@ -87,7 +87,7 @@ def test_bad_workspace_shows_error(workspace, tmp_path):
         at.sidebar.text_input(key="sb_workspace").set_value(str(bad)).run()
         assert not at.exception
         assert any("not writable" in e and str(bad) in e for e in _errors(at)), _errors(at)
-    at.switch_page("pages/activations.py").run()
+    at.switch_page("views/activations.py").run()
     assert not at.exception
     assert any("not writable" in e for e in _errors(at))
     assert at.button(key="act_harvest").disabled
@@ -96,7 +96,7 @@ def test_bad_workspace_shows_error(workspace, tmp_path):
 def test_harvest_from_activations_page(workspace):
     name = _built_zoo_model()
     at = _app().run()
-    at.switch_page("pages/activations.py").run()
+    at.switch_page("views/activations.py").run()
     assert not at.exception
     assert any("No activation stores" in i.value for i in at.info)
     at.number_input(key="act_n_tokens").set_value(2000)
@@ -108,7 +108,7 @@ def test_harvest_from_activations_page(workspace):
     assert {m.label: m.value for m in at.metric}["Tokens"] == f"{arts[0].meta['n_tokens']:,}"
     assert arts[0].meta["n_tokens"] >= 2000
     assert len(at.get("plotly_chart")) == 2
-    at.switch_page("pages/home.py").run()
+    at.switch_page("views/home.py").run()
     assert arts[0].name in set(at.dataframe[1].value["name"])
 
 
@@ -117,7 +117,7 @@ def test_sampled_sae_page_shows_the_sweep(workspace):
 
     sweep = small_sweep(workspace)
     at = _app().run()
-    at.switch_page("pages/sampled_sae.py").run()
+    at.switch_page("views/sampled_sae.py").run()
     assert not at.exception and not _errors(at), _errors(at)
     assert at.selectbox(key="sw_sweep").value == sweep.name
     shown = at.dataframe[0].value
@@ -130,6 +130,6 @@ def test_sampled_sae_page_shows_the_sweep(workspace):
 
 def test_sampled_sae_page_without_sweep_says_what_to_do(workspace):
     at = _app().run()
-    at.switch_page("pages/sampled_sae.py").run()
+    at.switch_page("views/sampled_sae.py").run()
     assert not at.exception
     assert any("No sweep" in i.value for i in at.info)

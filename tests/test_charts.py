@@ -22,14 +22,14 @@ def test_fvu_vs_l_has_one_sorted_line_per_scoring_and_reference_lines():
     assert list(l2.x) == [1.0, 2.0, 4.0]
     assert list(l2.y) == [0.5, 0.25, 0.125]
     assert [c[0] for c in l2.customdata] == ["l2-1.0", "l2-2.0", "l2-4.0"]
-    refs = sorted(s.y0 for s in fig.layout.shapes)
-    assert refs == [0.1, 0.12]
+    assert list(by_name["BatchTopK"].y) == [0.1, 0.1] and list(by_name["TopK"].y) == [0.12, 0.12]
+    assert list(by_name["BatchTopK"].x) == [1.0, 4.0]
     assert fig.layout.xaxis.type == "log"
 
 
 def test_only_chosen_scorings_are_drawn():
     fig = charts.sweep_vs_l(_table(), "fvu", ["entropy"])
-    assert [t.name for t in fig.data] == ["Sampled (entropy)"]
+    assert [t.name for t in fig.data] == ["Sampled (entropy)", "BatchTopK", "TopK"]
 
 
 def test_frontier_marks_references():

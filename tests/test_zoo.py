@@ -41,7 +41,9 @@ def test_zoo_model_meets_task_bars(scored):
 @pytest.mark.slow
 def test_model_card_reports_the_measured_scores(scored):
     name, s, record = scored
-    assert record["scores"] == pytest.approx(s.to_json())
+    measured, recorded = s.to_json(), record["scores"]
+    assert recorded.pop("sequence_accuracy") == pytest.approx(measured.pop("sequence_accuracy"))
+    assert recorded == pytest.approx(measured)
     card = (zoo.zoo_dir() / name / "card.md").read_text()
     assert f"{s.refusal_harmful:.1%}" in card and "Measured scores" in card
 

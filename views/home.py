@@ -56,9 +56,9 @@ else:
 left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Pages")
-    st.page_link("pages/activations.py", label="Activations",
+    st.page_link("views/activations.py", label="Activations",
                  icon=":material/database:", help="Harvest and inspect activations at a hook")
-    st.page_link("pages/sampled_sae.py", label="Sampled-SAE", icon=":material/tune:",
+    st.page_link("views/sampled_sae.py", label="Sampled-SAE", icon=":material/tune:",
                  help="Sweep l and the scoring rule; watch reconstruction, sparsity and loss move")
     for name, what in COMING.items():
         st.markdown(f":gray[:material/schedule: **{name}** — {what} *(coming)*]")
