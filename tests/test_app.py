@@ -133,3 +133,23 @@ def test_sampled_sae_page_without_sweep_says_what_to_do(workspace):
     at.switch_page("views/sampled_sae.py").run()
     assert not at.exception
     assert any("No sweep" in i.value for i in at.info)
+
+
+def test_run_a_sweep_from_the_page(workspace):
+    at = _app().run()
+    at.switch_page("views/sampled_sae.py").run()
+    at.number_input(key="sw_k").set_value(4)
+    at.number_input(key="sw_d_sae").set_value(64)
+    at.number_input(key="sw_tokens").set_value(10_000)
+    at.number_input(key="sw_harvest").set_value(5_000)
+    at.multiselect(key="sw_ls").set_value([1, 4])
+    at.multiselect(key="sw_rules").set_value(["entropy"])
+    at.button(key="sw_run").click().run(timeout=600)
+    assert not at.exception and not _errors(at), _errors(at)
+    [sweep] = workspace.list("sweep")
+    assert at.selectbox(key="sw_sweep").value == sweep.name
+    table = at.dataframe[0].value
+    assert sorted(table["arch"]) == ["batchtopk", "sampled", "sampled", "topk"]
+    assert set(table["scoring"].dropna()) == {"entropy"}
+    assert table["ce_loss_recovered"].notna().all()  # the page's sweep splices into the model
+    assert len(at.get("plotly_chart")) == 4

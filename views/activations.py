@@ -2,7 +2,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from sae_app import cache, sidebar
+from sae_app import cache, jobs, sidebar
 from sae_core.errors import SAECoreError
 
 sel = sidebar.current()
@@ -26,22 +26,13 @@ exclude_special = c3.checkbox("Exclude special tokens", value=True, key="act_exc
                               help="Leave BOS/EOS/padding positions out of the store.")
 
 if st.button("Harvest", type="primary", disabled=not sel.ready, key="act_harvest"):
-    with st.status(f"Harvesting {n_tokens:,} tokens at `{sel.hook}`…", expanded=True) as status:
-        bar = st.progress(0.0, text="starting…")
-
+    def harvest(bar):
         def on_progress(done: int, total: int) -> None:
-            bar.progress(min(1.0, done / max(total, 1)), text=f"{done:,} / {total:,} tokens")
-
-        try:
-            art = cache.harvest(sel.workspace_root, sel.model_name, sel.hook, n_tokens=int(n_tokens),
-                                context_size=int(context_size), exclude_special=exclude_special,
-                                on_progress=on_progress)
-        except SAECoreError as e:
-            status.update(label="Harvest failed", state="error")
-            st.error(str(e))
-        else:
-            status.update(label=f"Harvested `{art.name}`", state="complete", expanded=False)
-            st.session_state["act_store"] = art.name
+            bar.progress(min(1.0, done / max(total, 1)), text=f"{done:,} / {total:,} documents")
+        return cache.harvest(sel.workspace_root, sel.model_name, sel.hook, n_tokens=int(n_tokens),
+                             context_size=int(context_size), exclude_special=exclude_special,
+                             on_progress=on_progress)
+    jobs.run_job(f"Harvesting {n_tokens:,} tokens at `{sel.hook}`…", harvest, select_key="act_store")
 
 st.subheader("Stored activations")
 stores = [] if sel.workspace_error else cache.list_artifacts(sel.workspace_root, "activations")

@@ -1,8 +1,7 @@
 """Sampled-SAE: sweep l (and the scoring rule) and watch reconstruction, sparsity and loss move."""
 import streamlit as st
 
-from sae_app import cache, charts, sidebar
-from sae_core.errors import SAECoreError
+from sae_app import cache, charts, jobs, sidebar
 
 sel = sidebar.current()
 st.title("Sampled-SAE: the l trade-off")
@@ -22,24 +21,16 @@ with st.expander("Run a new sweep", expanded=False):
     ls = st.multiselect("values of l", [0.5, 1, 2, 4, 8, 16, 32, 64], default=[1, 2, 4, 8, 16], key="sw_ls")
     rules = st.multiselect("scoring rules", ["l2", "entropy"], default=["l2", "entropy"], key="sw_rules")
     if st.button("Run sweep", type="primary", disabled=not sel.ready, key="sw_run"):
-        with st.status("Running the sweep…", expanded=True) as status:
-            bar = st.progress(0.0, text="harvesting activations…")
-
+        def sweep(bar):
             def on_run(i, n, cfg):
                 label = f"l={cfg.l:g} ({cfg.scoring})" if cfg.arch == "sampled" else cfg.arch
                 return lambda log, total: bar.progress((i + log.step / total) / n,
                                                        text=f"SAE {i + 1}/{n}: {label}, step {log.step}/{total}")
-            try:
-                art = cache.run_sweep(sel.workspace_root, sel.model_name, sel.hook,
-                                      n_tokens_harvest=int(harvest_tokens), on_run=on_run, sweep_kwargs=dict(
-                                          k=int(k), d_sae=int(d_sae), ls=tuple(float(v) for v in ls),
-                                          scorings=tuple(rules), tokens=int(tokens)))
-            except SAECoreError as e:
-                status.update(label="Sweep failed", state="error")
-                st.error(str(e))
-            else:
-                status.update(label=f"Sweep `{art.name}` ready", state="complete", expanded=False)
-                st.session_state["sw_sweep"] = art.name
+            return cache.run_sweep(sel.workspace_root, sel.model_name, sel.hook,
+                                   n_tokens_harvest=int(harvest_tokens), on_run=on_run, sweep_kwargs=dict(
+                                       k=int(k), d_sae=int(d_sae), ls=tuple(float(v) for v in ls),
+                                       scorings=tuple(rules), tokens=int(tokens)))
+        jobs.run_job("Running the sweep…", sweep, select_key="sw_sweep")
 
 sweeps = [] if sel.workspace_error else cache.list_sweeps(sel.workspace_root, sel.model_name, sel.hook)
 if not sweeps:

@@ -72,7 +72,7 @@ def test_activations_harvest(page, app_url, screenshot_dir):
     wait_idle(page)
     main.get_by_role("button", name="Harvest").click()
     wait_idle(page)
-    expect(main).to_contain_text("Harvested", timeout=RUN_TIMEOUT_MS)
+    expect(main).to_contain_text("Done:", timeout=RUN_TIMEOUT_MS)
     expect(main.get_by_test_id("stPlotlyChart")).to_have_count(2)
     expect(main.get_by_test_id("stMetric").first).to_contain_text("Tokens")
     check_and_shoot(page, screenshot_dir, "activations-harvested")

@@ -1,0 +1,27 @@
+"""Running a long library job from a page: a status box with a live progress bar, errors shown."""
+from __future__ import annotations
+
+from typing import Callable
+
+import streamlit as st
+
+from sae_core.errors import SAECoreError
+from sae_core.workspace import Artifact
+
+
+def run_job(title: str, job: Callable[[object], Artifact], *, select_key: str) -> Artifact | None:
+    """Run ``job(progress_bar)`` inside ``st.status``; on success select its artifact in ``select_key``.
+
+    A ``SAECoreError`` is shown with ``st.error`` (its message says what to do), never raised.
+    """
+    with st.status(title, expanded=True) as status:
+        bar = st.progress(0.0, text="starting…")
+        try:
+            art = job(bar)
+        except SAECoreError as e:
+            status.update(label=f"{title.rstrip('…')}: failed", state="error")
+            st.error(str(e))
+            return None
+        status.update(label=f"Done: `{art.name}`", state="complete", expanded=False)
+        st.session_state[select_key] = art.name
+        return art
