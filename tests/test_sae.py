@@ -342,3 +342,23 @@ def test_splice_identity_and_zero_sae_give_reference_values(tiny_a):
         dead.b_enc.fill_(-1e6)
     m0 = downstream_metrics(tiny_a, dead, "blocks.0.hook_resid_post", toks)
     assert m0.ce_loss_recovered == pytest.approx(0.0, abs=1e-6)
+
+
+def test_splicing_an_sae_of_the_wrong_width_is_a_clear_error(tiny_a):
+    from sae_core.sae.splice import downstream_metrics, eval_tokens
+
+    sae = create_sae(SAEConfig(arch="topk", d_in=64, d_sae=128, k=4, hook_name="elsewhere")).eval()
+    with pytest.raises(SAECoreError, match="width mismatch: blocks.0.hook_resid_post has d=128"):
+        downstream_metrics(tiny_a, sae, "blocks.0.hook_resid_post", eval_tokens(tiny_a, n_seqs=2))
+
+
+def test_density_histogram_matches_numpy():
+    from sae_core.sae.metrics import density_histogram
+
+    rng = np.random.default_rng(5)
+    density = 10 ** rng.uniform(-7, 0, size=500)
+    density[:20] = 0.0  # dead latents land in the first bin
+    edges, counts = density_histogram(torch.tensor(density), bins=16)
+    ref_counts, ref_edges = np.histogram(np.log10(np.maximum(density, 1e-8)), bins=16, range=(-8, 0))
+    np.testing.assert_allclose(edges, ref_edges, atol=1e-6)
+    assert counts == ref_counts.tolist() and sum(counts) == 500

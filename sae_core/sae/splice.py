@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from sae_core.activations.harvest import corpus_texts, keep_mask_BT
+from sae_core.errors import SAECoreError
 from sae_core.models.loading import check_hook, to_tokens
 from sae_core.sae.base import SAE
 
@@ -56,6 +57,11 @@ def downstream_metrics(model, sae: SAE, hook: str, tokens_BT: torch.Tensor,
 
         def patch(replace_with):
             def fn(acts_BTD, **_):  # transformer-lens passes hook=HookPoint
+                if acts_BTD.shape[-1] != sae.cfg.d_in:
+                    raise SAECoreError(
+                        f"width mismatch: {hook} has d={acts_BTD.shape[-1]} but the SAE has "
+                        f"d_in={sae.cfg.d_in}; pick the hook the SAE was trained on "
+                        f"({sae.cfg.hook_name or 'unknown'})")
                 new_BTD = replace_with(acts_BTD)
                 return torch.where(mask_BT[..., None], new_BTD.to(acts_BTD.dtype), acts_BTD)
             with model.hooks(fwd_hooks=[(hook, fn)]):
