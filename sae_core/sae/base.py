@@ -7,20 +7,48 @@ trainer knows nothing else about it.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 
+from sae_core.sae import kernels
 from sae_core.sae.config import SAEConfig
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class ForwardOutput(NamedTuple):
-    x_hat: torch.Tensor   # [N, d_in] reconstruction
-    z: torch.Tensor       # [N, d_sae] codes (sparse in value, dense in storage)
-    pre: torch.Tensor     # [N, d_sae] pre-activations
+class ForwardOutput:
+    """What ``forward`` returns; unpacks as ``x_hat, z, pre`` like the named tuple it was.
+
+    - ``x_hat [N, d_in]``: reconstruction.
+    - ``z [N, d_sae]``: codes, dense in storage. On the fast path (see ``kernels``) it is built
+      from ``codes`` on first access, so the trainer never pays for it.
+    - ``pre [N, d_sae]``: pre-activations. On the fast path they carry no autograd graph.
+    - ``codes``: the nonzero codes as coordinates (``kernels.SparseCodes``) on the fast path,
+      else None; the gradient then flows through ``codes.vals_M``.
+    """
+    __slots__ = ("x_hat", "_z", "pre", "codes")
+
+    def __init__(self, x_hat, z=None, pre=None, codes=None):
+        self.x_hat, self._z, self.pre, self.codes = x_hat, z, pre, codes
+
+    @property
+    def z(self) -> torch.Tensor:
+        if self._z is None:
+            self._z = self.codes.to_dense()
+        return self._z
+
+    def __iter__(self):
+        return iter((self.x_hat, self.z, self.pre))
+
+    def fired(self) -> torch.Tensor:
+        """Boolean ``[d_sae]``: latents active on at least one token of the batch."""
+        return self.codes.fired() if self.codes is not None else (self.z != 0).any(0)
+
+    def l0(self) -> float:
+        """Mean number of active latents per token."""
+        if self.codes is not None:
+            return self.codes.vals_M.numel() / max(1, self.codes.n_rows)
+        return (self.z != 0).sum(-1).float().mean().item()
 
 
 class SAE(nn.Module):
@@ -45,6 +73,8 @@ class SAE(nn.Module):
 
     # --- the interface -------------------------------------------------------------------------
     def pre_acts(self, x_ND: torch.Tensor) -> torch.Tensor:
+        if x_ND.dim() == 2:  # addmm adds the bias inside the matmul: one pass less over [N, d_sae]
+            return torch.addmm(self.b_enc, x_ND - self.b_dec, self.W_enc)
         return (x_ND - self.b_dec) @ self.W_enc + self.b_enc
 
     def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
@@ -59,9 +89,17 @@ class SAE(nn.Module):
         return z @ self.W_dec + self.b_dec
 
     def forward(self, x_ND: torch.Tensor) -> ForwardOutput:
-        pre_NS = self.pre_acts(x_ND)
-        z_NS = self.activate(pre_NS)
-        return ForwardOutput(self.decode(z_NS), z_NS, pre_NS)
+        """``activate`` then ``decode``, or the equivalent sparse kernels (``kernels.sae_forward``)."""
+        return kernels.sae_forward(self, x_ND)
+
+    # k-sparse architectures set ``sparse_rule`` while their rule keeps few latents per token and
+    # implement ``select_active``; the kernels then skip every dense [N, d_sae] step but one.
+    sparse_rule = False
+
+    def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rows_M, cols_M`` (rows ascending) of the entries ``activate`` keeps with value > 0.
+        Called under no_grad; must have the same side effects as ``activate`` (e.g. thresholds)."""
+        raise NotImplementedError
 
     def extra_loss(self, out: ForwardOutput) -> torch.Tensor | None:
         """Architecture-specific loss term (e.g. the L1 penalty), or None."""

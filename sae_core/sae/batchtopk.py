@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import torch
 
+from sae_core.sae import kernels
 from sae_core.sae.base import SAE
 
 
 def batch_topk(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
-    """Zero all but the ``k_total`` largest entries of the whole matrix."""
-    flat = acts_NS.flatten()
-    k_total = min(k_total, flat.numel())
-    vals, idx = flat.topk(k_total, sorted=False)
-    return torch.zeros_like(flat).scatter_(0, idx, vals).view_as(acts_NS)
+    """Zero all but the ``k_total`` largest entries of the whole matrix; among values equal to
+    the k_total-th largest, the lowest flat indices are kept (so the fast kernels can agree)."""
+    return kernels.batch_topk_dense(acts_NS, k_total)
 
 
 class BatchTopKSAE(SAE):
@@ -32,16 +31,26 @@ class BatchTopKSAE(SAE):
         if not self.training:
             return relu_NS * (relu_NS > self.threshold)
         z_NS = self.batch_select(relu_NS)
-        self._update_threshold(z_NS)
+        self._update_threshold(z_NS[z_NS > 0])
         return z_NS
+
+    @property
+    def sparse_rule(self) -> bool:
+        return self.training  # inference is a dense JumpReLU
+
+    def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fast path's training rule: coordinates of what ``batch_select`` keeps."""
+        flat_M = kernels.batch_topk_indices(pre_NS, self.cfg.k * pre_NS.shape[0])
+        self._update_threshold(pre_NS.reshape(-1).index_select(0, flat_M))
+        return flat_M // pre_NS.shape[1], flat_M % pre_NS.shape[1]
 
     def batch_select(self, relu_NS: torch.Tensor) -> torch.Tensor:
         """The training-time selection rule (Sampled-SAE overrides it)."""
         return batch_topk(relu_NS, self.cfg.k * relu_NS.shape[0])
 
     @torch.no_grad()
-    def _update_threshold(self, z_NS: torch.Tensor) -> None:
-        kept = z_NS[z_NS > 0]
+    def _update_threshold(self, kept: torch.Tensor) -> None:
+        """EMA of the smallest kept (positive) activation ``kept [M]`` of a training batch."""
         if kept.numel() == 0:
             return
         low = kept.min()

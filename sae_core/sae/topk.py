@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from sae_core.sae import kernels
 from sae_core.sae.base import SAE
 
 
@@ -13,5 +14,10 @@ def topk_per_row(acts_NS: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class TopKSAE(SAE):
+    sparse_rule = True  # the same rule in training and inference
+
     def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
         return topk_per_row(torch.relu(pre_NS), self.cfg.k)
+
+    def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return kernels.topk_row_indices(torch.relu(pre_NS), self.cfg.k)

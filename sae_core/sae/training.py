@@ -26,11 +26,11 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 
 from sae_core.errors import ActivationFileError, SAECoreError
-from sae_core.sae.base import SAE
+from sae_core.sae import kernels
+from sae_core.sae.base import SAE, ForwardOutput
 from sae_core.sae.checkpoint import TrainState, load_latest_checkpoint, save_checkpoint
 from sae_core.sae.config import SAEConfig
 from sae_core.sae.registry import create_sae
-from sae_core.sae.topk import topk_per_row
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,14 @@ def geometric_median(x_ND: torch.Tensor, iters: int = 30, eps: float = 1e-6) -> 
     return y
 
 
-def aux_k_loss(sae: SAE, x_ND, x_hat_ND, pre_NS, dead_S) -> torch.Tensor:
+def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S) -> torch.Tensor:
     """AuxK: dead latents' top pre-activations reconstruct the detached residual (no b_dec)."""
     n_dead = int(dead_S.sum())
     if n_dead == 0:
         return x_ND.new_zeros(())
     k_aux = min(sae.cfg.d_in // 2, n_dead)
-    resid_ND = (x_ND - x_hat_ND).detach()
-    dead_pre_NS = torch.where(dead_S, pre_NS, torch.full_like(pre_NS, -torch.inf))
-    z_aux_NS = topk_per_row(torch.relu(dead_pre_NS.nan_to_num(neginf=0.0)), k_aux)
-    aux_hat_ND = z_aux_NS @ sae.W_dec
+    resid_ND = (x_ND - out.x_hat).detach()
+    aux_hat_ND = kernels.aux_decode(sae, x_ND, out, dead_S, k_aux)  # sparse when out is
     denom = (resid_ND - resid_ND.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
     return (aux_hat_ND - resid_ND).pow(2).sum(-1).mean() / denom
 
@@ -201,7 +199,7 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
         mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
         extra = sae.extra_loss(out)
         dead_S = since_fired_S >= tcfg.dead_tokens
-        aux = aux_k_loss(sae, x_ND, out.x_hat, out.pre, dead_S) if cfg.arch != "relu" else mse.new_zeros(())
+        aux = aux_k_loss(sae, x_ND, out, dead_S) if cfg.arch != "relu" else mse.new_zeros(())
         loss = mse + (extra if extra is not None else 0.0) + tcfg.aux_k_coeff * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -209,11 +207,10 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
         opt.step()
         sae.normalize_decoder()
         with torch.no_grad():
-            fired_S = (out.z != 0).any(0)
             since_fired_S += x_ND.shape[0]
-            since_fired_S[fired_S] = 0
+            since_fired_S[out.fired()] = 0
         entry = StepLog(step + 1, (step + 1) * tcfg.batch_size, loss.item(), mse.item(), aux.item(),
-                        (out.z != 0).sum(-1).float().mean().item(), dead_S.float().mean().item(),
+                        out.l0(), dead_S.float().mean().item(),
                         opt.param_groups[0]["lr"])
         history.append(entry)
         if on_step:

@@ -1,0 +1,87 @@
+"""Train-step throughput of our k-sparse SAEs, plain vs fast kernels (issue #3).
+
+One step is what ``train_sae`` does per batch: forward, MSE (+ AuxK when latents are dead),
+backward, removing the decoder-parallel gradient, Adam, decoder renorm. The trainer's own helpers
+are used, on random activations (the cost does not depend on the data).
+
+Timings on a shared machine are noisy, so the configurations are interleaved round by round and
+each keeps its best round; compare numbers from one run only.
+
+    .venv/bin/python bench/sae_step_speed.py [--rounds 3] [--threads 2] [--sizes small,large]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from sae_core.sae import SAEConfig, create_sae, kernels
+from sae_core.sae.training import aux_k_loss
+
+SIZES = {"small": dict(d_in=128, d_sae=2048), "large": dict(d_in=512, d_sae=16384)}
+ARCHS = {"topk": dict(arch="topk"), "batchtopk": dict(arch="batchtopk"),
+         "sampled l=4 l2": dict(arch="sampled", l=4.0, scoring="l2")}
+STEPS = {"small": 5, "large": 2}   # timed steps per round
+
+
+def _step(sae, opt, x_ND, dead_S):
+    out = sae(x_ND)
+    mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
+    loss = mse + aux_k_loss(sae, x_ND, out, dead_S) / 32
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    sae.remove_parallel_grads()
+    opt.step()
+    sae.normalize_decoder()
+    out.fired()
+    return loss.item(), out.l0()
+
+
+def time_config(size, arch, mode, batch, steps, dead_fraction) -> float:
+    """Seconds per step (mean over ``steps`` after one warm-up step)."""
+    kernels.set_kernels(mode)
+    torch.manual_seed(0)
+    cfg = SAEConfig(k=32, **SIZES[size], **ARCHS[arch])
+    sae = create_sae(cfg).train()
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    x_ND = torch.randn(batch, cfg.d_in)
+    dead_S = torch.rand(cfg.d_sae, generator=torch.Generator().manual_seed(1)) < dead_fraction
+    _step(sae, opt, x_ND, dead_S)  # warm-up: allocator, Adam state
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _step(sae, opt, x_ND, dead_S)
+    return (time.perf_counter() - t0) / steps
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--sizes", default="small,large")
+    ap.add_argument("--dead", type=float, default=0.0, help="fraction of latents marked dead (AuxK)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    best: dict[tuple, float] = {}
+    for _ in range(args.rounds):
+        for size in args.sizes.split(","):
+            for arch in ARCHS:
+                for mode in ("plain", "fast"):
+                    key = (size, arch, mode)
+                    s = time_config(size, arch, mode, args.batch, STEPS[size], args.dead)
+                    best[key] = min(best.get(key, float("inf")), s)
+    print(f"threads={args.threads} batch={args.batch} k=32 dead={args.dead} rounds={args.rounds} "
+          f"(best round)")
+    print(f"{'size':6} {'arch':16} {'plain tok/s':>12} {'fast tok/s':>12} {'speedup':>8} "
+          f"{'fast vs batchtopk':>18}")
+    for size in args.sizes.split(","):
+        for arch in ARCHS:
+            p, f = best[(size, arch, "plain")], best[(size, arch, "fast")]
+            rel = f / best[(size, "batchtopk", "fast")]
+            print(f"{size:6} {arch:16} {args.batch / p:12.0f} {args.batch / f:12.0f} {p / f:7.2f}x "
+                  f"{rel:17.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Fast paths for the k-sparse SAEs (TopK, BatchTopK, Sampled), their plain fallback, and the one
+switch between them (issue #3).
+
+Why: with k active latents out of d_sae, the plain path spends almost all its time on dense
+[N, d_sae] work that is multiplied by zeros: the decode ``z @ W_dec``, its backward (two more dense
+matmuls) and the encoder's backward ``x^T @ grad_pre``. The fast path keeps the one dense matmul
+that is needed (the encoder's forward, to know which latents win) and does everything else on the
+M ~ k*N selected entries:
+
+- selection runs under ``no_grad`` on the dense pre-activations and returns coordinates
+  ``rows_M, cols_M`` (rows ascending); entries whose value is <= 0 are dropped, which changes
+  nothing (their code is 0 and ReLU passes no gradient there);
+- ``_EncodeAt`` attaches the encoder's gradient to the selected values: grad W_enc = (x-b_dec)^T @
+  sparse grad, done as one ``embedding_bag`` over the entries grouped by latent;
+- ``_SparseDecode`` is ``x_hat[n] = sum_m vals[m] W_dec[cols[m]]`` as an ``embedding_bag``; its
+  backward gives grad vals with ``sampled_addmm`` (one dot product per entry) and grad W_dec with
+  another ``embedding_bag`` (sparsify's decoder trick, plus a sparse encoder backward).
+- BatchTopK's top k*N over the batch guesses a threshold from a strided sample, keeps the
+  candidates above it and finds the exact k*N-th value among them (``kthvalue``), instead of a
+  full ``topk`` over N*d_sae values.
+
+Ties: the batch selection keeps every value above the k*N-th largest value t and, among values
+equal to t, those with the lowest flat index. The plain ``batch_topk_dense`` applies the same
+rule, so both paths select the same entries even with ties (torch.topk leaves ties unspecified).
+
+Switch: ``SAE_STUDIO_KERNELS=plain|fast`` in the environment (default fast) or ``set_kernels``;
+``sae_forward`` is the only place that reads it. ReLU and JumpReLU always take the plain path.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+_MODE = os.environ.get("SAE_STUDIO_KERNELS", "fast")
+if _MODE not in ("plain", "fast"):
+    raise ValueError(f"SAE_STUDIO_KERNELS={_MODE!r}; choose 'plain' or 'fast'")
+
+
+def set_kernels(mode: str) -> str:
+    """Select ``"plain"`` or ``"fast"`` kernels for every later forward pass; returns the old mode."""
+    global _MODE
+    if mode not in ("plain", "fast"):
+        raise ValueError(f"kernels mode {mode!r}; choose 'plain' or 'fast'")
+    old, _MODE = _MODE, mode
+    return old
+
+
+def kernels_mode() -> str:
+    return _MODE
+
+
+class SparseCodes(NamedTuple):
+    """Nonzero codes of a batch as coordinates; ``rows_M`` ascending, ``vals_M > 0`` (with grad);
+    ``by_col_M`` sorts the entries by latent (shared by the encoder's and decoder's backward)."""
+    rows_M: torch.Tensor
+    cols_M: torch.Tensor
+    vals_M: torch.Tensor
+    n_rows: int
+    n_latents: int
+    by_col_M: torch.Tensor
+
+    def to_dense(self) -> torch.Tensor:
+        z_NS = self.vals_M.new_zeros(self.n_rows, self.n_latents)
+        return z_NS.index_put((self.rows_M, self.cols_M), self.vals_M)
+
+    def fired(self) -> torch.Tensor:
+        """Boolean ``[d_sae]``: latents active on at least one token."""
+        fired_S = torch.zeros(self.n_latents, dtype=torch.bool, device=self.cols_M.device)
+        return fired_S.index_fill_(0, self.cols_M, True)
+
+
+# --- selection (no grad) ---------------------------------------------------------------------
+
+def batch_topk_dense(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
+    """Plain BatchTopK: zero all but the ``k_total`` largest entries (ties: lowest flat index)."""
+    flat = acts_NS.flatten()
+    k_total = min(k_total, flat.numel())
+    t = flat.detach().topk(k_total, sorted=False).values.min()
+    keep = _keep_with_ties(flat.detach(), t, k_total)
+    return torch.where(keep, flat, torch.zeros_like(flat)).view_as(acts_NS)
+
+
+def _keep_with_ties(vals: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of the k largest of ``vals`` given the k-th largest value ``t``; ties by position."""
+    gt, eq = vals > t, vals == t
+    need = k - gt.sum()
+    return gt | (eq & (eq.cumsum(0) <= need))
+
+
+_STRIDES = (251, 127, 61, 31, 13)  # primes, so a strided sample cycles through every column
+
+
+@torch.no_grad()
+def batch_topk_indices(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
+    """Ascending flat indices of the positive entries ``batch_topk_dense`` keeps, without a full
+    topk: a strided sample gives a threshold a little below the k_total-th value (aiming at ~1.25x
+    k_total candidates), and the exact cut is made among the candidates only."""
+    flat = acts_NS.reshape(-1)
+    k_total = min(k_total, flat.numel())
+    cand = None
+    stride = next((p for p in _STRIDES if k_total >= 1024 * p and acts_NS.shape[-1] % p), 0)
+    if stride:
+        sample = flat[::stride]
+        kk = min(sample.numel(), int(1.25 * k_total / stride) + 32)
+        lo = sample.topk(kk, sorted=False).values.min()
+        if lo > 0:
+            cand = (flat >= lo).nonzero().squeeze(1)
+            if cand.numel() < k_total:  # the guess was too high: fall back to all positives
+                cand = None
+    if cand is None:
+        cand = (flat > 0).nonzero().squeeze(1)
+    if cand.numel() <= k_total:  # every positive entry is kept
+        return cand
+    vals_C = flat.index_select(0, cand)
+    t = vals_C.kthvalue(vals_C.numel() - k_total + 1).values
+    return cand[_keep_with_ties(vals_C, t, k_total)]
+
+
+@torch.no_grad()
+def topk_row_indices(acts_NS: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows_M, cols_M`` of the positive entries among each row's k largest (the same
+    ``torch.topk`` call as the plain ``topk_per_row``, so ties resolve identically)."""
+    vals_NK, idx_NK = acts_NS.topk(k, dim=-1, sorted=False)
+    keep_NK = vals_NK > 0
+    rows_NK = torch.arange(acts_NS.shape[0], device=acts_NS.device)[:, None].expand_as(idx_NK)
+    return rows_NK[keep_NK], idx_NK[keep_NK]
+
+
+# --- autograd functions ------------------------------------------------------------------------
+
+def _offsets(keys_M: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """Start of each key's run in ``keys_M`` sorted ascending (``embedding_bag`` offsets)."""
+    counts = torch.bincount(keys_M, minlength=n_keys)
+    return torch.cumsum(counts, 0) - counts
+
+
+def _sum_by_key(keys_M, src_rows_M, table_RD, weights_M, n_keys: int, order_M=None):
+    """``out[j] = sum_{m: keys[m]=j} weights[m] * table[src_rows[m]]``, shape ``[n_keys, D]``,
+    as one embedding_bag: no [M, D] intermediate. ``order_M`` sorts ``keys_M`` (None: sorted)."""
+    if order_M is not None:
+        src_rows_M, weights_M = src_rows_M.index_select(0, order_M), weights_M.index_select(0, order_M)
+    return F.embedding_bag(src_rows_M, table_RD, _offsets(keys_M, n_keys), mode="sum",
+                           per_sample_weights=weights_M)
+
+
+class _EncodeAt(torch.autograd.Function):
+    """``pre[rows, cols]`` (already computed under no_grad) with the encoder's gradients."""
+
+    @staticmethod
+    def forward(ctx, x_ND, W_enc, b_enc, b_dec, rows_M, cols_M, by_col_M, pre_M):
+        ctx.save_for_backward(x_ND, W_enc, b_dec, rows_M, cols_M, by_col_M)
+        return pre_M.clone()
+
+    @staticmethod
+    def backward(ctx, g_M):
+        x_ND, W_enc, b_dec, rows_M, cols_M, by_col_M = ctx.saved_tensors
+        d_sae = W_enc.shape[1]
+        g_S = g_M.new_zeros(d_sae).index_add_(0, cols_M, g_M)
+        grad_x = grad_W = grad_b_dec = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _sum_by_key(rows_M, cols_M, W_enc.T.contiguous(), g_M, x_ND.shape[0])
+        if ctx.needs_input_grad[1]:
+            grad_W = _sum_by_key(cols_M, rows_M, x_ND - b_dec, g_M, d_sae, by_col_M).T
+        if ctx.needs_input_grad[3]:
+            grad_b_dec = -(W_enc @ g_S)
+        return grad_x, grad_W, g_S, grad_b_dec, None, None, None, None
+
+
+class _SparseDecode(torch.autograd.Function):
+    """``out[n] = sum_{m: rows[m]=n} vals[m] * W_dec[cols[m]]`` (no bias)."""
+
+    @staticmethod
+    def forward(ctx, rows_M, cols_M, by_col_M, vals_M, W_dec, n_rows):
+        ctx.save_for_backward(rows_M, cols_M, by_col_M, vals_M, W_dec)
+        ctx.n_rows = n_rows
+        return F.embedding_bag(cols_M, W_dec, _offsets(rows_M, n_rows), mode="sum",
+                               per_sample_weights=vals_M)
+
+    @staticmethod
+    def backward(ctx, g_ND):
+        rows_M, cols_M, by_col_M, vals_M, W_dec = ctx.saved_tensors
+        grad_vals = grad_W = None
+        if ctx.needs_input_grad[3]:
+            # One dot product per entry: (g @ W_dec^T) sampled at the entries, never dense.
+            crow = torch.zeros(ctx.n_rows + 1, dtype=torch.long, device=rows_M.device)
+            crow[1:] = torch.bincount(rows_M, minlength=ctx.n_rows).cumsum(0)
+            with warnings.catch_warnings():  # "sparse CSR is beta" is not news to the caller
+                warnings.simplefilter("ignore")
+                pattern = torch.sparse_csr_tensor(crow, cols_M, torch.ones_like(vals_M),
+                                                  (ctx.n_rows, W_dec.shape[0]),
+                                                  check_invariants=False)
+                grad_vals = torch.sparse.sampled_addmm(pattern, g_ND.contiguous(), W_dec.T,
+                                                       beta=0.0).values()
+        if ctx.needs_input_grad[4]:
+            grad_W = _sum_by_key(cols_M, rows_M, g_ND.contiguous(), vals_M, W_dec.shape[0], by_col_M)
+        return None, None, None, grad_vals, grad_W, None
+
+
+@torch.no_grad()
+def _take(acts_NS, rows_M, cols_M) -> torch.Tensor:
+    """``acts[rows, cols]``; index_select on the flat view is several times faster on CPU."""
+    return acts_NS.reshape(-1).index_select(0, rows_M * acts_NS.shape[1] + cols_M)
+
+
+def sparse_codes(sae, x_ND, rows_M, cols_M, pre_NS) -> SparseCodes:
+    """Codes at the selected entries (all with pre > 0, where ReLU is the identity), with the
+    encoder's gradients attached."""
+    by_col_M = torch.argsort(cols_M, stable=True)
+    vals_M = _EncodeAt.apply(x_ND, sae.W_enc, sae.b_enc, sae.b_dec, rows_M, cols_M, by_col_M,
+                             _take(pre_NS, rows_M, cols_M))
+    return SparseCodes(rows_M, cols_M, vals_M, x_ND.shape[0], sae.cfg.d_sae, by_col_M)
+
+
+def decode_sparse(codes: SparseCodes, W_dec: torch.Tensor) -> torch.Tensor:
+    """``codes @ W_dec`` without b_dec, ``[N, d_in]``."""
+    return _SparseDecode.apply(codes.rows_M, codes.cols_M, codes.by_col_M, codes.vals_M, W_dec,
+                               codes.n_rows)
+
+
+# --- the switch ------------------------------------------------------------------------------
+
+def sae_forward(sae, x_ND: torch.Tensor):
+    """Forward pass of ``sae`` on ``x_ND [N, d_in]``: the one place that picks the path.
+
+    Fast when the mode is "fast" and the SAE's current rule is k-sparse (``sae.sparse_rule``);
+    then ``out.pre`` carries no graph and the gradient flows through ``out.codes``.
+    """
+    from sae_core.sae.base import ForwardOutput
+
+    if _MODE == "plain" or not sae.sparse_rule:
+        pre_NS = sae.pre_acts(x_ND)
+        z_NS = sae.activate(pre_NS)
+        return ForwardOutput(sae.decode(z_NS), z_NS, pre_NS)
+    with torch.no_grad():
+        pre_NS = sae.pre_acts(x_ND)
+        rows_M, cols_M = sae.select_active(pre_NS)
+    codes = sparse_codes(sae, x_ND, rows_M, cols_M, pre_NS)
+    return ForwardOutput(decode_sparse(codes, sae.W_dec) + sae.b_dec, None, pre_NS, codes)
+
+
+def aux_decode(sae, x_ND, out, dead_S: torch.Tensor, k_aux: int) -> torch.Tensor:
+    """AuxK reconstruction ``[N, d_in]`` (no b_dec): each token's top ``k_aux`` ReLU
+    pre-activations among dead latents, decoded; on the path ``out`` came from."""
+    from sae_core.sae.topk import topk_per_row
+
+    pre_NS = out.pre if out.codes is None else out.pre.detach()
+    dead_pre_NS = torch.where(dead_S, pre_NS, torch.full_like(pre_NS, -torch.inf))
+    dead_acts_NS = torch.relu(dead_pre_NS.nan_to_num(neginf=0.0))
+    if out.codes is None:
+        return topk_per_row(dead_acts_NS, k_aux) @ sae.W_dec
+    rows_M, cols_M = topk_row_indices(dead_acts_NS, k_aux)
+    # Selected entries are dead latents with pre > 0, so the codes are the pre-activations.
+    return decode_sparse(sparse_codes(sae, x_ND, rows_M, cols_M, pre_NS), sae.W_dec)

@@ -1,0 +1,144 @@
+"""The fast sparse kernels agree with the plain dense path (codes, reconstructions, every
+parameter's gradient, buffers), including ties and batches with fewer positives than k."""
+import pytest
+import torch
+
+from sae_core.sae import SAEConfig, create_sae, kernels
+from sae_core.sae.training import TrainerConfig, aux_k_loss, train_sae
+
+ARCHS = ["topk", "batchtopk", "sampled"]
+
+
+@pytest.fixture(autouse=True)
+def mode():
+    """Tests switch the kernels mode; restore the previous one afterwards."""
+    old = kernels.kernels_mode()
+    yield kernels.set_kernels
+    kernels.set_kernels(old)
+
+
+def _run(cfg, state, x_ND, mode, dead_S=None):
+    """One forward + loss (MSE, plus AuxK when ``dead_S`` is given) + backward under ``mode``."""
+    kernels.set_kernels(mode)
+    sae = create_sae(cfg).train()
+    sae.load_state_dict(state)
+    out = sae(x_ND)
+    loss = (out.x_hat - x_ND).pow(2).sum(-1).mean()
+    if dead_S is not None:
+        loss = loss + aux_k_loss(sae, x_ND, out, dead_S)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    return out, grads, dict(sae.named_buffers()), out.fired(), out.l0()
+
+
+def _assert_agree(cfg, state, x_ND, dead_S=None):
+    p_out, p_grads, p_bufs, p_fired, p_l0 = _run(cfg, state, x_ND, "plain", dead_S)
+    f_out, f_grads, f_bufs, f_fired, f_l0 = _run(cfg, state, x_ND, "fast", dead_S)
+    assert p_out.codes is None and f_out.codes is not None
+    assert torch.equal(p_out.z, f_out.z)  # the same entries, the same values
+    torch.testing.assert_close(f_out.x_hat, p_out.x_hat, rtol=1e-5, atol=1e-5)
+    for name, g in p_grads.items():
+        torch.testing.assert_close(f_grads[name], g, rtol=1e-4, atol=1e-5, msg=name)
+    for name, b in p_bufs.items():
+        assert torch.equal(f_bufs[name], b), name
+    assert torch.equal(p_fired, f_fired) and p_l0 == pytest.approx(f_l0)
+
+
+def _sae_state(cfg, seed, bias=0.3):
+    torch.manual_seed(seed)
+    sae = create_sae(cfg)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, bias)
+        sae.b_dec.normal_()
+    return sae.state_dict()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("n, d_in, d_sae, k", [(1, 8, 16, 3), (50, 16, 64, 4), (300, 32, 256, 8),
+                                              (1024, 16, 512, 16)])
+def test_fast_path_agrees_on_random_inputs(arch, n, d_in, d_sae, k):
+    # the last shape makes k*N large enough for the sampled-threshold BatchTopK selection
+    cfg = SAEConfig(arch=arch, d_in=d_in, d_sae=d_sae, k=k, l=2.0)
+    state = _sae_state(cfg, seed=n)
+    _assert_agree(cfg, state, torch.randn(n, d_in, generator=torch.Generator().manual_seed(n)))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_path_agrees_with_ties(arch):
+    """Integer weights and inputs give many exactly equal pre-activations, also at the cut."""
+    cfg = SAEConfig(arch=arch, d_in=8, d_sae=32, k=3, l=2.0)
+    g = torch.Generator().manual_seed(0)
+    state = _sae_state(cfg, seed=0)
+    state["W_enc"] = torch.randint(-1, 2, (8, 32), generator=g).float()
+    state["b_enc"] = torch.zeros(32)
+    state["b_dec"] = torch.zeros(8)
+    x_ND = torch.randint(-1, 2, (40, 8), generator=g).float()
+    _assert_agree(cfg, state, x_ND)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_path_agrees_when_k_exceeds_the_positive_activations(arch):
+    cfg = SAEConfig(arch=arch, d_in=16, d_sae=64, k=20, l=2.0)
+    state = _sae_state(cfg, seed=1)
+    state["b_enc"] = torch.full((64,), -2.5)  # only a few latents are positive per token
+    x_ND = torch.randn(30, 16, generator=torch.Generator().manual_seed(1))
+    _, _, _, _, l0 = _run(cfg, state, x_ND, "plain")
+    assert 0 < l0 < 20
+    _assert_agree(cfg, state, x_ND)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_aux_k_agrees(arch):
+    cfg = SAEConfig(arch=arch, d_in=16, d_sae=128, k=4, l=2.0)
+    state = _sae_state(cfg, seed=2)
+    dead_S = torch.rand(128, generator=torch.Generator().manual_seed(2)) < 0.5
+    _assert_agree(cfg, state, torch.randn(64, 16, generator=torch.Generator().manual_seed(2)), dead_S)
+
+
+def test_batch_topk_indices_matches_the_dense_rule():
+    """The sampled-threshold selection keeps exactly the dense rule's positive entries."""
+    g = torch.Generator().manual_seed(3)
+    for shape, k_total, scale in [((2048, 256), 16 * 2048, 1.0), ((512, 64), 40_000, 1.0),
+                                  ((4096, 128), 20_000, 0.0)]:
+        acts_NS = torch.randn(shape, generator=g) + scale * torch.randn(shape[1], generator=g)
+        acts_NS = torch.round(acts_NS * 8) / 8  # coarse values: many ties at the cut
+        dense_NS = kernels.batch_topk_dense(torch.relu(acts_NS), k_total)
+        flat_M = kernels.batch_topk_indices(acts_NS, k_total)
+        assert torch.equal(flat_M, (dense_NS.flatten() > 0).nonzero().squeeze(1))
+
+
+def test_unknown_mode_is_an_error():
+    with pytest.raises(ValueError, match="plain"):
+        kernels.set_kernels("turbo")
+
+
+def test_relu_stays_dense_under_fast_kernels(mode):
+    mode("fast")
+    out = create_sae(SAEConfig(arch="relu", d_in=8, d_sae=16))(torch.randn(5, 8))
+    assert out.codes is None and out.z.shape == (5, 16)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_training_runs_agree(arch, mode):
+    """20 full trainer steps (with AuxK active) give nearly the same weights on both paths."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4096, 16, generator=g) * (torch.rand(16, generator=g) + 0.5)
+
+    def batches(seed):
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+        for s in range(0, x.shape[0], 256):
+            yield x[perm[s:s + 256]]
+
+    # wide and sparse, with a short dead window, so that AuxK has dead latents to work with
+    cfg = SAEConfig(arch=arch, d_in=16, d_sae=256, k=2, l=4.0)
+    tcfg = TrainerConfig(total_tokens=256 * 20, batch_size=256, lr=1e-3, dead_tokens=256, seed=1)
+    results = {}
+    for m in ("plain", "fast"):
+        mode(m)
+        results[m] = train_sae(batches, cfg, tcfg)
+    plain, fast = (results[m].sae.state_dict() for m in ("plain", "fast"))
+    for name, v in plain.items():
+        torch.testing.assert_close(fast[name], v, rtol=1e-3, atol=1e-4, msg=name)
+    assert any(h.aux > 0 for h in results["fast"].history)  # AuxK was exercised
+    for a, b in zip(results["plain"].history, results["fast"].history):
+        assert a.l0 == pytest.approx(b.l0) and a.loss == pytest.approx(b.loss, rel=1e-3)
