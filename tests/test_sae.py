@@ -187,6 +187,17 @@ def test_batchtopk_recovers_planted_features():
     assert acc.result().fvu < 0.1
 
 
+@pytest.mark.parametrize("arch", ["batchtopk", "sampled"])
+def test_short_runs_get_an_inference_threshold_that_keeps_l0_near_k(arch):
+    """The training EMA lags the weights; calibration at the final weights fixes inference L0."""
+    x, _ = _planted(30_000, seed=3)
+    cfg = SAEConfig(arch=arch, d_in=32, d_sae=96, k=6, l=16)
+    res = train_sae(_source(x[:24_000], 512), cfg,
+                    TrainerConfig(total_tokens=512 * 40, batch_size=512, lr=3e-3, seed=0))
+    l0 = (res.sae.encode(x[24_000:]) != 0).sum(-1).float().mean().item()
+    assert l0 == pytest.approx(6, rel=0.2)
+
+
 def test_resume_is_exact_and_survives_a_corrupt_checkpoint(tmp_path):
     x, _ = _planted(4096, seed=1)
     cfg = SAEConfig(arch="sampled", d_in=32, d_sae=64, k=4, l=2)

@@ -107,6 +107,29 @@ def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S) -> torch.Tensor:
     return (aux_hat_ND - resid_ND).pow(2).sum(-1).mean() / denom
 
 
+CALIBRATION_BATCHES = 4
+
+
+@torch.no_grad()
+def calibrate_threshold(sae: SAE, batches_ND: list[torch.Tensor]) -> None:
+    """Set a BatchTopK-family inference threshold at the final weights.
+
+    The training EMA of the smallest kept activation lags behind the weights (it still remembers
+    early steps, whose cut-off was higher), which left inference L0 well below k in short runs.
+    Averaging the training rule's cut-off over a few fresh batches at the final weights gives an
+    inference L0 close to k. Needs eval mode (no EMA or pool statistics are updated).
+    """
+    if not hasattr(sae, "encode_batch_rule"):
+        return
+    lows = []
+    for x_ND in batches_ND:
+        z_NS = sae.encode_batch_rule(x_ND)
+        if (z_NS > 0).any():
+            lows.append(z_NS[z_NS > 0].min())
+    if lows:
+        sae.threshold.copy_(torch.stack(lows).mean())
+
+
 def estimate_scale(first_batch_ND: torch.Tensor) -> float:
     return math.sqrt(first_batch_ND.shape[1]) / first_batch_ND.norm(dim=1).mean().clamp_min(1e-12).item()
 
@@ -221,5 +244,6 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
                                                  sae.state_dict(), opt.state_dict(), since_fired_S,
                                                  torch.get_rng_state(), scale), config_key)
     sae.eval()
+    calibrate_threshold(sae, [next(data).to(device) * scale for _ in range(CALIBRATION_BATCHES)])
     fold_scale(sae, scale)
     return TrainResult(sae, history, scale)
