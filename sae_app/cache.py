@@ -125,10 +125,7 @@ def store_meta(path: str, created: float) -> dict:
     """The metadata of the activation store at ``path`` (``created`` keys out overwritten stores)."""
     from sae_core.activations import ActivationStore
 
-    meta = ActivationStore.open(Path(path)).meta
-    if dataclasses.is_dataclass(meta):
-        return dataclasses.asdict(meta)
-    return dict(meta) if isinstance(meta, dict) else dict(vars(meta))
+    return dataclasses.asdict(ActivationStore.open(Path(path)).meta)
 
 
 @st.cache_data(show_spinner="Summarising activations…")

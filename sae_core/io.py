@@ -72,12 +72,3 @@ def load_tensors(path: Path, device: str = "cpu") -> dict:
             f"{path} is not a readable safetensors file ({e}). It may be truncated or in another "
             "format; re-download or rebuild it.") from None
 
-
-def safetensors_metadata(path: Path) -> dict[str, str]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ArtifactError(f"{path} is not a readable safetensors file ({e})") from None

@@ -9,7 +9,7 @@ import torch
 
 from sae_core.errors import ArtifactError, SAECoreError
 from sae_core.sae import SAEConfig, SAEConfigError, create_sae
-from sae_core.sae.io import load_sae, save_sae
+from sae_core.sae.io import load_density, load_sae, save_sae
 from sae_core.sae.metrics import MetricAccumulator, shared_structure
 from sae_core.sae.sampled import latent_scores
 from sae_core.sae.training import TrainerConfig, train_sae
@@ -273,6 +273,7 @@ def test_save_load_round_trip(tmp_path, arch):
     back = load_sae(tmp_path)
     x = torch.randn(10, 16)
     assert torch.equal(back.encode(x), sae.encode(x))
+    assert torch.equal(load_density(tmp_path), torch.full((64,), -2.0))
 
 
 def test_exported_batchtopk_encodes_the_same_as_a_jumprelu(tmp_path):

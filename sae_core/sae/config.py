@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from sae_core.errors import SAECoreError
@@ -75,6 +75,3 @@ class SAEConfig:
     def from_json(cls, d: dict) -> "SAEConfig":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-    def replace(self, **changes) -> "SAEConfig":
-        return replace(self, **changes)
