@@ -131,16 +131,19 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, a local directory o
     typer.echo(f"{art.kind}/{art.name} -> {art.path}")
 
 
-def _activations(ws, model: str, hook: str, tokens: int, acts: Optional[Path], bar_desc: str):
-    """The activation artifact to train on: a user's file, or a (cached) harvest of the model."""
+def _activations(ws, model: str, hook: str, tokens: int, acts: Optional[Path]):
+    """``(activation artifact, language model or None)``: a user's file (no model), or a
+    (cached) harvest of ``model``, which is loaded once and returned for the downstream metrics."""
     from sae_core.activations import harvest_to_workspace, import_to_workspace
+    from sae_core.models.loading import load_model
 
     if acts is not None:
-        return import_to_workspace(ws, acts, hook=hook or "user", model=model or "user-file")
-    bar = _Bar(bar_desc, unit="doc")
-    art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, on_progress=bar)
+        return import_to_workspace(ws, acts, hook=hook or "user", model=model or "user-file"), None
+    lm = load_model(model)
+    bar = _Bar(f"harvest {hook}", unit="doc")
+    art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, on_progress=bar, model=lm)
     bar.close()
-    return art
+    return art, lm
 
 
 class _StepBar:
@@ -188,15 +191,11 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)
-    art = _activations(ws, model, hook, harvest_tokens, acts, f"harvest {hook}")
+    art, lm = _activations(ws, model, hook, harvest_tokens, acts)
     d_in = art.meta.get("d") or art.meta.get("d_in")
     cfg = SAEConfig(arch=arch, d_in=int(d_in), d_sae=d_sae, k=k, l=l, scoring=scoring,
                     pool_rule=pool_rule, model_name=art.model or "", hook_name=art.hook or "")
     tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed)
-    lm = None
-    if acts is None:
-        from sae_core.models.loading import load_model
-        lm = load_model(model)
     sae_art = train_to_workspace(ws, art, cfg, tcfg, model=lm, on_step=_StepBar(f"train {arch}"))
     if out:
         shutil.copytree(sae_art.path, out, dirs_exist_ok=True)
@@ -221,15 +220,11 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)
-    art = _activations(ws, model, hook, harvest_tokens, acts, f"harvest {hook}")
+    art, lm = _activations(ws, model, hook, harvest_tokens, acts)
     sc = SweepConfig(k=k, d_sae=d_sae, ls=tuple(float(v) for v in ls.split(",") if v.strip()),
                      scorings=tuple(s.strip() for s in scorings.split(",") if s.strip()),
                      references=tuple(r.strip() for r in references.split(",") if r.strip()),
                      tokens=tokens, batch_size=batch_size, seed=seed)
-    lm = None
-    if acts is None:
-        from sae_core.models.loading import load_model
-        lm = load_model(model)
 
     def on_run(i, n, cfg):
         label = f"{cfg.arch} l={cfg.l:g} {cfg.scoring}" if cfg.arch == "sampled" else cfg.arch

@@ -1,6 +1,7 @@
 """The sae-core console script: --help everywhere, one-line errors with status 2."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -42,5 +43,6 @@ def test_bad_hook_in_harvest_names_valid_hooks(tmp_path):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "sae_core.cli", "--help"], capture_output=True, text=True)
+    script = Path(sys.executable).parent / "sae-core"  # what `make setup` puts in .venv/bin
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "zoo" in out.stdout

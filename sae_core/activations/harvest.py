@@ -23,10 +23,10 @@ from typing import Callable
 import torch
 
 from sae_core.activations.store import (
-    META_FILE, PROGRESS_FILE, STORAGE_DTYPES, ActivationStore, StoreMeta, remove_shards_from,
+    META_FILE, PROGRESS_FILE, ActivationStore, StoreMeta, remove_shards_from,
     write_meta, write_shard)
 from sae_core.errors import ArtifactError, SAECoreError
-from sae_core.io import atomic_write_json, read_json
+from sae_core.io import TORCH_DTYPES, atomic_write_json, read_json
 from sae_core.models.corpus import generate_documents
 from sae_core.models.loading import check_hook, load_model, to_tokens
 from sae_core.workspace import Artifact, Workspace, artifact_name
@@ -117,8 +117,8 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, *, mo
     raises, the harvest stops and can be resumed. Returns the complete ``ActivationStore``.
     """
     check_hook(model, hook)
-    if dtype not in STORAGE_DTYPES:
-        raise SAECoreError(f"dtype {dtype!r} is not one of {sorted(STORAGE_DTYPES)}")
+    if dtype not in TORCH_DTYPES:
+        raise SAECoreError(f"dtype {dtype!r} is not one of {sorted(TORCH_DTYPES)}")
     if batch_size <= 0 or context_size <= 1 or shard_tokens <= 0:
         raise SAECoreError(f"batch_size ({batch_size}) and shard_tokens ({shard_tokens}) must be "
                            f"positive and context_size ({context_size}) at least 2")
@@ -141,7 +141,7 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, *, mo
     special_ids = sorted(set(getattr(tok, "all_special_ids", []) or []))
     device = next(model.parameters()).device
     d = model.cfg.d_model
-    buf_acts_ND = torch.empty(shard_tokens, d, dtype=STORAGE_DTYPES[dtype])
+    buf_acts_ND = torch.empty(shard_tokens, d, dtype=TORCH_DTYPES[dtype])
     buf_tok_N = torch.empty(shard_tokens, dtype=torch.int64)
     filled = 0
     shard_rows: list[int] = list(state["shard_rows"])

@@ -24,12 +24,11 @@ from pathlib import Path
 import torch
 
 from sae_core.errors import ArtifactError
-from sae_core.io import atomic_write_json, load_tensors, read_json, save_tensors
+from sae_core.io import TORCH_DTYPES, atomic_write_json, load_tensors, read_json, save_tensors
 
 FORMAT = "sae-studio-activations/1"
 META_FILE = "meta.json"
 PROGRESS_FILE = "progress.json"
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SHARD_RE = re.compile(r"shard_(\d{5})\.safetensors")
 
 
@@ -61,8 +60,8 @@ class StoreMeta:
     complete: bool
 
     def __post_init__(self):
-        if self.dtype not in STORAGE_DTYPES:
-            raise ArtifactError(f"storage dtype {self.dtype!r} is not one of {sorted(STORAGE_DTYPES)}")
+        if self.dtype not in TORCH_DTYPES:
+            raise ArtifactError(f"storage dtype {self.dtype!r} is not one of {sorted(TORCH_DTYPES)}")
         if self.d <= 0 or self.shard_tokens <= 0 or self.n_tokens < 0:
             raise ArtifactError(f"invalid store shape: d={self.d}, shard_tokens={self.shard_tokens}, "
                                 f"n_tokens={self.n_tokens} (d and shard_tokens must be positive)")

@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 
 from sae_core.errors import HookNotFoundError, ModelNotAvailableError
+from sae_core.io import TORCH_DTYPES
 from sae_core.models.zoo import ZOO_PREFIX, resolve_zoo_name
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def default_device() -> str:
@@ -54,7 +53,7 @@ def load_model(name_or_dir: str, device: str | None = None, dtype: str | torch.d
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     hf_logging.disable_progress_bar()  # library code reports no progress bars of its own  # never hang on a network that is not there
     target = resolve_model_path(name_or_dir)
-    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    torch_dtype = TORCH_DTYPES[dtype] if isinstance(dtype, str) else dtype
     try:
         model = TransformerBridge.boot_transformers(
             target, device=device or default_device(), dtype=torch_dtype,

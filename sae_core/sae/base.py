@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sae_core.io import TORCH_DTYPES
 from sae_core.sae import kernels
 from sae_core.sae.config import SAEConfig
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class ForwardOutput:
@@ -57,7 +56,7 @@ class SAE(nn.Module):
     def __init__(self, cfg: SAEConfig):
         super().__init__()
         self.cfg = cfg
-        dtype = DTYPES[cfg.dtype]
+        dtype = TORCH_DTYPES[cfg.dtype]
         self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.d_sae, dtype=dtype))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
         self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in, dtype=dtype))
