@@ -131,14 +131,15 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, a local directory o
     typer.echo(f"{art.kind}/{art.name} -> {art.path}")
 
 
-def _activations(ws, model: str, hook: str, tokens: int, acts: Optional[Path]):
+def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, acts: Optional[Path]):
     """``(activation artifact, language model or None)``: a user's file (no model), or a
     (cached) harvest of ``model``, which is loaded once and returned for the downstream metrics."""
     from sae_core.activations import harvest_to_workspace, import_to_workspace
     from sae_core.models.loading import load_model
 
-    if acts is not None:
+    if acts is not None:  # a user's file is not labelled as the default model's activations
         return import_to_workspace(ws, acts, hook=hook or "user", model=model or "user-file"), None
+    model, hook = model or DEFAULT_MODEL, hook or DEFAULT_HOOK
     lm = load_model(model)
     bar = _Bar(f"harvest {hook}", unit="doc")
     art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, on_progress=bar, model=lm)
@@ -161,8 +162,10 @@ class _StepBar:
             self.bar.close()
 
 
-ModelOpt = typer.Option("zoo:tiny-a", help="Model (zoo:NAME, directory or hub name) the activations come from.")
-HookOpt = typer.Option("blocks.1.hook_resid_post", help="Hook point the SAE reads.")
+DEFAULT_MODEL, DEFAULT_HOOK = "zoo:tiny-a", "blocks.1.hook_resid_post"
+ModelOpt = typer.Option(None, help=f"Model (zoo:NAME, directory or hub name) the activations come "
+                                   f"from [default: {DEFAULT_MODEL}; with --acts, a label].")
+HookOpt = typer.Option(None, help=f"Hook point the SAE reads [default: {DEFAULT_HOOK}; with --acts, a label].")
 ActsOpt = typer.Option(None, "--acts", help="Train on this .npy/.safetensors [tokens, d] file instead.")
 
 
@@ -178,7 +181,7 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
           harvest_tokens: int = typer.Option(200_000, help="Tokens to harvest (when not --acts)."),
           batch_size: int = typer.Option(1024, help="Tokens per training batch."),
           lr: Optional[float] = typer.Option(None, help="Adam lr (default 2e-4/sqrt(d_sae/2^14))."),
-          seed: int = typer.Option(0), model: str = ModelOpt, hook: str = HookOpt,
+          seed: int = typer.Option(0), model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt,
           acts: Optional[Path] = ActsOpt,
           out: Optional[Path] = typer.Option(None, help="Also copy the SAE and metrics.json here."),
           workspace: Optional[Path] = WorkspaceOpt):
@@ -213,7 +216,7 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
           harvest_tokens: int = typer.Option(200_000, help="Tokens to harvest (when not --acts)."),
           batch_size: int = typer.Option(1024), seed: int = typer.Option(0),
           references: str = typer.Option("batchtopk,topk", help="Reference architectures ('' for none)."),
-          model: str = ModelOpt, hook: str = HookOpt, acts: Optional[Path] = ActsOpt,
+          model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt, acts: Optional[Path] = ActsOpt,
           workspace: Optional[Path] = WorkspaceOpt):
     """Train one Sampled-SAE per l and scoring rule (plus references); write the metrics table."""
     from sae_core.sae.sweep import SweepConfig, run_sweep

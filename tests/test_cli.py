@@ -46,3 +46,18 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "sae-core"  # what `make setup` puts in .venv/bin
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "zoo" in out.stdout
+
+
+def test_train_on_a_user_file_labels_it_as_the_users(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "acts.npy", np.random.default_rng(0).normal(size=(3000, 16)).astype("float32"))
+    result = runner.invoke(app, ["train", "--acts", str(tmp_path / "acts.npy"), "--arch", "topk",
+                                 "--k", "4", "--d-sae", "32", "--tokens", "2048", "--batch-size", "512",
+                                 "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 0, result.output
+    from sae_core.workspace import Workspace
+
+    [sae] = Workspace(tmp_path / "ws").list("sae")
+    assert (sae.model, sae.hook) == ("user-file", "user")
+    assert sae.name.startswith("user-file__user__")
