@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -51,16 +52,21 @@ def corpus_texts(n_docs: int, seed: int = 0) -> list[str]:
 
 
 def _capture_BTD(model, hook: str, tokens_BT: torch.Tensor) -> torch.Tensor:
-    """``[batch, pos, d]`` activation at ``hook``; the forward pass stops at the hook.
-
-    Expects ``model.hooks(fwd_hooks=[(hook, _stop_here)])`` to be active (see ``harvest_activations``);
-    the hooks are registered once per harvest rather than per batch to keep the loop lean.
-    """
     try:
         model(tokens_BT)
     except _HookReached as hit:
         return hit.acts_BTD
     raise SAECoreError(f"hook {hook!r} never fired during the forward pass; it cannot be harvested")
+
+
+@contextmanager
+def capture_at_hook(model, hook: str) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """Yields ``capture(tokens_BT) -> acts_BTD``: the activation at ``hook``, the forward pass
+    stopped right there. The hook is registered once for the whole block rather than per batch to
+    keep loops lean; it is removed on exit."""
+    check_hook(model, hook)
+    with model.hooks(fwd_hooks=[(hook, _stop_here)]):
+        yield lambda tokens_BT: _capture_BTD(model, hook, tokens_BT)
 
 
 def keep_mask_BT(tokens_BT: torch.Tensor, pad_id: int | None, special_ids: list[int],
@@ -154,11 +160,11 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, *, mo
                                                     "text_pos": text_pos, "row_skip": row_skip})
 
     skip = state["row_skip"]
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(hook, _stop_here)]):
+    with torch.inference_mode(), capture_at_hook(model, hook) as capture:
         for start in range(state["text_pos"], len(texts), batch_size):
             end = min(start + batch_size, len(texts))
             tokens_BT = to_tokens(model, texts[start:end])[:, :context_size].to(device)
-            acts_BTD = _capture_BTD(model, hook, tokens_BT)
+            acts_BTD = capture(tokens_BT)
             mask_BT = keep_mask_BT(tokens_BT, tok.pad_token_id, special_ids, exclude_special)
             acts_ND, tok_N = acts_BTD[mask_BT], tokens_BT[mask_BT]
             used, skip = skip, 0  # rows of this batch already in shards (only on resume)
