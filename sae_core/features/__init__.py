@@ -1,0 +1,1 @@
+"""Feature index and browser data: top contexts, histograms, logit effects, map (issue #4)."""
