@@ -15,6 +15,7 @@ PAGES = [
     st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("views/activations.py", title="Activations", icon=":material/database:"),
     st.Page("views/sampled_sae.py", title="Sampled-SAE", icon=":material/tune:"),
+    st.Page("views/features.py", title="Features", icon=":material/search:"),
 ]
 
 page = st.navigation(PAGES)

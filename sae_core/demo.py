@@ -43,6 +43,32 @@ def _demo_sweep(ws: Workspace, on_progress: Progress | None) -> Artifact:
     return run_sweep(ws, acts, sc, model=load_model(DEMO_MODEL), on_run=on_run)
 
 
+DEMO_INDEX = dict(n_tokens=50_000)
+
+
+def _demo_indexes(ws: Workspace, on_progress: Progress | None) -> Artifact:
+    """A feature index for every SAE of the demo sweep, so any point of its curves opens features."""
+    from sae_core.features.artifact import index_to_workspace
+    from sae_core.features.config import IndexConfig
+    from sae_core.models.loading import load_model
+    from sae_core.sae.io import load_sae
+    from sae_core.sae.sweep import load_sweep_table
+
+    sweep = _demo_sweep(ws, None)  # built by the step before: returns at once
+    names = list(load_sweep_table(sweep)["sae"])
+    cfg = IndexConfig(**DEMO_INDEX)
+    model = None
+    arts = []
+    for i, name in enumerate(names):
+        sae = load_sae(ws.get("sae", name).path)
+        if model is None:
+            model = load_model(DEMO_MODEL)
+        arts.append(index_to_workspace(ws, sae, DEMO_MODEL, DEMO_HOOK, cfg, sae_source=name, model=model))
+        if on_progress is not None:
+            on_progress(i + 1, len(names))
+    return arts[0]
+
+
 @dataclass(frozen=True)
 class DemoStep:
     name: str
@@ -53,6 +79,7 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep(f"activations of {DEMO_MODEL} at {DEMO_HOOK} ({DEMO_TOKENS:,} tokens)",
              _harvest_demo_activations),
     DemoStep("Sampled-SAE l-sweep (both scoring rules, BatchTopK and TopK references)", _demo_sweep),
+    DemoStep(f"feature indexes of the sweep's SAEs ({DEMO_INDEX['n_tokens']:,} tokens each)", _demo_indexes),
 ]
 
 

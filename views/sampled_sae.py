@@ -55,8 +55,10 @@ for i, (col, metric) in enumerate([(left, "fvu"), (right, "ce_loss_recovered"),
     event = col.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=f"sw_fig{i}")
     picked += [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
 if picked:
-    st.success(f"Selected SAE `{picked[-1]}`. The feature browser (coming) will open it here; "
-               f"its files are in `{cache.open_workspace(sel.workspace_root).artifact_dir('sae', picked[-1])}`.")
+    st.success(f"Selected SAE `{picked[-1]}`.")
+    if st.button("Open its features in the feature browser", type="primary", key="sw_open"):
+        st.session_state["fb_open_sae"] = picked[-1]
+        st.switch_page("views/features.py")
 
 st.subheader("All SAEs of this sweep")
 cols = ["arch", "scoring", "l", "k", "d_sae", "l0", "fvu", "explained_variance", "ce_loss_recovered",

@@ -244,6 +244,25 @@ class FeatureIndex:
         ids, vals = self._row(f"logits.{which}_ids", i).tolist(), self._row(f"logits.{which}_vals", i).tolist()
         return [(self.token_str(t), v) for t, v in zip(ids, vals)]
 
+    def overview(self, n_tokens: int = 3):
+        """One row per feature for the map and lists: ``feature``, ``x``, ``y`` (NaN without a
+        map), ``density``, ``log10_density``, ``max_act`` and ``top_tokens`` (the tokens its top
+        ``n_tokens`` examples peak on)."""
+        import numpy as np
+        import pandas as pd
+
+        density = self.column("density").double().numpy()
+        gidx = self.column("top.gidx")[:, :n_tokens]
+        flat = self.tokens_NT.reshape(-1).long()
+        peak = torch.where(gidx >= 0, flat[gidx.clamp_min(0)], -1).tolist()
+        xy = self.column("map.xy").numpy() if self.info.get("has_map") else np.full((len(density), 2), np.nan)
+        with np.errstate(divide="ignore"):
+            log10 = np.log10(density)
+        return pd.DataFrame({
+            "feature": np.arange(len(density)), "x": xy[:, 0], "y": xy[:, 1], "density": density,
+            "log10_density": log10, "max_act": self.column("max").numpy(),
+            "top_tokens": [" · ".join(self.token_str(t) for t in row if t >= 0) for row in peak]})
+
     # --- search ------------------------------------------------------------------------------
     def token_ids(self, text: str) -> list[int]:
         """Vocabulary ids whose string equals ``text`` (also with surrounding spaces stripped)."""

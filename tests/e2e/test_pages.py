@@ -107,3 +107,46 @@ def test_sampled_sae_page(page, app_url, workspace_dir, screenshot_dir):
         expect(table).to_contain_text(str(row["fvu"])[:8])
     expect(main.get_by_role("button", name="Download CSV")).to_be_visible()
     check_and_shoot(page, screenshot_dir, "sampled-sae")
+
+
+def test_features_page(page, app_url, workspace_dir, screenshot_dir):
+    from sae_core.features.artifact import index_to_workspace
+    from sae_core.features.config import IndexConfig
+    from sae_core.features.index import FeatureIndex
+    from sae_core.sae.io import load_sae
+    from sae_core.workspace import Workspace
+    from tests.conftest import small_sweep
+
+    ws = Workspace(workspace_dir)
+    small_sweep(ws)
+    sae_art = ws.list("sae")[0]  # the page opens the newest SAE first
+    art = index_to_workspace(ws, load_sae(sae_art.path), "zoo:tiny-a", "blocks.1.hook_resid_post",
+                             IndexConfig(n_tokens=4000), sae_source=str(sae_art.path))
+    index = FeatureIndex.open(art.path)
+    live = int(index.column("count").argmax())
+    view = index.feature(live)
+    page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
+    open_page(page, f"{app_url}/features")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="Feature browser")).to_be_visible()
+    number = main.get_by_role("spinbutton", name="Feature")
+    number.fill(str(live))
+    number.press("Enter")
+    wait_idle(page)
+    expect(main.get_by_role("heading", name=f"Feature {live}")).to_be_visible()
+    expect(main.get_by_test_id("stMetric").nth(3)).to_contain_text(f"{view.count:,}")
+    peak = main.locator("span.tok[style*='outline']").first  # the first top example's peak token
+    expect(peak).to_have_attribute("title", f"{view.top[0].tokens[view.top[0].peak]!r}: {view.top[0].value:.4g}")
+    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(2)  # activation and logit histograms
+    check_and_shoot(page, screenshot_dir, "features")
+
+    box = main.get_by_role("textbox", name="Text")
+    box.fill(" ".join(view.top[0].tokens))
+    box.press("Control+Enter")
+    wait_idle(page)
+    expect(main).to_contain_text("max here")
+
+    main.get_by_text("Map", exact=True).click()  # the "View" segmented control
+    wait_idle(page)
+    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(1)
+    check_and_shoot(page, screenshot_dir, "features-map")

@@ -1,0 +1,68 @@
+"""Features: browse an SAE's features (top contexts, histograms, logit effects, neighbours, map)."""
+import streamlit as st
+
+from sae_app import cache, feature_panels as fp, sidebar
+from sae_core.errors import SAECoreError
+from sae_core.features.export import feature_json
+
+sel = sidebar.current()
+st.title("Feature browser")
+if not sel.ready:
+    st.error(sel.workspace_error or sel.model_error or "choose a model and hook in the sidebar")
+    st.stop()
+
+saes = {a.name: a for a in cache.list_saes(sel.workspace_root, sel.model_name, sel.hook)}
+c1, c2 = st.columns([3, 2])
+if (wanted := st.session_state.pop("fb_open_sae", None)) in saes:  # sent by the Sampled-SAE page
+    st.session_state["fb_sae"], st.session_state["fb_sae_dir"] = wanted, ""
+if st.session_state.get("fb_sae") not in saes and saes:
+    st.session_state["fb_sae"] = next(iter(saes))
+name = c1.selectbox("SAE", list(saes), key="fb_sae", format_func=lambda n: (
+    f"{n}  ({saes[n].meta.get('arch')}, l={saes[n].meta.get('l')}, {saes[n].meta.get('scoring')}, "
+    f"d_sae={saes[n].meta.get('d_sae')})"), placeholder="no SAE at this model and hook")
+typed = c2.text_input("…or an SAE directory (ours or SAELens format)", key="fb_sae_dir").strip()
+sae_path = typed or (str(saes[name].path) if name else None)
+if not sae_path:
+    st.info(f"No SAE trained at `{sel.model_name}` / `{sel.hook}` in this workspace: train one on the "
+            "Sampled-SAE page (or `sae-core train`), or give an SAE directory above.")
+    st.stop()
+try:
+    sae, fingerprint = cache.load_sae(sae_path)
+    width = cache.hook_width(sel.model_name, sel.hook)
+except SAECoreError as e:
+    st.error(str(e))
+    st.stop()
+if sae.cfg.d_in != width:
+    st.error(f"This SAE reads d_in={sae.cfg.d_in}, but `{sel.hook}` of `{sel.model_name}` has width "
+             f"{width}. Choose the model and hook it was trained on (its cfg.json says "
+             f"`{sae.cfg.model_name or '?'}` / `{sae.cfg.hook_name or '?'}`).")
+    st.stop()
+
+indexes = cache.indexes_for(sel.workspace_root, fingerprint)
+stale = [a for a in cache.list_artifacts(sel.workspace_root, "feature_index")
+         if a.meta.get("sae") == sae_path and a.meta.get("sae_fingerprint") != fingerprint]
+if stale and not indexes:
+    st.warning("An index exists for an earlier version of this SAE (its weights have changed since: "
+               "the fingerprints differ). Rebuild it below.")
+fp.build_panel(sel, sae_path, expanded=not indexes)
+if not indexes:
+    st.info("This SAE has no feature index yet: build one above (or `sae-core index --sae DIR`).")
+    st.stop()
+art = indexes[0]
+index = cache.open_index(str(art.path), art.created)
+st.caption(f"Index `{art.name}`: {index.n_features:,} features over {index.info['n_tokens']:,} tokens.")
+
+fp.apply_pending_jump()
+top = st.columns([1, 3])
+feature = top[0].number_input("Feature", 0, index.n_features - 1, key=fp.FEATURE_KEY)
+view_mode = top[1].segmented_control("View", ["Feature", "Map"], default="Feature", key="fb_view")
+with top[1]:
+    fp.search_panel(index)
+view = index.feature(int(feature))
+if view_mode == "Map":
+    fp.map_panel(str(art.path), art.created, view.index)
+else:
+    st.subheader(f"Feature {view.index}")
+    fp.feature_panel(index, view, sae_path, sel)
+    st.download_button("Download this feature as JSON (Neuronpedia-like)", feature_json(index, view.index),
+                       file_name=f"feature_{view.index}.json", mime="application/json", key="fb_json")
