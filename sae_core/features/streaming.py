@@ -60,11 +60,11 @@ class ExampleBank:
         value = torch.cat([self.value_SK[touched_F].reshape(-1), c.value_M])
         gidx = torch.cat([self.gidx_SK[touched_F].reshape(-1), c.gidx_M])
         window = torch.cat([self.window_SKW[touched_F].reshape(-1, self.window), c.window_MW])
-        # order: feature, then score descending, then earlier token; empty slots (gidx -1, score
-        # -inf) sort last because every real score is finite.
-        order = torch.argsort(torch.where(gidx < 0, torch.iinfo(torch.int64).max, gidx), stable=True)
-        order = order[torch.argsort(-score[order], stable=True)]
-        order = order[torch.argsort(feat[order], stable=True)]
+        # One stable sort by (feature, score descending). Ties keep their order in ``feat``: the
+        # bank's own entries (already earlier-token-first among equal scores) come before the
+        # candidates, which arrive in token order, so ties resolve to the earlier token. Empty
+        # slots (score -inf) sort last.
+        order = torch.argsort(_feature_score_key(feat, score), stable=True)
         feat_sorted = feat[order]
         group_start = torch.searchsorted(feat_sorted, feat_sorted, right=False)
         rank = torch.arange(feat_sorted.numel()) - group_start
@@ -84,6 +84,13 @@ class ExampleBank:
         self.value_SK = tensors[f"{prefix}.value"].clone()
         self.gidx_SK = tensors[f"{prefix}.gidx"].clone()
         self.window_SKW = tensors[f"{prefix}.window"].clone()
+
+
+def _feature_score_key(feature_M: torch.Tensor, score_M: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordering by feature, then by float32 score descending (IEEE bits made monotone)."""
+    bits = (-score_M.float()).view(torch.int32).long()
+    monotone = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + (1 << 31)  # in [0, 2^32)
+    return feature_M * (1 << 32) + monotone
 
 
 def sample_keys(gidx_M: torch.Tensor, feature_M: torch.Tensor, seed: int) -> torch.Tensor:
