@@ -31,15 +31,18 @@ def build_panel(sel, sae_path: str, expanded: bool) -> None:
         fmap = c2.checkbox("feature map (UMAP; about a minute for 16k features)", True, key="fb_map")
         if st.button("Build index", type="primary", key="fb_build"):
             def job(bar):
-                stage = {"text": "starting"}
+                stage = {"name": "starting", "frac": 0.0}  # the streaming pass reports progress
 
                 def on_stage(name):
-                    stage["text"] = name
-                    bar.progress(1.0 if "stream" not in name else 0.0, text=name)
-                return cache.build_index(
-                    sel.workspace_root, sae_path, sel.model_name, sel.hook, n_tokens=int(n_tokens),
-                    feature_map=fmap, on_stage=on_stage,
-                    on_progress=lambda d, t: bar.progress(d / t, text=f"{stage['text']}: {d:,}/{t:,} sequences"))
+                    stage["name"] = name
+                    bar.progress(stage["frac"], text=name)
+
+                def on_progress(done, total):
+                    stage["frac"] = done / total
+                    bar.progress(stage["frac"], text=f"{stage['name']}: {done:,}/{total:,} sequences")
+                return cache.build_index(sel.workspace_root, sae_path, sel.model_name, sel.hook,
+                                         n_tokens=int(n_tokens), feature_map=fmap,
+                                         on_stage=on_stage, on_progress=on_progress)
             if jobs.run_job("Building the feature index…", job, select_key="fb_index_built"):
                 st.rerun()
 

@@ -10,7 +10,7 @@ from sae_core.cli import app
 
 runner = CliRunner()
 COMMANDS = [[], ["zoo"], ["zoo", "build"], ["zoo", "list"], ["hooks"], ["harvest"], ["demo"],
-            ["workspace"], ["workspace", "list"], ["workspace", "reindex"]]
+            ["workspace"], ["workspace", "list"], ["workspace", "reindex"], ["index"], ["feature"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -61,3 +61,33 @@ def test_train_on_a_user_file_labels_it_as_the_users(tmp_path):
     [sae] = Workspace(tmp_path / "ws").list("sae")
     assert (sae.model, sae.hook) == ("user-file", "user")
     assert sae.name.startswith("user-file__user__")
+
+
+def test_index_and_feature_commands(tmp_path):
+    """`sae-core index` builds the index of an SAE directory; `feature` prints its JSON; parquet export."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from sae_core.features.index import FeatureIndex
+    from sae_core.sae.config import SAEConfig
+    from sae_core.sae.io import save_sae
+    from sae_core.sae.registry import create_sae
+
+    sae_dir = tmp_path / "sae"
+    save_sae(create_sae(SAEConfig(arch="topk", d_in=128, d_sae=32, k=4, model_name="zoo:tiny-a",
+                                  hook_name="blocks.1.hook_resid_post")), sae_dir)
+    ws = tmp_path / "ws"
+    result = runner.invoke(app, ["index", "--sae", str(sae_dir), "--tokens", "1500", "--no-map",
+                                 "--parquet", str(tmp_path / "f.parquet"), "-w", str(ws)])
+    assert result.exit_code == 0, result.output
+    [index_dir] = (ws / "feature_index").iterdir()
+    index = FeatureIndex.open(index_dir)
+    assert index.n_features == 32 and index.info["n_tokens"] >= 1400
+    assert pq.read_table(tmp_path / "f.parquet").num_rows == 32
+    shown = runner.invoke(app, ["feature", "3", "--index", str(index_dir)])
+    assert shown.exit_code == 0 and json.loads(shown.output)["index"] == 3
+    bad = runner.invoke(app, ["feature", "32", "--index", str(index_dir)])
+    assert bad.exit_code == 2 and "out of range" in bad.output
+    missing = runner.invoke(app, ["index", "--sae", "nope", "-w", str(ws)])
+    assert missing.exit_code == 2 and "neither a directory nor an SAE" in missing.output
