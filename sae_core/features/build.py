@@ -83,11 +83,11 @@ class StreamState:
 def _windows(z_BTS: torch.Tensor, b_M: torch.Tensor, t_M: torch.Tensor, f_M: torch.Tensor,
              before: int, after: int) -> torch.Tensor:
     """``[M, W]`` activations of feature f_M at positions t_M-before .. t_M+after of row b_M (0 outside)."""
-    T = z_BTS.shape[1]
+    T, dev = z_BTS.shape[1], z_BTS.device
     pos_MW = t_M[:, None] + torch.arange(-before, after + 1)
     inside = (pos_MW >= 0) & (pos_MW < T)
-    vals = z_BTS[b_M[:, None], pos_MW.clamp(0, T - 1), f_M[:, None]]
-    return torch.where(inside, vals, torch.zeros_like(vals)).float()
+    vals = z_BTS[b_M[:, None].to(dev), pos_MW.clamp(0, T - 1).to(dev), f_M[:, None].to(dev)].float().cpu()
+    return torch.where(inside, vals, torch.zeros_like(vals))
 
 
 def _offer(bank: ExampleBank, score_M, b_M, t_M, f_M, v_M, gidx_M, z_BTS, cfg: IndexConfig) -> None:
@@ -99,9 +99,12 @@ def _offer(bank: ExampleBank, score_M, b_M, t_M, f_M, v_M, gidx_M, z_BTS, cfg: I
 
 
 def _stream_batch(state: StreamState, z_BTS: torch.Tensor, seq0: int, cfg: IndexConfig) -> None:
-    B, T, S = z_BTS.shape
+    """Feed one batch's codes (on any device) to the accumulators (on the CPU: only the nonzero
+    entries and the winners' windows leave the device)."""
+    S = z_BTS.shape[2]
     b_M, t_M, f_M = z_BTS.nonzero(as_tuple=True)
-    v_M = z_BTS[b_M, t_M, f_M].float()
+    v_M = z_BTS[b_M, t_M, f_M].float().cpu()
+    b_M, t_M, f_M = b_M.cpu(), t_M.cpu(), f_M.cpu()
     state.count_S += torch.bincount(f_M, minlength=S)
     state.max_S = state.max_S.scatter_reduce(0, f_M, v_M, "amax")
     state.hist.update(f_M, v_M)
@@ -135,8 +138,8 @@ def stream_features(model, sae: SAE, hook: str, texts: list[str], cfg: IndexConf
                     f"the SAE reads d_in={sae.cfg.d_in} but {hook} has width {acts_BTD.shape[-1]}; "
                     "choose the model and hook this SAE was trained on")
             mask_BT = keep_mask_BT(tokens_BT, tok.pad_token_id, special, cfg.exclude_special)
-            z_BTS = sae.encode(acts_BTD.to(device, sae.W_enc.dtype)).cpu()
-            z_BTS *= mask_BT[..., None].to(z_BTS.dtype)  # padding and specials never count
+            z_BTS = sae.encode(acts_BTD.to(device, sae.W_enc.dtype))
+            z_BTS[~mask_BT.to(device)] = 0  # padding and specials never count
             B, T = tokens_BT.shape
             real_BT = keep_mask_BT(tokens_BT, tok.pad_token_id, [], False)  # not padding
             state.tokens_NT[s0:s0 + B, :T] = torch.where(real_BT, tokens_BT, -1).to(torch.int32)
