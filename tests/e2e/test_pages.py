@@ -150,3 +150,28 @@ def test_features_page(page, app_url, workspace_dir, screenshot_dir):
     wait_idle(page)
     expect(main.get_by_test_id("stPlotlyChart")).to_have_count(1)
     check_and_shoot(page, screenshot_dir, "features-map")
+
+
+def test_sweep_point_opens_the_feature_browser(page, app_url, workspace_dir, screenshot_dir):
+    from sae_core.workspace import Workspace
+    from tests.conftest import small_sweep
+
+    small_sweep(Workspace(workspace_dir))  # idempotent: the sweep of test_sampled_sae_page
+    page.wait_for_timeout(5500)
+    open_page(page, f"{app_url}/sampled_sae")
+    main = page.get_by_test_id("stMain")
+    # the frontier chart (the 3rd) marks every SAE; click the first Sampled-SAE point
+    point = main.get_by_test_id("stPlotlyChart").nth(2).locator(".scatterlayer .point").first
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()  # plotly's drag layer sits on top: click where the point is
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    wait_idle(page)
+    expect(main).to_contain_text("Selected SAE")
+    selected = main.locator("[data-testid='stAlertContentSuccess'] code").first.inner_text()
+    main.get_by_role("button", name="Open its features in the feature browser").click()
+    wait_idle(page)
+    expect(main.get_by_role("heading", name="Feature browser")).to_be_visible()
+    import re
+
+    expect(main.get_by_role("combobox", name="SAE")).to_have_value(re.compile(re.escape(selected)))
+    check_and_shoot(page, screenshot_dir, "features-from-sweep")
