@@ -6,9 +6,10 @@ server-side time to open one feature.
    features (k 32) at the model's last ``hook_resid_post`` over ``--tokens`` zoo-corpus tokens,
    against ``model(tokens)`` (full forward, logits included) over the same pre-tokenized batches.
    The SAE's weights are random (seeded) with the encoder = decoder transpose: its cost per token
-   is what a trained SAE of this size costs; its features fire less selectively. Peak memory is
-   the process's ``VmHWM`` after the build (the forward pass runs in a subprocess of its own, so
-   the build's figure is its own).
+   is what a trained SAE of this size costs; its features fire less selectively. The forward
+   passes run once before and once after the build and their mean is the reference, so a change
+   of load during the run hits both sides. Peak memory is the process's ``VmHWM`` after the build
+   (it covers the forward passes too, which need far less).
 2. Open: from the built index, the time of what the Features page does for one feature on the
    server: ``FeatureIndex.feature(i)``, the two histogram figures, the context HTML and the JSON
    export record; median and max over ``--open-samples`` random features, index already open
@@ -26,7 +27,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,8 +48,8 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def _forward_only(args) -> dict:
-    """Child process: the bare full forward over the same batches the build uses."""
+def _forward_seconds(args) -> float:
+    """The bare full forward over the same batches the build streams (model loaded beforehand)."""
     from sae_core.activations.harvest import texts_for_tokens
     from sae_core.models.loading import load_model, to_tokens
 
@@ -62,7 +62,7 @@ def _forward_only(args) -> dict:
         t0 = time.perf_counter()
         for b in batches:
             model(b)
-    return {"forward_s": time.perf_counter() - t0, "forward_peak_rss_mb": _peak_rss_mb()}
+    return time.perf_counter() - t0
 
 
 def _build(args, out: Path) -> dict:
@@ -130,19 +130,17 @@ def main() -> None:
     p.add_argument("--map", action="store_true", help="include the UMAP map in the build")
     p.add_argument("--open-samples", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--forward-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if args.forward_only:
-        print(json.dumps(_forward_only(args)))
-        return
-    fwd = json.loads(subprocess.run([sys.executable, __file__, "--forward-only", "--model", args.model,
-                                     "--tokens", str(args.tokens), "--threads", str(args.threads)],
-                                    check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    # forward passes before and after the build, averaged: a machine whose load changes during
+    # the run affects both sides alike
+    before = _forward_seconds(args)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "index"
-        res = {**_build(args, out), **fwd}
+        res = _build(args, out)
+        after = _forward_seconds(args)
         res.update(_open_times(out, args.open_samples))
+    res.update(forward_s=(before + after) / 2, forward_s_before=before, forward_s_after=after)
     res["ratio_build_to_forward"] = res["build_s"] / res["forward_s"]
     res["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                       "loadavg": os.getloadavg()}

@@ -8,6 +8,10 @@ Timings on a shared machine are noisy, so the configurations are interleaved rou
 each keeps its best round; compare numbers from one run only.
 
     .venv/bin/python bench/sae_step_speed.py [--rounds 3] [--threads 2] [--sizes small,large]
+        [--modes plain,fast] [--archs topk,batchtopk,sampled-l2,sampled-entropy]
+
+The last column is each configuration's step time over our fast BatchTopK's at the same size
+(issue #3's target for Sampled-SAE: <= 1.15x). ``--modes fast`` skips the slow plain path.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ from sae_core.sae.training import aux_k_loss
 
 SIZES = {"small": dict(d_in=128, d_sae=2048), "large": dict(d_in=512, d_sae=16384)}
 ARCHS = {"topk": dict(arch="topk"), "batchtopk": dict(arch="batchtopk"),
-         "sampled l=4 l2": dict(arch="sampled", l=4.0, scoring="l2")}
+         "sampled-l2": dict(arch="sampled", l=4.0, scoring="l2"),
+         "sampled-entropy": dict(arch="sampled", l=4.0, scoring="entropy")}
 STEPS = {"small": 5, "large": 2}   # timed steps per round
 
 
@@ -61,26 +66,34 @@ def main():
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--sizes", default="small,large")
     ap.add_argument("--dead", type=float, default=0.0, help="fraction of latents marked dead (AuxK)")
+    ap.add_argument("--modes", default="plain,fast")
+    ap.add_argument("--archs", default=",".join(ARCHS), help="sampled archs use l=4")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    modes = args.modes.split(",")
+    archs = list(dict.fromkeys(["batchtopk"] + args.archs.split(",")))  # the reference always runs
+    if "fast" not in modes:
+        modes.append("fast")
     best: dict[tuple, float] = {}
     for _ in range(args.rounds):
         for size in args.sizes.split(","):
-            for arch in ARCHS:
-                for mode in ("plain", "fast"):
+            for arch in archs:
+                for mode in modes:
                     key = (size, arch, mode)
                     s = time_config(size, arch, mode, args.batch, STEPS[size], args.dead)
                     best[key] = min(best.get(key, float("inf")), s)
-    print(f"threads={args.threads} batch={args.batch} k=32 dead={args.dead} rounds={args.rounds} "
-          f"(best round)")
+    print(f"threads={args.threads} batch={args.batch} k=32 l=4 dead={args.dead} "
+          f"rounds={args.rounds} (best round)")
     print(f"{'size':6} {'arch':16} {'plain tok/s':>12} {'fast tok/s':>12} {'speedup':>8} "
-          f"{'fast vs batchtopk':>18}")
+          f"{'step / batchtopk step':>22}")
     for size in args.sizes.split(","):
-        for arch in ARCHS:
-            p, f = best[(size, arch, "plain")], best[(size, arch, "fast")]
+        for arch in archs:
+            f = best[(size, arch, "fast")]
+            p = best.get((size, arch, "plain"))
             rel = f / best[(size, "batchtopk", "fast")]
-            print(f"{size:6} {arch:16} {args.batch / p:12.0f} {args.batch / f:12.0f} {p / f:7.2f}x "
-                  f"{rel:17.2f}x")
+            plain = f"{args.batch / p:12.0f}" if p else f"{'-':>12}"
+            speedup = f"{p / f:7.2f}x" if p else f"{'-':>8}"
+            print(f"{size:6} {arch:16} {plain} {args.batch / f:12.0f} {speedup} {rel:21.2f}x")
 
 
 if __name__ == "__main__":
