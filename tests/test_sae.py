@@ -78,6 +78,29 @@ def test_sampled_inference_uses_the_learned_pool_and_threshold():
     assert single.shape == (64,) and (single != 0).sum() <= 3
 
 
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu", "sampled"])
+def test_encode_coords_are_the_nonzero_entries_of_encode(arch):
+    """The index's sparse encoder: the same entries, values and row-major order as ``encode``."""
+    torch.manual_seed(0)
+    sae = create_sae(_cfg(arch, d_in=16, d_sae=64, k=5, l=3.0))
+    with torch.no_grad():
+        sae.b_enc.copy_(torch.randn(64) * 0.3)
+        if arch == "jumprelu":
+            sae.threshold.copy_(torch.rand(64) * 0.5)
+        if arch in ("batchtopk", "sampled"):
+            sae.threshold.fill_(0.4)
+        if arch == "sampled":
+            sae.pool_freq.copy_(torch.rand(64))
+    sae.eval()
+    x = torch.randn(300, 16)
+    z = sae.encode(x)
+    rows, cols, vals = sae.encode_coords(x, out=torch.empty(300, 64))
+    ref_rows, ref_cols = z.nonzero(as_tuple=True)
+    assert rows.numel() > 0 and (z != 0).sum() == rows.numel()
+    assert torch.equal(rows, ref_rows) and torch.equal(cols, ref_cols)
+    torch.testing.assert_close(vals, z[ref_rows, ref_cols])
+
+
 def test_sampled_with_a_pool_of_everything_is_batchtopk():
     torch.manual_seed(1)
     sampled = create_sae(_cfg("sampled", l=1000.0)).train()
@@ -242,6 +265,32 @@ def test_encoder_scale_fit_keeps_the_active_set_and_is_least_squares(arch):
     torch.testing.assert_close(y_after, c * y_before, rtol=1e-4, atol=1e-4)
     cos = ((x - after.x_hat) * y_after).sum() / ((x - after.x_hat).norm() * y_after.norm())
     assert abs(cos.item()) < 1e-3
+
+
+def test_decoder_init_from_data_points_rows_at_data_directions():
+    """decoder_init="data": unit rows near the centred directions of data rows, W_enc = W_dec^T;
+    random rows in a low-rank data subspace are far from every data direction."""
+    from sae_core.sae.training import init_decoder_from_data
+
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(64, 8))[0]            # data lives in 8 of 64 dimensions
+    x = torch.randn(2000, 8) @ basis.T + 5.0
+    sae = create_sae(_cfg("batchtopk", d_in=64, d_sae=512, k=4))
+    with torch.no_grad():
+        sae.b_dec.copy_(x.mean(0))
+    dirs = x - x.mean(0)
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)
+
+    def best_cos():
+        return (sae.W_dec.detach() @ dirs.T).max(dim=1).values
+    assert best_cos().median() < 0.6                           # random unit rows
+    init_decoder_from_data(sae, x)
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(512))
+    assert torch.equal(sae.W_enc, sae.W_dec.T)
+    assert best_cos().min() > 0.75                             # each row next to a data row
+    assert (sae.W_dec @ sae.W_dec.T - torch.eye(512)).max() < 0.995  # no two rows identical
+    with pytest.raises(SAECoreError, match="decoder_init"):
+        TrainerConfig(total_tokens=10, batch_size=1, decoder_init="zeros")
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "sampled"])

@@ -2,15 +2,15 @@
 
 Hot loop, per batch of ``batch_size`` sequences (``[B, T]`` tokens, one BOS each, right padded):
 the model runs up to the hook and stops there (``capture_at_hook``); the SAE encodes the
-activations at inference; padding and special tokens are zeroed (never counted); the nonzero codes
-become coordinates ``(token, feature, value)`` and feed, without any ``[tokens, features]`` matrix
-beyond the batch's own:
+activations at inference straight into coordinates ``(token, feature, value)`` of its nonzero codes
+(``SAE.encode_coords``: no dense code matrix, the pre-activations go to one reused buffer);
+padding and special tokens are dropped (never counted); the coordinates feed:
 
 - counts (density = nonzero count / kept tokens) and the maximum;
 - ``StreamingHistogram`` of nonzero activations;
 - the top-activation ``ExampleBank`` (score = activation) and the uniform sample ``ExampleBank``
   (score = a hash key); each candidate carries the feature's activations on a window of
-  ``before + 1 + after`` tokens of its own sequence, gathered from the batch's codes.
+  ``before + 1 + after`` tokens of its own sequence, looked up in the batch's sorted coordinates.
 
 Only entries that beat a bank's current last score are offered to it, so after the first batches
 very few are. Every ``checkpoint_every`` batches the whole state goes to a safetensors checkpoint;
@@ -80,37 +80,64 @@ class StreamState:
         self.n_kept, self.batches_done = int(t["n_kept"][0]), int(t["batches_done"][0])
 
 
-def _windows(z_BTS: torch.Tensor, b_M: torch.Tensor, t_M: torch.Tensor, f_M: torch.Tensor,
-             before: int, after: int) -> torch.Tensor:
-    """``[M, W]`` activations of feature f_M at positions t_M-before .. t_M+after of row b_M (0 outside)."""
-    T, dev = z_BTS.shape[1], z_BTS.device
-    pos_MW = t_M[:, None] + torch.arange(-before, after + 1)
-    inside = (pos_MW >= 0) & (pos_MW < T)
-    vals = z_BTS[b_M[:, None].to(dev), pos_MW.clamp(0, T - 1).to(dev), f_M[:, None].to(dev)].float().cpu()
-    return torch.where(inside, vals, torch.zeros_like(vals))
+class BatchCodes:
+    """One batch's nonzero codes as coordinates, sorted by (token, feature): the dense
+    ``[tokens, features]`` code matrix is never built. ``row_M`` is the token's flat index
+    ``b * T + t`` in the ``[B, T]`` batch."""
+
+    def __init__(self, row_M: torch.Tensor, f_M: torch.Tensor, v_M: torch.Tensor, T: int,
+                 n_features: int):
+        self.row_M, self.f_M, self.v_M, self.T, self.S = row_M, f_M, v_M, T, n_features
+        self.key_M = row_M * n_features + f_M  # ascending: coordinates come in row-major order
+
+    def windows(self, row_M: torch.Tensor, f_M: torch.Tensor, before: int, after: int) -> torch.Tensor:
+        """``[M, W]`` activations of feature f_M at positions t-before .. t+after of the token's
+        own sequence (0 outside it, and where the feature is silent)."""
+        t_M = row_M % self.T
+        off_W = torch.arange(-before, after + 1)
+        pos_MW = t_M[:, None] + off_W
+        inside = (pos_MW >= 0) & (pos_MW < self.T)
+        key_MW = (row_M[:, None] + off_W) * self.S + f_M[:, None]
+        # callers ask only about entries of this batch, so key_M is not empty
+        at_MW = torch.searchsorted(self.key_M, key_MW).clamp_max(self.key_M.numel() - 1)
+        found = inside & (self.key_M[at_MW] == key_MW)
+        return torch.where(found, self.v_M[at_MW], torch.zeros(()))
 
 
-def _offer(bank: ExampleBank, score_M, b_M, t_M, f_M, v_M, gidx_M, z_BTS, cfg: IndexConfig) -> None:
-    take = score_M > bank.threshold(f_M)
+def _offer(bank: ExampleBank, score_M, codes: BatchCodes, gidx_M, cfg: IndexConfig) -> None:
+    take = score_M > bank.threshold(codes.f_M)
     if bool(take.any()):
-        b, t, f = b_M[take], t_M[take], f_M[take]
-        bank.update(Candidates(f, score_M[take], v_M[take], gidx_M[take],
-                               _windows(z_BTS, b, t, f, cfg.before, cfg.after)))
+        row, f = codes.row_M[take], codes.f_M[take]
+        bank.update(Candidates(f, score_M[take], codes.v_M[take], gidx_M[take],
+                               codes.windows(row, f, cfg.before, cfg.after)))
 
 
-def _stream_batch(state: StreamState, z_BTS: torch.Tensor, seq0: int, cfg: IndexConfig) -> None:
-    """Feed one batch's codes (on any device) to the accumulators (on the CPU: only the nonzero
-    entries and the winners' windows leave the device)."""
-    S = z_BTS.shape[2]
-    b_M, t_M, f_M = z_BTS.nonzero(as_tuple=True)
-    v_M = z_BTS[b_M, t_M, f_M].float().cpu()
-    b_M, t_M, f_M = b_M.cpu(), t_M.cpu(), f_M.cpu()
-    state.count_S += torch.bincount(f_M, minlength=S)
+def _stream_batch(state: StreamState, codes: BatchCodes, seq0: int, cfg: IndexConfig) -> None:
+    """Feed one batch's codes (on the CPU) to the accumulators."""
+    f_M, v_M = codes.f_M, codes.v_M
+    state.count_S += torch.bincount(f_M, minlength=codes.S)
     state.max_S = state.max_S.scatter_reduce(0, f_M, v_M, "amax")
     state.hist.update(f_M, v_M)
+    b_M, t_M = codes.row_M // codes.T, codes.row_M % codes.T
     gidx_M = (seq0 + b_M) * cfg.context_size + t_M  # a batch may be narrower than the context
-    _offer(state.top, v_M, b_M, t_M, f_M, v_M, gidx_M, z_BTS, cfg)
-    _offer(state.sample, sample_keys(gidx_M, f_M, cfg.seed), b_M, t_M, f_M, v_M, gidx_M, z_BTS, cfg)
+    _offer(state.top, v_M, codes, gidx_M, cfg)
+    _offer(state.sample, sample_keys(gidx_M, f_M, cfg.seed), codes, gidx_M, cfg)
+
+
+def encode_batch(sae: SAE, acts_BTD: torch.Tensor, keep_BT: torch.Tensor,
+                 scratch: dict) -> BatchCodes:
+    """Encode a batch at inference into ``BatchCodes`` on the CPU, tokens not in ``keep_BT``
+    (padding, specials) dropped. Only the nonzero entries leave the SAE's device. ``scratch``
+    keeps the pre-activation buffer between calls (one large allocation for the whole pass)."""
+    B, T, D = acts_BTD.shape
+    x_ND = acts_BTD.reshape(B * T, D).to(sae.device, sae.W_enc.dtype)
+    buf = scratch.get("pre")
+    if buf is None or buf.shape[0] < B * T:
+        buf = scratch["pre"] = torch.empty(B * T, sae.cfg.d_sae, device=sae.device, dtype=sae.W_enc.dtype)
+    rows_M, f_M, v_M = sae.encode_coords(x_ND, out=buf[:B * T])
+    keep_M = keep_BT.reshape(-1).to(rows_M.device)[rows_M]
+    return BatchCodes(rows_M[keep_M].cpu(), f_M[keep_M].cpu(), v_M[keep_M].float().cpu(), T,
+                      sae.cfg.d_sae)
 
 
 def stream_features(model, sae: SAE, hook: str, texts: list[str], cfg: IndexConfig,
@@ -125,7 +152,8 @@ def stream_features(model, sae: SAE, hook: str, texts: list[str], cfg: IndexConf
             log.info("resuming the index build after %d batches", state.batches_done)
     tok = model.tokenizer
     special = sorted(set(getattr(tok, "all_special_ids", []) or []))
-    device, model_device = sae.device, next(model.parameters()).device
+    model_device = next(model.parameters()).device
+    scratch: dict = {}
     sae.eval()
     n_batches = -(-n_seqs // cfg.batch_size)
     with torch.inference_mode(), capture_at_hook(model, hook) as capture:
@@ -138,13 +166,12 @@ def stream_features(model, sae: SAE, hook: str, texts: list[str], cfg: IndexConf
                     f"the SAE reads d_in={sae.cfg.d_in} but {hook} has width {acts_BTD.shape[-1]}; "
                     "choose the model and hook this SAE was trained on")
             mask_BT = keep_mask_BT(tokens_BT, tok.pad_token_id, special, cfg.exclude_special)
-            z_BTS = sae.encode(acts_BTD.to(device, sae.W_enc.dtype))
-            z_BTS[~mask_BT.to(device)] = 0  # padding and specials never count
+            codes = encode_batch(sae, acts_BTD, mask_BT, scratch)  # padding, specials never count
             B, T = tokens_BT.shape
             real_BT = keep_mask_BT(tokens_BT, tok.pad_token_id, [], False)  # not padding
             state.tokens_NT[s0:s0 + B, :T] = torch.where(real_BT, tokens_BT, -1).to(torch.int32)
             state.n_kept += int(mask_BT.sum())
-            _stream_batch(state, z_BTS, s0, cfg)
+            _stream_batch(state, codes, s0, cfg)
             state.batches_done = bi + 1
             if ckpt_dir is not None and (state.batches_done % cfg.checkpoint_every == 0):
                 save_tensors(ckpt_dir / CHECKPOINT_STATE, state.tensors())

@@ -71,9 +71,11 @@ class SAE(nn.Module):
         self.W_enc.copy_(self.W_dec.T)
 
     # --- the interface -------------------------------------------------------------------------
-    def pre_acts(self, x_ND: torch.Tensor) -> torch.Tensor:
+    def pre_acts(self, x_ND: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(x - b_dec) W_enc + b_enc``; ``out`` (2-D input only): a ``[N, d_sae]`` buffer to
+        write into, which saves a large allocation (and its page faults) per call in hot loops."""
         if x_ND.dim() == 2:  # addmm adds the bias inside the matmul: one pass less over [N, d_sae]
-            return torch.addmm(self.b_enc, x_ND - self.b_dec, self.W_enc)
+            return torch.addmm(self.b_enc, x_ND - self.b_dec, self.W_enc, out=out)
         return (x_ND - self.b_dec) @ self.W_enc + self.b_enc
 
     def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
@@ -83,6 +85,22 @@ class SAE(nn.Module):
         """Codes ``[..., d_sae]`` for activations ``[..., d_in]``."""
         lead = x.shape[:-1]
         return self.activate(self.pre_acts(x.reshape(-1, self.cfg.d_in))).reshape(*lead, -1)
+
+    @torch.no_grad()
+    def encode_coords(self, x_ND: torch.Tensor, out: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The nonzero entries of ``encode(x_ND)`` as ``rows_M, cols_M, vals_M`` in row-major
+        order (rows ascending, columns ascending within a row), without building the dense code
+        matrix where the rule allows. Inference only. ``out``: scratch for the pre-activations."""
+        z_NS = self.activate(self.pre_acts(x_ND, out))
+        rows_M, cols_M = z_NS.nonzero(as_tuple=True)
+        return rows_M, cols_M, z_NS[rows_M, cols_M]
+
+    @staticmethod
+    def _coords_above(pre_NS: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Row-major coordinates and values of ``pre > threshold`` (threshold >= 0 or broadcast)."""
+        rows_M, cols_M = (pre_NS > threshold).nonzero(as_tuple=True)
+        return rows_M, cols_M, pre_NS[rows_M, cols_M]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.W_dec + self.b_dec

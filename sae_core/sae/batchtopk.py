@@ -34,6 +34,11 @@ class BatchTopKSAE(SAE):
         self._update_threshold(z_NS[z_NS > 0])
         return z_NS
 
+    @torch.no_grad()
+    def encode_coords(self, x_ND, out=None):
+        """Inference: relu(pre) > theta, i.e. pre > max(theta, 0), with no dense relu copy."""
+        return self._coords_above(self.pre_acts(x_ND, out), self.threshold.clamp_min(0))
+
     @property
     def sparse_rule(self) -> bool:
         return self.training  # inference is a dense JumpReLU

@@ -19,3 +19,10 @@ class JumpReLUSAE(SAE):
 
     def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
         return pre_NS * (pre_NS > self.threshold)
+
+    @torch.no_grad()
+    def encode_coords(self, x_ND, out=None):
+        pre_NS = self.pre_acts(x_ND, out)
+        rows_M, cols_M, vals_M = self._coords_above(pre_NS, self.threshold)
+        keep_M = vals_M != 0  # a negative threshold lets pre = 0 through, which encode gives as 0
+        return rows_M[keep_M], cols_M[keep_M], vals_M[keep_M]

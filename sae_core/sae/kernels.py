@@ -247,11 +247,14 @@ def aux_decode(sae, x_ND, out, dead_S: torch.Tensor, k_aux: int) -> torch.Tensor
     pre-activations among dead latents, decoded; on the path ``out`` came from."""
     from sae_core.sae.topk import topk_per_row
 
-    pre_NS = out.pre if out.codes is None else out.pre.detach()
-    dead_pre_NS = torch.where(dead_S, pre_NS, torch.full_like(pre_NS, -torch.inf))
-    dead_acts_NS = torch.relu(dead_pre_NS.nan_to_num(neginf=0.0))
     if out.codes is None:
+        dead_pre_NS = torch.where(dead_S, out.pre, torch.full_like(out.pre, -torch.inf))
+        dead_acts_NS = torch.relu(dead_pre_NS.nan_to_num(neginf=0.0))
         return topk_per_row(dead_acts_NS, k_aux) @ sae.W_dec
-    rows_M, cols_M = topk_row_indices(dead_acts_NS, k_aux)
+    pre_NS = out.pre.detach()
+    with torch.no_grad():  # only the dead columns are read: one gather instead of three dense passes
+        dead_D = dead_S.nonzero().squeeze(1)
+        rows_M, sub_M = topk_row_indices(pre_NS.index_select(1, dead_D), k_aux)
+        cols_M = dead_D.index_select(0, sub_M)
     # Selected entries are dead latents with pre > 0, so the codes are the pre-activations.
     return decode_sparse(sparse_codes(sae, x_ND, rows_M, cols_M, pre_NS), sae.W_dec)

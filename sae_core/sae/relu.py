@@ -10,6 +10,10 @@ class ReLUSAE(SAE):
     def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
         return torch.relu(pre_NS)
 
+    @torch.no_grad()
+    def encode_coords(self, x_ND, out=None):
+        return self._coords_above(self.pre_acts(x_ND, out), torch.zeros((), device=x_ND.device))
+
     def extra_loss(self, out: ForwardOutput) -> torch.Tensor:
         # Weighting by ||W_dec row|| stops the L1 being gamed by shrinking codes and growing rows.
         l1_N = (out.z * self.W_dec.norm(dim=1)).sum(dim=-1)

@@ -119,6 +119,14 @@ class SampledSAE(BatchTopKSAE):
         return relu_NS * (relu_NS > self.inference_thresholds())
 
     @torch.no_grad()
+    def encode_coords(self, x_ND, out=None):
+        """Inference reads only the K*l pool latents: the encoder runs on those columns alone."""
+        pool_P = self.inference_pool().nonzero().squeeze(1)  # ascending
+        pre_NP = torch.addmm(self.b_enc[pool_P], x_ND - self.b_dec, self.W_enc[:, pool_P])
+        rows_M, slot_M, vals_M = self._coords_above(pre_NP, self.threshold.clamp_min(0))
+        return rows_M, pool_P[slot_M], vals_M
+
+    @torch.no_grad()
     def _pool(self, acts_NS: torch.Tensor) -> torch.Tensor:
         """Indices ``[K*l]`` of this batch's pool, scored on relu(acts) (``acts`` may be pre or
         relu(pre)); in training, also updates ``pool_freq``."""

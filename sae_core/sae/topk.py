@@ -21,3 +21,15 @@ class TopKSAE(SAE):
 
     def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return kernels.topk_row_indices(torch.relu(pre_NS), self.cfg.k)
+
+    @torch.no_grad()
+    def encode_coords(self, x_ND, out=None):
+        """The same ``topk`` call as ``activate`` (so the same ties), on ``pre`` itself: entries
+        with pre <= 0 are dropped, which is what relu before the top-k would zero."""
+        pre_NS = self.pre_acts(x_ND, out)
+        vals_NK, idx_NK = pre_NS.topk(self.cfg.k, dim=-1, sorted=False)
+        idx_NK, order_NK = idx_NK.sort(dim=-1)
+        vals_NK = vals_NK.gather(-1, order_NK)
+        keep_NK = vals_NK > 0
+        rows_NK = torch.arange(pre_NS.shape[0], device=pre_NS.device)[:, None].expand_as(idx_NK)
+        return rows_NK[keep_NK], idx_NK[keep_NK], vals_NK[keep_NK]
