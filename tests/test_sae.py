@@ -321,9 +321,10 @@ def test_short_runs_get_an_inference_threshold_that_keeps_l0_near_k(arch):
     assert l0 == pytest.approx(6, rel=0.2)
 
 
-def test_resume_is_exact_and_survives_a_corrupt_checkpoint(tmp_path):
+@pytest.mark.parametrize("d_sae", [64, 1024])  # 1024 > batch: the data init reads ahead 3 batches
+def test_resume_is_exact_and_survives_a_corrupt_checkpoint(tmp_path, d_sae):
     x, _ = _planted(4096, seed=1)
-    cfg = SAEConfig(arch="sampled", d_in=32, d_sae=64, k=4, l=2)
+    cfg = SAEConfig(arch="sampled", d_in=32, d_sae=d_sae, k=4, l=2)
     tcfg = TrainerConfig(total_tokens=256 * 12, batch_size=256, checkpoint_every=3, seed=5,
                          dead_tokens=512)
     straight = train_sae(_source(x, 256), cfg, tcfg).sae.state_dict()

@@ -129,7 +129,8 @@ def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S) -> torch.Tensor:
 @torch.no_grad()
 def init_decoder_from_data(sae: SAE, x_ND: torch.Tensor, noise: float = 0.5) -> None:
     """Point each decoder row at a random data row: W_dec[i] = unit(unit(x_j - b_dec) + noise * g/sqrt(d)),
-    g Gaussian, rows j drawn with replacement from ``x_ND``; then W_enc = W_dec^T.
+    g Gaussian, rows j of ``x_ND`` distinct (drawn with replacement only when there are fewer rows
+    than latents); then W_enc = W_dec^T.
 
     Why: random unit rows mostly point where the data has little variance, so under a batch-wide
     top-k they never win a slot and die before AuxK can revive them; rows drawn from the data start
@@ -137,7 +138,9 @@ def init_decoder_from_data(sae: SAE, x_ND: torch.Tensor, noise: float = 0.5) -> 
     rows drawn from the same data row apart. Uses the global torch RNG (seeded by the trainer).
     """
     n, d = x_ND.shape
-    rows = torch.randint(n, (sae.cfg.d_sae,), device=x_ND.device)
+    S = sae.cfg.d_sae
+    rows = (torch.randperm(n, device=x_ND.device)[:S] if n >= S
+            else torch.randint(n, (S,), device=x_ND.device))
     dirs = x_ND[rows] - sae.b_dec
     dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
     dirs = dirs + noise * torch.randn_like(dirs) / math.sqrt(d)
@@ -176,6 +179,7 @@ def fit_encoder_scale(sae: SAE, x_ND: torch.Tensor) -> float:
 
 
 CALIBRATION_BATCHES = 4
+INIT_LOOKAHEAD_BATCHES = 7  # decoder_init="data" draws from at most 1 + this many batches
 
 
 @torch.no_grad()
@@ -256,7 +260,11 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
     config_key = {"sae": cfg.to_json(), "trainer": asdict(tcfg)}
     data = _endless(batches, tcfg.seed)
-    first_ND = next(data).to(device)
+    ahead: list[torch.Tensor] = []  # batches read early (for the init), trained on first
+
+    def next_batch() -> torch.Tensor:
+        return (ahead.pop(0) if ahead else next(data)).to(device)
+    first_ND = next_batch()
     if first_ND.shape[1] != cfg.d_in:
         raise SAECoreError(f"width mismatch: the activations have d={first_ND.shape[1]} but the SAE "
                            f"expects d_in={cfg.d_in}; set d_in to the hook's width")
@@ -275,7 +283,15 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
         with torch.no_grad():
             sae.b_dec.copy_(geometric_median(first_ND[:4096] * scale))
         if tcfg.decoder_init == "data":
-            init_decoder_from_data(sae, first_ND * scale)
+            # enough distinct rows for every latent (else rows drawn twice start as near-twins):
+            # look ahead a few batches; they are trained on next, in their order
+            while len(ahead) < INIT_LOOKAHEAD_BATCHES and first_ND.shape[0] * (1 + len(ahead)) < cfg.d_sae:
+                ahead.append(next(data))
+            for i, b in enumerate(ahead):
+                _check_finite(b, i + 1)
+            init_rows = torch.cat([first_ND] + [b.to(device) for b in ahead])
+            init_decoder_from_data(sae, init_rows * scale)
+            del init_rows
         enc_scale = fit_encoder_scale(sae, first_ND[:4096] * scale)
         log.info("initial encoder scale %.3g (least-squares fit on the first batch)", enc_scale)
         since_fired_S = torch.zeros(cfg.d_sae, device=device)
@@ -285,7 +301,7 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
     x_ND = first_ND
     for step in range(start, tcfg.steps):
         if step > start:
-            x_ND = next(data).to(device)
+            x_ND = next_batch()
             _check_finite(x_ND, step)
         x_ND = x_ND * scale
         for group in opt.param_groups:
@@ -316,6 +332,6 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
                                                  sae.state_dict(), opt.state_dict(), since_fired_S,
                                                  torch.get_rng_state(), scale), config_key)
     sae.eval()
-    calibrate_threshold(sae, [next(data).to(device) * scale for _ in range(CALIBRATION_BATCHES)])
+    calibrate_threshold(sae, [next_batch() * scale for _ in range(CALIBRATION_BATCHES)])
     fold_scale(sae, scale)
     return TrainResult(sae, history, scale)
