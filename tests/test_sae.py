@@ -101,6 +101,25 @@ def test_encode_coords_are_the_nonzero_entries_of_encode(arch):
     torch.testing.assert_close(vals, z[ref_rows, ref_cols])
 
 
+def test_sampled_pool_calibration_replaces_a_stale_training_ema():
+    """calibrate_pool: the inference pool becomes the latents most often in the pools of the given
+    batches at the current weights, whatever the training EMA remembered."""
+    torch.manual_seed(0)
+    sae = create_sae(_cfg("sampled", d_in=16, d_sae=64, k=2, l=4.0)).eval()  # pool of 8
+    batches = [torch.randn(128, 16) for _ in range(6)]
+    counts = torch.zeros(64)
+    with torch.no_grad():
+        for x in batches:
+            counts[sae._pool(sae.pre_acts(x))] += 1
+        never = (counts == 0).nonzero().squeeze(1)
+        sae.pool_freq.zero_()[never[:8]] = 1.0  # a stale EMA: only latents no batch pools now
+    assert not (sae.inference_pool() & (counts > 0)).any()
+    sae.calibrate_pool(batches)
+    pool = sae.inference_pool()
+    assert counts[pool].min() >= counts[~pool].max()  # the 8 most frequent (ties broken either way)
+    assert (counts[pool] > 0).all()
+
+
 def test_sampled_with_a_pool_of_everything_is_batchtopk():
     torch.manual_seed(1)
     sampled = create_sae(_cfg("sampled", l=1000.0)).train()

@@ -20,7 +20,11 @@ Inference (documented choice): single tokens or small batches have no meaningful
 statistics, so the pool cannot be recomputed per batch. Instead training keeps ``pool_freq``, an
 EMA of how often each latent was in the pool; at inference the K*l latents with the highest
 pool frequency form a fixed pool, and inside it a latent fires when its activation exceeds the
-BatchTopK threshold theta (EMA of the smallest kept activation). Latents outside the pool were
+BatchTopK threshold theta (EMA of the smallest kept activation). At the end of training both are
+recalibrated at the final weights (``calibrate_pool``, then the threshold): the EMA remembers
+latents that were in early pools but left them, and those fire hard at inference while the batch
+rule never picks them (entropy scoring, l=16: held-out FVU 1.05 at inference against 0.30 with the
+batch rule before calibration). Latents outside the pool were
 never trained to be sparse, so letting them fire would flood the code. This is a JumpReLU with
 per-latent thresholds (theta in the pool, +inf outside), which is how it exports to SAELens.
 At l=1 it is exactly "every token draws from K global latents"; when the pool covers every
@@ -117,6 +121,15 @@ class SampledSAE(BatchTopKSAE):
             return super().activate(pre_NS)
         relu_NS = torch.relu(pre_NS)
         return relu_NS * (relu_NS > self.inference_thresholds())
+
+    @torch.no_grad()
+    def calibrate_pool(self, batches_ND: list[torch.Tensor]) -> None:
+        """Set ``pool_freq`` to the fraction of these batches whose pool (at the current weights)
+        holds each latent; the training EMA, scaled by 1e-3, only breaks ties. Eval mode."""
+        hits_S = torch.zeros_like(self.pool_freq)
+        for x_ND in batches_ND:
+            hits_S[self._pool(self.pre_acts(x_ND))] += 1
+        self.pool_freq.copy_(hits_S / max(1, len(batches_ND)) + 1e-3 * self.pool_freq)
 
     @torch.no_grad()
     def encode_coords(self, x_ND, out=None):

@@ -178,7 +178,7 @@ def fit_encoder_scale(sae: SAE, x_ND: torch.Tensor) -> float:
     return c
 
 
-CALIBRATION_BATCHES = 4
+CALIBRATION_BATCHES = 16
 INIT_LOOKAHEAD_BATCHES = 7  # decoder_init="data" draws from at most 1 + this many batches
 
 
@@ -193,6 +193,8 @@ def calibrate_threshold(sae: SAE, batches_ND: list[torch.Tensor]) -> None:
     """
     if not hasattr(sae, "encode_batch_rule"):
         return
+    if hasattr(sae, "calibrate_pool"):  # Sampled-SAE: its inference pool first (sampled.py)
+        sae.calibrate_pool(batches_ND)
     lows = []
     for x_ND in batches_ND:
         z_NS = sae.encode_batch_rule(x_ND)
