@@ -45,9 +45,16 @@ class BatchTopKSAE(SAE):
 
     def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The fast path's training rule: coordinates of what ``batch_select`` keeps."""
+        rows_M, cols_M, kept_M = self.batch_rule_coords(pre_NS)
+        self._update_threshold(kept_M)
+        return rows_M, cols_M
+
+    @torch.no_grad()
+    def batch_rule_coords(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``rows_M, cols_M, values_M`` of what the training rule keeps on this batch; no side
+        effects (no threshold update)."""
         flat_M = kernels.batch_topk_indices(pre_NS, self.cfg.k * pre_NS.shape[0])
-        self._update_threshold(pre_NS.reshape(-1).index_select(0, flat_M))
-        return flat_M // pre_NS.shape[1], flat_M % pre_NS.shape[1]
+        return flat_M // pre_NS.shape[1], flat_M % pre_NS.shape[1], pre_NS.reshape(-1).index_select(0, flat_M)
 
     def batch_select(self, relu_NS: torch.Tensor) -> torch.Tensor:
         """The training-time selection rule (Sampled-SAE overrides it)."""

@@ -242,16 +242,21 @@ def sae_forward(sae, x_ND: torch.Tensor):
     return ForwardOutput(decode_sparse(codes, sae.W_dec) + sae.b_dec, None, pre_NS, codes)
 
 
-def aux_decode(sae, x_ND, out, dead_S: torch.Tensor, k_aux: int) -> torch.Tensor:
+def aux_decode(sae, x_ND, out, dead_S: torch.Tensor, k_aux: int,
+               rows_R: torch.Tensor | None = None) -> torch.Tensor:
     """AuxK reconstruction ``[N, d_in]`` (no b_dec): each token's top ``k_aux`` ReLU
-    pre-activations among dead latents, decoded; on the path ``out`` came from."""
+    pre-activations among dead latents, decoded; on the path ``out`` came from. With ``rows_R``
+    only those tokens (rows of ``x_ND``), ``[R, d_in]``."""
     from sae_core.sae.topk import topk_per_row
 
+    pre_NS = out.pre
+    if rows_R is not None:
+        pre_NS, x_ND = pre_NS.index_select(0, rows_R), x_ND.index_select(0, rows_R)
     if out.codes is None:
-        dead_pre_NS = torch.where(dead_S, out.pre, torch.full_like(out.pre, -torch.inf))
+        dead_pre_NS = torch.where(dead_S, pre_NS, torch.full_like(pre_NS, -torch.inf))
         dead_acts_NS = torch.relu(dead_pre_NS.nan_to_num(neginf=0.0))
         return topk_per_row(dead_acts_NS, k_aux) @ sae.W_dec
-    pre_NS = out.pre.detach()
+    pre_NS = pre_NS.detach()
     with torch.no_grad():  # only the dead columns are read: one gather instead of three dense passes
         dead_D = dead_S.nonzero().squeeze(1)
         rows_M, sub_M = topk_row_indices(pre_NS.index_select(1, dead_D), k_aux)

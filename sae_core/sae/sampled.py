@@ -159,13 +159,14 @@ class SampledSAE(BatchTopKSAE):
         kept_NP = batch_topk(in_pool_NP, self.cfg.k * relu_NS.shape[0])
         return torch.zeros_like(relu_NS).index_copy(1, pool_P, kept_NP)
 
-    def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def batch_rule_coords(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The fast path's training rule: the same pool and the same cut as ``batch_select``.
         Works on ``pre`` itself (no dense relu copy): the scores read only relu(pre), and
-        ``batch_topk_indices`` keeps only positive entries, where pre = relu(pre)."""
+        ``batch_topk_indices`` keeps only positive entries, where pre = relu(pre). In training
+        mode the pool statistics are updated (``_pool``); the threshold never is."""
         pool_P = self._pool(pre_NS)
         in_pool_NP = pre_NS.index_select(1, pool_P)  # [N, K*l], a few % of the batch
         flat_M = kernels.batch_topk_indices(in_pool_NP, self.cfg.k * pre_NS.shape[0])
-        self._update_threshold(in_pool_NP.reshape(-1).index_select(0, flat_M))
         rows_M, slot_M = flat_M // pool_P.numel(), flat_M % pool_P.numel()
-        return rows_M, pool_P[slot_M]
+        return rows_M, pool_P[slot_M], in_pool_NP.reshape(-1).index_select(0, flat_M)

@@ -17,7 +17,8 @@ Choices and their sources:
   never recover (issue #3: BatchTopK FVU 1.28 after 23 steps against sparsify's 0.14, whose
   encoder starts at ~0.58 of the decoder's norm; SAELens starts both at norm 0.1).
 - AuxK (Gao et al. 2024, appendix A.2): latents that have not fired for ``dead_window`` tokens
-  (``dead_tokens``, default 1/16 of the run capped at 1M)
+  (``dead_tokens``, default 1/16 of the run capped at 1M), on a random quarter of each batch's
+  tokens (``aux_fraction``: AuxK on every token cost ~45% of a small BatchTopK step)
   reconstruct the detached residual with their top ``k_aux`` (= d_in/2) pre-activations, decoded
   without b_dec; the loss is normalised by the residual's variance, weight 1/32.
 - Adam, lr = 2e-4 / sqrt(d_sae / 2^14) unless given; linear warmup; linear decay to 0 over the
@@ -53,6 +54,7 @@ class TrainerConfig:
     aux_k_coeff: float = 1 / 32
     dead_tokens: int | None = None    # a latent silent this long is "dead" for AuxK (None: auto)
     decoder_init: str = "data"        # "data": directions of data rows, or "random" unit rows
+    aux_fraction: float = 0.25        # AuxK reads this fraction of each batch's tokens (random)
     seed: int = 0
     checkpoint_every: int = 0         # steps; 0 = no checkpoints
     device: str | None = None
@@ -63,6 +65,8 @@ class TrainerConfig:
                                f"({self.batch_size}); train on more tokens or use a smaller batch")
         if self.decoder_init not in ("random", "data"):
             raise SAECoreError(f"decoder_init={self.decoder_init!r}; choose 'random' or 'data'")
+        if not 0 < self.aux_fraction <= 1:
+            raise SAECoreError(f"aux_fraction={self.aux_fraction} must be in (0, 1]")
         if self.batch_size <= 0:
             raise SAECoreError(f"batch_size must be positive (got {self.batch_size})")
 
@@ -114,14 +118,17 @@ def geometric_median(x_ND: torch.Tensor, iters: int = 30, eps: float = 1e-6) -> 
     return y
 
 
-def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S) -> torch.Tensor:
-    """AuxK: dead latents' top pre-activations reconstruct the detached residual (no b_dec)."""
+def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S, rows_R=None) -> torch.Tensor:
+    """AuxK: dead latents' top pre-activations reconstruct the detached residual (no b_dec),
+    on the tokens ``rows_R`` of the batch (all when None)."""
     n_dead = int(dead_S.sum())
     if n_dead == 0:
         return x_ND.new_zeros(())
     k_aux = min(sae.cfg.d_in // 2, n_dead)
     resid_ND = (x_ND - out.x_hat).detach()
-    aux_hat_ND = kernels.aux_decode(sae, x_ND, out, dead_S, k_aux)  # sparse when out is
+    if rows_R is not None:
+        resid_ND = resid_ND.index_select(0, rows_R)
+    aux_hat_ND = kernels.aux_decode(sae, x_ND, out, dead_S, k_aux, rows_R)  # sparse when out is
     denom = (resid_ND - resid_ND.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
     return (aux_hat_ND - resid_ND).pow(2).sum(-1).mean() / denom
 
@@ -197,9 +204,9 @@ def calibrate_threshold(sae: SAE, batches_ND: list[torch.Tensor]) -> None:
         sae.calibrate_pool(batches_ND)
     lows = []
     for x_ND in batches_ND:
-        z_NS = sae.encode_batch_rule(x_ND)
-        if (z_NS > 0).any():
-            lows.append(z_NS[z_NS > 0].min())
+        kept_M = sae.batch_rule_coords(sae.pre_acts(x_ND))[2]
+        if kept_M.numel():
+            lows.append(kept_M.min())
     if lows:
         sae.threshold.copy_(torch.stack(lows).mean())
 
@@ -222,6 +229,13 @@ def _check_finite(x_ND: torch.Tensor, step: int) -> None:
         bad = (~torch.isfinite(x_ND)).any(1).nonzero()[0].item()
         raise ActivationFileError(f"training batch {step} contains NaN or Inf (first bad row {bad} "
                                   "of the batch); clean the activations before training")
+
+
+def _aux_rows(n: int, fraction: float, device) -> torch.Tensor | None:
+    """A random ``fraction`` of a batch's rows, ascending (memory order), for AuxK; None = all."""
+    r = max(1, round(n * fraction))
+    # drawn on the CPU generator, whose state the checkpoints keep (resume stays exact on CUDA)
+    return None if r >= n else torch.randperm(n)[:r].sort().values.to(device)
 
 
 def _lr_at(step: int, tcfg: TrainerConfig, base: float) -> float:
@@ -312,7 +326,10 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
         mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
         extra = sae.extra_loss(out)
         dead_S = since_fired_S >= tcfg.dead_window
-        aux = aux_k_loss(sae, x_ND, out, dead_S) if cfg.arch != "relu" else mse.new_zeros(())
+        if cfg.arch == "relu" or not bool(dead_S.any()):
+            aux = mse.new_zeros(())
+        else:
+            aux = aux_k_loss(sae, x_ND, out, dead_S, _aux_rows(x_ND.shape[0], tcfg.aux_fraction, device))
         loss = mse + (extra if extra is not None else 0.0) + tcfg.aux_k_coeff * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
