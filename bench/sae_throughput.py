@@ -329,6 +329,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2,
                    help="timed runs per trainer, interleaved across trainers; the best is kept")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--exclude", default="", help="comma-separated parts of trainer names to skip, "
+                   "e.g. 'SAELens,signum' for long quality runs at the large size")
     p.add_argument("--timeout", type=float, default=900.0, help="per-trainer subprocess timeout")
     args = p.parse_args()
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -336,7 +338,8 @@ def main() -> None:
         if s not in SIZES:
             p.error(f"unknown size {s!r}; choose from {sorted(SIZES)}")
 
-    todo = trainers(args.only, args.plain_too)
+    todo = [t for t in trainers(args.only, args.plain_too)
+            if not any(x and x.lower() in t["name"].lower() for x in args.exclude.split(","))]
     venv_errors = {}
     for name in sorted({t["venv"] for t in todo if t["venv"]}):
         venv_errors[name] = ensure_venv(name, args.skip_install)

@@ -26,7 +26,9 @@ def _harvest_demo_activations(ws: Workspace, on_progress: Progress | None) -> Ar
 
 
 DEMO_SWEEP = dict(k=16, d_sae=512, ls=(1.0, 2.0, 4.0, 8.0, 16.0), scorings=("l2", "entropy"),
-                  tokens=200_000, batch_size=1024)
+                  tokens=1_000_000, batch_size=1024)
+# 1M tokens = 10 passes over the 100k harvested: CE loss recovered 0.995 (BatchTopK) and 0.998
+# (TopK), against 0.94 / 0.99 at 200k; the whole demo took 4 min on the idle 2-core machine.
 
 
 def _demo_sweep(ws: Workspace, on_progress: Progress | None) -> Artifact:
