@@ -22,9 +22,14 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, log_x: bool,
     fig.update_layout(title=title, height=340, margin=dict(t=50, b=45, l=55, r=10),
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
                       hovermode="closest", clickmode="event+select")
-    fig.update_xaxes(title=x_title, type="log" if log_x else "linear")
-    fig.update_yaxes(title=y_title, type="log" if log_y else "linear")
+    fig.update_xaxes(title=x_title, **_axis_type(log_x))
+    fig.update_yaxes(title=y_title, **_axis_type(log_y))
     return fig
+
+
+def _axis_type(log: bool) -> dict:
+    """Log axes label their 2s and 5s in full ("20", not a small "2" after "10")."""
+    return dict(type="log", minorloglabels="complete") if log else dict(type="linear")
 
 
 def sweep_vs_l(table: pd.DataFrame, metric: str, scorings: list[str]) -> go.Figure:
@@ -84,7 +89,7 @@ def _bar(edges: list[float], counts: list[int], color, title: str, x_title: str,
                            hovertemplate="[%{customdata[0]:.3g}, %{customdata[1]:.3g}): %{y}<extra></extra>"))
     fig.update_layout(title=title, height=250, margin=dict(t=40, b=40, l=50, r=10), bargap=0.02)
     fig.update_xaxes(title=x_title)
-    fig.update_yaxes(title="count", type="log" if log_y else "linear")
+    fig.update_yaxes(title="count", **_axis_type(log_y))
     return fig
 
 
