@@ -299,7 +299,7 @@ def feature(number: int = typer.Argument(..., help="Feature number."),
     if out:
         typer.echo(f"wrote {export_feature_json(idx, number, out)}")
     else:
-        typer.echo(feature_json(idx, number))
+        typer.echo(feature_json(idx.feature(number), idx))
 
 
 @app.command("demo")

@@ -264,8 +264,8 @@ def test_exports(built, tmp_path):
 
     sae, index = built
     live = int(index.column("count").argmax())
-    rec = json.loads(feature_json(index, live))
     view = index.feature(live)
+    rec = json.loads(feature_json(view, index))
     assert view.top and rec["index"] == live and rec["frac_nonzero"] == pytest.approx(view.density)
     assert [a["maxValue"] for a in rec["activations"]] == [e.value for e in view.top]
     assert rec["activations"][0]["tokens"] == view.top[0].tokens

@@ -1,11 +1,9 @@
 """Features: browse an SAE's features (top contexts, histograms, logit effects, neighbours, map)."""
-import json
-
 import streamlit as st
 
 from sae_app import cache, feature_panels as fp, sidebar
 from sae_core.errors import SAECoreError
-from sae_core.features.export import feature_record
+from sae_core.features.export import feature_json
 
 sel = sidebar.current()
 st.title("Feature browser")
@@ -66,5 +64,5 @@ if view_mode == "Map":
 else:
     st.subheader(f"Feature {view.index}")
     fp.feature_panel(index, view, sae_path, sel)
-    st.download_button("Download this feature as JSON (Neuronpedia-like)", json.dumps(feature_record(view, index), indent=1),
+    st.download_button("Download this feature as JSON (Neuronpedia-like)", feature_json(view, index),
                        file_name=f"feature_{view.index}.json", mime="application/json", key="fb_json")

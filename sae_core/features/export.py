@@ -23,13 +23,16 @@ def _centres(edges: list[float]) -> list[float]:
     return [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
 
 
+def _example(e) -> dict:
+    return {"tokens": e.tokens, "values": e.acts, "maxValue": e.value, "maxValueTokenIndex": e.peak}
+
+
 def feature_record(view: FeatureView, index: FeatureIndex) -> dict:
     """The Neuronpedia-like dict for one feature (see the module doc)."""
     info = index.info
     return {
         "modelId": info.get("model_name", ""), "layer": info.get("hook", ""), "index": view.index,
-        "activations": [{"tokens": e.tokens, "values": e.acts, "maxValue": e.value,
-                         "maxValueTokenIndex": e.peak} for e in view.top],
+        "activations": [_example(e) for e in view.top],
         "pos_str": [t for t, _ in view.promoted], "pos_values": [v for _, v in view.promoted],
         "neg_str": [t for t, _ in view.suppressed], "neg_values": [v for _, v in view.suppressed],
         "frac_nonzero": view.density, "maxActApprox": view.max_act,
@@ -42,20 +45,19 @@ def feature_record(view: FeatureView, index: FeatureIndex) -> dict:
         "sae_studio": {
             "sae_fingerprint": index.fingerprint, "n_tokens": info.get("n_tokens"),
             "count": view.count, "log10_density": view.log10_density,
-            "quantile_examples": [{"label": label, "examples": [
-                {"tokens": e.tokens, "values": e.acts, "maxValue": e.value,
-                 "maxValueTokenIndex": e.peak} for e in group]} for label, group in view.quantiles],
+            "quantile_examples": [{"label": label, "examples": [_example(e) for e in group]}
+                                  for label, group in view.quantiles],
             "map_xy": list(view.map_xy) if view.map_xy else None,
         },
     }
 
 
-def feature_json(index: FeatureIndex, feature: int) -> str:
-    return json.dumps(feature_record(index.feature(feature), index), indent=1)
+def feature_json(view: FeatureView, index: FeatureIndex) -> str:
+    return json.dumps(feature_record(view, index), indent=1)
 
 
 def export_feature_json(index: FeatureIndex, feature: int, path: Path) -> Path:
-    atomic_write_bytes(Path(path), feature_json(index, feature).encode())
+    atomic_write_bytes(Path(path), feature_json(index.feature(feature), index).encode())
     return Path(path)
 
 

@@ -97,7 +97,7 @@ class SAE(nn.Module):
         return rows_M, cols_M, z_NS[rows_M, cols_M]
 
     @staticmethod
-    def _coords_above(pre_NS: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _coords_above(pre_NS: torch.Tensor, threshold: torch.Tensor | float) -> tuple[torch.Tensor, ...]:
         """Row-major coordinates and values of ``pre > threshold`` (threshold >= 0 or broadcast)."""
         rows_M, cols_M = (pre_NS > threshold).nonzero(as_tuple=True)
         return rows_M, cols_M, pre_NS[rows_M, cols_M]

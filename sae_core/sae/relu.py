@@ -12,7 +12,7 @@ class ReLUSAE(SAE):
 
     @torch.no_grad()
     def encode_coords(self, x_ND, out=None):
-        return self._coords_above(self.pre_acts(x_ND, out), torch.zeros((), device=x_ND.device))
+        return self._coords_above(self.pre_acts(x_ND, out), 0.0)
 
     def extra_loss(self, out: ForwardOutput) -> torch.Tensor:
         # Weighting by ||W_dec row|| stops the L1 being gamed by shrinking codes and growing rows.

@@ -200,7 +200,7 @@ def calibrate_inference(sae: SAE, batches_ND: list[torch.Tensor]) -> None:
     Averaging the training rule's cut-off over a few fresh batches at the final weights gives an
     inference L0 close to k. Needs eval mode (no EMA or pool statistics are updated).
     """
-    if not hasattr(sae, "encode_batch_rule"):
+    if not hasattr(sae, "batch_rule_coords"):
         return
     if hasattr(sae, "calibrate_pool"):  # Sampled-SAE: its inference pool first (sampled.py)
         sae.calibrate_pool(batches_ND)
@@ -298,8 +298,9 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
             first_ND = next(data).to(device)
     else:
         start, scale = 0, estimate_scale(first_ND)
+        sample_ND = first_ND[:4096] * scale
         with torch.no_grad():
-            sae.b_dec.copy_(geometric_median(first_ND[:4096] * scale))
+            sae.b_dec.copy_(geometric_median(sample_ND))
         if tcfg.decoder_init == "data":
             # enough distinct rows for every latent (else rows drawn twice start as near-twins):
             # look ahead a few batches; they are trained on next, in their order
@@ -310,7 +311,7 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
             init_rows = torch.cat([first_ND] + [b.to(device) for b in ahead])
             init_decoder_from_data(sae, init_rows * scale)
             del init_rows
-        enc_scale = fit_encoder_scale(sae, first_ND[:4096] * scale)
+        enc_scale = fit_encoder_scale(sae, sample_ND)
         log.info("initial encoder scale %.3g (least-squares fit on the first batch)", enc_scale)
         since_fired_S = torch.zeros(cfg.d_sae, device=device)
 
