@@ -23,8 +23,9 @@ pool frequency form a fixed pool, and inside it a latent fires when its activati
 BatchTopK threshold theta (EMA of the smallest kept activation). At the end of training both are
 recalibrated at the final weights (``calibrate_pool``, then the threshold): the EMA remembers
 latents that were in early pools but left them, and those fire hard at inference while the batch
-rule never picks them (entropy scoring, l=16: held-out FVU 1.05 at inference against 0.30 with the
-batch rule before calibration). Latents outside the pool were
+rule never picks them (entropy scoring, l=16, demo activations: held-out FVU 1.05 at inference
+against 0.30 with the batch rule before this calibration existed; 0.15 against 0.26 with it,
+``bench/sae_trainer_variants.py``). Latents outside the pool were
 never trained to be sparse, so letting them fire would flood the code. This is a JumpReLU with
 per-latent thresholds (theta in the pool, +inf outside), which is how it exports to SAELens.
 At l=1 it is exactly "every token draws from K global latents"; when the pool covers every

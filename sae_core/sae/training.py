@@ -10,18 +10,18 @@ Choices and their sources:
 - Init: unit-norm decoder rows pointing at random centred data rows (``decoder_init="data"``,
   ``init_decoder_from_data``; "random" gives Gaussian directions), W_enc = c W_dec^T, b_dec at the
   geometric median of a sample (Weiszfeld iterations). Data rows: after 400 steps on the small
-  benchmark size (zoo activations, L0 32), BatchTopK reached FVU 0.0196 from random rows and
-  0.0126 from data rows (sparsify TopK: 0.0126), 0.0105 with the run-scaled dead window below
-  (TopK: 0.0103 -> 0.0076). The scalar c is fitted on the first batch (``fit_encoder_scale``): with
+  benchmark size (zoo activations, L0 32; ``bench/sae_trainer_variants.py``), BatchTopK reached
+  held-out FVU 0.0180 from random rows and 0.0108 from data rows (TopK: 0.0103 -> 0.0075). The
+  scalar c is fitted on the first batch (``fit_encoder_scale``): with
   c = 1 the initial reconstruction overshoots badly (FVU ~2 on zoo activations) and short runs
   never recover (issue #3: BatchTopK FVU 1.28 after 23 steps against sparsify's 0.14, whose
   encoder starts at ~0.58 of the decoder's norm; SAELens starts both at norm 0.1).
 - AuxK (Gao et al. 2024, appendix A.2): latents that have not fired for ``dead_window`` tokens
   reconstruct the detached residual with their top ``k_aux`` (= d_in/2) pre-activations, decoded
   without b_dec; the loss is normalised by the residual's variance, weight 1/32. The window is
-  ``dead_tokens``, by default 1/16 of the run capped at 1M tokens (a fixed 1M never fires in short
-  runs). AuxK reads a random quarter of each batch's tokens (``aux_fraction``): on every token it
-  cost ~45% of a small BatchTopK step, for the same FVU after 400 steps (0.0110 vs 0.0111).
+  ``dead_tokens``, by default 1/16 of the run capped at 1M tokens (a fixed 1M window: FVU 0.0133
+  instead of 0.0108 in the run above). AuxK reads a random quarter of each batch's tokens
+  (``aux_fraction``): on every token the same run took 49% longer for FVU 0.0107.
 - Adam, lr = 2e-4 / sqrt(d_sae / 2^14) unless given; linear warmup; linear decay to 0 over the
   last ``decay_fraction`` of steps.
 """
