@@ -107,6 +107,50 @@ def test_batch_topk_indices_matches_the_dense_rule():
         assert torch.equal(flat_M, (dense_NS.flatten() > 0).nonzero().squeeze(1))
 
 
+def _brute_masked_topk(acts_NS, cols_S, k):
+    """The plain AuxK rule: relu of the allowed columns, each row's k largest, positive ones."""
+    dead_NS = torch.relu(torch.where(cols_S, acts_NS, torch.full_like(acts_NS, -1.0)))
+    vals_NK, idx_NK = dead_NS.topk(min(k, acts_NS.shape[1]), dim=-1)
+    rows_NK = torch.arange(acts_NS.shape[0])[:, None].expand_as(idx_NK)
+    return {(r, c) for r, c, v in zip(rows_NK.flatten().tolist(), idx_NK.flatten().tolist(),
+                                      vals_NK.flatten().tolist()) if v > 0}
+
+
+@pytest.mark.parametrize("block", [None, 1, 2, 4, 8, 16])
+@pytest.mark.parametrize("n, s, k, allowed, shift", [
+    (64, 512, 8, 0.9, 0.0),     # most columns allowed (the Sampled-SAE's AuxK)
+    (64, 512, 8, 0.3, 0.0),     # few allowed
+    (33, 300, 5, 0.8, 0.0),     # width not a multiple of the block: padded last block
+    (20, 256, 16, 0.05, 0.0),   # k larger than the allowed columns
+    (40, 256, 8, 0.9, -2.5),    # most rows have fewer than k positive allowed entries
+    (10, 64, 4, 0.0, 0.0),      # nothing allowed
+])
+def test_masked_topk_row_indices_matches_brute_force(block, n, s, k, allowed, shift):
+    g = torch.Generator().manual_seed(n + s + k)
+    acts_NS = torch.randn(n, s, generator=g) + shift
+    cols_S = torch.rand(s, generator=g) < allowed
+    rows_M, cols_M = kernels.masked_topk_row_indices(acts_NS.clone(), cols_S, k, block=block)
+    got = list(zip(rows_M.tolist(), cols_M.tolist()))
+    assert set(got) == _brute_masked_topk(acts_NS, cols_S, k) and len(got) == len(set(got))
+    assert torch.equal(rows_M, rows_M.sort().values)  # rows ascending (the decoder groups by row)
+    assert bool(cols_S[cols_M].all()) and bool((acts_NS[rows_M, cols_M] > 0).all())
+
+
+def test_masked_topk_in_place_keeps_the_selected_values():
+    acts_NS = torch.randn(16, 1024, generator=torch.Generator().manual_seed(0))
+    cols_S = torch.arange(1024) % 10 != 0
+    work_NS = acts_NS.clone()
+    rows_M, cols_M = kernels.masked_topk_row_indices(work_NS, cols_S, 8, inplace=True, block=8)
+    assert torch.equal(work_NS[rows_M, cols_M], acts_NS[rows_M, cols_M])
+    assert set(zip(rows_M.tolist(), cols_M.tolist())) == _brute_masked_topk(acts_NS, cols_S, 8)
+
+
+def test_block_width_model_picks_blocks_only_for_many_allowed_columns():
+    assert kernels._block_width(16384, int(0.92 * 16384), 256) > 1   # measured 1.9x faster
+    assert kernels._block_width(16384, int(0.36 * 16384), 256) == 1  # measured slower blocked
+    assert kernels._block_width(64, 60, 16) == 1                     # too narrow to prune
+
+
 def test_unknown_mode_is_an_error():
     with pytest.raises(ValueError, match="plain"):
         kernels.set_kernels("turbo")

@@ -340,6 +340,17 @@ def test_short_runs_get_an_inference_threshold_that_keeps_l0_near_k(arch):
     assert l0 == pytest.approx(6, rel=0.2)
 
 
+def test_aux_k_runs_on_dead_latents_and_not_at_coefficient_zero():
+    x, _ = _planted(8192, seed=2)
+    cfg = SAEConfig(arch="sampled", d_in=32, d_sae=256, k=4, l=2.0)  # pool 8 of 256: most dead
+    runs = {c: train_sae(_source(x, 512), cfg, TrainerConfig(
+        total_tokens=512 * 12, batch_size=512, lr=2e-3, dead_tokens=1024, aux_k_coeff=c, seed=0))
+        for c in (1 / 32, 0.0)}
+    assert runs[1 / 32].history[-1].dead_fraction > 0.5
+    assert all(h.aux > 0 for h in runs[1 / 32].history[2:])   # dead after 2 batches of 512
+    assert all(h.aux == 0 for h in runs[0.0].history)        # skipped, not computed and zeroed
+
+
 @pytest.mark.parametrize("d_sae", [64, 1024])  # 1024 > batch: the data init reads ahead 3 batches
 def test_resume_is_exact_and_survives_a_corrupt_checkpoint(tmp_path, d_sae):
     x, _ = _planted(4096, seed=1)

@@ -105,9 +105,11 @@ class SAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.W_dec + self.b_dec
 
-    def forward(self, x_ND: torch.Tensor) -> ForwardOutput:
-        """``activate`` then ``decode``, or the equivalent sparse kernels (``kernels.sae_forward``)."""
-        return kernels.sae_forward(self, x_ND)
+    def forward(self, x_ND: torch.Tensor, pre_buf: torch.Tensor | None = None) -> ForwardOutput:
+        """``activate`` then ``decode``, or the equivalent sparse kernels (``kernels.sae_forward``).
+        ``pre_buf``: scratch of at least ``[N, d_sae]`` for the fast path's pre-activations
+        (``out.pre`` is then a view of it, valid until the buffer's next use)."""
+        return kernels.sae_forward(self, x_ND, pre_buf)
 
     # k-sparse architectures set ``sparse_rule`` while their rule keeps few latents per token and
     # implement ``select_active``; the kernels then skip every dense [N, d_sae] step but one.

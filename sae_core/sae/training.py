@@ -318,6 +318,8 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
     sae.train()
     history: list[StepLog] = []
     x_ND = first_ND
+    # one pre-activation buffer for every step (see kernels.sae_forward: fresh ones cost page faults)
+    pre_buf = torch.empty(tcfg.batch_size, cfg.d_sae, device=device, dtype=sae.W_enc.dtype)
     for step in range(start, tcfg.steps):
         if step > start:
             x_ND = next_batch()
@@ -325,11 +327,11 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
         x_ND = x_ND * scale
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, tcfg, lr)
-        out = sae(x_ND)
+        out = sae(x_ND, pre_buf if x_ND.shape[0] <= tcfg.batch_size else None)
         mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
         extra = sae.extra_loss(out)
         dead_S = since_fired_S >= tcfg.dead_window
-        if cfg.arch == "relu" or not bool(dead_S.any()):
+        if cfg.arch == "relu" or tcfg.aux_k_coeff == 0 or not bool(dead_S.any()):
             aux = mse.new_zeros(())
         else:
             aux = aux_k_loss(sae, x_ND, out, dead_S, _aux_rows(x_ND.shape[0], tcfg.aux_fraction, device))
