@@ -18,7 +18,8 @@ import torch
 from sae_core.errors import ArtifactError
 
 # dtype names in configs and metadata -> torch dtypes (one table for models, SAEs and stores)
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "float64": torch.float64}
 
 
 def _atomic_write(path: Path, write) -> None:

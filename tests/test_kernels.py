@@ -124,6 +124,7 @@ def _brute_masked_topk(acts_NS, cols_S, k):
     (20, 256, 16, 0.05, 0.0),   # k larger than the allowed columns
     (40, 256, 8, 0.9, -2.5),    # most rows have fewer than k positive allowed entries
     (10, 64, 4, 0.0, 0.0),      # nothing allowed
+    (12, 40, 6, 1.0, 0.0),      # fewer blocks than k at the widest blocks: plain top-k
 ])
 def test_masked_topk_row_indices_matches_brute_force(block, n, s, k, allowed, shift):
     g = torch.Generator().manual_seed(n + s + k)
@@ -149,6 +150,22 @@ def test_block_width_model_picks_blocks_only_for_many_allowed_columns():
     assert kernels._block_width(16384, int(0.92 * 16384), 256) > 1   # measured 1.9x faster
     assert kernels._block_width(16384, int(0.36 * 16384), 256) == 1  # measured slower blocked
     assert kernels._block_width(64, 60, 16) == 1                     # too narrow to prune
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_into_a_reused_pre_buffer_is_the_same_forward(arch, mode):
+    mode("fast")
+    cfg = SAEConfig(arch=arch, d_in=16, d_sae=128, k=4, l=2.0)
+    state = _sae_state(cfg, seed=6)
+    x_ND = torch.randn(50, 16, generator=torch.Generator().manual_seed(6))
+    buf = torch.full((64, 128), float("nan"))  # larger than the batch, and stale
+    outs = []
+    for pre_buf in (None, buf):
+        sae = create_sae(cfg).train()
+        sae.load_state_dict(state)
+        outs.append(sae(x_ND, pre_buf))
+    assert torch.equal(outs[0].x_hat, outs[1].x_hat) and torch.equal(outs[0].z, outs[1].z)
+    assert outs[1].pre.data_ptr() == buf.data_ptr()  # written in place, no fresh allocation
 
 
 def test_unknown_mode_is_an_error():

@@ -318,8 +318,10 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
     sae.train()
     history: list[StepLog] = []
     x_ND = first_ND
-    # one pre-activation buffer for every step (see kernels.sae_forward: fresh ones cost page faults)
-    pre_buf = torch.empty(tcfg.batch_size, cfg.d_sae, device=device, dtype=sae.W_enc.dtype)
+    # one pre-activation buffer for every step of the sparse kernels (see kernels.sae_forward:
+    # fresh ones cost page faults); dense rules keep pre in the autograd graph instead
+    pre_buf = (torch.empty(tcfg.batch_size, cfg.d_sae, device=device, dtype=sae.W_enc.dtype)
+               if sae.sparse_rule else None)
     for step in range(start, tcfg.steps):
         if step > start:
             x_ND = next_batch()
@@ -327,7 +329,7 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
         x_ND = x_ND * scale
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, tcfg, lr)
-        out = sae(x_ND, pre_buf if x_ND.shape[0] <= tcfg.batch_size else None)
+        out = sae(x_ND, pre_buf if pre_buf is not None and x_ND.shape[0] <= pre_buf.shape[0] else None)
         mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
         extra = sae.extra_loss(out)
         dead_S = since_fired_S >= tcfg.dead_window

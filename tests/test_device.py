@@ -1,0 +1,153 @@
+"""The SAE engine on an accelerator (issue #3: "runs on CPU and CUDA").
+
+Skipped unless CUDA is available, or ``SAE_STUDIO_TEST_DEVICE`` names a device (``cpu`` runs the
+same checks here, to keep the tests themselves honest on machines without a GPU). Only torch and
+``sae_core.sae`` are needed, so a GPU machine with a stock PyTorch runs them from a plain checkout:
+
+    PYTHONPATH=. python3 -m pytest -q -p no:cacheprovider tests/test_device.py
+
+What is checked on the device: the fast kernels against the plain path there (codes, gradients,
+AuxK); the device against the CPU for the same weights and input (float64, so the selections
+are the same); a short training run per architecture, its checkpoint resume, its inference rule,
+and a save on the device loaded back on the CPU. CUDA's scatter-adds are not deterministic, so
+device results are compared with tolerances, not bit for bit.
+"""
+import os
+
+import pytest
+import torch
+
+from sae_core.sae import SAEConfig, create_sae, kernels
+from sae_core.sae.io import load_sae, save_sae
+from sae_core.sae.training import TrainerConfig, aux_k_loss, train_sae
+
+DEVICE = os.environ.get("SAE_STUDIO_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
+pytestmark = pytest.mark.skipif(DEVICE is None, reason="no CUDA device (set SAE_STUDIO_TEST_DEVICE "
+                                                       "to run these checks on another device)")
+ARCHS = ["topk", "batchtopk", "sampled"]
+
+
+@pytest.fixture(autouse=True)
+def restore_kernels():
+    old = kernels.kernels_mode()
+    yield
+    kernels.set_kernels(old)
+
+
+def _state(cfg: SAEConfig, seed: int) -> dict:
+    torch.manual_seed(seed)
+    sae = create_sae(cfg)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.3)
+        sae.b_dec.normal_()
+    return sae.state_dict()
+
+
+def _step(cfg, state, x_ND, mode, device, dead_S=None):
+    """One training forward + MSE (+ AuxK) + backward on ``device``; results on the CPU."""
+    kernels.set_kernels(mode)
+    sae = create_sae(cfg).to(device).train()
+    sae.load_state_dict(state)
+    x_ND = x_ND.to(device)
+    out = sae(x_ND)
+    loss = (out.x_hat - x_ND).pow(2).sum(-1).mean()
+    if dead_S is not None:
+        loss = loss + aux_k_loss(sae, x_ND, out, dead_S.to(device))
+    loss.backward()
+    grads = {n: p.grad.cpu() for n, p in sae.named_parameters()}
+    return out.z.cpu(), out.x_hat.detach().cpu(), grads
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_kernels_agree_with_the_plain_path_on_the_device(arch):
+    cfg = SAEConfig(arch=arch, d_in=32, d_sae=512, k=8, l=4.0)
+    state = _state(cfg, seed=1)
+    x_ND = torch.randn(1024, 32, generator=torch.Generator().manual_seed(1))
+    dead_S = torch.rand(512, generator=torch.Generator().manual_seed(2)) < 0.8  # AuxK's block path
+    z_p, xh_p, g_p = _step(cfg, state, x_ND, "plain", DEVICE, dead_S)
+    z_f, xh_f, g_f = _step(cfg, state, x_ND, "fast", DEVICE, dead_S)
+    assert torch.equal(z_p != 0, z_f != 0)
+    torch.testing.assert_close(z_f, z_p, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(xh_f, xh_p, rtol=1e-4, atol=1e-4)
+    for name, g in g_p.items():
+        torch.testing.assert_close(g_f[name], g, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_device_computes_what_the_cpu_computes(arch):
+    cfg = SAEConfig(arch=arch, d_in=32, d_sae=256, k=6, l=4.0, dtype="float64")
+    state = _state(cfg, seed=3)
+    x_ND = torch.randn(512, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    dead_S = torch.rand(256, generator=torch.Generator().manual_seed(4)) < 0.5
+    z_c, xh_c, g_c = _step(cfg, state, x_ND, "fast", "cpu", dead_S)
+    z_d, xh_d, g_d = _step(cfg, state, x_ND, "fast", DEVICE, dead_S)
+    assert torch.equal(z_c != 0, z_d != 0)  # the same selection: top-k, batch top-k, pool
+    torch.testing.assert_close(z_d, z_c)
+    torch.testing.assert_close(xh_d, xh_c)
+    for name, g in g_c.items():
+        torch.testing.assert_close(g_d[name], g, msg=name)
+
+
+def test_masked_topk_on_the_device_matches_the_cpu():
+    acts_NS = torch.randn(256, 2048, generator=torch.Generator().manual_seed(5))
+    cols_S = torch.rand(2048, generator=torch.Generator().manual_seed(5)) < 0.9
+    want = kernels.masked_topk_row_indices(acts_NS, cols_S, 64, block=1)
+    for block in (None, 1, 8):
+        rows_M, cols_M = kernels.masked_topk_row_indices(acts_NS.to(DEVICE), cols_S.to(DEVICE), 64,
+                                                         block=block)
+        assert set(zip(rows_M.tolist(), cols_M.tolist())) == set(zip(*(t.tolist() for t in want)))
+
+
+def _planted(n: int, d_in: int = 32, n_true: int = 64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    true_FD = torch.nn.functional.normalize(torch.randn(n_true, d_in, generator=g), dim=1)
+    coef_NF = (torch.rand(n, n_true, generator=g) < 4 / n_true) * (torch.rand(n, n_true, generator=g) + 0.5)
+    return coef_NF @ true_FD + 0.3
+
+
+def _source(x_ND: torch.Tensor, batch: int):
+    def batches(seed):
+        perm = torch.randperm(x_ND.shape[0], generator=torch.Generator().manual_seed(seed))
+        for s in range(0, x_ND.shape[0] - batch + 1, batch):
+            yield x_ND[perm[s:s + batch]]
+    return batches
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_training_on_the_device_learns_resumes_and_saves(arch, tmp_path):
+    x_ND = _planted(8192)
+    cfg = SAEConfig(arch=arch, d_in=32, d_sae=256, k=4, l=4.0)
+    tcfg = TrainerConfig(total_tokens=512 * 24, batch_size=512, lr=3e-3, warmup_steps=0, checkpoint_every=6,
+                         dead_tokens=1024, seed=7, device=DEVICE)
+    straight = train_sae(_source(x_ND, 512), cfg, tcfg)
+    assert straight.sae.W_enc.device.type == torch.device(DEVICE).type
+    losses = [h.loss for h in straight.history]
+    assert sum(losses[-6:]) < 0.95 * sum(losses[:6])  # it learns (24 steps: -10% to -25% here)
+    assert any(h.aux > 0 for h in straight.history)  # AuxK ran on the device
+
+    def crash(log, total):
+        if log.step == 15:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(_source(x_ND, 512), cfg, tcfg, ckpt_dir=tmp_path / "ckpt", on_step=crash)
+    resumed = train_sae(_source(x_ND, 512), cfg, tcfg, ckpt_dir=tmp_path / "ckpt")
+    assert resumed.history[0].step == 13  # from the step-12 checkpoint
+    for name, v in straight.sae.state_dict().items():
+        torch.testing.assert_close(resumed.sae.state_dict()[name], v, rtol=1e-3, atol=1e-4, msg=name)
+
+    # inference on the device; the saved SAE loads on the CPU and encodes the same
+    x_eval = x_ND[:1000]
+    with torch.no_grad():
+        z_dev = straight.sae.encode(x_eval.to(DEVICE)).cpu()
+        x_hat = straight.sae(x_eval.to(DEVICE)).x_hat.cpu()
+    l0 = (z_dev != 0).sum(-1).float().mean().item()
+    assert 0.5 * cfg.k <= l0 <= 2 * cfg.k
+    fvu = ((x_eval - x_hat).pow(2).sum() / (x_eval - x_eval.mean(0)).pow(2).sum()).item()
+    assert fvu < 0.8  # 0.31 / 0.38 / 0.65 for topk / batchtopk / sampled on the CPU
+    save_sae(straight.sae, tmp_path / "sae")
+    on_cpu = load_sae(tmp_path / "sae")
+    with torch.no_grad():
+        z_cpu = on_cpu.encode(x_eval)
+    both = (z_cpu != 0) & (z_dev != 0)
+    assert torch.ne(z_cpu != 0, z_dev != 0).float().mean() < 1e-3  # only threshold-edge flips
+    torch.testing.assert_close(z_cpu[both], z_dev[both], rtol=1e-3, atol=1e-3)
