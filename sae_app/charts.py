@@ -19,8 +19,11 @@ SWEEP_METRICS = {
 
 
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, log_x: bool, log_y: bool) -> go.Figure:
-    fig.update_layout(title=title, height=340, margin=dict(t=50, b=45, l=55, r=10),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+    # the title on its own line at the top, the legend on the line below it: a long title and a
+    # three-entry legend on one line overlapped
+    fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=360,
+                      margin=dict(t=75, b=45, l=55, r=10),
+                      legend=dict(orientation="h", y=1.01, x=1, xanchor="right", yanchor="bottom"),
                       hovermode="closest", clickmode="event+select")
     fig.update_xaxes(title=x_title, **_axis_type(log_x))
     fig.update_yaxes(title=y_title, **_axis_type(log_y))

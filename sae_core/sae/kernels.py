@@ -126,7 +126,7 @@ def batch_topk_indices(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
 @torch.no_grad()
 def topk_row_indices(acts_NS: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``rows_M, cols_M`` of the positive entries among each row's k largest (the same
-    ``torch.topk`` call as the plain ``topk_per_row``, so ties resolve identically)."""
+    ``torch.topk`` call as ``TopKSAE.activate`` on the same tensor, so ties resolve identically)."""
     vals_NK, idx_NK = acts_NS.topk(k, dim=-1, sorted=False)
     keep_NK = vals_NK > 0
     rows_NK = torch.arange(acts_NS.shape[0], device=acts_NS.device)[:, None].expand_as(idx_NK)

@@ -17,10 +17,14 @@ class TopKSAE(SAE):
     sparse_rule = True  # the same rule in training and inference
 
     def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
-        return topk_per_row(torch.relu(pre_NS), self.cfg.k)
+        # The k largest of pre itself, then relu: the same positive entries as the k largest of
+        # relu(pre), with no [N, d_sae] relu copy, and the same torch.topk call on the same tensor
+        # as the fast path (select_active) and encode_coords, so ties resolve alike in all three.
+        vals_NK, idx_NK = pre_NS.topk(self.cfg.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre_NS).scatter_(-1, idx_NK, torch.relu(vals_NK))
 
     def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return kernels.topk_row_indices(torch.relu(pre_NS), self.cfg.k)
+        return kernels.topk_row_indices(pre_NS, self.cfg.k)
 
     @torch.no_grad()
     def encode_coords(self, x_ND, out=None):
