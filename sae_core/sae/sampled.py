@@ -55,16 +55,27 @@ def _clamped_chunks(acts_NS: torch.Tensor, floor: float, scratch: bool = False
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """max(acts, floor) of successive row chunks ``[R, d_sae]`` of ``acts``, each with a scratch
     chunk of the same shape when asked; both live in buffers reused from chunk to chunk (valid
-    until the next chunk is drawn; the caller may overwrite them)."""
+    until the next chunk is drawn; the caller may overwrite them). Half-precision input is
+    scored in float32 (``_score_dtype``)."""
     n, d_sae = acts_NS.shape
     rows = max(1, min(n, _CHUNK_VALUES // max(1, d_sae)))
-    buf_RS = acts_NS.new_empty(rows, d_sae)
-    scratch_RS = acts_NS.new_empty(rows, d_sae) if scratch else None
+    dtype = _score_dtype(acts_NS.dtype)
+    buf_RS = acts_NS.new_empty(rows, d_sae, dtype=dtype)
+    scratch_RS = acts_NS.new_empty(rows, d_sae, dtype=dtype) if scratch else None
     for start in range(0, n, rows):
         chunk_RS = acts_NS[start:start + rows]
         r = chunk_RS.shape[0]
-        yield (torch.clamp_min(chunk_RS, floor, out=buf_RS[:r]),
-               scratch_RS[:r] if scratch else None)
+        if dtype == acts_NS.dtype:
+            a_RS = torch.clamp_min(chunk_RS, floor, out=buf_RS[:r])
+        else:  # out= cannot convert dtypes: copy (converting), then clamp in place
+            a_RS = buf_RS[:r].copy_(chunk_RS).clamp_min_(floor)
+        yield a_RS, (scratch_RS[:r] if scratch else None)
+
+
+def _score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16/bfloat16 activations are scored in float32: their smallest normal value (6e-5 for
+    float16) would no longer be negligible as the entropy's floor, nor their sums exact enough."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def latent_scores(acts_NS: torch.Tensor, scoring: str) -> torch.Tensor:
@@ -76,9 +87,9 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str) -> torch.Tensor:
     instead of materialising p and log p; log2 is the cheaper transcendental on CPU (0.73 against
     0.85 ns a value, measured), and the per-element logs are most of the entropy score's cost.
     """
-    d_sae = acts_NS.shape[1]
+    d_sae, dtype = acts_NS.shape[1], _score_dtype(acts_NS.dtype)
     if scoring == "l2":
-        sumsq_S = acts_NS.new_zeros(d_sae)
+        sumsq_S = acts_NS.new_zeros(d_sae, dtype=dtype)
         for a_RS, _ in _clamped_chunks(acts_NS, 0.0):
             sumsq_S += torch.linalg.vecdot(a_RS, a_RS, dim=0)
         return sumsq_S.sqrt_()
@@ -86,8 +97,8 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str) -> torch.Tensor:
     # exact 0 is a slow path on CPU, ~13x slower), so relu and the log's guard are one pass. Each
     # such entry adds tiny to m_j and tiny*log2(tiny) (~ -1.5e-36) to the sum: far below float
     # resolution unless the column has no mass at all, which the mass test below catches.
-    tiny = torch.finfo(acts_NS.dtype).tiny
-    mass_S, alog_S = acts_NS.new_zeros(d_sae), acts_NS.new_zeros(d_sae)
+    tiny = torch.finfo(dtype).tiny
+    mass_S, alog_S = acts_NS.new_zeros(d_sae, dtype=dtype), acts_NS.new_zeros(d_sae, dtype=dtype)
     for a_RS, log_RS in _clamped_chunks(acts_NS, tiny, scratch=True):
         mass_S += a_RS.sum(0)
         alog_S += torch.log2(a_RS, out=log_RS).mul_(a_RS).sum(0)
