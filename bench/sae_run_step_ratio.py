@@ -1,4 +1,4 @@
-"""Step time of whole training runs, Sampled-SAE against our BatchTopK, interleaved step by step
+"""Step time of whole training runs, Sampled-SAE against our BatchTopK, taking turns in one process
 (issue #3: "Sampled-SAE costs at most 15% more time per step than our BatchTopK").
 
 ``sae_step_speed.py`` times steps on random data with the same dead latents for every
@@ -6,22 +6,24 @@ architecture. In a real run they differ: the Sampled-SAE's pool leaves most late
 design (~92% at l=4, against ~35% for BatchTopK), so AuxK has more to read. This script runs the
 real ``train_sae`` for each configuration on the benchmark's activation file (the files of
 ``sae_throughput.py``: real zoo:tiny-a activations at the small size, synthetic planted data at
-the large one), all in one process, taking turns step by step: each trainer runs in a thread
-whose batch source waits for its turn and whose ``on_step`` hands the turn on, so exactly one
-trainer computes at a time and a burst of load from elsewhere hits neighbouring steps of every
-configuration alike. A step's time runs from its turn starting (its batch being handed out) to
-its ``on_step``; steps 1-``--skip`` (init, warm-up) and the last two (the finished trainers
-calibrate while the others still step) are left out.
+the large one), all in one process, taking turns every ``--turn-steps`` steps: each trainer runs
+in a thread whose batch source waits for its turn and whose ``on_step`` hands the turn on, so
+exactly one trainer computes at a time and a burst of load from elsewhere hits neighbouring
+steps of every configuration alike. Turns of a few steps rather than one: a trainer's first step
+after another's runs on caches the other has filled (its 32 MB pre-activation buffer alone fills
+L3 at the small size); turns of one step made every step ~30% slower than alone (BatchTopK
+102-111 ms against 80 ms). A step's time runs from its batch being handed out to its ``on_step``;
+steps 1-``--skip`` (init, warm-up) and the last turn-steps + 1 (the first trainer to finish
+calibrates while the others still step) are left out.
 
     .venv/bin/python bench/sae_run_step_ratio.py [--size small|large] [--steps 400] [--skip 30]
-        [--configs batchtopk,sampled:l2,sampled:entropy] [--l 4] [--threads 2]
+        [--turn-steps 5] [--configs batchtopk,sampled:l2,sampled:entropy] [--l 4] [--threads 2]
 
 Prints, per configuration, the mean and median step time over the kept steps, the median of the
 per-step ratio to BatchTopK's step at the same index, the dead fraction at the end and the
-held-out FVU; writes ``bench/results/sae_run_step_ratio.json``. Absolute step times here run
-~25% above those of one trainer alone in its process (``sae_throughput.py``: 77 ms against
-~100 ms for BatchTopK at the small size, same code, same day): read the ratios from this script
-and the throughput from that one.
+held-out FVU; writes ``bench/results/sae_run_step_ratio.json``. The FVU is indicative only: the
+trainers share the process's global torch RNG (AuxK's token draws), so it moves a little with
+the turn pattern; ``sae_throughput.py`` gives each trainer's reproducible FVU.
 """
 from __future__ import annotations
 
@@ -81,6 +83,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--skip", type=int, default=30, help="first steps left out (init, warm-up)")
     p.add_argument("--configs", default="batchtopk,sampled:l2,sampled:entropy")
+    p.add_argument("--turn-steps", type=int, default=5, help="steps a trainer runs per turn")
     p.add_argument("--l", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -112,7 +115,8 @@ def main() -> None:
         def on_step(entry, total):
             times[spec].append(time.perf_counter() - started[0])
             logs[spec].append(entry)
-            turns.pass_on(spec, finished=entry.step == total)
+            if entry.step % args.turn_steps == 0 or entry.step == total:
+                turns.pass_on(spec, finished=entry.step == total)
 
         try:
             results[spec] = training.train_sae(source, _config(spec, size_cfg, args.l), tcfg,
@@ -127,12 +131,13 @@ def main() -> None:
     for t in threads:
         t.join()
 
-    keep = slice(args.skip, args.steps - 2)
+    last = args.steps - args.turn_steps - 1  # the last turn overlaps the first finisher's calibration
+    keep = slice(args.skip, last)
     ref = times["batchtopk"][keep]
     rows = []
     print(f"{args.size}: d_in {size_cfg['d_in']}, d_sae {size_cfg['d_sae']}, k {size_cfg['k']}, "
-          f"batch {B}, l {args.l}, {args.steps} steps interleaved, steps {args.skip + 1}-"
-          f"{args.steps - 2} kept, {args.threads} threads")
+          f"batch {B}, l {args.l}, {args.steps} steps in turns of {args.turn_steps}, steps {args.skip + 1}-"
+          f"{last} kept, {args.threads} threads")
     print(f"{'config':18} {'mean ms':>8} {'median ms':>9} {'step/BTK':>8} {'dead':>5} {'FVU':>7}")
     for spec in specs:
         if isinstance(results[spec], BaseException):

@@ -11,7 +11,9 @@ each keeps its best round; compare numbers from one run only.
         [--modes plain,fast] [--archs topk,batchtopk,sampled-l2,sampled-entropy]
 
 The last column is each configuration's step time over our fast BatchTopK's at the same size
-(issue #3's target for Sampled-SAE: <= 1.15x). ``--modes fast`` skips the slow plain path.
+(issue #3's target for Sampled-SAE: <= 1.15x). Every architecture gets the same random dead
+latents here; ``sae_run_step_ratio.py`` measures the ratio over real runs, where the
+Sampled-SAE's pool leaves far more latents dead. ``--modes fast`` skips the slow plain path.
 """
 from __future__ import annotations
 

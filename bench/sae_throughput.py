@@ -38,7 +38,8 @@ run, are shown beside it); FVU = sum||x - x_hat||^2 / sum||x - mean(x)||^2
 on the held-out rows with the trainer's inference encoder (BatchTopK family: the learned threshold,
 i.e. JumpReLU; "FVU batch" uses the training rule over held-out batches of the training batch
 size); L0 on the same rows; "step / ours BTK" = this trainer's median step time over our BatchTopK's
-(issue #3's target for Sampled-SAE: <= 1.15, measured here over a whole run, AuxK included); peak RSS of the runner process (``VmHWM``: Linux carries
+(issue #3's target for Sampled-SAE: <= 1.15; separate processes drift, so
+``sae_run_step_ratio.py`` measures it interleaved); peak RSS of the runner process (``VmHWM``: Linux carries
 ``ru_maxrss`` over fork + exec from the parent; includes the same data file held by every runner,
 see "RSS load", the RSS after loading it); and the fraction of this machine's fp32 matmul rate:
 
