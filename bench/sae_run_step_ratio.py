@@ -12,7 +12,7 @@ exactly one trainer computes at a time and a burst of load from elsewhere hits n
 steps of every configuration alike. Turns of a few steps rather than one: a trainer's first step
 after another's runs on caches the other has filled (its 32 MB pre-activation buffer alone fills
 L3 at the small size); turns of one step made every step ~30% slower than alone (BatchTopK
-102-111 ms against 80 ms). A step's time runs from its batch being handed out to its ``on_step``;
+102-111 ms with ``--turn-steps 1`` against 80 ms with ``--configs batchtopk``). A step's time runs from its batch being handed out to its ``on_step``;
 steps 1-``--skip`` (init, warm-up) and the last turn-steps + 1 (the first trainer to finish
 calibrates while the others still step) are left out.
 

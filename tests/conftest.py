@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -20,3 +21,24 @@ def small_sweep(workspace, ls=(1.0, 4.0)):
     acts = harvest_to_workspace(workspace, "zoo:tiny-a", "blocks.1.hook_resid_post", n_tokens=6000)
     sc = SweepConfig(k=4, d_sae=64, ls=ls, scorings=("l2",), tokens=4096, batch_size=512)
     return run_sweep(workspace, acts, sc)
+
+
+def batch_source(x_ND, batch):
+    """A trainer batch source over ``x_ND``: a fresh seeded shuffle per epoch, full batches only."""
+    def batches(seed):
+        perm = torch.randperm(x_ND.shape[0], generator=torch.Generator().manual_seed(seed))
+        for s in range(0, x_ND.shape[0] - batch + 1, batch):
+            yield x_ND[perm[s:s + batch]]
+    return batches
+
+
+def sae_state(cfg, seed, bias=0.3):
+    """State dict of a fresh SAE of ``cfg`` with random b_enc (std ``bias``) and b_dec."""
+    from sae_core.sae import create_sae
+
+    torch.manual_seed(seed)
+    sae = create_sae(cfg)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, bias)
+        sae.b_dec.normal_()
+    return sae.state_dict()

@@ -20,6 +20,7 @@ import torch
 from sae_core.sae import SAEConfig, create_sae, kernels
 from sae_core.sae.io import load_sae, save_sae
 from sae_core.sae.training import TrainerConfig, aux_k_loss, train_sae
+from tests.conftest import batch_source, sae_state
 
 DEVICE = os.environ.get("SAE_STUDIO_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
 pytestmark = pytest.mark.skipif(DEVICE is None, reason="no CUDA device (set SAE_STUDIO_TEST_DEVICE "
@@ -32,15 +33,6 @@ def restore_kernels():
     old = kernels.kernels_mode()
     yield
     kernels.set_kernels(old)
-
-
-def _state(cfg: SAEConfig, seed: int) -> dict:
-    torch.manual_seed(seed)
-    sae = create_sae(cfg)
-    with torch.no_grad():
-        sae.b_enc.normal_(0, 0.3)
-        sae.b_dec.normal_()
-    return sae.state_dict()
 
 
 def _step(cfg, state, x_ND, mode, device, dead_S=None):
@@ -61,7 +53,7 @@ def _step(cfg, state, x_ND, mode, device, dead_S=None):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fast_kernels_agree_with_the_plain_path_on_the_device(arch):
     cfg = SAEConfig(arch=arch, d_in=32, d_sae=512, k=8, l=4.0)
-    state = _state(cfg, seed=1)
+    state = sae_state(cfg, seed=1)
     x_ND = torch.randn(1024, 32, generator=torch.Generator().manual_seed(1))
     dead_S = torch.rand(512, generator=torch.Generator().manual_seed(2)) < 0.8  # AuxK's block path
     z_p, xh_p, g_p = _step(cfg, state, x_ND, "plain", DEVICE, dead_S)
@@ -76,7 +68,7 @@ def test_fast_kernels_agree_with_the_plain_path_on_the_device(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_the_device_computes_what_the_cpu_computes(arch):
     cfg = SAEConfig(arch=arch, d_in=32, d_sae=256, k=6, l=4.0, dtype="float64")
-    state = _state(cfg, seed=3)
+    state = sae_state(cfg, seed=3)
     x_ND = torch.randn(512, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     dead_S = torch.rand(256, generator=torch.Generator().manual_seed(4)) < 0.5
     z_c, xh_c, g_c = _step(cfg, state, x_ND, "fast", "cpu", dead_S)
@@ -105,21 +97,13 @@ def _planted(n: int, d_in: int = 32, n_true: int = 64, seed: int = 0) -> torch.T
     return coef_NF @ true_FD + 0.3
 
 
-def _source(x_ND: torch.Tensor, batch: int):
-    def batches(seed):
-        perm = torch.randperm(x_ND.shape[0], generator=torch.Generator().manual_seed(seed))
-        for s in range(0, x_ND.shape[0] - batch + 1, batch):
-            yield x_ND[perm[s:s + batch]]
-    return batches
-
-
 @pytest.mark.parametrize("arch", ARCHS)
 def test_training_on_the_device_learns_resumes_and_saves(arch, tmp_path):
     x_ND = _planted(8192)
     cfg = SAEConfig(arch=arch, d_in=32, d_sae=256, k=4, l=4.0)
     tcfg = TrainerConfig(total_tokens=512 * 24, batch_size=512, lr=3e-3, warmup_steps=0, checkpoint_every=6,
                          dead_tokens=1024, seed=7, device=DEVICE)
-    straight = train_sae(_source(x_ND, 512), cfg, tcfg)
+    straight = train_sae(batch_source(x_ND, 512), cfg, tcfg)
     assert straight.sae.W_enc.device.type == torch.device(DEVICE).type
     losses = [h.loss for h in straight.history]
     assert sum(losses[-6:]) < 0.95 * sum(losses[:6])  # it learns (24 steps: -10% to -25% here)
@@ -129,8 +113,8 @@ def test_training_on_the_device_learns_resumes_and_saves(arch, tmp_path):
         if log.step == 15:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        train_sae(_source(x_ND, 512), cfg, tcfg, ckpt_dir=tmp_path / "ckpt", on_step=crash)
-    resumed = train_sae(_source(x_ND, 512), cfg, tcfg, ckpt_dir=tmp_path / "ckpt")
+        train_sae(batch_source(x_ND, 512), cfg, tcfg, ckpt_dir=tmp_path / "ckpt", on_step=crash)
+    resumed = train_sae(batch_source(x_ND, 512), cfg, tcfg, ckpt_dir=tmp_path / "ckpt")
     assert resumed.history[0].step == 13  # from the step-12 checkpoint
     for name, v in straight.sae.state_dict().items():
         torch.testing.assert_close(resumed.sae.state_dict()[name], v, rtol=1e-3, atol=1e-4, msg=name)

@@ -13,6 +13,7 @@ from sae_core.sae.io import load_density, load_sae, save_sae
 from sae_core.sae.metrics import MetricAccumulator, shared_structure
 from sae_core.sae.sampled import latent_scores
 from sae_core.sae.training import TrainerConfig, train_sae
+from tests.conftest import batch_source
 
 
 def _cfg(arch, **kw):
@@ -239,19 +240,11 @@ def _planted(n, d_in=32, n_true=48, per_token=3, seed=0):
     return coef @ true, true
 
 
-def _source(x, batch):
-    def batches(seed):
-        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-        for s in range(0, x.shape[0] - batch + 1, batch):
-            yield x[perm[s:s + batch]]
-    return batches
-
-
 @pytest.mark.slow
 def test_batchtopk_recovers_planted_features():
     x, true = _planted(40_000)
     cfg = SAEConfig(arch="batchtopk", d_in=32, d_sae=96, k=3)
-    res = train_sae(_source(x, 512), cfg, TrainerConfig(total_tokens=512 * 1500, batch_size=512,
+    res = train_sae(batch_source(x, 512), cfg, TrainerConfig(total_tokens=512 * 1500, batch_size=512,
                                                        lr=3e-3, dead_tokens=20_000, seed=0))
     w = res.sae.W_dec.detach()
     best = (true @ (w / w.norm(dim=1, keepdim=True)).T).max(dim=1).values
@@ -323,7 +316,7 @@ def test_short_runs_on_heavy_tailed_token_norms_do_not_overshoot(arch):
     x = x * torch.exp(torch.randn(8192, 1, generator=torch.Generator().manual_seed(1)) * 0.7) + 3
     cfg = SAEConfig(arch=arch, d_in=32, d_sae=256, k=4, l=16.0)  # pool 64 of the 96 features
     tcfg = TrainerConfig(total_tokens=30 * 512, batch_size=512, lr=2e-3, warmup_steps=0, seed=0)
-    sae = train_sae(_source(x, 512), cfg, tcfg).sae
+    sae = train_sae(batch_source(x, 512), cfg, tcfg).sae
     acc = MetricAccumulator(256)
     with torch.no_grad():
         out = sae(x)
@@ -336,7 +329,7 @@ def test_short_runs_get_an_inference_threshold_that_keeps_l0_near_k(arch):
     """The training EMA lags the weights; calibration at the final weights fixes inference L0."""
     x, _ = _planted(30_000, seed=3)
     cfg = SAEConfig(arch=arch, d_in=32, d_sae=96, k=6, l=16)
-    res = train_sae(_source(x[:24_000], 512), cfg,
+    res = train_sae(batch_source(x[:24_000], 512), cfg,
                     TrainerConfig(total_tokens=512 * 40, batch_size=512, lr=3e-3, seed=0))
     l0 = (res.sae.encode(x[24_000:]) != 0).sum(-1).float().mean().item()
     assert l0 == pytest.approx(6, rel=0.2)
@@ -345,7 +338,7 @@ def test_short_runs_get_an_inference_threshold_that_keeps_l0_near_k(arch):
 def test_aux_k_runs_on_dead_latents_and_not_at_coefficient_zero():
     x, _ = _planted(8192, seed=2)
     cfg = SAEConfig(arch="sampled", d_in=32, d_sae=256, k=4, l=2.0)  # pool 8 of 256: most dead
-    runs = {c: train_sae(_source(x, 512), cfg, TrainerConfig(
+    runs = {c: train_sae(batch_source(x, 512), cfg, TrainerConfig(
         total_tokens=512 * 12, batch_size=512, lr=2e-3, dead_tokens=1024, aux_k_coeff=c, seed=0))
         for c in (1 / 32, 0.0)}
     assert runs[1 / 32].history[-1].dead_fraction > 0.5
@@ -359,17 +352,17 @@ def test_resume_is_exact_and_survives_a_corrupt_checkpoint(tmp_path, d_sae):
     cfg = SAEConfig(arch="sampled", d_in=32, d_sae=d_sae, k=4, l=2)
     tcfg = TrainerConfig(total_tokens=256 * 12, batch_size=256, checkpoint_every=3, seed=5,
                          dead_tokens=512)
-    straight = train_sae(_source(x, 256), cfg, tcfg).sae.state_dict()
+    straight = train_sae(batch_source(x, 256), cfg, tcfg).sae.state_dict()
 
     def crash(log, total):
         if log.step == 8:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        train_sae(_source(x, 256), cfg, tcfg, ckpt_dir=tmp_path, on_step=crash)
+        train_sae(batch_source(x, 256), cfg, tcfg, ckpt_dir=tmp_path, on_step=crash)
     newest = sorted(tmp_path.glob("step-*"))[-1]
     assert newest.name == "step-00000006"
     (newest / "state.safetensors").write_bytes(b"garbage")  # a corrupt newest checkpoint
-    resumed = train_sae(_source(x, 256), cfg, tcfg, ckpt_dir=tmp_path).sae.state_dict()
+    resumed = train_sae(batch_source(x, 256), cfg, tcfg, ckpt_dir=tmp_path).sae.state_dict()
     for k, v in straight.items():
         assert torch.equal(v, resumed[k]), k
 
@@ -379,9 +372,9 @@ def test_trainer_rejects_nan_and_width_mismatch():
     x[700, 3] = float("nan")
     cfg = SAEConfig(arch="topk", d_in=32, d_sae=64, k=4)
     with pytest.raises(SAECoreError, match="NaN or Inf"):
-        train_sae(_source(x, 256), cfg, TrainerConfig(total_tokens=1024, batch_size=256, seed=0))
+        train_sae(batch_source(x, 256), cfg, TrainerConfig(total_tokens=1024, batch_size=256, seed=0))
     with pytest.raises(SAECoreError, match="width mismatch"):
-        train_sae(_source(torch.randn(512, 20), 256), cfg, TrainerConfig(total_tokens=512, batch_size=256))
+        train_sae(batch_source(torch.randn(512, 20), 256), cfg, TrainerConfig(total_tokens=512, batch_size=256))
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu"])
@@ -408,7 +401,7 @@ def test_training_on_badly_scaled_activations_still_reconstructs():
     x, _ = _planted(2048, seed=2)
     x = x * 40 + 3  # far from unit scale
     cfg = SAEConfig(arch="topk", d_in=32, d_sae=64, k=3)
-    res = train_sae(_source(x, 256), cfg, TrainerConfig(total_tokens=256 * 60, batch_size=256, lr=3e-3))
+    res = train_sae(batch_source(x, 256), cfg, TrainerConfig(total_tokens=256 * 60, batch_size=256, lr=3e-3))
     out = res.sae(x[:512])
     fvu = (out.x_hat - x[:512]).pow(2).sum() / (x[:512] - x[:512].mean(0)).pow(2).sum()
     assert fvu < 0.7 and res.scale == pytest.approx(32 ** 0.5 / x[:256].norm(dim=1).mean().item(), rel=0.2)

@@ -107,8 +107,8 @@ class SAE(nn.Module):
 
     def forward(self, x_ND: torch.Tensor, pre_buf: torch.Tensor | None = None) -> ForwardOutput:
         """``activate`` then ``decode``, or the equivalent sparse kernels (``kernels.sae_forward``).
-        ``pre_buf``: scratch of at least ``[N, d_sae]`` for the fast path's pre-activations
-        (``out.pre`` is then a view of it, valid until the buffer's next use)."""
+        ``pre_buf``: scratch ``[rows, d_sae]`` for the fast path's pre-activations, used when
+        rows >= N (``out.pre`` is then a view of it, valid until the buffer's next use)."""
         return kernels.sae_forward(self, x_ND, pre_buf)
 
     # k-sparse architectures set ``sparse_rule`` while their rule keeps few latents per token and

@@ -128,9 +128,14 @@ def topk_row_indices(acts_NS: torch.Tensor, k: int) -> tuple[torch.Tensor, torch
     """``rows_M, cols_M`` of the positive entries among each row's k largest (the same
     ``torch.topk`` call as ``TopKSAE.activate`` on the same tensor, so ties resolve identically)."""
     vals_NK, idx_NK = acts_NS.topk(k, dim=-1, sorted=False)
+    return _positive_coords(vals_NK, idx_NK)
+
+
+def _positive_coords(vals_NK: torch.Tensor, cols_NK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows_M, cols_M`` (rows ascending) of the entries of per-row picks with a positive value."""
     keep_NK = vals_NK > 0
-    rows_NK = torch.arange(acts_NS.shape[0], device=acts_NS.device)[:, None].expand_as(idx_NK)
-    return rows_NK[keep_NK], idx_NK[keep_NK]
+    rows_NK = torch.arange(vals_NK.shape[0], device=vals_NK.device)[:, None].expand_as(cols_NK)
+    return rows_NK[keep_NK], cols_NK[keep_NK]
 
 
 def _block_width(n_cols: int, n_allowed: int, k: int) -> int:
@@ -139,10 +144,10 @@ def _block_width(n_cols: int, n_allowed: int, k: int) -> int:
     (n_cols/g block maxima, then k*g candidates). Blocks pay when the allowed columns are many:
     per row, the plain way costs a column gather and a top-k over ``n_allowed`` values (~6 units
     each), the blocked way a masking and block-max pass over all ``n_cols`` (~2 units each) and
-    top-k over n_cols/g + k*g values (~5.5 units each). Measured on the 2-core CPU (selection
-    from 1024 rows of [4096, d_sae] random pre-activations, row gather included; plain / blocked):
-    d_sae 16384, k 256: 20% allowed 59 / 90 ms, 50% 82 / 87, 70% 101 / 84, 92% 114 / 74;
-    d_sae 2048, k 64: 36% 7.3 / 11.7 ms, 70% 11.1 / 8.7, 92% 12.6 / 7.8. The model switches at
+    top-k over n_cols/g + k*g values (~5.5 units each). ``bench/sae_kernel_parts.py`` on the
+    2-core CPU (1024 of 4096 rows, row gather included; plain / blocked, ms):
+    d_sae 16384, k 256: 20% allowed 50 / 86, 50% 79 / 78, 70% 94 / 74, 92% 150 / 70;
+    d_sae 2048, k 64: 36% 6.4 / 9.8, 70% 11.3 / 10.4, 92% 13.7 / 9.3. The model switches at
     56% (large) and 68% (small) allowed."""
     if n_cols < 8 * k:
         return 1
@@ -176,17 +181,15 @@ def masked_topk_row_indices(acts_NS: torch.Tensor, cols_S: torch.Tensor, k: int,
         empty = torch.empty(0, dtype=torch.long, device=acts_NS.device)
         return empty, empty
     g = _block_width(s, allowed, k) if block is None else block
-    if -(-s // g) < k:  # fewer blocks than wanted values: nothing to prune
-        g = 1
-    if g == 1:  # gather the allowed columns, one top-k
+    n_blocks = -(-s // g)
+    if g == 1 or n_blocks < k:  # no blocks, or fewer than wanted values: gather, one top-k
         cols_D = cols_S.nonzero().squeeze(1)
         vals_NK, sub_NK = acts_NS.index_select(1, cols_D).topk(k, dim=-1, sorted=False)
         cols_NK = cols_D[sub_NK]
     else:
-        n_blocks = -(-s // g)
         masked_NS = acts_NS if inplace else acts_NS.clone()
-        # index_fill_ over the other columns and max_pool1d: ~5x and ~3x faster than masked_fill_
-        # and amax over [n, blocks, g] on the CPU (those two were half of this function's time)
+        # index_fill_ writes only the other columns, and max_pool1d is one kernel: masked_fill_
+        # and amax over [n, blocks, g] were half of this function's time on the CPU
         masked_NS.index_fill_(1, (~cols_S).nonzero().squeeze(1), float("-inf"))
         if n_blocks * g != s:  # pad the last block with -inf
             masked_NS = F.pad(masked_NS, (0, n_blocks * g - s), value=float("-inf"))
@@ -195,9 +198,7 @@ def masked_topk_row_indices(acts_NS: torch.Tensor, cols_S: torch.Tensor, k: int,
         cand_NC = (block_NK[:, :, None] * g + torch.arange(g, device=acts_NS.device)).reshape(n, -1)
         vals_NK, pick_NK = masked_NS.gather(1, cand_NC).topk(k, dim=-1, sorted=False)
         cols_NK = cand_NC.gather(1, pick_NK)
-    keep_NK = vals_NK > 0
-    rows_NK = torch.arange(n, device=acts_NS.device)[:, None].expand_as(cols_NK)
-    return rows_NK[keep_NK], cols_NK[keep_NK]
+    return _positive_coords(vals_NK, cols_NK)
 
 
 # --- autograd functions ------------------------------------------------------------------------
@@ -298,9 +299,10 @@ def sae_forward(sae, x_ND: torch.Tensor, pre_buf: torch.Tensor | None = None):
 
     Fast when the mode is "fast" and the SAE's current rule is k-sparse (``sae.sparse_rule``);
     then ``out.pre`` carries no graph and the gradient flows through ``out.codes``, and the
-    pre-activations are written into ``pre_buf`` (``[>= N, d_sae]``) when one is given: a fresh
+    pre-activations are written into ``pre_buf`` when one is given and has room for N rows: a fresh
     [N, d_sae] output is mapped and zeroed by the OS on every step, which made the encoder's
-    matmul ~1.8x slower ([4096, 128] x [128, 2048] on the 2-core CPU: 33 ms fresh, 18 ms reused).
+    matmul ~1.9x slower ([4096, 128] x [128, 2048] on the 2-core CPU: 25.5 ms fresh, 13.6 ms
+    reused; ``bench/sae_kernel_parts.py``).
     The plain path keeps pre in the autograd graph and ignores the buffer.
     """
     from sae_core.sae.base import ForwardOutput
@@ -310,7 +312,8 @@ def sae_forward(sae, x_ND: torch.Tensor, pre_buf: torch.Tensor | None = None):
         z_NS = sae.activate(pre_NS)
         return ForwardOutput(sae.decode(z_NS), z_NS, pre_NS)
     with torch.no_grad():
-        pre_NS = sae.pre_acts(x_ND, None if pre_buf is None else pre_buf[:x_ND.shape[0]])
+        fits = pre_buf is not None and pre_buf.shape[0] >= x_ND.shape[0]
+        pre_NS = sae.pre_acts(x_ND, pre_buf[:x_ND.shape[0]] if fits else None)
         rows_M, cols_M = sae.select_active(pre_NS)
     codes = sparse_codes(sae, x_ND, rows_M, cols_M, pre_NS)
     return ForwardOutput(decode_sparse(codes, sae.W_dec) + sae.b_dec, None, pre_NS, codes)

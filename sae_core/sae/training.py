@@ -329,7 +329,7 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
         x_ND = x_ND * scale
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, tcfg, lr)
-        out = sae(x_ND, pre_buf if pre_buf is not None and x_ND.shape[0] <= pre_buf.shape[0] else None)
+        out = sae(x_ND, pre_buf)
         mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
         extra = sae.extra_loss(out)
         dead_S = since_fired_S >= tcfg.dead_window
