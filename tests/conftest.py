@@ -25,11 +25,9 @@ def small_sweep(workspace, ls=(1.0, 4.0)):
 
 def batch_source(x_ND, batch):
     """A trainer batch source over ``x_ND``: a fresh seeded shuffle per epoch, full batches only."""
-    def batches(seed):
-        perm = torch.randperm(x_ND.shape[0], generator=torch.Generator().manual_seed(seed))
-        for s in range(0, x_ND.shape[0] - batch + 1, batch):
-            yield x_ND[perm[s:s + batch]]
-    return batches
+    from sae_core.sae.data import memory_batches
+
+    return memory_batches(x_ND, batch)
 
 
 def sae_state(cfg, seed, bias=0.3):

@@ -5,68 +5,52 @@ in the SAELens layout (``cfg.json``, ``sae_weights.safetensors``, ``sparsity.saf
 ``metrics.json`` (reconstruction, sparsity, shared structure and, when the model is available,
 downstream CE/KL recovered) and ``history.json`` (per-step training log).
 
-Evaluation tokens: the last ``eval_fraction`` of the store's rows are held out from training
-(stores are written in corpus order, so these come from documents the SAE never saw).
+Training and evaluation rows: ``sae_core.sae.data`` (the store's last tenth is held out; stores
+too large for the memory budget are streamed from disk).
 """
 from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import asdict
+from typing import Callable, Iterable
 
 import torch
 
-from sae_core.activations import ActivationStore, iter_batches
+from sae_core.activations import ActivationStore
 from sae_core.io import atomic_write_json
 from sae_core.sae.base import SAE
 from sae_core.sae.config import SAEConfig
+from sae_core.sae.data import Split, open_split
 from sae_core.sae.io import save_sae
 from sae_core.sae.metrics import MetricAccumulator, shared_structure
 from sae_core.sae.training import StepLog, TrainerConfig, train_sae
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SplitStore:
-    """Training rows and held-out evaluation rows of one store, in memory (small stores)."""
-    train_ND: torch.Tensor
-    eval_ND: torch.Tensor
-
-    @classmethod
-    def from_store(cls, store: ActivationStore, eval_fraction: float = 0.1) -> "SplitStore":
-        acts = store.read_all()
-        n_eval = max(1, int(acts.shape[0] * eval_fraction))
-        return cls(acts[:-n_eval], acts[-n_eval:])
-
-    def batches(self, batch_size: int) -> Callable[[int], object]:
-        def source(seed: int):
-            perm = torch.randperm(self.train_ND.shape[0], generator=torch.Generator().manual_seed(seed))
-            for s in range(0, perm.shape[0] - batch_size + 1, batch_size):
-                yield self.train_ND[perm[s:s + batch_size]]
-        return source
+EVAL_BATCH = 4096
 
 
 @torch.no_grad()
-def evaluate_sae(sae: SAE, eval_ND: torch.Tensor, batch_size: int = 4096) -> dict:
-    """Reconstruction and sparsity metrics at inference, shared structure under the training rule."""
+def evaluate_sae(sae: SAE, batches: Iterable[torch.Tensor], batch_size: int = EVAL_BATCH) -> dict:
+    """Reconstruction and sparsity metrics at inference over the held-out ``batches`` (of
+    ``batch_size`` rows, the last may be smaller), shared structure under the training rule."""
     sae.eval()
     acc = MetricAccumulator(sae.cfg.d_sae)
-    shared = []
-    for s in range(0, eval_ND.shape[0], batch_size):
-        x = eval_ND[s:s + batch_size].to(sae.device)
+    shared, n_rows = [], 0
+    for x in batches:
+        x = x.to(sae.device)
         out = sae(x)
         acc.update(x, out.x_hat, out.z)
-        if x.shape[0] == batch_size or s == 0:
+        if x.shape[0] == batch_size or n_rows == 0:
             z_batch = sae.encode_batch_rule(x) if hasattr(sae, "encode_batch_rule") else out.z
             shared.append(shared_structure(z_batch, sae.cfg.k))
+        n_rows += x.shape[0]
     distinct, overlap, top_mass = (sum(v) / len(shared) for v in zip(*shared))
     density = acc.density()
     return {**acc.result().to_json(), "distinct_latents_per_batch": distinct,
             "pairwise_overlap": overlap, "top_mass_fraction": top_mass,
-            "eval_tokens": int(eval_ND.shape[0]), "log10_density": torch.log10(density.clamp_min(1e-10))}
+            "eval_tokens": n_rows, "log10_density": torch.log10(density.clamp_min(1e-10))}
 
 
 def sae_run_name(acts: Artifact, cfg: SAEConfig, tcfg: TrainerConfig) -> str:
@@ -75,16 +59,16 @@ def sae_run_name(acts: Artifact, cfg: SAEConfig, tcfg: TrainerConfig) -> str:
 
 
 def train_to_workspace(ws: Workspace, acts: Artifact, cfg: SAEConfig, tcfg: TrainerConfig, *,
-                       split: SplitStore | None = None, model=None,
+                       split: Split | None = None, model=None,
                        on_step: Callable[[StepLog, int], None] | None = None) -> Artifact:
     """Train ``cfg`` on the activation artifact ``acts`` and register the SAE (idempotent)."""
     name = sae_run_name(acts, cfg, tcfg)
     if (existing := ws.get("sae", name)) is not None:
         return existing
-    split = split or SplitStore.from_store(ActivationStore.open(acts.path))
+    split = split or open_split(ActivationStore.open(acts.path))
     ckpt = ws.root / ".checkpoints" / name
     result = train_sae(split.batches(tcfg.batch_size), cfg, tcfg, ckpt_dir=ckpt, on_step=on_step)
-    metrics = evaluate_sae(result.sae, split.eval_ND)
+    metrics = evaluate_sae(result.sae, split.eval_batches(EVAL_BATCH), EVAL_BATCH)
     log10_density = metrics.pop("log10_density")
     if model is not None and acts.hook:
         from sae_core.sae.splice import downstream_metrics, eval_tokens

@@ -1,8 +1,8 @@
 """The l-sweep: one Sampled-SAE per (l, scoring rule), plus BatchTopK and TopK references.
 
-Every SAE of a sweep trains on the same activations, read from disk once and held in memory
-(``SplitStore``), with the same seed and batches, so differences between rows come from the
-architecture alone. The sweep artifact holds ``table.json`` / ``table.csv`` (one row per SAE:
+Every SAE of a sweep trains on the same activations (read from disk once and held in memory when
+they fit the memory budget, else streamed: ``sae_core.sae.data``), with the same seed and batches,
+so differences between rows come from the architecture alone. The sweep artifact holds ``table.json`` / ``table.csv`` (one row per SAE:
 its settings, metrics and the name of its ``sae`` artifact).
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from sae_core.activations import ActivationStore
 from sae_core.errors import SAECoreError
 from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
 from sae_core.sae.config import SAEConfig
-from sae_core.sae.runs import SplitStore, train_to_workspace
+from sae_core.sae.data import open_split
+from sae_core.sae.runs import train_to_workspace
 from sae_core.sae.training import StepLog, TrainerConfig
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
@@ -65,7 +66,7 @@ def run_sweep(ws: Workspace, acts: Artifact, sc: SweepConfig, *, model=None,
     if (existing := ws.get("sweep", name)) is not None:
         return existing
     store = ActivationStore.open(acts.path)
-    split = SplitStore.from_store(store)
+    split = open_split(store)
     cfgs = sc.sae_configs(store.d, acts.model or "", acts.hook or "")
     rows = []
     for i, cfg in enumerate(cfgs):

@@ -104,7 +104,9 @@ class TrainResult(NamedTuple):
     scale: float
 
 
-BatchSource = Callable[[int], Iterator[torch.Tensor]]  # epoch seed -> batches of raw activations
+# epoch seed -> batches of raw activations; an ``EpochBatches`` (sae_core.sae.data) also takes the
+# batch to start from and says how many batches an epoch has, so a resumed run reads nothing twice
+BatchSource = Callable[[int], Iterator[torch.Tensor]]
 
 
 def geometric_median(x_ND: torch.Tensor, iters: int = 30, eps: float = 1e-6) -> torch.Tensor:
@@ -249,17 +251,26 @@ def _lr_at(step: int, tcfg: TrainerConfig, base: float) -> float:
     return base
 
 
-def _endless(batches: BatchSource, seed: int) -> Iterator[torch.Tensor]:
-    """Batches forever: epoch e is ``batches(seed + e)`` (a new shuffle each epoch)."""
-    epoch = 0
+def _endless(batches: BatchSource, seed: int, skip: int = 0) -> Iterator[torch.Tensor]:
+    """Batches forever, from the ``skip``-th on: epoch e is ``batches(seed + e)`` (a new shuffle
+    each epoch). A source with ``per_epoch`` skips by arithmetic; any other is read and dropped."""
+    per_epoch = getattr(batches, "per_epoch", None)
+    if per_epoch == 0:
+        raise SAECoreError("the activation source has fewer rows than one batch; harvest more "
+                           "tokens or lower the batch size")
+    epoch, start = divmod(skip, per_epoch) if per_epoch else (0, 0)
+    drop = 0 if per_epoch else skip
     while True:
         empty = True
-        for x in batches(seed + epoch):
+        for x in (batches(seed + epoch, start) if per_epoch else batches(seed + epoch)):
             empty = False
+            if drop:
+                drop -= 1
+                continue
             yield x
-        if empty:
+        if empty and not start:
             raise SAECoreError("the activation source yielded no batches; is the store empty?")
-        epoch += 1
+        epoch, start = epoch + 1, 0
 
 
 def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
@@ -294,8 +305,9 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
         opt.load_state_dict(resumed.opt_state)
         torch.set_rng_state(resumed.rng_state)
         start, scale, since_fired_S = resumed.step, resumed.scale, resumed.tokens_since_fired.to(device)
-        for _ in range(start):  # the batch stream is a pure function of the seed: skip what was used
-            first_ND = next(data).to(device)
+        # the batch stream is a pure function of the seed: skip what was used
+        data = _endless(batches, tcfg.seed, skip=start)
+        first_ND = next_batch()
     else:
         start, scale = 0, estimate_scale(first_ND)
         sample_ND = first_ND[:4096] * scale
