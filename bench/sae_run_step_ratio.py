@@ -21,9 +21,8 @@ calibrates while the others still step) are left out.
 
 Prints, per configuration, the mean and median step time over the kept steps, the median of the
 per-step ratio to BatchTopK's step at the same index, the dead fraction at the end and the
-held-out FVU; writes ``bench/results/sae_run_step_ratio.json``. The FVU is indicative only: the
-trainers share the process's global torch RNG (AuxK's token draws), so it moves a little with
-the turn pattern; ``sae_throughput.py`` gives each trainer's reproducible FVU.
+held-out FVU; writes ``bench/results/sae_run_step_ratio.json``. Each run draws from its own
+generator (``training._Run``), so the turn pattern does not change what a trainer computes.
 """
 from __future__ import annotations
 

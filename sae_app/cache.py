@@ -167,7 +167,7 @@ def sweep_table(path: str, created: float) -> pd.DataFrame:
 
 
 def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, sweep_kwargs: dict,
-              on_run=None) -> Artifact:
+              on_progress=None) -> Artifact:
     """Harvest (or reuse) activations, then run the l-sweep with the cached model (under its lock)."""
     from sae_core.activations import harvest_to_workspace
     from sae_core.sae.sweep import SweepConfig, run_sweep as _run
@@ -177,7 +177,7 @@ def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, s
     sc = SweepConfig(**sweep_kwargs)
     with _model_lock(model_name):
         acts = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens_harvest, model=model)
-        art = _run(ws, acts, sc, model=model, on_run=on_run)
+        art = _run(ws, acts, sc, model=model, on_progress=on_progress)
     list_artifacts.clear()
     return art
 

@@ -43,14 +43,16 @@ def _friendly(fn):
 
 
 class _Bar:
-    """A tqdm bar fed by the library's ``on_progress(done, total)`` callbacks."""
+    """A tqdm bar fed by the library's ``on_progress(done, total[, text])`` callbacks."""
 
     def __init__(self, desc: str, unit: str = "tok"):
         self.bar = tqdm(desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True)
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, text: str = "") -> None:
         self.bar.total = total
         self.bar.n = done
+        if text:
+            self.bar.set_postfix_str(text, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -229,10 +231,9 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
                      references=tuple(r.strip() for r in references.split(",") if r.strip()),
                      tokens=tokens, batch_size=batch_size, seed=seed)
 
-    def on_run(i, n, cfg):
-        label = f"{cfg.arch} l={cfg.l:g} {cfg.scoring}" if cfg.arch == "sampled" else cfg.arch
-        return _StepBar(f"{i + 1}/{n} {label}")
-    result = run_sweep(ws, art, sc, model=lm, on_run=on_run)
+    bar = _Bar(f"sweep ({len(sc.ls) * len(sc.scorings) + len(sc.references)} SAEs in lockstep)", unit="step")
+    result = run_sweep(ws, art, sc, model=lm, on_progress=bar)
+    bar.close()
     typer.echo(f"sweep/{result.name}: {result.meta['n_saes']} SAEs -> {result.path / 'table.csv'}")
 
 

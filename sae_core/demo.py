@@ -38,11 +38,8 @@ def _demo_sweep(ws: Workspace, on_progress: Progress | None) -> Artifact:
     acts = _harvest_demo_activations(ws, None)  # already built by the step before: returns at once
     sc = SweepConfig(**DEMO_SWEEP)
 
-    def on_run(i, n, cfg):
-        if on_progress is None:
-            return None
-        return lambda log, total: on_progress(i * total + log.step, n * total)
-    return run_sweep(ws, acts, sc, model=load_model(DEMO_MODEL), on_run=on_run)
+    return run_sweep(ws, acts, sc, model=load_model(DEMO_MODEL),
+                     on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))
 
 
 DEMO_INDEX = dict(n_tokens=50_000)

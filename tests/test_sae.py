@@ -2,6 +2,7 @@
 and the SAELens on-disk layout."""
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -365,6 +366,55 @@ def test_resume_is_exact_and_survives_a_corrupt_checkpoint(tmp_path, d_sae):
     resumed = train_sae(batch_source(x, 256), cfg, tcfg, ckpt_dir=tmp_path).sae.state_dict()
     for k, v in straight.items():
         assert torch.equal(v, resumed[k]), k
+
+
+def _lockstep_cfgs():
+    # d_sae 64 and 1024 against batches of 256: the data init looks ahead 0 and 3 batches;
+    # pool_rule="sample" draws pools from the run's own generator
+    return [SAEConfig(arch="sampled", d_in=32, d_sae=1024, k=4, l=2, pool_rule="sample"),
+            SAEConfig(arch="batchtopk", d_in=32, d_sae=64, k=4),
+            SAEConfig(arch="topk", d_in=32, d_sae=256, k=4)]
+
+
+def test_lockstep_training_matches_training_alone_and_leaves_the_global_rng():
+    from sae_core.sae.training import train_many
+
+    x, _ = _planted(4096, seed=3)
+    tcfg = TrainerConfig(total_tokens=256 * 10, batch_size=256, seed=4, dead_tokens=512)
+    before = torch.get_rng_state()
+    together = train_many(batch_source(x, 256), _lockstep_cfgs(), tcfg)
+    assert torch.equal(torch.get_rng_state(), before)  # training draws from its runs' generators only
+    for cfg, res in zip(_lockstep_cfgs(), together):
+        alone = train_sae(batch_source(x, 256), cfg, tcfg)
+        assert [h.loss for h in res.history] == [h.loss for h in alone.history]
+        for name, v in alone.sae.state_dict().items():
+            assert torch.equal(res.sae.state_dict()[name], v), (cfg.arch, name)
+    assert any(h.aux > 0 for h in together[0].history)  # AuxK (and its row draws) ran
+
+
+def test_lockstep_resumes_at_the_newest_step_every_run_has(tmp_path):
+    """A crash between two runs' saves: one run has step 6, the others stop at 3; all resume at 3."""
+    from sae_core.sae.training import train_many
+
+    x, _ = _planted(4096, seed=3)
+    tcfg = TrainerConfig(total_tokens=256 * 10, batch_size=256, seed=4, dead_tokens=512, checkpoint_every=3)
+    dirs = [tmp_path / str(i) for i in range(3)]
+    straight = train_many(batch_source(x, 256), _lockstep_cfgs(), tcfg)
+
+    def crash(log, total):
+        if log.step == 8:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_many(batch_source(x, 256), _lockstep_cfgs(), tcfg, ckpt_dirs=dirs, on_steps=[None, crash, None])
+    for d in dirs[1:]:  # as if the crash came right after the first run saved step 6
+        shutil.rmtree(d / "step-00000006")
+    steps = []
+    resumed = train_many(batch_source(x, 256), _lockstep_cfgs(), tcfg, ckpt_dirs=dirs,
+                         on_steps=[lambda log, total: steps.append(log.step), None, None])
+    assert steps[0] == 4
+    for a, b in zip(straight, resumed):
+        for name, v in a.sae.state_dict().items():
+            assert torch.equal(b.sae.state_dict()[name], v), name
 
 
 def test_trainer_rejects_nan_and_width_mismatch():

@@ -22,12 +22,10 @@ with st.expander("Run a new sweep", expanded=False):
     rules = st.multiselect("scoring rules", ["l2", "entropy"], default=["l2", "entropy"], key="sw_rules")
     if st.button("Run sweep", type="primary", disabled=not sel.ready, key="sw_run"):
         def sweep(bar):
-            def on_run(i, n, cfg):
-                label = f"l={cfg.l:g} ({cfg.scoring})" if cfg.arch == "sampled" else cfg.arch
-                return lambda log, total: bar.progress((i + log.step / total) / n,
-                                                       text=f"SAE {i + 1}/{n}: {label}, step {log.step}/{total}")
             return cache.run_sweep(sel.workspace_root, sel.model_name, sel.hook,
-                                   n_tokens_harvest=int(harvest_tokens), on_run=on_run, sweep_kwargs=dict(
+                                   n_tokens_harvest=int(harvest_tokens),
+                                   on_progress=lambda done, total, text: bar.progress(done / total, text=text),
+                                   sweep_kwargs=dict(
                                        k=int(k), d_sae=int(d_sae), ls=tuple(float(v) for v in ls),
                                        scorings=tuple(rules), tokens=int(tokens)))
         jobs.run_job("Running the sweep…", sweep, select_key="sw_sweep")

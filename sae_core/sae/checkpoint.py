@@ -72,9 +72,12 @@ def save_checkpoint(ckpt_root: Path, st: TrainState, config: dict) -> Path:
     return final
 
 
-def load_latest_checkpoint(ckpt_root: Path, config: dict) -> TrainState | None:
-    """The newest readable checkpoint made with ``config``; corrupt ones are skipped with a warning."""
+def load_latest_checkpoint(ckpt_root: Path, config: dict, at_most: int | None = None) -> TrainState | None:
+    """The newest readable checkpoint made with ``config`` (at step ``at_most`` or earlier, when
+    given); corrupt ones are skipped with a warning."""
     candidates = sorted(Path(ckpt_root).glob("step-*"), reverse=True)
+    if at_most is not None:
+        candidates = [c for c in candidates if c.name[5:].isdigit() and int(c.name[5:]) <= at_most]
     errors = []
     for ckpt in candidates:
         try:

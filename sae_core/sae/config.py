@@ -68,6 +68,11 @@ class SAEConfig:
         """Sampled-SAE pool size K*l, clamped to d_sae (where it equals plain BatchTopK)."""
         return min(self.d_sae, max(self.k, round(self.k * self.l)))
 
+    @property
+    def label(self) -> str:
+        """A short name for progress text and legends: ``sampled l=4 l2``, ``batchtopk``."""
+        return f"{self.arch} l={self.l:g} {self.scoring}" if self.arch == "sampled" else self.arch
+
     def to_json(self) -> dict:
         return asdict(self)
 

@@ -24,7 +24,7 @@ from sae_core.sae.config import SAEConfig
 from sae_core.sae.data import Split, open_split
 from sae_core.sae.io import save_sae
 from sae_core.sae.metrics import MetricAccumulator, shared_structure
-from sae_core.sae.training import StepLog, TrainerConfig, train_sae
+from sae_core.sae.training import StepLog, TrainerConfig, TrainResult, train_many
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,49 @@ def train_to_workspace(ws: Workspace, acts: Artifact, cfg: SAEConfig, tcfg: Trai
                        split: Split | None = None, model=None,
                        on_step: Callable[[StepLog, int], None] | None = None) -> Artifact:
     """Train ``cfg`` on the activation artifact ``acts`` and register the SAE (idempotent)."""
-    name = sae_run_name(acts, cfg, tcfg)
-    if (existing := ws.get("sae", name)) is not None:
-        return existing
-    split = split or open_split(ActivationStore.open(acts.path))
-    ckpt = ws.root / ".checkpoints" / name
-    result = train_sae(split.batches(tcfg.batch_size), cfg, tcfg, ckpt_dir=ckpt, on_step=on_step)
+    return train_all_to_workspace(ws, acts, [cfg], tcfg, split=split, model=model, on_steps=[on_step])[0]
+
+
+def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig], tcfg: TrainerConfig, *,
+                           split: Split | None = None, model=None,
+                           on_steps: list[Callable[[StepLog, int], None] | None] | None = None,
+                           on_progress: Callable[[int, int, str], None] | None = None) -> list[Artifact]:
+    """Train the SAEs of ``cfgs`` that the workspace lacks in lockstep (one pass over the data:
+    ``train_many``), then evaluate and register each; returns every configuration's artifact, in
+    order. A crashed group resumes from its checkpoints. ``on_steps``: the trainer's callback per
+    configuration; ``on_progress(done, total, text)``: the group's steps, then one unit per
+    evaluation."""
+    names = [sae_run_name(acts, cfg, tcfg) for cfg in cfgs]
+    todo = [i for i, name in enumerate(names) if ws.get("sae", name) is None]
+    on_steps = list(on_steps or [None] * len(cfgs))
+    total = tcfg.steps + len(todo)
+    if todo:
+        split = split or open_split(ActivationStore.open(acts.path))
+        if on_progress:
+            first, inner = todo[0], on_steps[todo[0]]
+
+            def on_first(log: StepLog, steps: int) -> None:
+                if inner:
+                    inner(log, steps)
+                on_progress(log.step, total, f"training {len(todo)} SAE(s): step {log.step}/{steps}")
+            on_steps[first] = on_first
+        ckpts = [ws.root / ".checkpoints" / names[i] for i in todo]
+        results = train_many(split.batches(tcfg.batch_size), [cfgs[i] for i in todo], tcfg,
+                             ckpt_dirs=ckpts, on_steps=[on_steps[i] for i in todo])
+        for j, (i, result, ckpt) in enumerate(zip(todo, results, ckpts)):
+            if on_progress:
+                on_progress(tcfg.steps + j, total, f"evaluating SAE {j + 1}/{len(todo)} ({cfgs[i].label})")
+            _register(ws, acts, names[i], cfgs[i], tcfg, result, split, model)
+            shutil.rmtree(ckpt, ignore_errors=True)
+    if on_progress:
+        on_progress(total, total, "done")
+    return [ws.get("sae", name) for name in names]
+
+
+def _register(ws: Workspace, acts: Artifact, name: str, cfg: SAEConfig, tcfg: TrainerConfig,
+              result: TrainResult, split: Split, model) -> None:
+    """Evaluate a trained SAE (held-out rows; downstream losses when the model is given) and write
+    its artifact."""
     metrics = evaluate_sae(result.sae, split.eval_batches(EVAL_BATCH), EVAL_BATCH)
     log10_density = metrics.pop("log10_density")
     if model is not None and acts.hook:
@@ -83,5 +120,3 @@ def train_to_workspace(ws: Workspace, acts: Artifact, cfg: SAEConfig, tcfg: Trai
         save_sae(result.sae, d, log10_density=log10_density)
         atomic_write_json(d / "metrics.json", metrics)
         atomic_write_json(d / "history.json", [h._asdict() for h in result.history])
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return ws.get("sae", name)

@@ -108,20 +108,28 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str) -> torch.Tensor:
     return torch.where(has_mass_S, entropy_S, torch.full_like(entropy_S, float("-inf")))
 
 
-def select_pool(scores_S: torch.Tensor, pool_size: int, rule: str) -> torch.Tensor:
-    """Indices ``[pool_size]`` of the pool (see module doc)."""
+def select_pool(scores_S: torch.Tensor, pool_size: int, rule: str,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices ``[pool_size]`` of the pool (see module doc). ``generator``: the draw's RNG for
+    ``rule="sample"`` (None: torch's global one); its device may differ from the scores'."""
     if rule == "top":
         return scores_S.topk(pool_size, sorted=False).indices
     weights_S = torch.nan_to_num(scores_S, neginf=0.0).clamp_min(0.0)
     # A tiny floor lets the draw complete when fewer than pool_size latents have any mass.
     weights_S = weights_S + 1e-12 * (weights_S.max() + 1e-12)
-    return torch.multinomial(weights_S, pool_size, replacement=False)
+    if generator is None or generator.device == weights_S.device:
+        return torch.multinomial(weights_S, pool_size, replacement=False, generator=generator)
+    return torch.multinomial(weights_S.to(generator.device), pool_size, replacement=False,
+                             generator=generator).to(weights_S.device)
 
 
 class SampledSAE(BatchTopKSAE):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.register_buffer("pool_freq", torch.zeros(cfg.d_sae, dtype=self.W_enc.dtype))
+        # the trainer's own RNG for pool_rule="sample" (a CPU generator, whose state checkpoints
+        # keep, so a resumed run draws the same pools on any device); None: torch's global RNG
+        self.pool_generator: torch.Generator | None = None
 
     def inference_pool(self) -> torch.Tensor:
         """Boolean ``[d_sae]``: the K*l latents most often in the training pool."""
@@ -161,7 +169,8 @@ class SampledSAE(BatchTopKSAE):
         """Indices ``[K*l]`` of this batch's pool, scored on relu(acts) (``acts`` may be pre or
         relu(pre)); in training, also updates ``pool_freq``."""
         cfg = self.cfg
-        pool_P = select_pool(latent_scores(acts_NS, cfg.scoring), cfg.pool_size, cfg.pool_rule)
+        pool_P = select_pool(latent_scores(acts_NS, cfg.scoring), cfg.pool_size, cfg.pool_rule,
+                             self.pool_generator)
         # Ascending latent order: gathering sorted columns is faster (memory order), and ties at
         # the BatchTopK cut then go to the lowest (token, latent), whatever order topk returned.
         pool_P = pool_P.sort().values

@@ -1,9 +1,11 @@
 """The l-sweep: one Sampled-SAE per (l, scoring rule), plus BatchTopK and TopK references.
 
-Every SAE of a sweep trains on the same activations (read from disk once and held in memory when
-they fit the memory budget, else streamed: ``sae_core.sae.data``), with the same seed and batches,
-so differences between rows come from the architecture alone. The sweep artifact holds ``table.json`` / ``table.csv`` (one row per SAE:
-its settings, metrics and the name of its ``sae`` artifact).
+Every SAE of a sweep trains on the same batches with the same seed, so differences between rows
+come from the architecture alone. They train in lockstep (``train_many``): each batch is read once
+and every SAE steps on it, so a store streamed from disk (``sae_core.sae.data``) is read once per
+epoch for the whole sweep, not once per SAE. Each SAE ends exactly as it would alone, so finished
+ones are reused by later sweeps. The sweep artifact holds ``table.json`` / ``table.csv`` (one row
+per SAE: its settings, metrics and the name of its ``sae`` artifact).
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from sae_core.errors import SAECoreError
 from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
 from sae_core.sae.config import SAEConfig
 from sae_core.sae.data import open_split
-from sae_core.sae.runs import train_to_workspace
-from sae_core.sae.training import StepLog, TrainerConfig
+from sae_core.sae.runs import train_all_to_workspace
+from sae_core.sae.training import TrainerConfig
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 REFERENCE_ARCHS = ("batchtopk", "topk")
@@ -59,19 +61,19 @@ class SweepConfig:
 
 
 def run_sweep(ws: Workspace, acts: Artifact, sc: SweepConfig, *, model=None,
-              on_run: Callable[[int, int, SAEConfig], Callable[[StepLog, int], None] | None] | None = None
-              ) -> Artifact:
-    """Train every SAE of the sweep (reusing finished ones) and register the sweep's table."""
+              on_progress: Callable[[int, int, str], None] | None = None) -> Artifact:
+    """Train every SAE of the sweep in lockstep, one pass over the data (reusing finished ones),
+    and register the sweep's table. ``on_progress(done, total, text)``: see
+    ``train_all_to_workspace``."""
     name = artifact_name(acts.model or "acts", acts.hook, {"acts": acts.name, "sweep": asdict(sc)})
     if (existing := ws.get("sweep", name)) is not None:
         return existing
     store = ActivationStore.open(acts.path)
-    split = open_split(store)
     cfgs = sc.sae_configs(store.d, acts.model or "", acts.hook or "")
+    saes = train_all_to_workspace(ws, acts, cfgs, sc.trainer(), split=open_split(store), model=model,
+                                  on_progress=on_progress)
     rows = []
-    for i, cfg in enumerate(cfgs):
-        on_step = on_run(i, len(cfgs), cfg) if on_run else None
-        sae_art = train_to_workspace(ws, acts, cfg, sc.trainer(), split=split, model=model, on_step=on_step)
+    for cfg, sae_art in zip(cfgs, saes):
         metrics = read_json(sae_art.path / "metrics.json")
         rows.append({"arch": cfg.arch, "l": cfg.l if cfg.arch == "sampled" else None,
                      "scoring": cfg.scoring if cfg.arch == "sampled" else None,

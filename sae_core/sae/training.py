@@ -137,7 +137,8 @@ def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S, rows_R=None) -> torch
 
 
 @torch.no_grad()
-def init_decoder_from_data(sae: SAE, x_ND: torch.Tensor, noise: float = 0.5) -> None:
+def init_decoder_from_data(sae: SAE, x_ND: torch.Tensor, noise: float = 0.5,
+                           generator: torch.Generator | None = None) -> None:
     """Point each decoder row at a random data row: W_dec[i] = unit(unit(x_j - b_dec) + noise * g/sqrt(d)),
     g Gaussian, rows j of ``x_ND`` distinct (drawn with replacement only when there are fewer rows
     than latents); then W_enc = W_dec^T.
@@ -145,15 +146,16 @@ def init_decoder_from_data(sae: SAE, x_ND: torch.Tensor, noise: float = 0.5) -> 
     Why: random unit rows mostly point where the data has little variance, so under a batch-wide
     top-k they never win a slot and die before AuxK can revive them; rows drawn from the data start
     with a large activation on at least the tokens like the one they came from. The noise keeps
-    rows drawn from the same data row apart. Uses the global torch RNG (seeded by the trainer).
+    rows drawn from the same data row apart. Draws from ``generator`` (a CPU one; None: torch's
+    global RNG), so the result does not depend on the device.
     """
     n, d = x_ND.shape
     S = sae.cfg.d_sae
-    rows = (torch.randperm(n, device=x_ND.device)[:S] if n >= S
-            else torch.randint(n, (S,), device=x_ND.device))
+    rows = (torch.randperm(n, generator=generator)[:S] if n >= S
+            else torch.randint(n, (S,), generator=generator)).to(x_ND.device)
     dirs = x_ND[rows] - sae.b_dec
     dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    dirs = dirs + noise * torch.randn_like(dirs) / math.sqrt(d)
+    dirs = dirs + noise * torch.randn(dirs.shape, generator=generator, dtype=dirs.dtype).to(dirs.device) / math.sqrt(d)
     sae.W_dec.copy_(dirs.to(sae.W_dec.dtype))
     sae.normalize_decoder()
     sae.W_enc.copy_(sae.W_dec.T)
@@ -235,11 +237,11 @@ def _check_finite(x_ND: torch.Tensor, step: int) -> None:
                                   "of the batch); clean the activations before training")
 
 
-def _aux_rows(n: int, fraction: float, device) -> torch.Tensor | None:
+def _aux_rows(n: int, fraction: float, device, generator: torch.Generator) -> torch.Tensor | None:
     """A random ``fraction`` of a batch's rows, ascending (memory order), for AuxK; None = all."""
     r = max(1, round(n * fraction))
-    # drawn on the CPU generator, whose state the checkpoints keep (resume stays exact on CUDA)
-    return None if r >= n else torch.randperm(n)[:r].sort().values.to(device)
+    # drawn on the run's CPU generator, whose state the checkpoints keep (resume stays exact on CUDA)
+    return None if r >= n else torch.randperm(n, generator=generator)[:r].sort().values.to(device)
 
 
 def _lr_at(step: int, tcfg: TrainerConfig, base: float) -> float:
@@ -273,6 +275,113 @@ def _endless(batches: BatchSource, seed: int, skip: int = 0) -> Iterator[torch.T
         epoch, start = epoch + 1, 0
 
 
+class _Run:
+    """One SAE under training: weights, Adam, its own RNG, dead counters, log and checkpoints.
+
+    The RNG is a CPU generator seeded with the trainer's seed; it draws the initial weights, the
+    data rows of the decoder init, AuxK's rows and the Sampled-SAE's sampled pools, and the
+    checkpoints keep its state. So a run depends on its own configuration and the batches alone:
+    the same whether it trains alone or beside others (``train_many``), on any device.
+    """
+
+    def __init__(self, cfg: SAEConfig, tcfg: TrainerConfig, device: torch.device,
+                 ckpt_dir: Path | None, on_step: Callable[[StepLog, int], None] | None):
+        self.cfg, self.tcfg, self.device = cfg, tcfg, device
+        self.ckpt_dir, self.on_step = ckpt_dir, on_step
+        self.gen = torch.Generator().manual_seed(tcfg.seed)
+        with torch.random.fork_rng(devices=[]):  # creation draws from the global RNG: leave it as it was
+            self.sae = create_sae(cfg)
+        self.sae.reset_parameters(self.gen)
+        self.sae.to(device)
+        if hasattr(self.sae, "pool_generator"):
+            self.sae.pool_generator = self.gen
+        self.lr = tcfg.lr_for(cfg.d_sae)
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=self.lr, betas=(0.9, 0.999))
+        self.config_key = {"sae": cfg.to_json(), "trainer": asdict(tcfg)}
+        self.since_fired_S = torch.zeros(cfg.d_sae, device=device)
+        self.history: list[StepLog] = []
+        # one pre-activation buffer for every step of the sparse kernels (see kernels.sae_forward:
+        # fresh ones cost page faults); dense rules keep pre in the autograd graph instead
+        self.pre_buf = (torch.empty(tcfg.batch_size, cfg.d_sae, device=device, dtype=self.sae.W_enc.dtype)
+                        if self.sae.sparse_rule else None)
+
+    def checkpoint(self, at_most: int | None = None) -> TrainState | None:
+        return load_latest_checkpoint(self.ckpt_dir, self.config_key, at_most) if self.ckpt_dir else None
+
+    def load(self, st: TrainState) -> None:
+        self.sae.load_state_dict(st.sae_state)
+        self.opt.load_state_dict(st.opt_state)
+        self.gen.set_state(st.rng_state)
+        self.since_fired_S = st.tokens_since_fired.to(self.device)
+
+    @torch.no_grad()
+    def init(self, sample_ND: torch.Tensor, init_rows_ND: torch.Tensor | None) -> None:
+        """b_dec, the decoder directions (from ``init_rows`` when given) and the encoder's scale,
+        from scaled activations."""
+        self.sae.b_dec.copy_(geometric_median(sample_ND))
+        if init_rows_ND is not None:
+            init_decoder_from_data(self.sae, init_rows_ND, generator=self.gen)
+        enc_scale = fit_encoder_scale(self.sae, sample_ND)
+        log.info("initial encoder scale %.3g (least-squares fit on the first batch)", enc_scale)
+
+    def step(self, step: int, x_ND: torch.Tensor) -> StepLog:
+        """One training step on the scaled batch ``x_ND``."""
+        sae, tcfg = self.sae, self.tcfg
+        sae.train()
+        for group in self.opt.param_groups:
+            group["lr"] = _lr_at(step, tcfg, self.lr)
+        out = sae(x_ND, self.pre_buf)
+        mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
+        extra = sae.extra_loss(out)
+        dead_S = self.since_fired_S >= tcfg.dead_window
+        if self.cfg.arch == "relu" or tcfg.aux_k_coeff == 0 or not bool(dead_S.any()):
+            aux = mse.new_zeros(())
+        else:
+            rows_R = _aux_rows(x_ND.shape[0], tcfg.aux_fraction, self.device, self.gen)
+            aux = aux_k_loss(sae, x_ND, out, dead_S, rows_R)
+        loss = mse + (extra if extra is not None else 0.0) + tcfg.aux_k_coeff * aux
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sae.remove_parallel_grads()
+        self.opt.step()
+        sae.normalize_decoder()
+        with torch.no_grad():
+            self.since_fired_S += x_ND.shape[0]
+            self.since_fired_S[out.fired()] = 0
+        entry = StepLog(step + 1, (step + 1) * tcfg.batch_size, loss.item(), mse.item(), aux.item(),
+                        out.l0(), dead_S.float().mean().item(), self.opt.param_groups[0]["lr"])
+        self.history.append(entry)
+        if self.on_step:
+            self.on_step(entry, tcfg.steps)
+        return entry
+
+    def save(self, step: int, scale: float) -> None:
+        if self.ckpt_dir:
+            save_checkpoint(self.ckpt_dir, TrainState(step, step * self.tcfg.batch_size, self.sae.state_dict(),
+                                                      self.opt.state_dict(), self.since_fired_S,
+                                                      self.gen.get_state(), scale), self.config_key)
+
+    def finish(self, calib_ND: list[torch.Tensor], scale: float) -> TrainResult:
+        self.sae.eval()
+        calibrate_inference(self.sae, calib_ND)
+        fold_scale(self.sae, scale)
+        if hasattr(self.sae, "pool_generator"):
+            self.sae.pool_generator = None  # the trained SAE does not hold on to the trainer's RNG
+        return TrainResult(self.sae, self.history, scale)
+
+
+def _resume_states(runs: list[_Run]) -> list[TrainState | None]:
+    """Each run's checkpoint at the newest step that every run has (all None: start afresh).
+    Runs in lockstep save at the same steps, two kept each, so a crash between two runs' saves
+    leaves the older step for all."""
+    states = [run.checkpoint() for run in runs]
+    while len({st.step if st else 0 for st in states}) > 1:
+        low = min(st.step if st else 0 for st in states)
+        states = [st if (st.step if st else 0) == low else run.checkpoint(at_most=low)
+                  for run, st in zip(runs, states)]
+    return states if states[0] is not None else [None] * len(runs)
+
+
 def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
               ckpt_dir: Path | None = None,
               on_step: Callable[[StepLog, int], None] | None = None) -> TrainResult:
@@ -282,94 +391,71 @@ def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
     ``on_step(log, total_steps)`` is called after every step. The returned SAE reads raw
     activations (the input scale is folded in) and is in eval mode.
     """
+    return train_many(batches, [cfg], tcfg, ckpt_dirs=[ckpt_dir], on_steps=[on_step])[0]
+
+
+def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig, *,
+               ckpt_dirs: list[Path | None] | None = None,
+               on_steps: list[Callable[[StepLog, int], None] | None] | None = None) -> list[TrainResult]:
+    """Train one SAE per configuration in lockstep on one stream of batches: each batch is read
+    (and moved to the device) once and every SAE takes a step on it. Each SAE ends exactly as
+    ``train_sae`` would have trained it alone (its own RNG, ``_Run``). ``ckpt_dirs`` and
+    ``on_steps``: one per configuration (or None); a crashed group resumes at the newest step all
+    its checkpoints share."""
+    if not cfgs:
+        return []
+    ckpt_dirs = ckpt_dirs or [None] * len(cfgs)
+    on_steps = on_steps or [None] * len(cfgs)
+    if len({c.d_in for c in cfgs}) > 1 or len(ckpt_dirs) != len(cfgs) or len(on_steps) != len(cfgs):
+        raise SAECoreError("train_many needs SAEs of one d_in, with one checkpoint directory and one "
+                           "callback (or None) per configuration")
     device = torch.device(tcfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(tcfg.seed)
-    sae = create_sae(cfg).to(device)
-    lr = tcfg.lr_for(cfg.d_sae)
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
-    config_key = {"sae": cfg.to_json(), "trainer": asdict(tcfg)}
+    d_in = cfgs[0].d_in
+    runs = [_Run(cfg, tcfg, device, ckpt, cb) for cfg, ckpt, cb in zip(cfgs, ckpt_dirs, on_steps)]
     data = _endless(batches, tcfg.seed)
     ahead: list[torch.Tensor] = []  # batches read early (for the init), trained on first
 
     def next_batch() -> torch.Tensor:
         return (ahead.pop(0) if ahead else next(data)).to(device)
     first_ND = next_batch()
-    if first_ND.shape[1] != cfg.d_in:
+    if first_ND.shape[1] != d_in:
         raise SAECoreError(f"width mismatch: the activations have d={first_ND.shape[1]} but the SAE "
-                           f"expects d_in={cfg.d_in}; set d_in to the hook's width")
+                           f"expects d_in={d_in}; set d_in to the hook's width")
     _check_finite(first_ND, 0)
 
-    resumed = load_latest_checkpoint(ckpt_dir, config_key) if ckpt_dir else None
-    if resumed:
-        sae.load_state_dict(resumed.sae_state)
-        opt.load_state_dict(resumed.opt_state)
-        torch.set_rng_state(resumed.rng_state)
-        start, scale, since_fired_S = resumed.step, resumed.scale, resumed.tokens_since_fired.to(device)
+    states = _resume_states(runs)
+    if states[0] is not None:
+        for run, st in zip(runs, states):
+            run.load(st)
+        start, scale = states[0].step, states[0].scale
         # the batch stream is a pure function of the seed: skip what was used
         data = _endless(batches, tcfg.seed, skip=start)
         first_ND = next_batch()
     else:
         start, scale = 0, estimate_scale(first_ND)
         sample_ND = first_ND[:4096] * scale
-        with torch.no_grad():
-            sae.b_dec.copy_(geometric_median(sample_ND))
-        if tcfg.decoder_init == "data":
-            # enough distinct rows for every latent (else rows drawn twice start as near-twins):
-            # look ahead a few batches; they are trained on next, in their order
-            while len(ahead) < INIT_LOOKAHEAD_BATCHES and first_ND.shape[0] * (1 + len(ahead)) < cfg.d_sae:
-                ahead.append(next(data))
-            for i, b in enumerate(ahead):
-                _check_finite(b, i + 1)
-            init_rows = torch.cat([first_ND] + [b.to(device) for b in ahead])
-            init_decoder_from_data(sae, init_rows * scale)
-            del init_rows
-        enc_scale = fit_encoder_scale(sae, sample_ND)
-        log.info("initial encoder scale %.3g (least-squares fit on the first batch)", enc_scale)
-        since_fired_S = torch.zeros(cfg.d_sae, device=device)
+        # decoder_init="data" wants enough distinct rows for every latent (else rows drawn twice
+        # start as near-twins): look ahead a few batches; they are trained on next, in their order
+        n_ahead = [min(INIT_LOOKAHEAD_BATCHES, -(-c.d_sae // first_ND.shape[0]) - 1) for c in cfgs]
+        while tcfg.decoder_init == "data" and len(ahead) < max(n_ahead):
+            ahead.append(next(data))
+            _check_finite(ahead[-1], len(ahead))
+        for run, n in zip(runs, n_ahead):
+            rows_ND = (torch.cat([first_ND] + [b.to(device) for b in ahead[:n]]) * scale
+                       if tcfg.decoder_init == "data" else None)
+            run.init(sample_ND, rows_ND)
+            del rows_ND
 
-    sae.train()
-    history: list[StepLog] = []
     x_ND = first_ND
-    # one pre-activation buffer for every step of the sparse kernels (see kernels.sae_forward:
-    # fresh ones cost page faults); dense rules keep pre in the autograd graph instead
-    pre_buf = (torch.empty(tcfg.batch_size, cfg.d_sae, device=device, dtype=sae.W_enc.dtype)
-               if sae.sparse_rule else None)
     for step in range(start, tcfg.steps):
         if step > start:
             x_ND = next_batch()
             _check_finite(x_ND, step)
         x_ND = x_ND * scale
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, tcfg, lr)
-        out = sae(x_ND, pre_buf)
-        mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
-        extra = sae.extra_loss(out)
-        dead_S = since_fired_S >= tcfg.dead_window
-        if cfg.arch == "relu" or tcfg.aux_k_coeff == 0 or not bool(dead_S.any()):
-            aux = mse.new_zeros(())
-        else:
-            aux = aux_k_loss(sae, x_ND, out, dead_S, _aux_rows(x_ND.shape[0], tcfg.aux_fraction, device))
-        loss = mse + (extra if extra is not None else 0.0) + tcfg.aux_k_coeff * aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        sae.remove_parallel_grads()
-        opt.step()
-        sae.normalize_decoder()
-        with torch.no_grad():
-            since_fired_S += x_ND.shape[0]
-            since_fired_S[out.fired()] = 0
-        entry = StepLog(step + 1, (step + 1) * tcfg.batch_size, loss.item(), mse.item(), aux.item(),
-                        out.l0(), dead_S.float().mean().item(),
-                        opt.param_groups[0]["lr"])
-        history.append(entry)
-        if on_step:
-            on_step(entry, tcfg.steps)
-        if ckpt_dir and tcfg.checkpoint_every and (step + 1) % tcfg.checkpoint_every == 0 \
-                and step + 1 < tcfg.steps:
-            save_checkpoint(ckpt_dir, TrainState(step + 1, (step + 1) * tcfg.batch_size,
-                                                 sae.state_dict(), opt.state_dict(), since_fired_S,
-                                                 torch.get_rng_state(), scale), config_key)
-    sae.eval()
-    calibrate_inference(sae, [next_batch() * scale for _ in range(CALIBRATION_BATCHES)])
-    fold_scale(sae, scale)
-    return TrainResult(sae, history, scale)
+        for run in runs:
+            run.step(step, x_ND)
+        if tcfg.checkpoint_every and (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps:
+            for run in runs:
+                run.save(step + 1, scale)
+    calib_ND = [next_batch() * scale for _ in range(CALIBRATION_BATCHES)]
+    return [run.finish(calib_ND, scale) for run in runs]
