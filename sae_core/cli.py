@@ -220,7 +220,8 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
           references: str = typer.Option("batchtopk,topk", help="Reference architectures ('' for none)."),
           model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt, acts: Optional[Path] = ActsOpt,
           workspace: Optional[Path] = WorkspaceOpt):
-    """Train one Sampled-SAE per l and scoring rule (plus references); write the metrics table."""
+    """Train one Sampled-SAE per l and scoring rule (plus references) in lockstep, one pass over the
+    activations; write the metrics table. Interrupted sweeps resume from checkpoints."""
     from sae_core.sae.sweep import SweepConfig, run_sweep
     from sae_core.workspace import Workspace
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable, Iterable
 
 import torch
@@ -21,10 +21,10 @@ from sae_core.activations import ActivationStore
 from sae_core.io import atomic_write_json
 from sae_core.sae.base import SAE
 from sae_core.sae.config import SAEConfig
-from sae_core.sae.data import Split, open_split
+from sae_core.sae.data import Split, memory_budget, open_split
 from sae_core.sae.io import save_sae
 from sae_core.sae.metrics import MetricAccumulator, shared_structure
-from sae_core.sae.training import StepLog, TrainerConfig, TrainResult, train_many
+from sae_core.sae.training import StepLog, TrainerConfig, TrainResult, device_for, run_bytes, train_many
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,17 @@ def evaluate_sae(sae: SAE, batches: Iterable[torch.Tensor], batch_size: int = EV
 
 
 def sae_run_name(acts: Artifact, cfg: SAEConfig, tcfg: TrainerConfig) -> str:
+    """The SAE artifact's name: a hash of everything that changes the trained weights (how often
+    checkpoints are written does not)."""
+    trainer = {k: v for k, v in asdict(tcfg).items() if k != "checkpoint_every"}
     return artifact_name(acts.model or "acts", acts.hook, {"acts": acts.name, "sae": cfg.to_json(),
-                                                          "trainer": asdict(tcfg)})
+                                                          "trainer": trainer})
+
+
+def checkpointed(tcfg: TrainerConfig) -> TrainerConfig:
+    """``tcfg`` with checkpoints at least every 5% of the run (25 steps at the least), so an
+    interrupted workspace run loses little; a given ``checkpoint_every`` is kept."""
+    return tcfg if tcfg.checkpoint_every else replace(tcfg, checkpoint_every=max(25, tcfg.steps // 20))
 
 
 def train_to_workspace(ws: Workspace, acts: Artifact, cfg: SAEConfig, tcfg: TrainerConfig, *,
@@ -65,37 +74,63 @@ def train_to_workspace(ws: Workspace, acts: Artifact, cfg: SAEConfig, tcfg: Trai
     return train_all_to_workspace(ws, acts, [cfg], tcfg, split=split, model=model, on_steps=[on_step])[0]
 
 
+def lockstep_groups(cfgs: list[SAEConfig], tcfg: TrainerConfig, budget: int | None = None) -> list[list[int]]:
+    """Indices of ``cfgs`` cut, in order, into groups whose runs fit ``budget`` bytes together
+    (``run_bytes``; default: ``memory_budget()`` on the CPU, half the free memory of a GPU)."""
+    if budget is None:
+        device = device_for(tcfg)
+        budget = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else memory_budget()
+    groups: list[list[int]] = [[]]
+    used = 0
+    for i, cfg in enumerate(cfgs):
+        need = run_bytes(cfg, tcfg)
+        if groups[-1] and used + need > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += need
+    return groups
+
+
 def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig], tcfg: TrainerConfig, *,
                            split: Split | None = None, model=None,
                            on_steps: list[Callable[[StepLog, int], None] | None] | None = None,
                            on_progress: Callable[[int, int, str], None] | None = None) -> list[Artifact]:
-    """Train the SAEs of ``cfgs`` that the workspace lacks in lockstep (one pass over the data:
-    ``train_many``), then evaluate and register each; returns every configuration's artifact, in
-    order. A crashed group resumes from its checkpoints. ``on_steps``: the trainer's callback per
-    configuration; ``on_progress(done, total, text)``: the group's steps, then one unit per
-    evaluation."""
+    """Train the SAEs of ``cfgs`` that the workspace lacks, in lockstep groups (one pass over the
+    data per group: ``train_many``; groups as large as memory allows, ``lockstep_groups``), then
+    evaluate and register each; returns every configuration's artifact, in order. Runs write
+    checkpoints (``checkpointed``) under ``.checkpoints/`` in the workspace. Groups are cut
+    from all of ``cfgs``, finished or not, so a rerun after a crash finds the same groups and
+    resumes each from its checkpoints. ``on_steps``: the trainer's callback per configuration;
+    ``on_progress(done, total, text)``: every group's steps, one unit per evaluation."""
     names = [sae_run_name(acts, cfg, tcfg) for cfg in cfgs]
-    todo = [i for i, name in enumerate(names) if ws.get("sae", name) is None]
+    groups = [todo for g in lockstep_groups(cfgs, tcfg)
+              if (todo := [i for i in g if ws.get("sae", names[i]) is None])]
     on_steps = list(on_steps or [None] * len(cfgs))
-    total = tcfg.steps + len(todo)
-    if todo:
+    n_todo = sum(len(g) for g in groups)
+    total, done = tcfg.steps * len(groups) + n_todo, 0
+    if groups:
         split = split or open_split(ActivationStore.open(acts.path))
+    for g, todo in enumerate(groups):
         if on_progress:
-            first, inner = todo[0], on_steps[todo[0]]
+            inner = on_steps[todo[0]]
+            text = f"training {len(todo)} SAE(s) in lockstep" + (f", group {g + 1}/{len(groups)}" if len(groups) > 1 else "")
 
-            def on_first(log: StepLog, steps: int) -> None:
+            def on_first(log: StepLog, steps: int, inner=inner, text=text, base=done) -> None:
                 if inner:
                     inner(log, steps)
-                on_progress(log.step, total, f"training {len(todo)} SAE(s): step {log.step}/{steps}")
-            on_steps[first] = on_first
+                on_progress(base + log.step, total, f"{text}: step {log.step}/{steps}")
+            on_steps[todo[0]] = on_first
         ckpts = [ws.root / ".checkpoints" / names[i] for i in todo]
-        results = train_many(split.batches(tcfg.batch_size), [cfgs[i] for i in todo], tcfg,
+        results = train_many(split.batches(tcfg.batch_size), [cfgs[i] for i in todo], checkpointed(tcfg),
                              ckpt_dirs=ckpts, on_steps=[on_steps[i] for i in todo])
-        for j, (i, result, ckpt) in enumerate(zip(todo, results, ckpts)):
+        done += tcfg.steps
+        for i, result, ckpt in zip(todo, results, ckpts):
             if on_progress:
-                on_progress(tcfg.steps + j, total, f"evaluating SAE {j + 1}/{len(todo)} ({cfgs[i].label})")
+                on_progress(done, total, f"evaluating {cfgs[i].label}")
             _register(ws, acts, names[i], cfgs[i], tcfg, result, split, model)
             shutil.rmtree(ckpt, ignore_errors=True)
+            done += 1
     if on_progress:
         on_progress(total, total, "done")
     return [ws.get("sae", name) for name in names]

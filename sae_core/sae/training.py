@@ -24,6 +24,10 @@ Choices and their sources:
   (``aux_fraction``): on every token the same run took 49% longer for FVU 0.0107.
 - Adam, lr = 2e-4 / sqrt(d_sae / 2^14) unless given; linear warmup; linear decay to 0 over the
   last ``decay_fraction`` of steps.
+
+``train_sae`` trains one SAE; ``train_many`` trains several in lockstep on one stream of batches
+(the l-sweep), each exactly as it would train alone: every run draws from its own seeded CPU
+generator (``_Run``), never from torch's global RNG.
 """
 from __future__ import annotations
 
@@ -370,6 +374,20 @@ class _Run:
         return TrainResult(self.sae, self.history, scale)
 
 
+def run_bytes(cfg: SAEConfig, tcfg: TrainerConfig) -> int:
+    """Memory one run holds between its steps in a lockstep group: W_enc and W_dec with their
+    gradients and two Adam moments (8 matrices of d_in x d_sae) and the pre-activation buffer
+    (batch x d_sae). A step's temporaries come and go, one run at a time."""
+    from sae_core.io import TORCH_DTYPES
+
+    item = TORCH_DTYPES[cfg.dtype].itemsize
+    return item * cfg.d_sae * (8 * cfg.d_in + tcfg.batch_size)
+
+
+def device_for(tcfg: TrainerConfig) -> torch.device:
+    return torch.device(tcfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def _resume_states(runs: list[_Run]) -> list[TrainState | None]:
     """Each run's checkpoint at the newest step that every run has (all None: start afresh).
     Runs in lockstep save at the same steps, two kept each, so a crash between two runs' saves
@@ -409,7 +427,7 @@ def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig,
     if len({c.d_in for c in cfgs}) > 1 or len(ckpt_dirs) != len(cfgs) or len(on_steps) != len(cfgs):
         raise SAECoreError("train_many needs SAEs of one d_in, with one checkpoint directory and one "
                            "callback (or None) per configuration")
-    device = torch.device(tcfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = device_for(tcfg)
     d_in = cfgs[0].d_in
     runs = [_Run(cfg, tcfg, device, ckpt, cb) for cfg, ckpt, cb in zip(cfgs, ckpt_dirs, on_steps)]
     data = _endless(batches, tcfg.seed)

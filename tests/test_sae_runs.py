@@ -1,0 +1,65 @@
+"""Workspace runs: SAEs trained in lockstep groups that fit memory, checkpointed, resumed after a
+crash, and the same whichever way they were grouped."""
+import numpy as np
+import pytest
+
+from sae_core.activations import import_to_workspace
+from sae_core.sae import SAEConfig
+from sae_core.sae import runs
+from sae_core.sae.sweep import SweepConfig, load_sweep_table, run_sweep
+from sae_core.sae.training import TrainerConfig, run_bytes
+from sae_core.workspace import Workspace
+
+
+def test_lockstep_groups_fit_the_budget():
+    tcfg = TrainerConfig(total_tokens=4096, batch_size=256)
+    cfgs = [SAEConfig(arch="topk", d_in=16, d_sae=s, k=2) for s in (64, 64, 128, 64)]
+    assert run_bytes(cfgs[0], tcfg) == 4 * 64 * (8 * 16 + 256)  # 98,304: float32, d_sae x (8 d_in + batch)
+    assert runs.lockstep_groups(cfgs, tcfg, budget=200_000) == [[0, 1], [2], [3]]
+    assert runs.lockstep_groups(cfgs, tcfg, budget=10) == [[0], [1], [2], [3]]
+    assert runs.lockstep_groups(cfgs, tcfg, budget=10**9) == [[0, 1, 2, 3]]
+
+
+def _workspace(tmp_path, name):
+    g = np.random.default_rng(1)
+    true = g.standard_normal((24, 16))
+    true /= np.linalg.norm(true, axis=1, keepdims=True)
+    coef = (g.random((6000, 24)) < 3 / 24) * (g.random((6000, 24)) + 0.5)
+    path = tmp_path / "planted.npy"
+    if not path.exists():
+        np.save(path, (coef @ true + 0.2).astype(np.float32))
+    ws = Workspace(tmp_path / name)
+    return ws, import_to_workspace(ws, path)
+
+
+SWEEP = SweepConfig(k=3, d_sae=64, ls=(1.0, 4.0), scorings=("l2", "entropy"), tokens=256 * 40, batch_size=256)
+METRICS = ["l0", "fvu", "mse", "distinct_latents_per_batch", "pairwise_overlap", "dead_fraction"]
+
+
+def test_a_sweep_is_the_same_in_one_group_or_many_and_resumes_after_a_crash(tmp_path, monkeypatch):
+    ws, acts = _workspace(tmp_path, "one")
+    seen = []
+    one = load_sweep_table(run_sweep(ws, acts, SWEEP, on_progress=lambda *a: seen.append(a)))
+    steps, n = 40, 6  # 4 Sampled-SAEs, BatchTopK and TopK, all in one group
+    assert seen[-1] == (steps + n, steps + n, "done")
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen) and {t for _, t, _ in seen} == {steps + n}
+    assert "training 6 SAE(s) in lockstep: step 40/40" in [t for *_, t in seen]
+    assert not any((ws.root / ".checkpoints").iterdir())  # removed once each SAE is registered
+
+    monkeypatch.setattr(runs, "memory_budget", lambda: 1)  # every SAE in a group of its own
+    ws, acts = _workspace(tmp_path, "many")
+
+    def crash(done, total, text):
+        if text.startswith("training 1 SAE(s) in lockstep, group 3/6: step 30/"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(ws, acts, SWEEP, on_progress=crash)
+    assert len(ws.list("sae")) == 2  # groups 1 and 2 finished; group 3 left a checkpoint at step 25
+    [ckpt] = [d for d in (ws.root / ".checkpoints").iterdir() if any(d.iterdir())]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000025"]
+    seen.clear()
+    many = load_sweep_table(run_sweep(ws, acts, SWEEP, on_progress=lambda *a: seen.append(a)))
+    assert seen[0][0] == 26 and seen[0][1] == 4 * steps + 4  # resumed at step 26 of group 3 of the 4 left
+    assert list(one["sae"]) == list(many["sae"])  # the same runs (names hash what changes the weights)
+    for m in METRICS:
+        assert list(one[m]) == list(many[m]), m
