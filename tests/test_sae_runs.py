@@ -15,8 +15,9 @@ def test_lockstep_groups_fit_the_budget():
     tcfg = TrainerConfig(total_tokens=4096, batch_size=256)
     cfgs = [SAEConfig(arch="topk", d_in=16, d_sae=s, k=2) for s in (64, 64, 128, 64)]
     assert run_bytes(cfgs[0], tcfg) == 4 * 64 * (8 * 16 + 256)  # 98,304: float32, d_sae x (8 d_in + batch)
-    assert runs.lockstep_groups(cfgs, tcfg, budget=200_000) == [[0, 1], [2], [3]]
-    assert runs.lockstep_groups(cfgs, tcfg, budget=10) == [[0], [1], [2], [3]]
+    assert run_bytes(cfgs[0], tcfg, with_buffer=False) == 4 * 64 * 8 * 16  # 32,768: the buffer is shared
+    assert runs.lockstep_groups(cfgs, tcfg, budget=98_304 + 32_768) == [[0, 1], [2], [3]]
+    assert runs.lockstep_groups(cfgs, tcfg, budget=98_304 + 32_767) == [[0], [1], [2], [3]]
     assert runs.lockstep_groups(cfgs, tcfg, budget=10**9) == [[0, 1, 2, 3]]
 
 

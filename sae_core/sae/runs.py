@@ -81,14 +81,17 @@ def lockstep_groups(cfgs: list[SAEConfig], tcfg: TrainerConfig, budget: int | No
         device = device_for(tcfg)
         budget = torch.cuda.mem_get_info(device)[0] // 2 if device.type == "cuda" else memory_budget()
     groups: list[list[int]] = [[]]
-    used = 0
+    used, shapes = 0, set()
     for i, cfg in enumerate(cfgs):
-        need = run_bytes(cfg, tcfg)
+        shape = (cfg.d_sae, cfg.dtype)  # the first run of a shape brings the buffer its group shares
+        need = run_bytes(cfg, tcfg, with_buffer=shape not in shapes)
         if groups[-1] and used + need > budget:
             groups.append([])
-            used = 0
+            used, shapes = 0, set()
+            need = run_bytes(cfg, tcfg)
         groups[-1].append(i)
         used += need
+        shapes.add(shape)
     return groups
 
 

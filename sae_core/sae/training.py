@@ -289,7 +289,8 @@ class _Run:
     """
 
     def __init__(self, cfg: SAEConfig, tcfg: TrainerConfig, device: torch.device,
-                 ckpt_dir: Path | None, on_step: Callable[[StepLog, int], None] | None):
+                 ckpt_dir: Path | None, on_step: Callable[[StepLog, int], None] | None,
+                 buffers: dict[tuple, torch.Tensor]):
         self.cfg, self.tcfg, self.device = cfg, tcfg, device
         self.ckpt_dir, self.on_step = ckpt_dir, on_step
         self.gen = torch.Generator().manual_seed(tcfg.seed)
@@ -305,9 +306,14 @@ class _Run:
         self.since_fired_S = torch.zeros(cfg.d_sae, device=device)
         self.history: list[StepLog] = []
         # one pre-activation buffer for every step of the sparse kernels (see kernels.sae_forward:
-        # fresh ones cost page faults); dense rules keep pre in the autograd graph instead
-        self.pre_buf = (torch.empty(tcfg.batch_size, cfg.d_sae, device=device, dtype=self.sae.W_enc.dtype)
-                        if self.sae.sparse_rule else None)
+        # fresh ones cost page faults), shared by the runs of a group that have its shape (a step
+        # reads it only while it runs); dense rules keep pre in the autograd graph instead
+        self.pre_buf = None
+        if self.sae.sparse_rule:
+            key = (cfg.d_sae, self.sae.W_enc.dtype)
+            if key not in buffers:
+                buffers[key] = torch.empty(tcfg.batch_size, cfg.d_sae, device=device, dtype=key[1])
+            self.pre_buf = buffers[key]
 
     def checkpoint(self, at_most: int | None = None) -> TrainState | None:
         return load_latest_checkpoint(self.ckpt_dir, self.config_key, at_most) if self.ckpt_dir else None
@@ -374,14 +380,15 @@ class _Run:
         return TrainResult(self.sae, self.history, scale)
 
 
-def run_bytes(cfg: SAEConfig, tcfg: TrainerConfig) -> int:
+def run_bytes(cfg: SAEConfig, tcfg: TrainerConfig, with_buffer: bool = True) -> int:
     """Memory one run holds between its steps in a lockstep group: W_enc and W_dec with their
-    gradients and two Adam moments (8 matrices of d_in x d_sae) and the pre-activation buffer
-    (batch x d_sae). A step's temporaries come and go, one run at a time."""
+    gradients and two Adam moments (8 matrices of d_in x d_sae) and, ``with_buffer``, the
+    pre-activation buffer (batch x d_sae), which runs of one shape share. A step's temporaries
+    come and go, one run at a time."""
     from sae_core.io import TORCH_DTYPES
 
     item = TORCH_DTYPES[cfg.dtype].itemsize
-    return item * cfg.d_sae * (8 * cfg.d_in + tcfg.batch_size)
+    return item * cfg.d_sae * (8 * cfg.d_in + (tcfg.batch_size if with_buffer else 0))
 
 
 def device_for(tcfg: TrainerConfig) -> torch.device:
@@ -429,7 +436,8 @@ def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig,
                            "callback (or None) per configuration")
     device = device_for(tcfg)
     d_in = cfgs[0].d_in
-    runs = [_Run(cfg, tcfg, device, ckpt, cb) for cfg, ckpt, cb in zip(cfgs, ckpt_dirs, on_steps)]
+    buffers: dict[tuple, torch.Tensor] = {}
+    runs = [_Run(cfg, tcfg, device, ckpt, cb, buffers) for cfg, ckpt, cb in zip(cfgs, ckpt_dirs, on_steps)]
     data = _endless(batches, tcfg.seed)
     ahead: list[torch.Tensor] = []  # batches read early (for the init), trained on first
 
