@@ -191,6 +191,44 @@ def test_user_files_load(tmp_path):
     assert (store.token_ids() == -1).all() and store.meta.source.endswith("a.npy")
 
 
+def test_user_file_imports_a_block_at_a_time_in_its_own_precision(tmp_path, monkeypatch):
+    from sae_core.activations import user_file
+
+    blocks = []
+    real_open = user_file.open_activation_file
+
+    def spying_open(path, d_expected=None):
+        f = real_open(path, d_expected)
+        def read(a, b):
+            blocks.append(b - a)
+            return f.read(a, b)
+        return user_file.ActivationFile(f.path, f.n, f.d, f.dtype, read)
+    monkeypatch.setattr(user_file, "open_activation_file", spying_open)
+    acts = np.random.default_rng(1).standard_normal((1000, 8)).astype(np.float16)
+    for name in ("h.npy", "h.safetensors"):
+        store = import_activation_file(_write(tmp_path, name, acts), tmp_path / f"st-{name}", shard_tokens=128)
+        assert max(blocks) == 128 and sum(blocks) == 1000  # never the whole file
+        assert store.meta.dtype == "float16" and store.shard_rows == [128] * 7 + [104]
+        assert torch.equal(store.read_all(), torch.from_numpy(acts).float())
+        blocks.clear()
+    fortran = np.asfortranarray(np.random.default_rng(2).standard_normal((300, 8)).astype(np.float32))
+    store = import_activation_file(_write(tmp_path, "f.npy", fortran), tmp_path / "st-f", shard_tokens=128)
+    assert store.meta.dtype == "float32" and torch.equal(store.read_all(), torch.from_numpy(np.ascontiguousarray(fortran)))
+    bf = torch.randn(300, 8).bfloat16()
+    save_file({"acts": bf}, tmp_path / "bf.safetensors")
+    store = import_activation_file(tmp_path / "bf.safetensors", tmp_path / "st-bf", shard_tokens=128)
+    assert store.meta.dtype == "bfloat16" and torch.equal(store.read_all(), bf.float())
+
+
+def test_user_file_nan_in_a_late_block_names_its_row_and_leaves_no_store(tmp_path):
+    arr = np.ones((1000, 4), np.float32)
+    arr[777, 1] = np.nan
+    with pytest.raises(ActivationFileError, match="1 non-finite values.*rows 768-895; the first at row 777, column 1"):
+        import_activation_file(_write(tmp_path, "late.npy", arr), tmp_path / "st", shard_tokens=128)
+    with pytest.raises(ArtifactError, match="not an activation store"):
+        ActivationStore.open(tmp_path / "st")
+
+
 def _write(tmp_path, name, arr):
     p = tmp_path / name
     if name.endswith(".npy"):
