@@ -9,7 +9,8 @@ same checks here, to keep the tests themselves honest on machines without a GPU)
 What is checked on the device: the fast kernels against the plain path there (codes, gradients,
 AuxK); the device against the CPU for the same weights and input (float64, so the selections
 are the same); a short training run per architecture, its checkpoint resume, its inference rule,
-and a save on the device loaded back on the CPU. CUDA's scatter-adds are not deterministic, so
+and a save on the device loaded back on the CPU; two SAEs in lockstep, one drawing its pools on
+the CPU generator while it trains on the device, against training alone and after a crash. CUDA's scatter-adds are not deterministic, so
 device results are compared with tolerances, not bit for bit.
 """
 import os
@@ -135,3 +136,32 @@ def test_training_on_the_device_learns_resumes_and_saves(arch, tmp_path):
     both = (z_cpu != 0) & (z_dev != 0)
     assert torch.ne(z_cpu != 0, z_dev != 0).float().mean() < 1e-3  # only threshold-edge flips
     torch.testing.assert_close(z_cpu[both], z_dev[both], rtol=1e-3, atol=1e-3)
+
+
+def test_lockstep_on_the_device_with_sampled_pools_resumes(tmp_path):
+    """Two SAEs in lockstep on the device, one drawing its pools (pool_rule="sample": the draw
+    runs on the run's CPU generator, the scores on the device): each matches its run alone, and
+    a crashed group resumes to the same weights."""
+    from sae_core.sae.training import train_many
+
+    x_ND = _planted(8192)
+    cfgs = [SAEConfig(arch="sampled", d_in=32, d_sae=256, k=4, l=2.0, pool_rule="sample"),
+            SAEConfig(arch="batchtopk", d_in=32, d_sae=256, k=4)]
+    tcfg = TrainerConfig(total_tokens=512 * 16, batch_size=512, lr=3e-3, warmup_steps=0, checkpoint_every=5,
+                         dead_tokens=1024, seed=3, device=DEVICE)
+    together = train_many(batch_source(x_ND, 512), cfgs, tcfg)
+    alone = train_sae(batch_source(x_ND, 512), cfgs[0], tcfg)
+
+    def crash(log, total):
+        if log.step == 12:
+            raise KeyboardInterrupt
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(KeyboardInterrupt):
+        train_many(batch_source(x_ND, 512), cfgs, tcfg, ckpt_dirs=dirs, on_steps=[crash, None])
+    resumed = train_many(batch_source(x_ND, 512), cfgs, tcfg, ckpt_dirs=dirs)
+    for name, v in alone.sae.state_dict().items():
+        torch.testing.assert_close(together[0].sae.state_dict()[name], v, rtol=1e-3, atol=1e-4, msg=name)
+    for a, b in zip(together, resumed):
+        assert b.history[0].step == 11  # from the step-10 checkpoint
+        for name, v in a.sae.state_dict().items():
+            torch.testing.assert_close(b.sae.state_dict()[name], v, rtol=1e-3, atol=1e-4, msg=name)
