@@ -44,14 +44,14 @@ def test_a_sweep_is_the_same_in_one_group_or_many_and_resumes_after_a_crash(tmp_
     steps, n = 40, 6  # 4 Sampled-SAEs, BatchTopK and TopK, all in one group
     assert seen[-1] == (steps + n, steps + n, "done")
     assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen) and {t for _, t, _ in seen} == {steps + n}
-    assert "training 6 SAE(s) in lockstep: step 40/40" in [t for *_, t in seen]
+    assert "training 6 SAEs in lockstep: step 40/40" in [t for *_, t in seen]
     assert not any((ws.root / ".checkpoints").iterdir())  # removed once each SAE is registered
 
     monkeypatch.setattr(runs, "memory_budget", lambda: 1)  # every SAE in a group of its own
     ws, acts = _workspace(tmp_path, "many")
 
     def crash(done, total, text):
-        if text.startswith("training 1 SAE(s) in lockstep, group 3/6: step 30/"):
+        if text.startswith("training 1 SAE, group 3/6: step 30/"):
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         run_sweep(ws, acts, SWEEP, on_progress=crash)

@@ -117,7 +117,8 @@ def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig],
     for g, todo in enumerate(groups):
         if on_progress:
             inner = on_steps[todo[0]]
-            text = f"training {len(todo)} SAE(s) in lockstep" + (f", group {g + 1}/{len(groups)}" if len(groups) > 1 else "")
+            text = ("training 1 SAE" if len(todo) == 1 else f"training {len(todo)} SAEs in lockstep") \
+                + (f", group {g + 1}/{len(groups)}" if len(groups) > 1 else "")
 
             def on_first(log: StepLog, steps: int, inner=inner, text=text, base=done) -> None:
                 if inner:

@@ -175,3 +175,33 @@ def test_sweep_point_opens_the_feature_browser(page, app_url, workspace_dir, scr
 
     expect(main.get_by_role("combobox", name="SAE")).to_have_value(re.compile(re.escape(selected)))
     check_and_shoot(page, screenshot_dir, "features-from-sweep")
+
+
+def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, workspace_dir, screenshot_dir):
+    import re
+
+    from sae_core.workspace import Workspace
+
+    open_page(page, f"{app_url}/sampled_sae")
+    main = page.get_by_test_id("stMain")
+    main.get_by_text("Run a new sweep").click()
+    for name, value in (("K", "4"), ("d_sae", "64"), ("training tokens per SAE", "60000"),
+                        ("tokens to harvest", "5000")):
+        box = main.get_by_role("spinbutton", name=name, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        wait_idle(page)
+    before = {a.name for a in Workspace(workspace_dir).list("sweep")}
+    main.get_by_role("button", name="Run sweep").click()
+    # 5 values of l x 2 scoring rules + BatchTopK and TopK: 12 SAEs, 58 steps in lockstep, then
+    # each is evaluated (held-out rows, then spliced into the model)
+    expect(main.get_by_test_id("stProgress")).to_contain_text(
+        re.compile(r"training 12 SAEs in lockstep: step \d+/58|evaluating"), timeout=RUN_TIMEOUT_MS)
+    page.screenshot(path=str(screenshot_dir / "sampled-sae-running.png"))
+    expect(main).to_contain_text("Done:", timeout=4 * RUN_TIMEOUT_MS)
+    wait_idle(page)
+    [new] = [a for a in Workspace(workspace_dir).list("sweep") if a.name not in before]
+    assert new.meta["n_saes"] == 12
+    expect(main.get_by_role("combobox", name="Sweep")).to_have_value(re.compile(re.escape(new.name)))
+    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(4)  # with the model: CE recovered too
+    check_and_shoot(page, screenshot_dir, "sampled-sae-after-run")
