@@ -169,6 +169,7 @@ ModelOpt = typer.Option(None, help=f"Model (zoo:NAME, directory or hub name) the
                                    f"from [default: {DEFAULT_MODEL}; with --acts, a label].")
 HookOpt = typer.Option(None, help=f"Hook point the SAE reads [default: {DEFAULT_HOOK}; with --acts, a label].")
 ActsOpt = typer.Option(None, "--acts", help="Train on this .npy/.safetensors [tokens, d] file instead.")
+DeviceOpt = typer.Option(None, help="Train on cpu, cuda or cuda:N [default: cuda when available].")
 
 
 @app.command("train")
@@ -186,7 +187,7 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
           seed: int = typer.Option(0), model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt,
           acts: Optional[Path] = ActsOpt,
           out: Optional[Path] = typer.Option(None, help="Also copy the SAE and metrics.json here."),
-          workspace: Optional[Path] = WorkspaceOpt):
+          device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Train one SAE; writes it (SAELens layout) and metrics.json into the workspace."""
     import shutil
 
@@ -196,11 +197,11 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)
+    tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed, device=device)
     art, lm = _activations(ws, model, hook, harvest_tokens, acts)
     d_in = art.meta.get("d") or art.meta.get("d_in")
     cfg = SAEConfig(arch=arch, d_in=int(d_in), d_sae=d_sae, k=k, l=l, scoring=scoring,
                     pool_rule=pool_rule, model_name=art.model or "", hook_name=art.hook or "")
-    tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed)
     sae_art = train_to_workspace(ws, art, cfg, tcfg, model=lm, on_step=_StepBar(f"train {arch}"))
     if out:
         shutil.copytree(sae_art.path, out, dirs_exist_ok=True)
@@ -219,18 +220,18 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
           batch_size: int = typer.Option(1024), seed: int = typer.Option(0),
           references: str = typer.Option("batchtopk,topk", help="Reference architectures ('' for none)."),
           model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt, acts: Optional[Path] = ActsOpt,
-          workspace: Optional[Path] = WorkspaceOpt):
+          device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Train one Sampled-SAE per l and scoring rule (plus references) in lockstep, one pass over the
     activations; write the metrics table. Interrupted sweeps resume from checkpoints."""
     from sae_core.sae.sweep import SweepConfig, run_sweep
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)
-    art, lm = _activations(ws, model, hook, harvest_tokens, acts)
     sc = SweepConfig(k=k, d_sae=d_sae, ls=tuple(float(v) for v in ls.split(",") if v.strip()),
                      scorings=tuple(s.strip() for s in scorings.split(",") if s.strip()),
                      references=tuple(r.strip() for r in references.split(",") if r.strip()),
-                     tokens=tokens, batch_size=batch_size, seed=seed)
+                     tokens=tokens, batch_size=batch_size, seed=seed, device=device)
+    art, lm = _activations(ws, model, hook, harvest_tokens, acts)
 
     bar = _Bar(f"sweep ({len(sc.ls) * len(sc.scorings) + len(sc.references)} SAEs in lockstep)", unit="step")
     result = run_sweep(ws, art, sc, model=lm, on_progress=bar)

@@ -63,6 +63,17 @@ def test_train_on_a_user_file_labels_it_as_the_users(tmp_path):
     assert sae.name.startswith("user-file__user__")
 
 
+@pytest.mark.parametrize("device,says", [("gpu0", "is not a torch device"), ("cuda:99", "CUDA device")])
+def test_a_device_this_machine_lacks_is_one_clear_line_before_any_work(tmp_path, device, says):
+    for cmd in (["train", "--tokens", "2048", "--batch-size", "512"], ["sweep", "--tokens", "2048"]):
+        result = runner.invoke(app, cmd + ["--device", device, "-w", str(tmp_path / "ws")])
+        assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
+        assert device in result.output
+    from sae_core.workspace import Workspace
+
+    assert Workspace(tmp_path / "ws").list("activations") == []  # nothing was harvested first
+
+
 def test_index_and_feature_commands(tmp_path):
     """`sae-core index` builds the index of an SAE directory; `feature` prints its JSON; parquet export."""
     import json

@@ -38,6 +38,7 @@ class SweepConfig:
     batch_size: int = 1024
     lr: float | None = None
     seed: int = 0
+    device: str | None = None  # None: CUDA when available, else the CPU
 
     def __post_init__(self):
         if not self.ls:
@@ -48,6 +49,7 @@ class SweepConfig:
         unknown = set(self.references) - set(REFERENCE_ARCHS)
         if unknown:
             raise SAECoreError(f"reference architectures must be among {REFERENCE_ARCHS} (got {sorted(unknown)})")
+        self.trainer()  # tokens, batch size and device are checked now, before any harvest
 
     def sae_configs(self, d_in: int, model_name: str, hook: str) -> list[SAEConfig]:
         common = dict(d_in=d_in, d_sae=self.d_sae, k=self.k, model_name=model_name, hook_name=hook)
@@ -57,7 +59,7 @@ class SweepConfig:
 
     def trainer(self) -> TrainerConfig:
         return TrainerConfig(total_tokens=self.tokens, batch_size=self.batch_size, lr=self.lr,
-                             seed=self.seed)
+                             seed=self.seed, device=self.device)
 
 
 def run_sweep(ws: Workspace, acts: Artifact, sc: SweepConfig, *, model=None,

@@ -74,6 +74,18 @@ class TrainerConfig:
             raise SAECoreError(f"aux_fraction={self.aux_fraction} must be in (0, 1]")
         if self.batch_size <= 0:
             raise SAECoreError(f"batch_size must be positive (got {self.batch_size})")
+        if self.device is not None:
+            try:
+                dev = torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise SAECoreError(f"device {self.device!r} is not a torch device; use cpu, cuda or "
+                                   "cuda:N") from None
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise SAECoreError(f"device {self.device!r} asked for, but this machine has no CUDA "
+                                   "device torch can use; use cpu (or leave the device unset)")
+            if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise SAECoreError(f"device {self.device!r} asked for, but this machine has "
+                                   f"{torch.cuda.device_count()} CUDA device(s)")
 
     @property
     def steps(self) -> int:
