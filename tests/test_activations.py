@@ -243,6 +243,7 @@ def _write(tmp_path, name, arr):
     ("1d.safetensors", np.zeros(5, np.float32), r"\(1-D\); expected 2-D"),
     ("int.npy", np.zeros((4, 8), np.int64), "dtype int64, not a floating-point"),
     ("int.safetensors", np.zeros((4, 8), np.int32), "dtype int32, not a floating-point"),
+    ("long.npy", np.zeros((4, 8), np.longdouble), "dtype float128, not a floating-point type torch reads"),
 ])
 def test_user_file_bad_shape_or_dtype(tmp_path, name, arr, match):
     with pytest.raises(ActivationFileError, match=match):

@@ -36,7 +36,7 @@ class ActivationFile:
     n: int
     d: int
     dtype: torch.dtype  # as stored in the file
-    read: Callable[[int, int], torch.Tensor]  # rows [start, stop) as stored
+    read: "Reader"
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``[start, stop)`` in the file's dtype, checked finite."""
@@ -45,7 +45,11 @@ class ActivationFile:
         return block
 
 
-def _open_npy(path: Path) -> tuple[tuple, str, Callable[[int, int], torch.Tensor]]:
+Reader = Callable[[int, int], torch.Tensor]  # rows [start, stop) as stored
+
+
+def _open_npy(path: Path) -> tuple[tuple, str, Reader | None]:
+    """Shape, dtype name and row reader (None: not a float type torch reads) of a ``.npy``."""
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -54,13 +58,14 @@ def _open_npy(path: Path) -> tuple[tuple, str, Callable[[int, int], torch.Tensor
             "or be another format; save it again with np.save(path, array_float32).") from None
     if not isinstance(arr, np.ndarray):
         raise ActivationFileError(f"{path} does not hold a single array; save one [tokens, d] array")
-    if not np.issubdtype(arr.dtype, np.floating):
+    if arr.dtype not in (np.float16, np.float32, np.float64):  # torch has no other float of numpy's
         return arr.shape, str(arr.dtype), None
     # np.array copies the rows out of the read-only map (C order, whatever the file's order)
     return arr.shape, str(arr.dtype), lambda a, b: torch.from_numpy(np.array(arr[a:b], order="C"))
 
 
-def _open_safetensors(path: Path) -> tuple[tuple, str, Callable[[int, int], torch.Tensor]]:
+def _open_safetensors(path: Path) -> tuple[tuple, str, Reader | None]:
+    """Shape, dtype name and row reader (None: not a float type) of a safetensors file's tensor."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -102,8 +107,8 @@ def open_activation_file(path: str | Path, d_expected: int | None = None) -> Act
             f"{path} holds an array of shape {shape} ({len(shape)}-D); expected 2-D "
             "[tokens, d]. If it is [batch, pos, d], reshape it to [-1, d] first.")
     if read is None:
-        raise ActivationFileError(f"{path} has dtype {dtype_name}, not a floating-point type; "
-                                  "activations must be float16, bfloat16, float32 or float64")
+        raise ActivationFileError(f"{path} has dtype {dtype_name}, not a floating-point type torch "
+                                  "reads; activations must be float16, bfloat16, float32 or float64")
     if shape[0] == 0 or shape[1] == 0:
         raise ActivationFileError(f"{path} holds an empty array of shape {shape}")
     if d_expected is not None and shape[1] != d_expected:
