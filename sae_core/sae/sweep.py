@@ -18,7 +18,6 @@ from sae_core.activations import ActivationStore
 from sae_core.errors import SAECoreError
 from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
 from sae_core.sae.config import SAEConfig
-from sae_core.sae.data import open_split
 from sae_core.sae.runs import train_all_to_workspace
 from sae_core.sae.training import TrainerConfig
 from sae_core.workspace import Artifact, Workspace, artifact_name
@@ -72,8 +71,7 @@ def run_sweep(ws: Workspace, acts: Artifact, sc: SweepConfig, *, model=None,
         return existing
     store = ActivationStore.open(acts.path)
     cfgs = sc.sae_configs(store.d, acts.model or "", acts.hook or "")
-    saes = train_all_to_workspace(ws, acts, cfgs, sc.trainer(), split=open_split(store), model=model,
-                                  on_progress=on_progress)
+    saes = train_all_to_workspace(ws, acts, cfgs, sc.trainer(), model=model, on_progress=on_progress)
     rows = []
     for cfg, sae_art in zip(cfgs, saes):
         metrics = read_json(sae_art.path / "metrics.json")
