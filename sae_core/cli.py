@@ -219,6 +219,7 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
           harvest_tokens: int = typer.Option(200_000, help="Tokens to harvest (when not --acts)."),
           batch_size: int = typer.Option(1024), seed: int = typer.Option(0),
           references: str = typer.Option("batchtopk,topk", help="Reference architectures ('' for none)."),
+          pool_rule: str = typer.Option("top", help="Sampled-SAE pool: top | sample (drawn by score)."),
           model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt, acts: Optional[Path] = ActsOpt,
           device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Train one Sampled-SAE per l and scoring rule (plus references) in lockstep, one pass over the
@@ -230,7 +231,7 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
     sc = SweepConfig(k=k, d_sae=d_sae, ls=tuple(float(v) for v in ls.split(",") if v.strip()),
                      scorings=tuple(s.strip() for s in scorings.split(",") if s.strip()),
                      references=tuple(r.strip() for r in references.split(",") if r.strip()),
-                     tokens=tokens, batch_size=batch_size, seed=seed, device=device)
+                     pool_rule=pool_rule, tokens=tokens, batch_size=batch_size, seed=seed, device=device)
     art, lm = _activations(ws, model, hook, harvest_tokens, acts)
 
     bar = _Bar(f"sweep ({len(sc.ls) * len(sc.scorings) + len(sc.references)} SAEs in lockstep)", unit="step")

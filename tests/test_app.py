@@ -144,6 +144,7 @@ def test_run_a_sweep_from_the_page(workspace):
     at.number_input(key="sw_harvest").set_value(5_000)
     at.multiselect(key="sw_ls").set_value([1, 4])
     at.multiselect(key="sw_rules").set_value(["entropy"])
+    at.selectbox(key="sw_pool").set_value("sample")
     at.button(key="sw_run").click().run(timeout=600)
     assert not at.exception and not _errors(at), _errors(at)
     [sweep] = workspace.list("sweep")
@@ -151,5 +152,6 @@ def test_run_a_sweep_from_the_page(workspace):
     table = at.dataframe[0].value
     assert sorted(table["arch"]) == ["batchtopk", "sampled", "sampled", "topk"]
     assert set(table["scoring"].dropna()) == {"entropy"}
+    assert list(table["pool_rule"].fillna("-")) == ["sample", "sample", "-", "-"]  # the rule asked for
     assert table["ce_loss_recovered"].notna().all()  # the page's sweep splices into the model
     assert len(at.get("plotly_chart")) == 4

@@ -64,3 +64,14 @@ def test_a_sweep_is_the_same_in_one_group_or_many_and_resumes_after_a_crash(tmp_
     assert list(one["sae"]) == list(many["sae"])  # the same runs (names hash what changes the weights)
     for m in METRICS:
         assert list(one[m]) == list(many[m]), m
+
+
+@pytest.mark.parametrize("bad,says", [(dict(pool_rule="best"), "pool_rule='best'"),
+                                      (dict(scorings=("kl",)), "scorings=\\['kl'\\]"),
+                                      (dict(scorings=()), "scorings=\\[\\]"),
+                                      (dict(tokens=100), "less than one batch")])
+def test_a_bad_sweep_is_refused_before_any_work(bad, says):
+    from sae_core.errors import SAECoreError
+
+    with pytest.raises(SAECoreError, match=says):
+        SweepConfig(**{**dict(k=3, d_sae=64, ls=(1.0,), tokens=4096, batch_size=256), **bad})

@@ -19,7 +19,10 @@ with st.expander("Run a new sweep", expanded=False):
     tokens = c3.number_input("training tokens per SAE", 10_000, 100_000_000, 200_000, step=50_000, key="sw_tokens")
     harvest_tokens = c4.number_input("tokens to harvest", 5_000, 100_000_000, 100_000, step=50_000, key="sw_harvest")
     ls = st.multiselect("values of l", [0.5, 1, 2, 4, 8, 16, 32, 64], default=[1, 2, 4, 8, 16], key="sw_ls")
-    rules = st.multiselect("scoring rules", ["l2", "entropy"], default=["l2", "entropy"], key="sw_rules")
+    r1, r2 = st.columns([3, 1])
+    rules = r1.multiselect("scoring rules", ["l2", "entropy"], default=["l2", "entropy"], key="sw_rules")
+    pool_rule = r2.selectbox("pool", ["top", "sample"], key="sw_pool", help=(
+        "top: the K·l best-scoring latents; sample: K·l latents drawn in proportion to their score"))
     if st.button("Run sweep", type="primary", disabled=not sel.ready, key="sw_run"):
         def sweep(bar):
             return cache.run_sweep(sel.workspace_root, sel.model_name, sel.hook,
@@ -27,7 +30,7 @@ with st.expander("Run a new sweep", expanded=False):
                                    on_progress=lambda done, total, text: bar.progress(done / total, text=text),
                                    sweep_kwargs=dict(
                                        k=int(k), d_sae=int(d_sae), ls=tuple(float(v) for v in ls),
-                                       scorings=tuple(rules), tokens=int(tokens)))
+                                       scorings=tuple(rules), pool_rule=pool_rule, tokens=int(tokens)))
         jobs.run_job("Running the sweep…", sweep, select_key="sw_sweep")
 
 sweeps = [] if sel.workspace_error else cache.list_sweeps(sel.workspace_root, sel.model_name, sel.hook)
@@ -59,7 +62,7 @@ if picked:
         st.switch_page("views/features.py")
 
 st.subheader("All SAEs of this sweep")
-cols = ["arch", "scoring", "l", "k", "d_sae", "l0", "fvu", "explained_variance", "ce_loss_recovered",
+cols = ["arch", "scoring", "pool_rule", "l", "k", "d_sae", "l0", "fvu", "explained_variance", "ce_loss_recovered",
         "kl_recovered", "distinct_latents_per_batch", "pairwise_overlap", "top_mass_fraction",
         "dead_fraction", "dense_fraction", "sae"]
 st.dataframe(table[[c for c in cols if c in table]], hide_index=True, width="stretch")

@@ -45,6 +45,10 @@ class SweepConfig:
         bad = [l for l in self.ls if not l > 0]
         if bad:
             raise SAECoreError(f"every l must be > 0 (got {bad})")
+        if not self.scorings or set(self.scorings) - {"l2", "entropy"}:
+            raise SAECoreError(f"scorings={list(self.scorings)}; choose one or more of 'l2', 'entropy'")
+        if self.pool_rule not in ("top", "sample"):
+            raise SAECoreError(f"pool_rule={self.pool_rule!r}; choose 'top' or 'sample'")
         unknown = set(self.references) - set(REFERENCE_ARCHS)
         if unknown:
             raise SAECoreError(f"reference architectures must be among {REFERENCE_ARCHS} (got {sorted(unknown)})")
@@ -77,6 +81,7 @@ def run_sweep(ws: Workspace, acts: Artifact, sc: SweepConfig, *, model=None,
         metrics = read_json(sae_art.path / "metrics.json")
         rows.append({"arch": cfg.arch, "l": cfg.l if cfg.arch == "sampled" else None,
                      "scoring": cfg.scoring if cfg.arch == "sampled" else None,
+                     "pool_rule": cfg.pool_rule if cfg.arch == "sampled" else None,
                      "k": cfg.k, "d_sae": cfg.d_sae, "sae": sae_art.name, **metrics})
     meta = {"k": sc.k, "d_sae": sc.d_sae, "ls": list(sc.ls), "scorings": list(sc.scorings),
             "n_saes": len(rows), "activations": acts.name}
