@@ -86,10 +86,10 @@ def main() -> None:
             finals[mode] = [res.sae.state_dict() for res in results]
             print(f"  round {r + 1} {mode:20s} {times[mode][-1]:7.1f} s", flush=True)
 
-    same = {}  # per data source: do its orders train the same weights?
+    same, first = {}, {}  # per data source: did every order train the weights of its first one?
     for mode, f in finals.items():
-        ref = next(g for m, g in finals.items() if m.split(":")[0] == mode.split(":")[0])
         where = mode.split(":")[0]
+        ref = first.setdefault(where, f)
         same[where] = same.get(where, True) and all(torch.equal(a[k], b[k]) for a, b in zip(ref, f) for k in a)
     rows = []
     for mode, ts in times.items():

@@ -40,3 +40,24 @@ def sae_state(cfg, seed, bias=0.3):
         sae.b_enc.normal_(0, bias)
         sae.b_dec.normal_()
     return sae.state_dict()
+
+
+def planted(n, d_in=32, n_true=48, per_token=3, seed=0):
+    """``(x [n, d_in], true [n_true, d_in])``: each row a positive mix of ``per_token`` of
+    ``n_true`` random unit directions (the ground truth an SAE should recover)."""
+    g = torch.Generator().manual_seed(seed)
+    true = torch.randn(n_true, d_in, generator=g)
+    true /= true.norm(dim=1, keepdim=True)
+    idx = torch.stack([torch.randperm(n_true, generator=g)[:per_token] for _ in range(n)])
+    coef = torch.zeros(n, n_true).scatter_(1, idx, torch.rand(n, per_token, generator=g) * 2 + 0.5)
+    return coef @ true, true
+
+
+def numbered_store(tmp_path, n=1000, d=4, shard_tokens=128):
+    """A store whose row i holds i in every column, so batches can be traced back to rows."""
+    import numpy as np
+
+    from sae_core.activations import import_activation_file
+
+    np.save(tmp_path / "rows.npy", np.repeat(np.arange(n, dtype=np.float32)[:, None], d, axis=1))
+    return import_activation_file(tmp_path / "rows.npy", tmp_path / "store", shard_tokens=shard_tokens)

@@ -15,6 +15,7 @@ from sae_core.activations import (
     iter_batches, load_activation_file)
 from sae_core.errors import ActivationFileError, ArtifactError, HookNotFoundError
 from sae_core.workspace import Workspace
+from tests.conftest import numbered_store
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ZOO_A = Path(__file__).resolve().parents[1] / "assets" / "zoo" / "tiny-a"
@@ -133,14 +134,8 @@ def test_harvest_to_workspace_is_idempotent(model, tmp_path):
 
 # --- store and reader ---------------------------------------------------------------------------
 
-def _numbered_store(tmp_path, n=1000, d=4, shard_tokens=128) -> ActivationStore:
-    """A store whose row i holds i in every column, so batches can be traced back to rows."""
-    np.save(tmp_path / "rows.npy", np.repeat(np.arange(n, dtype=np.float32)[:, None], d, axis=1))
-    return import_activation_file(tmp_path / "rows.npy", tmp_path / "store", shard_tokens=shard_tokens)
-
-
 def test_iter_batches_every_row_once_per_epoch(tmp_path):
-    store = _numbered_store(tmp_path)  # 1000 rows in shards of 128; buffer of 2 shards
+    store = numbered_store(tmp_path)  # 1000 rows in shards of 128; buffer of 2 shards
     batches = list(iter_batches(store, 64, seed=0, epochs=2, buffer_tokens=300))
     # 1000 = 15 * 64 + 40: each epoch is 15 full batches then its 40-row tail (kept by default).
     assert [b.shape[0] for b in batches] == ([64] * 15 + [40]) * 2
@@ -152,7 +147,7 @@ def test_iter_batches_every_row_once_per_epoch(tmp_path):
 
 
 def test_iter_batches_deterministic_and_seeded(tmp_path):
-    store = _numbered_store(tmp_path)
+    store = numbered_store(tmp_path)
     run = lambda seed: torch.cat(list(iter_batches(store, 100, seed=seed, buffer_tokens=256)))
     assert torch.equal(run(0), run(0))
     assert not torch.equal(run(0), run(1))
@@ -168,7 +163,7 @@ def test_open_rejects_missing_foreign_and_corrupt(tmp_path):
     (tmp_path / "other").mkdir()
     with pytest.raises(ArtifactError, match="not an activation store"):
         ActivationStore.open(tmp_path / "other")
-    store = _numbered_store(tmp_path)
+    store = numbered_store(tmp_path)
     shard = store.shard_paths()[1]
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(ArtifactError, match="shard_00001"):

@@ -21,7 +21,7 @@ import torch
 from sae_core.sae import SAEConfig, create_sae, kernels
 from sae_core.sae.io import load_sae, save_sae
 from sae_core.sae.training import TrainerConfig, aux_k_loss, train_sae
-from tests.conftest import batch_source, sae_state
+from tests.conftest import batch_source, planted, sae_state
 
 DEVICE = os.environ.get("SAE_STUDIO_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
 pytestmark = pytest.mark.skipif(DEVICE is None, reason="no CUDA device (set SAE_STUDIO_TEST_DEVICE "
@@ -91,11 +91,8 @@ def test_masked_topk_on_the_device_matches_the_cpu():
         assert set(zip(rows_M.tolist(), cols_M.tolist())) == set(zip(*(t.tolist() for t in want)))
 
 
-def _planted(n: int, d_in: int = 32, n_true: int = 64, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    true_FD = torch.nn.functional.normalize(torch.randn(n_true, d_in, generator=g), dim=1)
-    coef_NF = (torch.rand(n, n_true, generator=g) < 4 / n_true) * (torch.rand(n, n_true, generator=g) + 0.5)
-    return coef_NF @ true_FD + 0.3
+def _planted(n: int) -> torch.Tensor:
+    return planted(n, d_in=32, n_true=64, per_token=4)[0] + 0.3
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -107,7 +104,7 @@ def test_training_on_the_device_learns_resumes_and_saves(arch, tmp_path):
     straight = train_sae(batch_source(x_ND, 512), cfg, tcfg)
     assert straight.sae.W_enc.device.type == torch.device(DEVICE).type
     losses = [h.loss for h in straight.history]
-    assert sum(losses[-6:]) < 0.95 * sum(losses[:6])  # it learns (24 steps: -10% to -25% here)
+    assert sum(losses[-6:]) < 0.95 * sum(losses[:6])  # it learns (24 steps: -14% to -21% on the CPU)
     assert any(h.aux > 0 for h in straight.history)  # AuxK ran on the device
 
     def crash(log, total):
@@ -128,7 +125,7 @@ def test_training_on_the_device_learns_resumes_and_saves(arch, tmp_path):
     l0 = (z_dev != 0).sum(-1).float().mean().item()
     assert 0.5 * cfg.k <= l0 <= 2 * cfg.k
     fvu = ((x_eval - x_hat).pow(2).sum() / (x_eval - x_eval.mean(0)).pow(2).sum()).item()
-    assert fvu < 0.8  # 0.31 / 0.38 / 0.65 for topk / batchtopk / sampled on the CPU
+    assert fvu < 0.8  # 0.31 / 0.40 / 0.65 for topk / batchtopk / sampled on the CPU
     save_sae(straight.sae, tmp_path / "sae")
     on_cpu = load_sae(tmp_path / "sae")
     with torch.no_grad():

@@ -14,7 +14,7 @@ from sae_core.sae.io import load_density, load_sae, save_sae
 from sae_core.sae.metrics import MetricAccumulator, shared_structure
 from sae_core.sae.sampled import latent_scores
 from sae_core.sae.training import TrainerConfig, train_sae
-from tests.conftest import batch_source
+from tests.conftest import batch_source, planted
 
 
 def _cfg(arch, **kw):
@@ -232,18 +232,9 @@ def test_shared_structure_matches_brute_force():
 
 # --- trainer --------------------------------------------------------------------------------
 
-def _planted(n, d_in=32, n_true=48, per_token=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    true = torch.randn(n_true, d_in, generator=g)
-    true /= true.norm(dim=1, keepdim=True)
-    idx = torch.stack([torch.randperm(n_true, generator=g)[:per_token] for _ in range(n)])
-    coef = torch.zeros(n, n_true).scatter_(1, idx, torch.rand(n, per_token, generator=g) * 2 + 0.5)
-    return coef @ true, true
-
-
 @pytest.mark.slow
 def test_batchtopk_recovers_planted_features():
-    x, true = _planted(40_000)
+    x, true = planted(40_000)
     cfg = SAEConfig(arch="batchtopk", d_in=32, d_sae=96, k=3)
     res = train_sae(batch_source(x, 512), cfg, TrainerConfig(total_tokens=512 * 1500, batch_size=512,
                                                        lr=3e-3, dead_tokens=20_000, seed=0))
@@ -262,7 +253,7 @@ def test_encoder_scale_fit_keeps_the_active_set_and_is_least_squares(arch):
     orthogonal to it (the least-squares optimum), and no buffer is touched."""
     from sae_core.sae.training import fit_encoder_scale
 
-    x, _ = _planted(512, seed=6)
+    x, _ = planted(512, seed=6)
     x = x * 3 + 1
     sae = create_sae(_cfg(arch, d_in=32, d_sae=128, k=4, l=2.0)).train()
     with torch.no_grad():
@@ -313,7 +304,7 @@ def test_short_runs_on_heavy_tailed_token_norms_do_not_overshoot(arch):
     """Issue #3 regression: with W_enc = W_dec^T at unit scale, BatchTopK gave its many latents to
     the few high-norm tokens and its reconstruction overshot (FVU ~2.9 here after 30 steps, like
     1.28 on zoo activations in the benchmark). The fitted encoder scale starts it near FVU < 1."""
-    x, _ = _planted(8192, d_in=32, n_true=96, per_token=4)
+    x, _ = planted(8192, d_in=32, n_true=96, per_token=4)
     x = x * torch.exp(torch.randn(8192, 1, generator=torch.Generator().manual_seed(1)) * 0.7) + 3
     cfg = SAEConfig(arch=arch, d_in=32, d_sae=256, k=4, l=16.0)  # pool 64 of the 96 features
     tcfg = TrainerConfig(total_tokens=30 * 512, batch_size=512, lr=2e-3, warmup_steps=0, seed=0)
@@ -328,7 +319,7 @@ def test_short_runs_on_heavy_tailed_token_norms_do_not_overshoot(arch):
 @pytest.mark.parametrize("arch", ["batchtopk", "sampled"])
 def test_short_runs_get_an_inference_threshold_that_keeps_l0_near_k(arch):
     """The training EMA lags the weights; calibration at the final weights fixes inference L0."""
-    x, _ = _planted(30_000, seed=3)
+    x, _ = planted(30_000, seed=3)
     cfg = SAEConfig(arch=arch, d_in=32, d_sae=96, k=6, l=16)
     res = train_sae(batch_source(x[:24_000], 512), cfg,
                     TrainerConfig(total_tokens=512 * 40, batch_size=512, lr=3e-3, seed=0))
@@ -337,7 +328,7 @@ def test_short_runs_get_an_inference_threshold_that_keeps_l0_near_k(arch):
 
 
 def test_aux_k_runs_on_dead_latents_and_not_at_coefficient_zero():
-    x, _ = _planted(8192, seed=2)
+    x, _ = planted(8192, seed=2)
     cfg = SAEConfig(arch="sampled", d_in=32, d_sae=256, k=4, l=2.0)  # pool 8 of 256: most dead
     runs = {c: train_sae(batch_source(x, 512), cfg, TrainerConfig(
         total_tokens=512 * 12, batch_size=512, lr=2e-3, dead_tokens=1024, aux_k_coeff=c, seed=0))
@@ -349,7 +340,7 @@ def test_aux_k_runs_on_dead_latents_and_not_at_coefficient_zero():
 
 @pytest.mark.parametrize("d_sae", [64, 1024])  # 1024 > batch: the data init reads ahead 3 batches
 def test_resume_is_exact_and_survives_a_corrupt_checkpoint(tmp_path, d_sae):
-    x, _ = _planted(4096, seed=1)
+    x, _ = planted(4096, seed=1)
     cfg = SAEConfig(arch="sampled", d_in=32, d_sae=d_sae, k=4, l=2)
     tcfg = TrainerConfig(total_tokens=256 * 12, batch_size=256, checkpoint_every=3, seed=5,
                          dead_tokens=512)
@@ -379,7 +370,7 @@ def _lockstep_cfgs():
 def test_lockstep_training_matches_training_alone_and_leaves_the_global_rng():
     from sae_core.sae.training import train_many
 
-    x, _ = _planted(4096, seed=3)
+    x, _ = planted(4096, seed=3)
     tcfg = TrainerConfig(total_tokens=256 * 10, batch_size=256, seed=4, dead_tokens=512)
     before = torch.get_rng_state()
     together = train_many(batch_source(x, 256), _lockstep_cfgs(), tcfg)
@@ -396,7 +387,7 @@ def test_lockstep_resumes_at_the_newest_step_every_run_has(tmp_path):
     """A crash between two runs' saves: one run has step 6, the others stop at 3; all resume at 3."""
     from sae_core.sae.training import train_many
 
-    x, _ = _planted(4096, seed=3)
+    x, _ = planted(4096, seed=3)
     tcfg = TrainerConfig(total_tokens=256 * 10, batch_size=256, seed=4, dead_tokens=512, checkpoint_every=3)
     dirs = [tmp_path / str(i) for i in range(3)]
     straight = train_many(batch_source(x, 256), _lockstep_cfgs(), tcfg)
@@ -448,7 +439,7 @@ def test_fold_scale_makes_the_sae_read_raw_activations(arch):
 
 
 def test_training_on_badly_scaled_activations_still_reconstructs():
-    x, _ = _planted(2048, seed=2)
+    x, _ = planted(2048, seed=2)
     x = x * 40 + 3  # far from unit scale
     cfg = SAEConfig(arch="topk", d_in=32, d_sae=64, k=3)
     res = train_sae(batch_source(x, 256), cfg, TrainerConfig(total_tokens=256 * 60, batch_size=256, lr=3e-3))

@@ -10,16 +10,12 @@ from sae_core.sae import SAEConfig
 from sae_core.sae.data import (MEMORY_BUDGET_ENV, EpochBatches, MemorySplit, StreamSplit, memory_budget,
                                open_split)
 from sae_core.sae.training import TrainerConfig, _endless, train_sae
+from tests.conftest import numbered_store, planted
 
 
 def _store(tmp_path, x_ND: np.ndarray, shard_tokens: int) -> ActivationStore:
     np.save(tmp_path / "acts.npy", x_ND)
     return import_activation_file(tmp_path / "acts.npy", tmp_path / "store", shard_tokens=shard_tokens)
-
-
-def _numbered(tmp_path, n=1000, shard_tokens=77) -> ActivationStore:
-    """Row i holds i in every column, so batches can be traced back to rows."""
-    return _store(tmp_path, np.repeat(np.arange(n, dtype=np.float32)[:, None], 3, axis=1), shard_tokens)
 
 
 def _count_reads(store, monkeypatch) -> list:
@@ -36,7 +32,7 @@ def _count_reads(store, monkeypatch) -> list:
 @pytest.mark.parametrize("bs,buffer,epochs,drop_last", [(64, 300, 2, False), (33, 77, 3, False),
                                                          (100, 256, 1, True), (500, 10, 1, False)])
 def test_start_is_the_stream_minus_its_head(tmp_path, bs, buffer, epochs, drop_last):
-    store = _numbered(tmp_path)
+    store = numbered_store(tmp_path, shard_tokens=77)
     kw = dict(seed=3, epochs=epochs, buffer_tokens=buffer, drop_last=drop_last)
     full = list(iter_batches(store, bs, **kw))
     for start in range(len(full) + 2):
@@ -46,7 +42,7 @@ def test_start_is_the_stream_minus_its_head(tmp_path, bs, buffer, epochs, drop_l
 
 
 def test_start_reads_no_shard_whose_batches_were_used(tmp_path, monkeypatch):
-    store = _numbered(tmp_path, n=1000, shard_tokens=50)  # 20 shards, groups of 2, 10 batches each
+    store = numbered_store(tmp_path, n=1000, shard_tokens=50)  # 20 shards, groups of 2, 10 batches each
     reads = _count_reads(store, monkeypatch)
     list(iter_batches(store, 10, seed=0, buffer_tokens=100))
     assert len(reads) == 20
@@ -56,7 +52,7 @@ def test_start_reads_no_shard_whose_batches_were_used(tmp_path, monkeypatch):
 
 
 def test_rows_reads_a_range_once(tmp_path):
-    store = _numbered(tmp_path)
+    store = numbered_store(tmp_path, shard_tokens=77)
     got = torch.cat(list(iter_batches(store, 50, rows=(100, 950), buffer_tokens=200)))[:, 0].long()
     assert sorted(got.tolist()) == list(range(100, 950)) and got.tolist() != sorted(got.tolist())
     tail = torch.cat(list(iter_batches(store, 64, rows=(900, 1000), shuffle=False)))[:, 0].long()
@@ -66,8 +62,8 @@ def test_rows_reads_a_range_once(tmp_path):
 
 
 def test_open_split_holds_small_stores_and_streams_large_ones(tmp_path):
-    store = _numbered(tmp_path)  # 1000 rows x 3 float32 = 12,000 bytes
-    mem, stream = open_split(store, budget=12_000), open_split(store, budget=11_999)
+    store = numbered_store(tmp_path, shard_tokens=77)  # 1000 rows x 4 float32 = 16,000 bytes
+    mem, stream = open_split(store, budget=16_000), open_split(store, budget=15_999)
     assert isinstance(mem, MemorySplit) and isinstance(stream, StreamSplit)
     assert mem.n_eval == stream.n_eval == 100
     for split in (mem, stream):  # held out: the last tenth, in order; trained on: the rest
@@ -76,7 +72,7 @@ def test_open_split_holds_small_stores_and_streams_large_ones(tmp_path):
         source = split.batches(64)
         assert source.per_epoch == 14
         epoch = list(source(seed=1))
-        assert len(epoch) == 14 and all(b.shape == (64, 3) for b in epoch)
+        assert len(epoch) == 14 and all(b.shape == (64, 4) for b in epoch)
         rows = torch.cat(epoch)[:, 0].long()
         assert len(set(rows.tolist())) == 896 and rows.max() < 900
         assert all(torch.equal(a, b) for a, b in zip(source(1, start=5), epoch[5:]))
@@ -114,16 +110,12 @@ def test_endless_skips_across_epochs_by_arithmetic():
         next(_endless(EpochBatches(make, per_epoch=0), 0))
 
 
-def _planted(n, d_in=16, n_true=32, seed=0) -> np.ndarray:
-    g = np.random.default_rng(seed)
-    true = g.standard_normal((n_true, d_in))
-    true /= np.linalg.norm(true, axis=1, keepdims=True)
-    coef = (g.random((n, n_true)) < 3 / n_true) * (g.random((n, n_true)) + 0.5)
-    return (coef @ true + 0.2).astype(np.float32)
+def _planted_np(n: int, seed: int = 0) -> np.ndarray:
+    return (planted(n, d_in=16, n_true=32, seed=seed)[0] + 0.2).numpy()
 
 
 def test_a_streamed_run_resumes_exactly_across_epochs(tmp_path, monkeypatch):
-    store = _store(tmp_path, _planted(2000), shard_tokens=300)
+    store = _store(tmp_path, _planted_np(2000), shard_tokens=300)
     split = StreamSplit.from_store(store)  # 1800 training rows: 7 batches of 256 an epoch
     cfg = SAEConfig(arch="sampled", d_in=16, d_sae=128, k=4, l=2)
     tcfg = TrainerConfig(total_tokens=256 * 20, batch_size=256, checkpoint_every=5, seed=2, dead_tokens=512)
@@ -142,9 +134,9 @@ def test_a_streamed_run_resumes_exactly_across_epochs(tmp_path, monkeypatch):
     for name, v in straight.items():
         assert torch.equal(resumed.sae.state_dict()[name], v), name
     # 6 shards of training rows, one shuffle group. The straight run reads epochs 0-5 (20 steps,
-    # then 16 calibration batches); the resumed one reads epoch 0's group once (the width check),
-    # never epoch 1, and epochs 2-5 from the batch it stopped at
-    assert read_straight == 6 * 6 and len(reads) == read_straight - 6
+    # then 16 calibration batches); the resumed one never reads epochs 0 and 1, and reads
+    # epochs 2-5 from the batch it stopped at
+    assert read_straight == 6 * 6 and len(reads) == read_straight - 2 * 6
 
 
 def test_train_to_workspace_streams_a_store_over_the_budget(tmp_path, monkeypatch):
@@ -152,7 +144,7 @@ def test_train_to_workspace_streams_a_store_over_the_budget(tmp_path, monkeypatc
     from sae_core.sae.runs import train_to_workspace
     from sae_core.workspace import Workspace
 
-    np.save(tmp_path / "planted.npy", _planted(6000, seed=1))
+    np.save(tmp_path / "planted.npy", _planted_np(6000, seed=1))
     cfg = SAEConfig(arch="batchtopk", d_in=16, d_sae=64, k=3)
     tcfg = TrainerConfig(total_tokens=256 * 60, batch_size=256, lr=3e-3, seed=0)
     metrics = {}

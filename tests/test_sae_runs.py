@@ -9,6 +9,7 @@ from sae_core.sae import runs
 from sae_core.sae.sweep import SweepConfig, load_sweep_table, run_sweep
 from sae_core.sae.training import TrainerConfig, run_bytes
 from sae_core.workspace import Workspace
+from tests.conftest import planted
 
 
 def test_lockstep_groups_fit_the_budget():
@@ -22,13 +23,9 @@ def test_lockstep_groups_fit_the_budget():
 
 
 def _workspace(tmp_path, name):
-    g = np.random.default_rng(1)
-    true = g.standard_normal((24, 16))
-    true /= np.linalg.norm(true, axis=1, keepdims=True)
-    coef = (g.random((6000, 24)) < 3 / 24) * (g.random((6000, 24)) + 0.5)
     path = tmp_path / "planted.npy"
     if not path.exists():
-        np.save(path, (coef @ true + 0.2).astype(np.float32))
+        np.save(path, (planted(6000, d_in=16, n_true=24, seed=1)[0] + 0.2).numpy())
     ws = Workspace(tmp_path / name)
     return ws, import_to_workspace(ws, path)
 

@@ -82,7 +82,6 @@ class MemorySplit:
     """Training rows and held-out rows, in memory."""
     train_ND: torch.Tensor
     eval_ND: torch.Tensor
-    streamed = False
 
     @classmethod
     def from_store(cls, store: "ActivationStore", eval_fraction: float = 0.1) -> "MemorySplit":
@@ -107,7 +106,6 @@ class StreamSplit:
     """Training rows ``[0, n_train)`` and held-out rows ``[n_train, n_tokens)`` of a store on disk."""
     store: "ActivationStore"
     n_train: int
-    streamed = True
 
     @classmethod
     def from_store(cls, store: "ActivationStore", eval_fraction: float = 0.1) -> "StreamSplit":

@@ -331,8 +331,7 @@ def aux_decode(sae, x_ND, out, dead_S: torch.Tensor, k_aux: int,
         pre_NS, x_ND = pre_NS.index_select(0, rows_R), x_ND.index_select(0, rows_R)
     if out.codes is None:
         dead_pre_NS = torch.where(dead_S, pre_NS, torch.full_like(pre_NS, -torch.inf))
-        dead_acts_NS = torch.relu(dead_pre_NS.nan_to_num(neginf=0.0))
-        return topk_per_row(dead_acts_NS, k_aux) @ sae.W_dec
+        return topk_per_row(dead_pre_NS, k_aux, relu=True) @ sae.W_dec  # k_aux <= dead latents
     pre_NS = pre_NS.detach()
     # the row subset is our own copy: the selection may mask it in place (selected entries keep
     # their values, which sparse_codes reads next)

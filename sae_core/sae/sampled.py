@@ -95,9 +95,10 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str) -> torch.Tensor:
             sumsq_S += torch.linalg.vecdot(a_RS, a_RS, dim=0)
         return sumsq_S.sqrt_()
     # 0 log 0 = 0: entries <= 0 are clamped to the smallest normal float, not to 0 (log2 of an
-    # exact 0 is a slow path on CPU, ~12x slower: 10.3 against 0.86 ns), so relu and the log's guard are one pass. Each
-    # such entry adds tiny to m_j and tiny*log2(tiny) (~ -1.5e-36) to the sum: far below float
-    # resolution unless the column has no mass at all, which the mass test below catches.
+    # exact 0 is a slow path on CPU, ~12x slower: 10.3 against 0.86 ns), so relu and the log's
+    # guard are one pass. Each such entry adds tiny to m_j and tiny*log2(tiny) (~ -1.5e-36) to
+    # the sum: far below float resolution unless the column has no mass at all, which the mass
+    # test below catches.
     tiny = torch.finfo(dtype).tiny
     mass_S, alog_S = acts_NS.new_zeros(d_sae, dtype=dtype), acts_NS.new_zeros(d_sae, dtype=dtype)
     for a_RS, log_RS in _clamped_chunks(acts_NS, tiny, scratch=True):

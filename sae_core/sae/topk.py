@@ -7,21 +7,20 @@ from sae_core.sae import kernels
 from sae_core.sae.base import SAE
 
 
-def topk_per_row(acts_NS: torch.Tensor, k: int) -> torch.Tensor:
-    """Zero all but the ``k`` largest entries of each row (ties broken by torch.topk)."""
+def topk_per_row(acts_NS: torch.Tensor, k: int, relu: bool = False) -> torch.Tensor:
+    """Zero all but the ``k`` largest entries of each row (ties broken by torch.topk); ``relu``:
+    zero the negative ones among them too (= top-k of relu(acts), without a relu copy of acts)."""
     vals_NK, idx_NK = acts_NS.topk(k, dim=-1, sorted=False)
-    return torch.zeros_like(acts_NS).scatter_(-1, idx_NK, vals_NK)
+    return torch.zeros_like(acts_NS).scatter_(-1, idx_NK, torch.relu(vals_NK) if relu else vals_NK)
 
 
 class TopKSAE(SAE):
     sparse_rule = True  # the same rule in training and inference
 
     def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
-        # The k largest of pre itself, then relu: the same positive entries as the k largest of
-        # relu(pre), with no [N, d_sae] relu copy, and the same torch.topk call on the same tensor
-        # as the fast path (select_active) and encode_coords, so ties resolve alike in all three.
-        vals_NK, idx_NK = pre_NS.topk(self.cfg.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre_NS).scatter_(-1, idx_NK, torch.relu(vals_NK))
+        # The k largest of pre itself, then relu: the same torch.topk call on the same tensor as
+        # the fast path (select_active) and encode_coords, so ties resolve alike in all three.
+        return topk_per_row(pre_NS, self.cfg.k, relu=True)
 
     def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return kernels.topk_row_indices(pre_NS, self.cfg.k)

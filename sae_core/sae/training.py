@@ -40,6 +40,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 
 from sae_core.errors import ActivationFileError, SAECoreError
+from sae_core.io import TORCH_DTYPES
 from sae_core.sae import kernels
 from sae_core.sae.base import SAE, ForwardOutput
 from sae_core.sae.checkpoint import TrainState, load_latest_checkpoint, save_checkpoint
@@ -346,7 +347,7 @@ class _Run:
         enc_scale = fit_encoder_scale(self.sae, sample_ND)
         log.info("initial encoder scale %.3g (least-squares fit on the first batch)", enc_scale)
 
-    def step(self, step: int, x_ND: torch.Tensor) -> StepLog:
+    def step(self, step: int, x_ND: torch.Tensor) -> None:
         """One training step on the scaled batch ``x_ND``."""
         sae, tcfg = self.sae, self.tcfg
         sae.train()
@@ -375,7 +376,6 @@ class _Run:
         self.history.append(entry)
         if self.on_step:
             self.on_step(entry, tcfg.steps)
-        return entry
 
     def save(self, step: int, scale: float) -> None:
         if self.ckpt_dir:
@@ -397,8 +397,6 @@ def run_bytes(cfg: SAEConfig, tcfg: TrainerConfig, with_buffer: bool = True) -> 
     gradients and two Adam moments (8 matrices of d_in x d_sae) and, ``with_buffer``, the
     pre-activation buffer (batch x d_sae), which runs of one shape share. A step's temporaries
     come and go, one run at a time."""
-    from sae_core.io import TORCH_DTYPES
-
     item = TORCH_DTYPES[cfg.dtype].itemsize
     return item * cfg.d_sae * (8 * cfg.d_in + (tcfg.batch_size if with_buffer else 0))
 
@@ -450,7 +448,10 @@ def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig,
     d_in = cfgs[0].d_in
     buffers: dict[tuple, torch.Tensor] = {}
     runs = [_Run(cfg, tcfg, device, ckpt, cb, buffers) for cfg, ckpt, cb in zip(cfgs, ckpt_dirs, on_steps)]
-    data = _endless(batches, tcfg.seed)
+    states = _resume_states(runs)
+    start = states[0].step if states[0] is not None else 0
+    # the batch stream is a pure function of the seed: a resumed run skips what it used
+    data = _endless(batches, tcfg.seed, skip=start)
     ahead: list[torch.Tensor] = []  # batches read early (for the init), trained on first
 
     def next_batch() -> torch.Tensor:
@@ -459,18 +460,14 @@ def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig,
     if first_ND.shape[1] != d_in:
         raise SAECoreError(f"width mismatch: the activations have d={first_ND.shape[1]} but the SAE "
                            f"expects d_in={d_in}; set d_in to the hook's width")
-    _check_finite(first_ND, 0)
+    _check_finite(first_ND, start)
 
-    states = _resume_states(runs)
-    if states[0] is not None:
+    if start:
         for run, st in zip(runs, states):
             run.load(st)
-        start, scale = states[0].step, states[0].scale
-        # the batch stream is a pure function of the seed: skip what was used
-        data = _endless(batches, tcfg.seed, skip=start)
-        first_ND = next_batch()
+        scale = states[0].scale
     else:
-        start, scale = 0, estimate_scale(first_ND)
+        scale = estimate_scale(first_ND)
         sample_ND = first_ND[:4096] * scale
         # decoder_init="data" wants enough distinct rows for every latent (else rows drawn twice
         # start as near-twins): look ahead a few batches; they are trained on next, in their order
