@@ -149,7 +149,7 @@ def main() -> None:
         mine = times[spec][keep]
         ratio = statistics.median(a / b for a, b in zip(mine, ref))
         row = dict(config=spec, mean_ms=1e3 * statistics.fmean(mine), median_ms=1e3 * statistics.median(mine),
-                   median_step_ratio_vs_batchtopk=ratio, dead_fraction_end=logs[spec][-1].dead_fraction,
+                   median_step_ratio_vs_batchtopk=ratio, dead_fraction_end=logs[spec][-1].aux_dead_fraction,
                    fvu=fvu)
         rows.append(row)
         print(f"{spec:18} {row['mean_ms']:8.1f} {row['median_ms']:9.1f} {ratio:8.2f} "

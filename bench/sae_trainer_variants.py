@@ -105,7 +105,7 @@ def main() -> None:
         fvu_b = (_fvu(lambda h: ((z := sae.encode_batch_rule(h)) @ sae.W_dec + sae.b_dec, z), held, args.batch)[0]
                  if hasattr(sae, "encode_batch_rule") else float("nan"))
         row = dict(variant=variant, fvu=fvu, fvu_batch_rule=fvu_b, l0=l0,
-                   dead_fraction=res.history[-1].dead_fraction, seconds=seconds)
+                   dead_fraction=res.history[-1].aux_dead_fraction, seconds=seconds)
         print(f"{variant:58} {fvu:8.4f} {fvu_b:9.4f} {l0:6.1f} {row['dead_fraction']:6.3f} {seconds:6.1f}",
               flush=True)
         print(json.dumps(row), file=sys.stderr)

@@ -158,7 +158,7 @@ class _StepBar:
     def __call__(self, entry, total: int) -> None:
         self.bar.total = total
         self.bar.n = entry.step
-        self.bar.set_postfix(mse=f"{entry.mse:.3g}", l0=f"{entry.l0:.1f}", refresh=False)
+        self.bar.set_postfix(sq_err=f"{entry.sq_err:.3g}", l0=f"{entry.l0:.1f}", refresh=False)
         self.bar.refresh()
         if entry.step == total:
             self.bar.close()

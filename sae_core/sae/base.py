@@ -111,6 +111,10 @@ class SAE(nn.Module):
         rows >= N (``out.pre`` is then a view of it, valid until the buffer's next use)."""
         return kernels.sae_forward(self, x_ND, pre_buf)
 
+    # the fraction of the training pool that changed since the previous batch (Sampled-SAE;
+    # None for rules without a pool), logged by the trainer
+    pool_churn: float | None = None
+
     # k-sparse architectures set ``sparse_rule`` while their rule keeps few latents per token and
     # implement ``select_active``; the kernels then skip every dense [N, d_sae] step but one.
     sparse_rule = False
@@ -122,6 +126,12 @@ class SAE(nn.Module):
 
     def extra_loss(self, out: ForwardOutput) -> torch.Tensor | None:
         """Architecture-specific loss term (e.g. the L1 penalty), or None."""
+        return None
+
+    def aux_eligible(self) -> torch.Tensor | None:
+        """Boolean ``[d_sae]``: the latents the last training step's rule could have fired, whose
+        silence counts towards "dead" for AuxK; None: every latent (the Sampled-SAE's pool
+        excludes most latents by design, ``sampled.py``)."""
         return None
 
     # --- decoder geometry, used by the trainer ---------------------------------------------------

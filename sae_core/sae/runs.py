@@ -151,7 +151,8 @@ def _register(ws: Workspace, acts: Artifact, name: str, cfg: SAEConfig, tcfg: Tr
 
         metrics.update(downstream_metrics(model, result.sae.to("cpu"), acts.hook,
                                           eval_tokens(model)).to_json())
-    metrics["final_train_mse"] = result.history[-1].mse if result.history else None
+    # per-token squared error on the trainer's scaled inputs, not metrics["mse"] (per element, raw)
+    metrics["final_train_sq_err_scaled"] = result.history[-1].sq_err if result.history else None
     meta = {"arch": cfg.arch, "d_sae": cfg.d_sae, "k": cfg.k, "l": cfg.l, "scoring": cfg.scoring,
             "pool_rule": cfg.pool_rule, "tokens": tcfg.total_tokens, "activations": acts.name,
             **{m: metrics[m] for m in ("l0", "fvu", "explained_variance") if m in metrics}}

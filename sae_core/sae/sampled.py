@@ -31,6 +31,24 @@ per-latent thresholds (theta in the pool, +inf outside), which is how it exports
 At l=1 it is exactly "every token draws from K global latents"; when the pool covers every
 latent it is BatchTopK's inference rule. ``encode_batch_rule`` applies the training rule to a
 given batch instead.
+
+AuxK and the pool (issue #11): a latent's silence counts towards "dead" only while it is in the
+training pool (``aux_eligible``; the trainer's clock stops outside it), so AuxK revives pool
+latents that lose every BatchTopK slot and leaves alone the latents the pool excludes by design.
+Before, at small l about 90% of the dictionary was "dead" and AuxK trained it to reconstruct the
+residual. Those latents then fire on many tokens of a batch, which is exactly what entropy scoring
+rewards, so they entered the pool with magnitudes fitted to the residual, not to the
+reconstruction; training error climbed back late in the run. Demo sweep settings (zoo:tiny-a
+layer 1, K=16, d_sae=512, 1M tokens, seed 0), held-out FVU at l = 1, 2, 4:
+before 0.430, 0.576, 1.264 (AuxK loss up to 44, against 1.0 for L2 scoring); AuxK off entirely
+0.364, 0.307, 0.087; with this rule 0.364, 0.307, 0.087 (AuxK up to 1.1). The other suspects,
+measured on the same runs (``bench/sampled_entropy_causes.py``): pool churn is high for entropy
+(11-15% of the pool new each batch, L2 0.5%), but pools chosen on scores smoothed over batches
+(EMA 0.9) cut it to 3-4% and did not help (FVU 0.349 at l=1, 0.241 at l=4); no pool held a
+near-zero column (none below 1% of the pool's median mass); and the b_dec drift (norm 4-6 in
+scaled units against 2 for L2) remains after the fix, a symptom of dense pool latents, not the
+cause. The late rise of the error began near the start of the learning-rate decay but does not
+happen without the out-of-pool AuxK.
 """
 from __future__ import annotations
 
@@ -131,6 +149,15 @@ class SampledSAE(BatchTopKSAE):
         # the trainer's own RNG for pool_rule="sample" (a CPU generator, whose state checkpoints
         # keep, so a resumed run draws the same pools on any device); None: torch's global RNG
         self.pool_generator: torch.Generator | None = None
+        self._train_pool_P: torch.Tensor | None = None  # the last training batch's pool
+
+    def aux_eligible(self) -> torch.Tensor | None:
+        """The last training batch's pool: only its latents can fire, so only their silence makes
+        them dead for AuxK (module doc, "AuxK and the pool")."""
+        if self._train_pool_P is None:
+            return None
+        mask_S = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=self._train_pool_P.device)
+        return mask_S.index_fill_(0, self._train_pool_P, True)
 
     def inference_pool(self) -> torch.Tensor:
         """Boolean ``[d_sae]``: the K*l latents most often in the training pool."""
@@ -176,6 +203,11 @@ class SampledSAE(BatchTopKSAE):
         # the BatchTopK cut then go to the lowest (token, latent), whatever order topk returned.
         pool_P = pool_P.sort().values
         if self.training:  # pool_freq <- m pool_freq + (1-m) [j in pool]
+            if self._train_pool_P is not None and self._train_pool_P.numel() == pool_P.numel():
+                # both sorted: the fraction of this pool that the previous batch's lacked
+                kept = torch.isin(pool_P, self._train_pool_P, assume_unique=True).sum().item()
+                self.pool_churn = 1.0 - kept / pool_P.numel()
+            self._train_pool_P = pool_P
             m = cfg.threshold_momentum
             self.pool_freq.mul_(m).index_add_(0, pool_P, self.pool_freq.new_full(pool_P.shape, 1 - m))
         return pool_P

@@ -105,14 +105,17 @@ class TrainerConfig:
 
 
 class StepLog(NamedTuple):
+    """One training step. Losses are on the scaled activations the trainer sees."""
     step: int
     tokens: int
     loss: float
-    mse: float
-    aux: float
+    sq_err: float            # squared reconstruction error per token (summed over d_in)
+    aux: float               # AuxK loss (normalised by the residual's variance)
     l0: float
-    dead_fraction: float
+    aux_dead_fraction: float  # latents dead for AuxK (silent for the dead window while eligible)
     lr: float
+    aux_share: float = 0.0    # aux_k_coeff * aux / loss
+    pool_churn: float | None = None  # Sampled-SAE: pool fraction new since the previous batch
 
 
 class TrainResult(NamedTuple):
@@ -356,7 +359,10 @@ class _Run:
         out = sae(x_ND, self.pre_buf)
         mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
         extra = sae.extra_loss(out)
+        eligible_S = sae.aux_eligible()
         dead_S = self.since_fired_S >= tcfg.dead_window
+        if eligible_S is not None:
+            dead_S &= eligible_S
         if self.cfg.arch == "relu" or tcfg.aux_k_coeff == 0 or not bool(dead_S.any()):
             aux = mse.new_zeros(())
         else:
@@ -369,10 +375,15 @@ class _Run:
         self.opt.step()
         sae.normalize_decoder()
         with torch.no_grad():
-            self.since_fired_S += x_ND.shape[0]
+            if eligible_S is None:
+                self.since_fired_S += x_ND.shape[0]
+            else:  # a latent's clock runs only while the rule could fire it
+                self.since_fired_S.add_(eligible_S, alpha=x_ND.shape[0])
             self.since_fired_S[out.fired()] = 0
-        entry = StepLog(step + 1, (step + 1) * tcfg.batch_size, loss.item(), mse.item(), aux.item(),
-                        out.l0(), dead_S.float().mean().item(), self.opt.param_groups[0]["lr"])
+        loss_v, aux_v = loss.item(), aux.item()
+        entry = StepLog(step + 1, (step + 1) * tcfg.batch_size, loss_v, mse.item(), aux_v,
+                        out.l0(), dead_S.float().mean().item(), self.opt.param_groups[0]["lr"],
+                        tcfg.aux_k_coeff * aux_v / loss_v if loss_v > 0 else 0.0, sae.pool_churn)
         self.history.append(entry)
         if self.on_step:
             self.on_step(entry, tcfg.steps)
