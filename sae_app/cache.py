@@ -166,6 +166,13 @@ def sweep_table(path: str, created: float) -> pd.DataFrame:
     return load_sweep_table(Artifact("sweep", Path(path).name, Path(path), None, None, created, {}))
 
 
+@st.cache_data(show_spinner=False)
+def training_curves(root: str, path: str, created: float) -> pd.DataFrame:
+    from sae_core.sae.sweep import load_training_curves
+
+    return load_training_curves(open_workspace(root), sweep_table(path, created))
+
+
 def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, sweep_kwargs: dict,
               on_progress=None) -> Artifact:
     """Harvest (or reuse) activations, then run the l-sweep with the cached model (under its lock)."""

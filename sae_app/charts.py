@@ -47,6 +47,13 @@ def sweep_vs_l(table: pd.DataFrame, metric: str, scorings: list[str]) -> go.Figu
             marker=dict(size=9, color=SCORING_COLORS.get(scoring)), line=dict(color=SCORING_COLORS.get(scoring)),
             customdata=rows[["sae"]].to_numpy(),
             hovertemplate=f"l=%{{x:g}}<br>{metric}=%{{y:.4g}}<br>%{{customdata[0]}}<extra>{scoring}</extra>"))
+        batch_col = f"{metric}_batch_rule"  # the training rule on held-out batches, beside inference
+        if batch_col in rows and rows[batch_col].notna().any():
+            fig.add_trace(go.Scatter(
+                x=rows["l"], y=rows[batch_col], mode="lines+markers", name=f"Sampled ({scoring}), batch rule",
+                marker=dict(size=7, symbol="circle-open", color=SCORING_COLORS.get(scoring)),
+                line=dict(color=SCORING_COLORS.get(scoring), dash="dot"), customdata=rows[["sae"]].to_numpy(),
+                hovertemplate=f"l=%{{x:g}}<br>{batch_col}=%{{y:.4g}}<br>%{{customdata[0]}}<extra>{scoring}</extra>"))
     # References as dashed line traces, not add_hline: shapes take log10 values on a log axis.
     l_range = [sampled["l"].min(), sampled["l"].max()] if len(sampled) else [1, 1]
     for arch, (label, color, _) in REFERENCE_STYLE.items():
@@ -135,3 +142,21 @@ def feature_map(overview: pd.DataFrame, selected: int | None = None) -> go.Figur
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None)
     return fig
+
+
+def training_curves(curves: pd.DataFrame, metric: str) -> go.Figure:
+    """One training-log field against tokens, one line per SAE of a sweep (colour: scoring rule;
+    references in their own colours); an unstable run shows as a line that climbs back."""
+    from sae_core.sae.sweep import TRAINING_CURVES
+
+    y_title, log_y = TRAINING_CURVES[metric]
+    fig = go.Figure()
+    for label, rows in curves.groupby("label", sort=False):
+        scoring = rows["scoring"].iloc[0]
+        ref = REFERENCE_STYLE.get(label)  # a reference's label is its architecture
+        color = SCORING_COLORS.get(scoring) if ref is None else ref[1]
+        fig.add_trace(go.Scatter(
+            x=rows["tokens"], y=rows[metric], mode="lines", name=label,
+            line=dict(color=color, width=1.5, dash="dash" if ref else None),
+            hovertemplate=f"{label}<br>tokens=%{{x:,}}<br>{metric}=%{{y:.4g}}<extra></extra>"))
+    return _layout(fig, f"{y_title} during training", "training tokens", y_title, False, log_y)

@@ -1,6 +1,7 @@
 """Page tests through Streamlit's AppTest: the app runs headless, in this process."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -124,8 +125,13 @@ def test_sampled_sae_page_shows_the_sweep(workspace):
     expected = load_sweep_table(sweep)
     assert len(shown) == len(expected) == 4  # 2 values of l, BatchTopK, TopK
     assert sorted(shown["fvu"].round(9)) == sorted(expected["fvu"].round(9))
-    assert len(at.get("plotly_chart")) == 3  # no downstream metrics without a model: no CE chart
+    # no downstream metrics without a model: no CE chart; FVU, distinct latents, frontier, curves
+    assert len(at.get("plotly_chart")) == 4
     assert at.get("download_button")
+    assert sorted(shown["fvu_batch_rule"].dropna().round(9)) == sorted(expected["fvu_batch_rule"].dropna().round(9))
+    curve = json.loads(at.get("plotly_chart")[-1].proto.spec)  # the training curves
+    assert sorted(t["name"] for t in curve["data"]) == ["batchtopk", "sampled l=1 l2", "sampled l=4 l2", "topk"]
+    assert not at.warning  # every FVU of this sweep is below 1
 
 
 def test_sampled_sae_page_without_sweep_says_what_to_do(workspace):
@@ -154,4 +160,4 @@ def test_run_a_sweep_from_the_page(workspace):
     assert set(table["scoring"].dropna()) == {"entropy"}
     assert list(table["pool_rule"].fillna("-")) == ["sample", "sample", "-", "-"]  # the rule asked for
     assert table["ce_loss_recovered"].notna().all()  # the page's sweep splices into the model
-    assert len(at.get("plotly_chart")) == 4
+    assert len(at.get("plotly_chart")) == 5

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from sae_app import cache, charts, jobs, sidebar
+from sae_core.sae.sweep import TRAINING_CURVES, fvu_warnings as sweep_warnings
 
 sel = sidebar.current()
 st.title("Sampled-SAE: the l trade-off")
@@ -18,7 +19,7 @@ with st.expander("Run a new sweep", expanded=False):
     d_sae = c2.number_input("d_sae", 16, 1 << 17, 512, step=128, key="sw_d_sae")
     tokens = c3.number_input("training tokens per SAE", 10_000, 100_000_000, 200_000, step=50_000, key="sw_tokens")
     harvest_tokens = c4.number_input("tokens to harvest", 5_000, 100_000_000, 100_000, step=50_000, key="sw_harvest")
-    ls = st.multiselect("values of l", [0.5, 1, 2, 4, 8, 16, 32, 64], default=[1, 2, 4, 8, 16], key="sw_ls")
+    ls = st.multiselect("values of l", [1, 2, 4, 8, 16, 32, 64], default=[1, 2, 4, 8, 16], key="sw_ls")
     r1, r2 = st.columns([3, 1])
     rules = r1.multiselect("scoring rules", ["l2", "entropy"], default=["l2", "entropy"], key="sw_rules")
     pool_rule = r2.selectbox("pool", ["top", "sample"], key="sw_pool", help=(
@@ -43,6 +44,8 @@ if st.session_state.get("sw_sweep") not in by_name:
 art = by_name[st.selectbox("Sweep", list(by_name), key="sw_sweep", format_func=lambda n: (
     f"{n}  (K={by_name[n].meta.get('k')}, d_sae={by_name[n].meta.get('d_sae')}, {by_name[n].meta.get('n_saes')} SAEs)"))]
 table = cache.sweep_table(str(art.path), art.created)
+for warning in sweep_warnings(table):
+    st.warning(warning)
 shown = st.segmented_control("Scoring rule", ["l2", "entropy"], selection_mode="multi",
                              default=sorted(set(table["scoring"].dropna())), key="sw_show")
 
@@ -61,10 +64,23 @@ if picked:
         st.session_state["fb_open_sae"] = picked[-1]
         st.switch_page("views/features.py")
 
+st.subheader("Training curves")
+curves = cache.training_curves(sel.workspace_root, str(art.path), art.created)
+if len(curves):
+    metric = st.segmented_control("Curve", list(TRAINING_CURVES), default="sq_err", key="sw_curve",
+                                  format_func=lambda m: TRAINING_CURVES[m][0])
+    st.plotly_chart(charts.training_curves(curves, metric or "sq_err"), width="stretch", key="sw_curves")
+else:
+    st.info("This sweep's SAEs have no training history in the workspace.")
+
 st.subheader("All SAEs of this sweep")
-cols = ["arch", "scoring", "pool_rule", "l", "k", "d_sae", "l0", "fvu", "explained_variance", "ce_loss_recovered",
+cols = ["arch", "scoring", "pool_rule", "l", "k", "d_sae", "l0", "l0_batch_rule", "fvu", "fvu_batch_rule",
+        "explained_variance", "ce_loss_recovered",
         "kl_recovered", "distinct_latents_per_batch", "pairwise_overlap", "top_mass_fraction",
         "dead_fraction", "dense_fraction", "sae"]
-st.dataframe(table[[c for c in cols if c in table]], hide_index=True, width="stretch")
+st.dataframe(table[[c for c in cols if c in table]], hide_index=True, width="stretch", column_config={
+    "fvu": "FVU (inference)", "fvu_batch_rule": "FVU (batch rule)", "l0": "L0 (inference)",
+    "l0_batch_rule": "L0 (batch rule)", "dead_fraction": "never active on eval",
+    "ce_loss_recovered": "CE recovered (vs zero ablation)"})
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=f"{art.name}.csv",
                    mime="text/csv", key="sw_csv")

@@ -34,21 +34,31 @@ EVAL_BATCH = 4096
 @torch.no_grad()
 def evaluate_sae(sae: SAE, batches: Iterable[torch.Tensor], batch_size: int = EVAL_BATCH) -> dict:
     """Reconstruction and sparsity metrics at inference over the held-out ``batches`` (of
-    ``batch_size`` rows, the last may be smaller), shared structure under the training rule."""
+    ``batch_size`` rows, the last may be smaller), shared structure under the training rule.
+    BatchTopK-family SAEs also report ``fvu_batch_rule`` and ``l0_batch_rule``: the training rule
+    applied to each held-out batch, beside the inference rule's ``fvu`` and ``l0`` (issue #11)."""
     sae.eval()
     acc = MetricAccumulator(sae.cfg.d_sae)
+    batch_rule = hasattr(sae, "encode_batch_rule")
+    acc_batch = MetricAccumulator(sae.cfg.d_sae) if batch_rule else None
     shared, n_rows = [], 0
     for x in batches:
         x = x.to(sae.device)
         out = sae(x)
         acc.update(x, out.x_hat, out.z)
+        z_batch = sae.encode_batch_rule(x) if batch_rule else out.z
+        if batch_rule:
+            acc_batch.update(x, sae.decode(z_batch), z_batch)
         if x.shape[0] == batch_size or n_rows == 0:
-            z_batch = sae.encode_batch_rule(x) if hasattr(sae, "encode_batch_rule") else out.z
             shared.append(shared_structure(z_batch, sae.cfg.k))
         n_rows += x.shape[0]
     distinct, overlap, top_mass = (sum(v) / len(shared) for v in zip(*shared))
     density = acc.density()
-    return {**acc.result().to_json(), "distinct_latents_per_batch": distinct,
+    by_batch = {}
+    if batch_rule:
+        res = acc_batch.result()
+        by_batch = {"fvu_batch_rule": res.fvu, "l0_batch_rule": res.l0}
+    return {**acc.result().to_json(), **by_batch, "distinct_latents_per_batch": distinct,
             "pairwise_overlap": overlap, "top_mass_fraction": top_mass,
             "eval_tokens": n_rows, "log10_density": torch.log10(density.clamp_min(1e-10))}
 

@@ -94,3 +94,51 @@ def run_sweep(ws: Workspace, acts: Artifact, sc: SweepConfig, *, model=None,
 
 def load_sweep_table(sweep: Artifact) -> pd.DataFrame:
     return pd.DataFrame(read_json(sweep.path / "table.json"))
+
+
+# history.json fields shown as training curves: field -> (axis title, log axis)
+TRAINING_CURVES = {
+    "sq_err": ("squared error per token (scaled inputs)", True),
+    "aux": ("AuxK loss", False),
+    "l0": ("L0 (training rule)", False),
+    "pool_churn": ("pool churn (share new since the last batch)", False),
+    "aux_dead_fraction": ("dead for AuxK (share of latents)", False),
+    "aux_share": ("AuxK share of the loss", False),
+}
+def row_label(row: dict) -> str:
+    """A table row's SAE as ``SAEConfig.label`` names it: ``sampled l=4 entropy``, ``topk``."""
+    return f"{row['arch']} l={row['l']:g} {row['scoring']}" if row["arch"] == "sampled" else row["arch"]
+
+
+_OLD_HISTORY_NAMES = {"mse": "sq_err", "dead_fraction": "aux_dead_fraction"}  # before issue #11
+
+
+def load_training_curves(ws: Workspace, table: pd.DataFrame) -> pd.DataFrame:
+    """Every SAE's step log in one long frame: ``sae``, ``label`` (its config, as in the legend),
+    ``scoring``, ``tokens`` and the ``TRAINING_CURVES`` fields (NaN where a run did not log one,
+    e.g. pool churn outside Sampled-SAEs). SAEs whose artifact or history is missing are skipped."""
+    frames = []
+    for row in table.itertuples(index=False):
+        art = ws.get("sae", row.sae)
+        path = art.path / "history.json" if art is not None else None
+        if path is None or not path.exists():
+            continue
+        hist = pd.DataFrame(read_json(path)).rename(columns=_OLD_HISTORY_NAMES)
+        hist = hist.reindex(columns=["tokens", *TRAINING_CURVES])
+        frames.append(hist.assign(sae=row.sae, label=row_label(row._asdict()),
+                                  scoring=row.scoring if row.arch == "sampled" else None))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["sae", "label", "scoring", "tokens", *TRAINING_CURVES])
+
+
+def fvu_warnings(table: pd.DataFrame) -> list[str]:
+    """One line per SAE whose held-out FVU (either rule) is >= 1: it reconstructs worse than the
+    mean of the activations would, and its other numbers should not be trusted."""
+    out = []
+    for row in table.to_dict("records"):
+        for col, rule in (("fvu", "inference rule"), ("fvu_batch_rule", "batch rule")):
+            v = row.get(col)
+            if v is not None and v == v and v >= 1:
+                out.append(f"{row_label(row)}: FVU {v:.3f} with the {rule} (>= 1: worse than predicting the "
+                           f"mean); SAE {row['sae']}")
+    return out

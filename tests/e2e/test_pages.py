@@ -100,13 +100,21 @@ def test_sampled_sae_page(page, app_url, workspace_dir, screenshot_dir):
     open_page(page, f"{app_url}/sampled_sae")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Sampled-SAE: the l trade-off")).to_be_visible()
-    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(3)
+    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(4)  # FVU, distinct, frontier, curves
     table = main.get_by_test_id("stDataFrame")
     for _, row in load_sweep_table(sweep).iterrows():  # the grid renders the visible columns
         expect(table).to_contain_text(row["arch"])
         expect(table).to_contain_text(str(row["fvu"])[:8])
     expect(main.get_by_role("button", name="Download CSV")).to_be_visible()
     check_and_shoot(page, screenshot_dir, "sampled-sae")
+    # the training curves: switch to pool churn; one line per SAE, the Sampled-SAEs' in the legend
+    expect(main.get_by_role("heading", name="Training curves")).to_be_visible()
+    main.get_by_role("button", name="pool churn (share new since the last batch)").click()
+    wait_idle(page)
+    curves = main.get_by_test_id("stPlotlyChart").last
+    expect(curves).to_contain_text("pool churn (share new since the last batch) during training")
+    expect(curves).to_contain_text("sampled l=4 l2")
+    check_and_shoot(page, screenshot_dir, "sampled-sae-curves")
 
 
 def test_features_page(page, app_url, workspace_dir, screenshot_dir):
