@@ -17,7 +17,8 @@ Choices and their sources:
   never recover (issue #3: BatchTopK FVU 1.28 after 23 steps against sparsify's 0.14, whose
   encoder starts at ~0.58 of the decoder's norm; SAELens starts both at norm 0.1).
 - AuxK (Gao et al. 2024, appendix A.2): latents that have not fired for ``dead_window`` tokens
-  reconstruct the detached residual with their top ``k_aux`` (= d_in/2) pre-activations, decoded
+  (counted only while the SAE's rule could fire them, ``SAE.aux_eligible``: the Sampled-SAE's
+  pool, issue #11) reconstruct the detached residual with their top ``k_aux`` (= d_in/2) pre-activations, decoded
   without b_dec; the loss is normalised by the residual's variance, weight 1/32. The window is
   ``dead_tokens``, by default 1/16 of the run capped at 1M tokens (a fixed 1M window: FVU 0.0133
   instead of 0.0108 in the run above). AuxK reads a random quarter of each batch's tokens
