@@ -151,12 +151,16 @@ def training_curves(curves: pd.DataFrame, metric: str) -> go.Figure:
 
     y_title, log_y = TRAINING_CURVES[metric]
     fig = go.Figure()
+    labels = list(curves["label"].unique())
     for label, rows in curves.groupby("label", sort=False):
         scoring = rows["scoring"].iloc[0]
         ref = REFERENCE_STYLE.get(label)  # a reference's label is its architecture
         color = SCORING_COLORS.get(scoring) if ref is None else ref[1]
+        # one colour per scoring rule; within it, larger l (later in the table) drawn stronger
+        same = [lab for lab in labels if lab.endswith(f" {scoring}")] if ref is None else [label]
+        opacity = 0.35 + 0.65 * same.index(label) / max(1, len(same) - 1) if len(same) > 1 else 1.0
         fig.add_trace(go.Scatter(
-            x=rows["tokens"], y=rows[metric], mode="lines", name=label,
+            x=rows["tokens"], y=rows[metric], mode="lines", name=label, opacity=opacity,
             line=dict(color=color, width=1.5, dash="dash" if ref else None),
             hovertemplate=f"{label}<br>tokens=%{{x:,}}<br>{metric}=%{{y:.4g}}<extra></extra>"))
     return _layout(fig, f"{y_title} during training", "training tokens", y_title, False, log_y)

@@ -377,7 +377,8 @@ def test_resume_is_exact_and_survives_a_corrupt_checkpoint(tmp_path, d_sae):
 def _lockstep_cfgs():
     # d_sae 64 and 1024 against batches of 256: the data init looks ahead 0 and 3 batches;
     # pool_rule="sample" draws pools from the run's own generator
-    return [SAEConfig(arch="sampled", d_in=32, d_sae=1024, k=4, l=2, pool_rule="sample"),
+    # l=64: a pool of 256 latents, some silent in it, so AuxK (and its row draws) runs for Sampled
+    return [SAEConfig(arch="sampled", d_in=32, d_sae=1024, k=4, l=64, pool_rule="sample"),
             SAEConfig(arch="batchtopk", d_in=32, d_sae=64, k=4),
             SAEConfig(arch="topk", d_in=32, d_sae=256, k=4)]
 

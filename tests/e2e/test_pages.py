@@ -109,7 +109,7 @@ def test_sampled_sae_page(page, app_url, workspace_dir, screenshot_dir):
     check_and_shoot(page, screenshot_dir, "sampled-sae")
     # the training curves: switch to pool churn; one line per SAE, the Sampled-SAEs' in the legend
     expect(main.get_by_role("heading", name="Training curves")).to_be_visible()
-    main.get_by_role("button", name="pool churn (share new since the last batch)").click()
+    main.get_by_text("pool churn (share new since the last batch)", exact=True).click()
     wait_idle(page)
     curves = main.get_by_test_id("stPlotlyChart").last
     expect(curves).to_contain_text("pool churn (share new since the last batch) during training")
@@ -211,5 +211,5 @@ def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, workspace
     [new] = [a for a in Workspace(workspace_dir).list("sweep") if a.name not in before]
     assert new.meta["n_saes"] == 12
     expect(main.get_by_role("combobox", name="Sweep")).to_have_value(re.compile(re.escape(new.name)))
-    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(4)  # with the model: CE recovered too
+    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(5)  # with the model: CE recovered too
     check_and_shoot(page, screenshot_dir, "sampled-sae-after-run")
