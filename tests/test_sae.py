@@ -187,6 +187,10 @@ def test_bad_configs_are_clear_errors(caplog):
         _cfg("sampled", l=0)
     with pytest.raises(SAEConfigError, match="l=-1"):
         _cfg("sampled", l=-1)
+    for bad in (0.5, float("nan"), float("inf")):  # 0.5 used to become l=1 silently (issue #11)
+        with pytest.raises(SAEConfigError, match=f"l={bad} is not allowed: l must be a finite number >= 1"):
+            _cfg("sampled", l=bad)
+    assert _cfg("sampled", l=1).pool_size == 4  # K latents
     with pytest.raises(SAEConfigError, match="unknown SAE architecture 'gated'"):
         _cfg("gated")
     with caplog.at_level(logging.WARNING):

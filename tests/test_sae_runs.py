@@ -66,7 +66,8 @@ def test_a_sweep_is_the_same_in_one_group_or_many_and_resumes_after_a_crash(tmp_
 @pytest.mark.parametrize("bad,says", [(dict(pool_rule="best"), "pool_rule='best'"),
                                       (dict(scorings=("kl",)), "scorings=\\['kl'\\]"),
                                       (dict(scorings=()), "scorings=\\[\\]"),
-                                      (dict(tokens=100), "less than one batch")])
+                                      (dict(tokens=100), "less than one batch"),
+                                      (dict(ls=(0.5, 2.0)), "every l must be a finite number >= 1 \\(got \\[0.5\\]\\)")])
 def test_a_bad_sweep_is_refused_before_any_work(bad, says):
     from sae_core.errors import SAECoreError
 

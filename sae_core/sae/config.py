@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -51,9 +52,11 @@ class SAEConfig:
             raise SAEConfigError(f"k={self.k} must be between 1 and d_sae={self.d_sae}; lower k or "
                                  "widen the SAE")
         if self.arch == "sampled":
-            if not self.l > 0:
-                raise SAEConfigError(f"l={self.l} must be > 0 (the pool holds K*l latents; l=1 is "
-                                     "the smallest meaningful pool)")
+            if not (self.l >= 1 and math.isfinite(self.l)):
+                # l < 1 used to become l = 1 silently (pool_size clamps to K): two "different"
+                # points of a sweep were the same SAE (issue #11)
+                raise SAEConfigError(f"l={self.l} is not allowed: l must be a finite number >= 1 "
+                                     "(the pool holds K*l latents; l=1 means K latents, the smallest pool)")
             if self.scoring not in ("l2", "entropy"):
                 raise SAEConfigError(f"scoring={self.scoring!r}; choose 'l2' or 'entropy'")
             if self.pool_rule not in ("top", "sample"):

@@ -9,6 +9,7 @@ per SAE: its settings, metrics and the name of its ``sae`` artifact).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -42,9 +43,10 @@ class SweepConfig:
     def __post_init__(self):
         if not self.ls:
             raise SAECoreError("the sweep needs at least one value of l")
-        bad = [l for l in self.ls if not l > 0]
+        bad = [l for l in self.ls if not (l >= 1 and math.isfinite(l))]
         if bad:
-            raise SAECoreError(f"every l must be > 0 (got {bad})")
+            raise SAECoreError(f"every l must be a finite number >= 1 (got {bad}); l=1 is a pool "
+                               "of K latents, the smallest")
         if not self.scorings or set(self.scorings) - {"l2", "entropy"}:
             raise SAECoreError(f"scorings={list(self.scorings)}; choose one or more of 'l2', 'entropy'")
         if self.pool_rule not in ("top", "sample"):
