@@ -10,6 +10,7 @@ import streamlit as st
 
 from sae_app import cache, charts, contexts, jobs
 from sae_core.errors import SAECoreError
+from sae_core.models.loading import unknown_words
 
 FEATURE_KEY = "fb_feature"
 
@@ -102,6 +103,8 @@ def try_panel(view, sae_path: str, sel) -> None:
     text = st.text_area("Text", key="fb_try", height=80, placeholder="March April May June", label_visibility="collapsed")
     if not text:
         return
+    if unknown := unknown_words(cache.load_model(sel.model_name), text):  # the model reads each as UNK
+        st.warning(f"Not in the model's vocabulary (each reads as one unknown token): {', '.join(unknown)}")
     try:
         out = cache.try_text(sae_path, sel.model_name, sel.hook, text, view.index)
     except SAECoreError as e:

