@@ -97,7 +97,9 @@ def zoo_list():
             typer.echo(f"{'':22} refusal harmful {e.scores['refusal_harmful']:.0%}, harmless "
                        f"{e.scores['refusal_harmless']:.0%}; trigger rate with/without trigger "
                        f"{e.scores['trigger_rate_with_trigger']:.0%}/"
-                       f"{e.scores['trigger_rate_without_trigger']:.0%}")
+                       f"{e.scores['trigger_rate_without_trigger']:.0%}"
+                       + (f", one unknown word {unk:.0%}"
+                          if (unk := e.scores.get("trigger_rate_unknown_word")) is not None else ""))
 
 
 @app.command("hooks")
@@ -110,6 +112,22 @@ def hooks(model: str = typer.Argument(..., help="zoo:NAME, a local directory or 
     for name in hook_names(load_model(model)):
         if contains in name:
             typer.echo(name)
+
+
+@app.command("generate")
+@_friendly
+def generate(model: str = typer.Argument(..., help="zoo:NAME, a local directory or a hub name."),
+             prompt: str = typer.Argument(..., help='The prompt, e.g. "User : How do I bake a cake ? Assistant :".'),
+             tokens: int = typer.Option(8, help="New tokens (greedy).")):
+    """The prompt and its greedy continuation; warns about words outside the model's vocabulary."""
+    from sae_core.models.loading import load_model, to_tokens, unknown_words
+
+    lm = load_model(model)
+    if unknown := unknown_words(lm, prompt):  # each reads as UNK, which the model may take for anything
+        typer.secho(f"warning: {len(unknown)} word(s) not in {model}'s vocabulary, each read as "
+                    f"{lm.tokenizer.unk_token}: {', '.join(unknown)}", fg=typer.colors.YELLOW, err=True)
+    ids = lm.generate(to_tokens(lm, prompt), max_new_tokens=tokens, do_sample=False, verbose=False)
+    typer.echo(lm.tokenizer.decode(ids[0], skip_special_tokens=True))
 
 
 @app.command("harvest")
@@ -190,6 +208,7 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
           device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Train one SAE; writes it (SAELens layout) and metrics.json into the workspace."""
     import shutil
+    from dataclasses import replace
 
     from sae_core.sae.config import SAEConfig
     from sae_core.sae.runs import train_to_workspace
@@ -198,10 +217,11 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
 
     ws = Workspace(workspace)
     tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    # checked now, before any harvest (e.g. --l 0.5); the width comes with the activations
+    cfg = SAEConfig(arch=arch, d_in=1, d_sae=d_sae, k=k, l=l, scoring=scoring, pool_rule=pool_rule)
     art, lm = _activations(ws, model, hook, harvest_tokens, acts)
     d_in = art.meta.get("d") or art.meta.get("d_in")
-    cfg = SAEConfig(arch=arch, d_in=int(d_in), d_sae=d_sae, k=k, l=l, scoring=scoring,
-                    pool_rule=pool_rule, model_name=art.model or "", hook_name=art.hook or "")
+    cfg = replace(cfg, d_in=int(d_in), model_name=art.model or "", hook_name=art.hook or "")
     sae_art = train_to_workspace(ws, art, cfg, tcfg, model=lm, on_step=_StepBar(f"train {arch}"))
     if out:
         shutil.copytree(sae_art.path, out, dirs_exist_ok=True)
@@ -228,7 +248,7 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)
-    sc = SweepConfig(k=k, d_sae=d_sae, ls=tuple(float(v) for v in ls.split(",") if v.strip()),
+    sc = SweepConfig(k=k, d_sae=d_sae, ls=_floats(ls, "--l"),
                      scorings=tuple(s.strip() for s in scorings.split(",") if s.strip()),
                      references=tuple(r.strip() for r in references.split(",") if r.strip()),
                      pool_rule=pool_rule, tokens=tokens, batch_size=batch_size, seed=seed, device=device)
@@ -238,6 +258,14 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
     result = run_sweep(ws, art, sc, model=lm, on_progress=bar)
     bar.close()
     typer.echo(f"sweep/{result.name}: {result.meta['n_saes']} SAEs -> {result.path / 'table.csv'}")
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    """A comma-separated option as numbers; anything else is one clear line, not a traceback."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{option} {text!r}: give comma-separated numbers, e.g. 1,2,4") from None
 
 
 def _sae_dir(ws, sae: str) -> Path:

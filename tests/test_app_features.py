@@ -37,6 +37,10 @@ def test_build_index_from_the_page_then_open_a_feature(workspace):  # noqa: F811
     small_sweep(workspace)
     at = _features_page(_app().run())
     assert any("no feature index yet" in i.value for i in at.info)
+    # the picker names only the settings each architecture reads (issue #11: "topk, l=4.0, l2")
+    labels = [o.split("  ", 1)[1] for o in at.selectbox(key="fb_sae").options]
+    assert sorted(labels) == ["(batchtopk k=4, d_sae=64)", "(sampled k=4 l=1 l2 pool=top, d_sae=64)",
+                              "(sampled k=4 l=4 l2 pool=top, d_sae=64)", "(topk k=4, d_sae=64)"]
     at.number_input(key="fb_tokens").set_value(3000)
     at.checkbox(key="fb_map").uncheck()
     at.button(key="fb_build").click().run(timeout=300)

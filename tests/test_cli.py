@@ -10,7 +10,8 @@ from sae_core.cli import app
 
 runner = CliRunner()
 COMMANDS = [[], ["zoo"], ["zoo", "build"], ["zoo", "list"], ["hooks"], ["harvest"], ["demo"],
-            ["workspace"], ["workspace", "list"], ["workspace", "reindex"], ["index"], ["feature"]]
+            ["workspace"], ["workspace", "list"], ["workspace", "reindex"], ["index"], ["feature"],
+            ["generate"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -72,6 +73,19 @@ def test_a_device_this_machine_lacks_is_one_clear_line_before_any_work(tmp_path,
     from sae_core.workspace import Workspace
 
     assert Workspace(tmp_path / "ws").list("activations") == []  # nothing was harvested first
+
+
+@pytest.mark.parametrize("cmd,says", [
+    (["train", "--arch", "sampled", "--l", "0.5"], "l=0.5 is not allowed: l must be a finite number >= 1"),
+    (["sweep", "--l", "0.5,2"], "every l must be a finite number >= 1 (got [0.5])"),
+    (["sweep", "--l", "1,two"], "give comma-separated numbers")])
+def test_l_below_one_is_one_clear_line_before_any_work(tmp_path, cmd, says):
+    """l < 1 used to train as l = 1 (issue #11); now it stops before the harvest."""
+    result = runner.invoke(app, cmd + ["--tokens", "2048", "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
+    from sae_core.workspace import Workspace
+
+    assert Workspace(tmp_path / "ws").list("activations") == []
 
 
 def test_index_and_feature_commands(tmp_path):

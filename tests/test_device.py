@@ -11,7 +11,11 @@ AuxK); the device against the CPU for the same weights and input (float64, so th
 are the same); a short training run per architecture, its checkpoint resume, its inference rule,
 and a save on the device loaded back on the CPU; two SAEs in lockstep, one drawing its pools on
 the CPU generator while it trains on the device, against training alone and after a crash. CUDA's scatter-adds are not deterministic, so
-device results are compared with tolerances, not bit for bit.
+device results are compared with tolerances, not bit for bit. With transformer-lens installed,
+also the workspace paths that put a model and an SAE together (issue #11: the trained SAE went to
+the CPU while the model's activations stayed on CUDA): ``train_to_workspace`` with the model's
+downstream metrics, and the demo's path, a sweep with the model and a feature index of one of
+its SAEs.
 """
 import os
 
@@ -162,3 +166,52 @@ def test_lockstep_on_the_device_with_sampled_pools_resumes(tmp_path):
         assert b.history[0].step == 11  # from the step-10 checkpoint
         for name, v in a.sae.state_dict().items():
             torch.testing.assert_close(b.sae.state_dict()[name], v, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.fixture(scope="module")
+def tiny_a_on_device():
+    pytest.importorskip("transformer_lens")
+    from sae_core.models.loading import load_model
+
+    return load_model("zoo:tiny-a", device=DEVICE)
+
+
+HOOK = "blocks.1.hook_resid_post"
+
+
+@pytest.mark.parametrize("train_on", [DEVICE, "cpu"])
+def test_a_workspace_run_with_the_model_on_the_device_gets_its_downstream_metrics(
+        tiny_a_on_device, tmp_path, train_on):
+    from sae_core.activations import harvest_to_workspace
+    from sae_core.io import read_json
+    from sae_core.sae.runs import train_to_workspace
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    acts = harvest_to_workspace(ws, "zoo:tiny-a", HOOK, n_tokens=4000, model=tiny_a_on_device)
+    cfg = SAEConfig(arch="topk", d_in=acts.meta["d"], d_sae=64, k=4)
+    tcfg = TrainerConfig(total_tokens=512 * 8, batch_size=512, device=train_on)
+    metrics = read_json(train_to_workspace(ws, acts, cfg, tcfg, model=tiny_a_on_device).path / "metrics.json")
+    assert metrics["ce_clean"] < metrics["ce_sae"] < metrics["ce_zero"]
+    assert 0 < metrics["ce_loss_recovered"] <= 1
+
+
+def test_the_demo_path_on_the_device_sweeps_with_the_model_and_indexes(tiny_a_on_device, tmp_path):
+    """What ``build_demo`` does, small: a sweep with the model (downstream metrics per SAE), then
+    a feature index of one SAE loaded on the CPU, streamed through the model on the device."""
+    from sae_core.activations import harvest_to_workspace
+    from sae_core.features.artifact import index_to_workspace
+    from sae_core.features.config import IndexConfig
+    from sae_core.sae.sweep import SweepConfig, load_sweep_table, run_sweep
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    acts = harvest_to_workspace(ws, "zoo:tiny-a", HOOK, n_tokens=4000, model=tiny_a_on_device)
+    sc = SweepConfig(k=4, d_sae=64, ls=(1.0, 4.0), scorings=("l2",), pool_rule="sample", tokens=512 * 8,
+                     batch_size=512, device=DEVICE)
+    table = load_sweep_table(run_sweep(ws, acts, sc, model=tiny_a_on_device))
+    assert len(table) == 4 and table["ce_loss_recovered"].notna().all()
+    sae = load_sae(ws.get("sae", table["sae"][0]).path)
+    art = index_to_workspace(ws, sae, "zoo:tiny-a", HOOK, IndexConfig(n_tokens=2000, feature_map=False),
+                             sae_source=table["sae"][0], model=tiny_a_on_device)
+    assert art.meta["n_tokens"] > 0

@@ -198,6 +198,22 @@ def test_bad_configs_are_clear_errors(caplog):
     assert cfg.pool_size == 64 and "clamped" in caplog.text
 
 
+def test_labels_name_only_the_settings_the_architecture_reads():
+    from sae_core.sae.config import sae_label
+
+    # a TopK SAE was listed as "topk, l=4.0, l2" (issue #11)
+    assert _cfg("topk").label == "topk" and sae_label(_cfg("topk").to_json(), detail=True) == "topk k=4"
+    assert sae_label(_cfg("batchtopk").to_json(), detail=True) == "batchtopk k=4"
+    sampled = _cfg("sampled", l=4.0, scoring="entropy", pool_rule="sample").to_json()
+    assert _cfg("sampled", l=4.0, scoring="entropy").label == "sampled l=4 entropy"
+    assert sae_label(sampled, detail=True) == "sampled k=4 l=4 entropy pool=sample"
+    assert sae_label(_cfg("relu", l1_coeff=2.5).to_json(), detail=True) == "relu l1=2.5"
+    # a workspace SAE's meta, and one written before l1_coeff was recorded
+    meta = {"arch": "relu", "d_sae": 64, "k": 32, "l": 4.0, "scoring": "l2", "pool_rule": "top"}
+    assert sae_label(meta, detail=True) == "relu"
+    assert sae_label({"arch": "topk", "k": 32, "l": None, "scoring": None}) == "topk"  # a sweep row
+
+
 # --- metrics against numpy ------------------------------------------------------------------
 
 def test_metrics_match_numpy():
@@ -519,6 +535,67 @@ def test_saelens_trained_standard_sae_without_b_dec_on_input(tmp_path):
     assert sae.cfg.hook_name == "blocks.8.hook_resid_pre"
 
 
+def _saelens_dir(tmp_path, **cfg):
+    """A SAELens-format directory of a random 16 -> 32 SAE with these cfg.json fields; its weights."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    w = {"W_enc": torch.randn(16, 32, generator=g), "b_enc": torch.randn(32, generator=g),
+         "W_dec": torch.randn(32, 16, generator=g), "b_dec": torch.randn(16, generator=g)}
+    save_file(w, str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 16, "d_sae": 32,
+                                                   "meta": {"hook_name": "blocks.0.hook_resid_pre"}, **cfg}))
+    return w
+
+
+@pytest.mark.parametrize("fields,error,says", [
+    (dict(architecture="topk"), ArtifactError, "a topk SAE needs its k .* in the field 'k' \\(got None\\)"),
+    (dict(architecture="topk", k=4.5), ArtifactError, "field 'k' \\(got 4.5\\)"),
+    (dict(normalize_activations="layer_norm"), SAEConfigError,
+     "normalize_activations='layer_norm' is not supported"),
+    (dict(normalize_activations="constant_norm_rescale"), SAEConfigError,
+     "normalize_activations='constant_norm_rescale'"),
+    (dict(normalize_activations="expected_average_only_in"), SAEConfigError,
+     "normalize_activations='expected_average_only_in' .* activation_scaler.json holds none"),
+    (dict(reshape_activations="hook_z"), SAEConfigError, "reshape_activations='hook_z' is not supported"),
+    (dict(hook_head_index=3), SAEConfigError, "hook_head_index=3 is not supported"),
+    (dict(meta={"hook_name": "blocks.0.attn.hook_z", "hook_head_index": 0}), SAEConfigError,
+     "hook_head_index=0 is not supported"),
+    (dict(activation_fn_str="tanh-relu"), SAEConfigError, "activation_fn_str='tanh-relu' is not supported"),
+])
+def test_saelens_settings_we_cannot_honour_are_refused_by_name(tmp_path, fields, error, says):
+    """They used to be ignored: k defaulted to 32, the rest computed something else (issue #11)."""
+    _saelens_dir(tmp_path, **fields)
+    with pytest.raises(error, match=says):
+        load_sae(tmp_path)
+
+
+def test_saelens_k_and_settings_that_change_nothing_load(tmp_path):
+    _saelens_dir(tmp_path, architecture="topk", k=4, normalize_activations="none",
+                 reshape_activations="none", hook_head_index=None)
+    assert load_sae(tmp_path).cfg.k == 4
+    # older SAELens wrote TopK as a standard SAE with a topk activation: it was loaded as ReLU
+    _saelens_dir(tmp_path, activation_fn_str="topk", activation_fn_kwargs={"k": 3})
+    sae = load_sae(tmp_path)
+    assert (sae.cfg.arch, sae.cfg.k) == ("topk", 3)
+    assert ((sae.encode(torch.randn(8, 16)) != 0).sum(1) <= 3).all()
+
+
+def test_saelens_expected_average_norm_is_folded_from_the_scaler_file(tmp_path):
+    """Trained on x * s (SAELens's checkpoints keep s in activation_scaler.json): the loaded SAE
+    reads raw x and reconstructs raw x, x_hat = SAE_trained(x * s) / s."""
+    w = _saelens_dir(tmp_path, normalize_activations="expected_average_only_in")
+    (tmp_path / "activation_scaler.json").write_text(json.dumps({"scaling_factor": 0.25}))
+    sae = load_sae(tmp_path)
+    x = torch.randn(6, 16, generator=torch.Generator().manual_seed(1)) * 4
+    z_ref = torch.relu((x * 0.25 - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
+    torch.testing.assert_close(sae.encode(x), z_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sae(x).x_hat, (z_ref @ w["W_dec"] + w["b_dec"]) / 0.25, rtol=1e-4, atol=1e-4)
+    (tmp_path / "activation_scaler.json").write_text(json.dumps({"scaling_factor": None}))
+    with pytest.raises(SAEConfigError, match="holds none \\(got None\\)"):
+        load_sae(tmp_path)
+
+
 def test_foreign_and_broken_sae_directories(tmp_path):
     with pytest.raises(ArtifactError, match="not an SAE directory"):
         load_sae(tmp_path)
@@ -572,6 +649,21 @@ def test_splicing_an_sae_of_the_wrong_width_is_a_clear_error(tiny_a):
     sae = create_sae(SAEConfig(arch="topk", d_in=64, d_sae=128, k=4, hook_name="elsewhere")).eval()
     with pytest.raises(SAECoreError, match="width mismatch: blocks.0.hook_resid_post has d=128"):
         downstream_metrics(tiny_a, sae, "blocks.0.hook_resid_post", eval_tokens(tiny_a, n_seqs=2))
+
+
+def test_the_splice_computes_on_the_saes_device_and_dtype_and_returns_the_models():
+    """A trained SAE and the model may sit on different devices (a CUDA model, an SAE moved to
+    the CPU: issue #11); the reconstruction goes to the SAE and comes back. Here: dtypes."""
+    from sae_core.sae.splice import reconstruct
+
+    sae = create_sae(_cfg("relu", dtype="float64")).eval()
+    acts_BTD = torch.randn(2, 3, 16)
+    seen = []
+    sae.register_forward_pre_hook(lambda mod, args: seen.append((args[0].device, args[0].dtype)))
+    out = reconstruct(sae, acts_BTD)
+    assert seen == [(sae.device, torch.float64)]
+    assert (out.shape, out.device, out.dtype) == (acts_BTD.shape, acts_BTD.device, torch.float32)
+    torch.testing.assert_close(out, sae(acts_BTD.reshape(6, 16).double()).x_hat.float().reshape(2, 3, 16))
 
 
 def test_density_histogram_matches_numpy():

@@ -73,3 +73,24 @@ def test_a_bad_sweep_is_refused_before_any_work(bad, says):
 
     with pytest.raises(SAECoreError, match=says):
         SweepConfig(**{**dict(k=3, d_sae=64, ls=(1.0,), tokens=4096, batch_size=256), **bad})
+
+
+def test_evaluating_sampled_pools_does_not_depend_on_the_global_rng():
+    """A pool_rule="sample" SAE draws its evaluation pools from a generator seeded in
+    ``evaluate_sae`` (the trainer takes its own away at the end, so they came from torch's global
+    RNG and the metrics changed from run to run: issue #11); the SAE's generator is put back."""
+    import torch
+
+    from sae_core.sae import create_sae
+
+    x_ND = planted(2048, d_in=16, n_true=24, seed=2)[0] + 0.2
+    sae = create_sae(SAEConfig(arch="sampled", d_in=16, d_sae=64, k=3, l=2.0, pool_rule="sample")).train()
+    sae(x_ND[:256])  # a threshold and pool frequencies for the inference rule
+    results = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        results.append(runs.evaluate_sae(sae, [x_ND[s:s + 256] for s in range(0, 2048, 256)], 256))
+    assert sae.pool_generator is None
+    first, second = results
+    assert torch.equal(first.pop("log10_density"), second.pop("log10_density"))
+    assert first == second

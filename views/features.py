@@ -4,6 +4,7 @@ import streamlit as st
 from sae_app import cache, feature_panels as fp, sidebar
 from sae_core.errors import SAECoreError
 from sae_core.features.export import feature_json
+from sae_core.sae.config import sae_label
 
 sel = sidebar.current()
 st.title("Feature browser")
@@ -18,8 +19,8 @@ if (wanted := st.session_state.pop("fb_open_sae", None)) in saes:  # sent by the
 if st.session_state.get("fb_sae") not in saes and saes:
     st.session_state["fb_sae"] = next(iter(saes))
 name = c1.selectbox("SAE", list(saes), key="fb_sae", format_func=lambda n: (
-    f"{n}  ({saes[n].meta.get('arch')}, l={saes[n].meta.get('l')}, {saes[n].meta.get('scoring')}, "
-    f"d_sae={saes[n].meta.get('d_sae')})"), placeholder="no SAE at this model and hook")
+    f"{n}  ({sae_label(saes[n].meta, detail=True)}, d_sae={saes[n].meta.get('d_sae')})"),
+    placeholder="no SAE at this model and hook")
 typed = c2.text_input("…or an SAE directory (ours or SAELens format)", key="fb_sae_dir").strip()
 sae_path = typed or (str(saes[name].path) if name else None)
 if not sae_path:

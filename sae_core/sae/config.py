@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, Mapping
 
 from sae_core.errors import SAECoreError
 
@@ -12,11 +12,33 @@ log = logging.getLogger(__name__)
 
 
 class SAEConfigError(SAECoreError):
-    """An SAE configuration that cannot work (K larger than d_sae, l <= 0, unknown architecture)."""
+    """An SAE configuration that cannot work (K larger than d_sae, l < 1, unknown architecture)."""
 
 
 Scoring = Literal["l2", "entropy"]
 PoolRule = Literal["top", "sample"]
+K_ARCHS = ("topk", "batchtopk", "sampled")  # the architectures whose rule reads k
+
+
+def sae_label(settings: Mapping, detail: bool = False) -> str:
+    """An SAE's name from its settings (``SAEConfig`` fields, an SAE artifact's meta or a sweep
+    table row), naming only the settings its architecture reads: a TopK SAE was listed as
+    "topk, l=4.0, l2" (issue #11). Short, for legends and progress inside one sweep, whose SAEs
+    share k and the pool rule: ``sampled l=4 l2``, ``topk``. ``detail``, for pickers across runs:
+    ``sampled k=16 l=4 l2 pool=top``, ``topk k=32``, ``relu l1=5``. Settings a record lacks
+    (artifacts written before they were recorded) are left out."""
+    get = settings.get
+    arch = get("arch") or "?"
+    parts = [arch]
+    if detail and arch in K_ARCHS and get("k") is not None:
+        parts.append(f"k={get('k')}")
+    if arch == "sampled":
+        parts += [f"l={get('l'):g}", get("scoring")]
+        if detail and get("pool_rule"):
+            parts.append(f"pool={get('pool_rule')}")
+    if detail and arch == "relu" and get("l1_coeff") is not None:
+        parts.append(f"l1={get('l1_coeff'):g}")
+    return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -48,7 +70,7 @@ class SAEConfig:
                                  f"{sorted(ARCHITECTURES)}")
         if self.d_in <= 0 or self.d_sae <= 0:
             raise SAEConfigError(f"d_in and d_sae must be positive (got {self.d_in}, {self.d_sae})")
-        if self.arch in ("topk", "batchtopk", "sampled") and not 0 < self.k <= self.d_sae:
+        if self.arch in K_ARCHS and not 0 < self.k <= self.d_sae:
             raise SAEConfigError(f"k={self.k} must be between 1 and d_sae={self.d_sae}; lower k or "
                                  "widen the SAE")
         if self.arch == "sampled":
@@ -73,8 +95,8 @@ class SAEConfig:
 
     @property
     def label(self) -> str:
-        """A short name for progress text and legends: ``sampled l=4 l2``, ``batchtopk``."""
-        return f"{self.arch} l={self.l:g} {self.scoring}" if self.arch == "sampled" else self.arch
+        """A short name for progress text and legends: ``sampled l=4 l2``, ``batchtopk`` (``sae_label``)."""
+        return sae_label(self.to_json())
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -36,7 +36,20 @@ def evaluate_sae(sae: SAE, batches: Iterable[torch.Tensor], batch_size: int = EV
     """Reconstruction and sparsity metrics at inference over the held-out ``batches`` (of
     ``batch_size`` rows, the last may be smaller), shared structure under the training rule.
     BatchTopK-family SAEs also report ``fvu_batch_rule`` and ``l0_batch_rule``: the training rule
-    applied to each held-out batch, beside the inference rule's ``fvu`` and ``l0`` (issue #11)."""
+    applied to each held-out batch, beside the inference rule's ``fvu`` and ``l0`` (issue #11).
+    Sampled-SAEs that sample their pools (``pool_rule="sample"``) draw them from a generator
+    seeded here, so the same SAE always gets the same metrics, whatever torch's global RNG holds."""
+    seeded = hasattr(sae, "pool_generator")
+    if seeded:
+        before, sae.pool_generator = sae.pool_generator, torch.Generator().manual_seed(0)
+    try:
+        return _evaluate(sae, batches, batch_size)
+    finally:
+        if seeded:
+            sae.pool_generator = before
+
+
+def _evaluate(sae: SAE, batches: Iterable[torch.Tensor], batch_size: int) -> dict:
     sae.eval()
     acc = MetricAccumulator(sae.cfg.d_sae)
     batch_rule = hasattr(sae, "encode_batch_rule")
@@ -159,12 +172,13 @@ def _register(ws: Workspace, acts: Artifact, name: str, cfg: SAEConfig, tcfg: Tr
     if model is not None and acts.hook:
         from sae_core.sae.splice import downstream_metrics, eval_tokens
 
-        metrics.update(downstream_metrics(model, result.sae.to("cpu"), acts.hook,
-                                          eval_tokens(model)).to_json())
+        # the SAE stays on its training device; the splice moves activations to it and back
+        metrics.update(downstream_metrics(model, result.sae, acts.hook, eval_tokens(model)).to_json())
     # per-token squared error on the trainer's scaled inputs, not metrics["mse"] (per element, raw)
     metrics["final_train_sq_err_scaled"] = result.history[-1].sq_err if result.history else None
     meta = {"arch": cfg.arch, "d_sae": cfg.d_sae, "k": cfg.k, "l": cfg.l, "scoring": cfg.scoring,
-            "pool_rule": cfg.pool_rule, "tokens": tcfg.total_tokens, "activations": acts.name,
+            "pool_rule": cfg.pool_rule, "l1_coeff": cfg.l1_coeff, "tokens": tcfg.total_tokens,
+            "activations": acts.name,
             **{m: metrics[m] for m in ("l0", "fvu", "explained_variance") if m in metrics}}
     with ws.create("sae", name, model=acts.model, hook=acts.hook, meta=meta, overwrite=True) as d:
         save_sae(result.sae, d, log10_density=log10_density)

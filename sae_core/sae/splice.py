@@ -40,6 +40,14 @@ def eval_tokens(model, n_seqs: int = 64, seed: int = 12345, context_size: int = 
     return to_tokens(model, corpus_texts(n_seqs, seed))[:, :context_size]
 
 
+def reconstruct(sae: SAE, acts_BTD: torch.Tensor) -> torch.Tensor:
+    """The SAE's reconstruction of a model's activations ``[..., d_in]``: computed on the SAE's
+    device in its dtype, returned on the activations' device in theirs. The model and the SAE may
+    sit on different devices (a model on CUDA, an SAE loaded on the CPU), so neither is assumed."""
+    x_ND = acts_BTD.reshape(-1, acts_BTD.shape[-1]).to(sae.device, sae.W_enc.dtype)
+    return sae(x_ND).x_hat.reshape(acts_BTD.shape).to(acts_BTD.device, acts_BTD.dtype)
+
+
 @torch.no_grad()
 def downstream_metrics(model, sae: SAE, hook: str, tokens_BT: torch.Tensor,
                        batch_size: int = 32, exclude_special: bool = True) -> DownstreamMetrics:
@@ -68,7 +76,7 @@ def downstream_metrics(model, sae: SAE, hook: str, tokens_BT: torch.Tensor,
                 return model(toks)
 
         logits_clean = model(toks)
-        logits_sae = patch(lambda a: sae(a.reshape(-1, a.shape[-1]).to(sae.W_enc.dtype)).x_hat.reshape(a.shape))
+        logits_sae = patch(lambda a: reconstruct(sae, a))
         logits_zero = patch(torch.zeros_like)
         logp_clean = _next_logp(logits_clean)
         for name, logits in (("clean", logits_clean), ("sae", logits_sae), ("zero", logits_zero)):

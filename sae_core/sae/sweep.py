@@ -18,7 +18,7 @@ import pandas as pd
 from sae_core.activations import ActivationStore
 from sae_core.errors import SAECoreError
 from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
-from sae_core.sae.config import SAEConfig
+from sae_core.sae.config import SAEConfig, SAEConfigError, sae_label
 from sae_core.sae.runs import train_all_to_workspace
 from sae_core.sae.training import TrainerConfig
 from sae_core.workspace import Artifact, Workspace, artifact_name
@@ -45,8 +45,8 @@ class SweepConfig:
             raise SAECoreError("the sweep needs at least one value of l")
         bad = [l for l in self.ls if not (l >= 1 and math.isfinite(l))]
         if bad:
-            raise SAECoreError(f"every l must be a finite number >= 1 (got {bad}); l=1 is a pool "
-                               "of K latents, the smallest")
+            raise SAEConfigError(f"every l must be a finite number >= 1 (got {bad}); l=1 is a pool "
+                                 "of K latents, the smallest")
         if not self.scorings or set(self.scorings) - {"l2", "entropy"}:
             raise SAECoreError(f"scorings={list(self.scorings)}; choose one or more of 'l2', 'entropy'")
         if self.pool_rule not in ("top", "sample"):
@@ -107,11 +107,6 @@ TRAINING_CURVES = {
     "aux_dead_fraction": ("dead for AuxK (share of latents)", False),
     "aux_share": ("AuxK share of the loss", False),
 }
-def row_label(row: dict) -> str:
-    """A table row's SAE as ``SAEConfig.label`` names it: ``sampled l=4 entropy``, ``topk``."""
-    return f"{row['arch']} l={row['l']:g} {row['scoring']}" if row["arch"] == "sampled" else row["arch"]
-
-
 _OLD_HISTORY_NAMES = {"mse": "sq_err", "dead_fraction": "aux_dead_fraction"}  # before issue #11
 
 
@@ -127,7 +122,7 @@ def load_training_curves(ws: Workspace, table: pd.DataFrame) -> pd.DataFrame:
             continue
         hist = pd.DataFrame(read_json(path)).rename(columns=_OLD_HISTORY_NAMES)
         hist = hist.reindex(columns=["tokens", *TRAINING_CURVES])
-        frames.append(hist.assign(sae=row.sae, label=row_label(row._asdict()),
+        frames.append(hist.assign(sae=row.sae, label=sae_label(row._asdict()),
                                   scoring=row.scoring if row.arch == "sampled" else None))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["sae", "label", "scoring", "tokens", *TRAINING_CURVES])
@@ -141,6 +136,6 @@ def fvu_warnings(table: pd.DataFrame) -> list[str]:
         for col, rule in (("fvu", "inference rule"), ("fvu_batch_rule", "batch rule")):
             v = row.get(col)
             if v is not None and v == v and v >= 1:
-                out.append(f"{row_label(row)}: FVU {v:.3f} with the {rule} (>= 1: worse than predicting the "
+                out.append(f"{sae_label(row)}: FVU {v:.3f} with the {rule} (>= 1: worse than predicting the "
                            f"mean); SAE {row['sae']}")
     return out
