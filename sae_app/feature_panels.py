@@ -89,6 +89,7 @@ def feature_panel(index, view, sae_path: str, sel) -> None:
                     hide_index=True, width="stretch")
         s.dataframe({"suppressed": [t for t, _ in view.suppressed], "logit": [v for _, v in view.suppressed]},
                     hide_index=True, width="stretch")
+        st.caption(f"Direct logit effects, W_dec · W_U: {index.logit_basis}")
         st.plotly_chart(charts.logit_histogram(view.logit_hist_edges, view.logit_hist_counts), key="fb_lhist")
         st.markdown("**Nearest features** (decoder cosine)")
         cols = st.columns(3)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from sae_core.models.unembed import FOLDED
 from sae_core.features.artifact import index_to_workspace
 from sae_core.features.config import IndexConfig
 from sae_core.features.index import FeatureIndex
@@ -69,6 +70,7 @@ def test_open_search_nearest_and_try_it(indexed, workspace):  # noqa: F811
     view = index.feature(live)
     assert any(h.value == f"Feature {live}" for h in at.subheader)
     assert f"{view.top[0].value:.3g}" in _html(at)
+    assert f"Direct logit effects, W_dec · W_U: {FOLDED}" in [c.value for c in at.caption]
     # a nearest-feature button opens that feature
     j = view.nearest[0][0]
     at.button(key="fb_near0").click().run()

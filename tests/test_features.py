@@ -14,6 +14,7 @@ from sae_core.features.index import FeatureIndex
 from sae_core.features.probe import feature_acts_on_text
 from sae_core.features.streaming import StreamingHistogram, sample_keys
 from sae_core.features.weights import logit_effects, nearest_features, row_histograms
+from sae_core.models.unembed import FOLDED, unembed_through_final_norm
 from sae_core.models.loading import to_tokens
 from sae_core.sae.config import SAEConfig
 from sae_core.sae.registry import create_sae
@@ -149,11 +150,37 @@ def test_streaming_histogram_merges_exactly():
         np.testing.assert_array_equal(h.counts_SH[fi].numpy(), counts)
 
 
+def _folded_unembed_numpy(model) -> np.ndarray:
+    """Hand reference: LayerNorm's centring and scale, then W_U, then centring over the vocab."""
+    D = model.cfg.d_model
+    w = model.ln_final._original_component.weight.detach().double().numpy()
+    centre = np.eye(D) - np.ones((D, D)) / D
+    M = centre @ np.diag(w) @ model.W_U.detach().double().numpy()
+    return M - M.mean(axis=1, keepdims=True)
+
+
+def test_unembed_folds_the_final_layernorm(tiny_a):
+    M = unembed_through_final_norm(tiny_a)
+    np.testing.assert_allclose(M.double().numpy(), _folded_unembed_numpy(tiny_a), atol=1e-5)
+    # LayerNorm removes a constant direction, so it promotes nothing; the raw W_U says otherwise
+    ones = torch.ones(1, tiny_a.cfg.d_model)
+    assert (ones @ M).abs().max() < 1e-4
+    assert (ones @ tiny_a.W_U.detach().float()).abs().max() > 0.1
+    # the folded effect ranks tokens as the true change of the logits does, for a small step
+    # from a residual whose norm term is then nearly constant
+    d = torch.randn(tiny_a.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = torch.zeros(1, 1, tiny_a.cfg.d_model) + torch.randn(tiny_a.cfg.d_model) * 3
+        delta = (tiny_a.unembed(tiny_a.ln_final(x + 1e-3 * d)) - tiny_a.unembed(tiny_a.ln_final(x)))[0, 0]
+    assert np.corrcoef(delta.numpy(), (d @ M).numpy())[0, 1] > 0.5
+
+
 def test_logit_effects_and_nearest_equal_direct(tiny_a, built):
     sae, index = built
-    eff = (sae.W_dec @ tiny_a.W_U).detach()
-    le = logit_effects(sae.W_dec, tiny_a.W_U, n_top=5, n_bins=7, n_promoters=4)
-    np.testing.assert_allclose(le.top_vals_SL, eff.topk(5, dim=1).values, rtol=1e-5, atol=1e-6)
+    eff = sae.W_dec.detach().double() @ torch.from_numpy(_folded_unembed_numpy(tiny_a))
+    assert index.logit_basis == FOLDED
+    le = logit_effects(sae.W_dec, unembed_through_final_norm(tiny_a), n_top=5, n_bins=7, n_promoters=4)
+    np.testing.assert_allclose(le.top_vals_SL, eff.topk(5, dim=1).values, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(le.top_ids_SL, eff.topk(5, dim=1).indices)
     np.testing.assert_array_equal(le.bottom_ids_SL, eff.topk(5, dim=1, largest=False).indices)
     np.testing.assert_array_equal(le.promoters_VN, eff.T.topk(4, dim=1).indices)
@@ -162,7 +189,7 @@ def test_logit_effects_and_nearest_equal_direct(tiny_a, built):
         np.testing.assert_array_equal(le.hist_counts_SH[f].numpy(), counts)
         view = index.feature(f)
         assert [t for t, _ in view.promoted] == [index.token_str(t) for t in eff[f].topk(5).indices.tolist()]
-        np.testing.assert_allclose(view.logit_hist_edges, edges, rtol=1e-6)
+        np.testing.assert_allclose(view.logit_hist_edges, edges, rtol=1e-5, atol=1e-5)
     W = (sae.W_dec / sae.W_dec.norm(dim=1, keepdim=True)).detach()
     cos = (W @ W.T).fill_diagonal_(-2.0)
     ids, vals = nearest_features(sae.W_dec, 3)

@@ -12,6 +12,7 @@ from sae_core.features.build import check_not_nan, clear_checkpoint, sae_fingerp
 from sae_core.features.config import FeatureIndexError, IndexConfig
 from sae_core.features.index import FeatureIndex, write_index
 from sae_core.features.weights import logit_effects, nearest_features
+from sae_core.models.unembed import FOLDED, unembed_through_final_norm
 from sae_core.sae.base import SAE
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
@@ -37,7 +38,8 @@ def build_feature_index(model, sae: SAE, hook: str, texts: list[str], out_dir: P
     stage("streaming the corpus through the model and the SAE")
     state = stream_features(model, sae, hook, texts, cfg, ckpt_dir=ckpt_dir, on_progress=on_progress)
     stage("logit effects and nearest features")
-    effects = logit_effects(sae.W_dec, model.W_U, cfg.n_logits, cfg.logit_hist_bins, cfg.n_promoters)
+    effects = logit_effects(sae.W_dec, unembed_through_final_norm(model), cfg.n_logits,
+                            cfg.logit_hist_bins, cfg.n_promoters)
     nearest = nearest_features(sae.W_dec, cfg.n_nearest)
     map_xy = None
     if cfg.feature_map:
@@ -47,7 +49,8 @@ def build_feature_index(model, sae: SAE, hook: str, texts: list[str], out_dir: P
         map_xy = feature_map(sae.W_dec, seed=cfg.seed)
     stage("writing the index")
     info = {"sae_fingerprint": sae_fingerprint(sae), "hook": hook, "d_in": sae.cfg.d_in,
-            "arch": sae.cfg.arch, "build_seconds": round(time.time() - started, 2), **(meta or {})}
+            "arch": sae.cfg.arch, "logit_basis": FOLDED,
+            "build_seconds": round(time.time() - started, 2), **(meta or {})}
     write_index(out_dir, state, effects, nearest, map_xy, cfg, info,
                 vocab_strings(model.tokenizer, int(model.W_U.shape[1])))
     if ckpt_dir is not None:
@@ -56,7 +59,8 @@ def build_feature_index(model, sae: SAE, hook: str, texts: list[str], out_dir: P
 
 
 def index_name(model_name: str, hook: str, fingerprint: str, cfg: IndexConfig) -> str:
-    return artifact_name(model_name, hook, {"sae": fingerprint, "index": cfg.result_fields()})
+    return artifact_name(model_name, hook, {"sae": fingerprint, "index": cfg.result_fields(),
+                                            "logit_basis": FOLDED})
 
 
 def find_indexes(ws: Workspace, fingerprint: str) -> list[Artifact]:

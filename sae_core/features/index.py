@@ -32,6 +32,7 @@ from sae_core.features.build import StreamState
 from sae_core.features.config import FeatureIndexError, IndexConfig
 from sae_core.features.weights import LogitEffects
 from sae_core.io import atomic_write_json, read_json, save_tensors
+from sae_core.models.unembed import RAW
 
 INDEX_FILE, FEATURES_FILE, CORPUS_FILE, VOCAB_FILE = (
     "index.json", "features.safetensors", "corpus.safetensors", "vocab.json")
@@ -163,6 +164,11 @@ class FeatureIndex:
     @property
     def n_features(self) -> int:
         return int(self.info["n_features"])
+
+    @property
+    def logit_basis(self) -> str:
+        """What the logit effects were computed against (``sae_core.models.unembed``)."""
+        return self.info.get("logit_basis", RAW)
 
     @property
     def fingerprint(self) -> str:

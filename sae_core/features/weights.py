@@ -1,8 +1,9 @@
 """What a feature does, read off the weights alone: logit effects and nearest features.
 
 - Logit effects: row f of ``W_dec @ W_U`` (``[d_sae, d_vocab]``), the direct effect of writing the
-  feature's decoder direction into the residual stream on each token's logit (final LayerNorm
-  ignored, as Neuronpedia does). Per feature: the ``n_top`` most promoted and most suppressed
+  feature's decoder direction into the residual stream on each token's logit. The index passes
+  W_U with the final norm folded in and centred, as Neuronpedia's dashboards do
+  (``sae_core.models.unembed``). Per feature: the ``n_top`` most promoted and most suppressed
   tokens, and a histogram of the whole row over ``n_bins`` equal bins from its min to its max
   (``numpy.histogram(row, n_bins)``). Per token: the ``n_top`` features that promote it most (for
   "search by a token a feature promotes").
