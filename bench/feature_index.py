@@ -51,11 +51,11 @@ def _peak_rss_mb() -> float:
 
 def _forward_seconds(args) -> float:
     """The bare full forward over the same batches the build streams (model loaded beforehand)."""
-    from sae_core.activations.harvest import texts_for_tokens
+    from sae_core.models.texts import TextSource, texts_for_tokens
     from sae_core.models.loading import load_model, to_tokens
 
     model = load_model(f"zoo:{args.model}", device="cpu")
-    texts = texts_for_tokens(model.tokenizer, args.tokens, 1, 64, True)
+    texts = texts_for_tokens(model.tokenizer, args.tokens, TextSource().documents(1), 64, True)
     batches = [to_tokens(model, texts[i:i + 32])[:, :64] for i in range(0, len(texts), 32)]
     with torch.inference_mode():
         for b in batches[:5]:
@@ -67,7 +67,7 @@ def _forward_seconds(args) -> float:
 
 
 def _build(args, out: Path) -> dict:
-    from sae_core.activations.harvest import texts_for_tokens
+    from sae_core.models.texts import TextSource, texts_for_tokens
     from sae_core.features.artifact import build_feature_index
     from sae_core.features.config import IndexConfig
     from sae_core.models.loading import load_model
@@ -79,7 +79,7 @@ def _build(args, out: Path) -> dict:
     torch.manual_seed(0)
     sae = create_sae(SAEConfig(arch="topk", d_in=model.cfg.d_model, d_sae=args.d_sae, k=32)).eval()
     cfg = IndexConfig(n_tokens=args.tokens, feature_map=args.map)
-    texts = texts_for_tokens(model.tokenizer, args.tokens, cfg.corpus_seed, 64, True)
+    texts = texts_for_tokens(model.tokenizer, args.tokens, TextSource().documents(cfg.corpus_seed), 64, True)
     stages: dict[str, float] = {}
     last = [time.perf_counter(), None]
 

@@ -29,7 +29,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from sae_core.activations.harvest import harvest_activations, texts_for_tokens  # noqa: E402
+from sae_core.activations.harvest import harvest_activations  # noqa: E402
+from sae_core.models.texts import TextSource, texts_for_tokens  # noqa: E402
 from sae_core.models.loading import load_model, to_tokens  # noqa: E402
 from sae_core.models.zoo import zoo_dir  # noqa: E402
 
@@ -59,8 +60,8 @@ def bench_model(name: str, args, scratch: Path) -> list[dict]:
     model = load_model(f"zoo:{name}", device="cpu")
     n_layers = model.cfg.n_layers
     hooks = [f"blocks.{n_layers - 1}.hook_resid_post", f"blocks.{(n_layers - 1) // 2}.hook_resid_post"]
-    texts = texts_for_tokens(model.tokenizer, args.tokens, seed=0, context_size=args.context_size,
-                             exclude_special=False)
+    texts = texts_for_tokens(model.tokenizer, args.tokens, TextSource().documents(0),
+                             context_size=args.context_size, exclude_special=False)
     batches = [to_tokens(model, texts[i:i + args.batch_size])[:, :args.context_size]
                for i in range(0, len(texts), args.batch_size)]
     n_tokens = sum(int((b != model.tokenizer.pad_token_id).sum()) for b in batches)

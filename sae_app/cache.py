@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from sae_core.models import loading, zoo
+from sae_core.models.texts import TextSource
 from sae_core.workspace import Artifact, Workspace
 
 LISTING_TTL_S = 5
@@ -138,7 +139,8 @@ def store_summary(path: str, created: float):
 
 
 def harvest(root: str, model_name: str, hook: str, *, n_tokens: int, context_size: int,
-            exclude_special: bool, on_progress: Callable[[int, int], None] | None = None) -> Artifact:
+            exclude_special: bool, text: TextSource | None = None,
+            on_progress: Callable[[int, int], None] | None = None) -> Artifact:
     """Harvest into the workspace with the cached model (under its lock), then refresh listings."""
     from sae_core.activations import harvest_to_workspace
 
@@ -146,7 +148,8 @@ def harvest(root: str, model_name: str, hook: str, *, n_tokens: int, context_siz
     model = load_model(model_name)
     with _model_lock(model_name):  # the hooks it adds must not meet another session's run
         art = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens, context_size=context_size,
-                                   exclude_special=exclude_special, on_progress=on_progress, model=model)
+                                   exclude_special=exclude_special, text=text, on_progress=on_progress,
+                                   model=model)
     list_artifacts.clear()
     return art
 
@@ -174,7 +177,7 @@ def training_curves(root: str, path: str, created: float) -> pd.DataFrame:
 
 
 def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, sweep_kwargs: dict,
-              on_progress=None) -> Artifact:
+              text: TextSource | None = None, on_progress=None) -> Artifact:
     """Harvest (or reuse) activations, then run the l-sweep with the cached model (under its lock)."""
     from sae_core.activations import harvest_to_workspace
     from sae_core.sae.sweep import SweepConfig, run_sweep as _run
@@ -183,7 +186,7 @@ def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, s
     model = load_model(model_name)
     sc = SweepConfig(**sweep_kwargs)
     with _model_lock(model_name):
-        acts = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens_harvest, model=model)
+        acts = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens_harvest, text=text, model=model)
         art = _run(ws, acts, sc, model=model, on_progress=on_progress)
     list_artifacts.clear()
     return art
@@ -227,7 +230,7 @@ def hook_width(model_name: str, hook: str) -> int:
     """The width of the activation at ``hook`` (one short forward pass, stopped at the hook)."""
     import torch
 
-    from sae_core.activations.harvest import capture_at_hook
+    from sae_core.models.hooks import capture_at_hook
     from sae_core.models.loading import to_tokens
 
     model = load_model(model_name)
@@ -253,7 +256,8 @@ def index_overview(path: str, created: float) -> pd.DataFrame:
 
 
 def build_index(root: str, sae_path: str, model_name: str, hook: str, *, n_tokens: int,
-                feature_map: bool, on_progress=None, on_stage=None) -> Artifact:
+                feature_map: bool, text: TextSource | None = None, on_progress=None,
+                on_stage=None) -> Artifact:
     """Build the SAE's feature index with the cached model (under its lock)."""
     from sae_core.features.artifact import index_to_workspace
     from sae_core.features.config import IndexConfig
@@ -263,7 +267,7 @@ def build_index(root: str, sae_path: str, model_name: str, hook: str, *, n_token
     with _model_lock(model_name):
         art = index_to_workspace(open_workspace(root), sae, model_name, hook,
                                  IndexConfig(n_tokens=n_tokens, feature_map=feature_map),
-                                 sae_source=sae_path, model=model, on_progress=on_progress,
+                                 sae_source=sae_path, model=model, text=text, on_progress=on_progress,
                                  on_stage=on_stage)
     list_artifacts.clear()
     return art

@@ -10,11 +10,11 @@ REFERENCE_STYLE = {"batchtopk": ("BatchTopK", "#2ca02c", "diamond"), "topk": ("T
 # metric column -> (axis title, whether a log axis reads better)
 SWEEP_METRICS = {
     "fvu": ("FVU (lower is better)", False),
-    "ce_loss_recovered": ("CE loss recovered", False),
+    "ce_loss_recovered": ("CE loss recovered (vs zero ablation)", False),
     "distinct_latents_per_batch": ("distinct latents per batch", True),
     "l0": ("L0 (active latents per token)", False),
     "pairwise_overlap": ("pairwise overlap of active sets", False),
-    "kl_recovered": ("KL recovered", False),
+    "kl_recovered": ("KL recovered (vs zero ablation)", False),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from sae_app import cache, charts, contexts, jobs
+from sae_app import cache, charts, contexts, jobs, text_input
 from sae_core.errors import SAECoreError
 from sae_core.models.loading import unknown_words
 
@@ -30,7 +30,8 @@ def build_panel(sel, sae_path: str, expanded: bool) -> None:
         c1, c2 = st.columns(2)
         n_tokens = c1.number_input("corpus tokens", 2_000, 50_000_000, 50_000, step=10_000, key="fb_tokens")
         fmap = c2.checkbox("feature map (UMAP; about a minute for 16k features)", True, key="fb_map")
-        if st.button("Build index", type="primary", key="fb_build"):
+        text = text_input.text_source_input("fb")
+        if st.button("Build index", type="primary", key="fb_build", disabled=text is None):
             def job(bar):
                 stage = {"name": "starting", "frac": 0.0}  # the streaming pass reports progress
 
@@ -42,7 +43,7 @@ def build_panel(sel, sae_path: str, expanded: bool) -> None:
                     stage["frac"] = done / total
                     bar.progress(stage["frac"], text=f"{stage['name']}: {done:,}/{total:,} sequences")
                 return cache.build_index(sel.workspace_root, sae_path, sel.model_name, sel.hook,
-                                         n_tokens=int(n_tokens), feature_map=fmap,
+                                         n_tokens=int(n_tokens), feature_map=fmap, text=text,
                                          on_stage=on_stage, on_progress=on_progress)
             if jobs.run_job("Building the feature index…", job, select_key="fb_index_built"):
                 st.rerun()

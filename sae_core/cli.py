@@ -42,6 +42,18 @@ def _friendly(fn):
     return wrapper
 
 
+CorpusOpt = typer.Option(None, "--corpus", help="Your text instead of the zoo corpus: a .txt (one "
+                         "document a line), .jsonl or .parquet file, or a datasets save_to_disk dir.")
+ColumnOpt = typer.Option("text", "--text-column", help="The text column of a .jsonl/.parquet/datasets corpus.")
+SplitOpt = typer.Option("train", "--split", help="The split of a DatasetDict directory.")
+
+
+def _text(corpus: Optional[Path], column: str, split: str):
+    from sae_core.models.texts import TextSource
+
+    return TextSource(str(corpus), column, split) if corpus else TextSource()
+
+
 class _Bar:
     """A tqdm bar fed by the library's ``on_progress(done, total[, text])`` callbacks."""
 
@@ -138,20 +150,24 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, a local directory o
             context_size: int = typer.Option(64, help="Tokens per sequence."),
             seed: int = typer.Option(0, help="Corpus seed."),
             keep_special: bool = typer.Option(False, help="Keep BOS/special-token positions."),
+            corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
             workspace: Optional[Path] = WorkspaceOpt):
-    """Harvest activations at a hook over the zoo corpus into the workspace (resumable)."""
+    """Harvest activations at a hook over the zoo corpus (or --corpus) into the workspace (resumable)."""
     from sae_core.activations import harvest_to_workspace
     from sae_core.workspace import Workspace
 
+    text = _text(corpus, text_column, split)
     bar = _Bar(f"harvest {hook}", unit="doc")
     art = harvest_to_workspace(Workspace(workspace), model, hook, n_tokens=tokens, seed=seed,
                                context_size=context_size, exclude_special=not keep_special,
-                               on_progress=bar)
+                               text=text, on_progress=bar)
     bar.close()
-    typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    typer.echo(f"{art.kind}/{art.name}: {art.meta.get('n_tokens', 0):,} tokens of {art.meta.get('source')}"
+               f" -> {art.path}")
 
 
-def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, acts: Optional[Path]):
+def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, acts: Optional[Path],
+                 text=None):
     """``(activation artifact, language model or None)``: a user's file (no model), or a
     (cached) harvest of ``model``, which is loaded once and returned for the downstream metrics."""
     from sae_core.activations import harvest_to_workspace, import_to_workspace
@@ -162,7 +178,7 @@ def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, act
     model, hook = model or DEFAULT_MODEL, hook or DEFAULT_HOOK
     lm = load_model(model)
     bar = _Bar(f"harvest {hook}", unit="doc")
-    art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, on_progress=bar, model=lm)
+    art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, text=text, on_progress=bar, model=lm)
     bar.close()
     return art, lm
 
@@ -205,6 +221,7 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
           seed: int = typer.Option(0), model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt,
           acts: Optional[Path] = ActsOpt,
           out: Optional[Path] = typer.Option(None, help="Also copy the SAE and metrics.json here."),
+          corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
           device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Train one SAE; writes it (SAELens layout) and metrics.json into the workspace."""
     import shutil
@@ -219,7 +236,7 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
     tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed, device=device)
     # checked now, before any harvest (e.g. --l 0.5); the width comes with the activations
     cfg = SAEConfig(arch=arch, d_in=1, d_sae=d_sae, k=k, l=l, scoring=scoring, pool_rule=pool_rule)
-    art, lm = _activations(ws, model, hook, harvest_tokens, acts)
+    art, lm = _activations(ws, model, hook, harvest_tokens, acts, _text(corpus, text_column, split))
     d_in = art.meta.get("d") or art.meta.get("d_in")
     cfg = replace(cfg, d_in=int(d_in), model_name=art.model or "", hook_name=art.hook or "")
     sae_art = train_to_workspace(ws, art, cfg, tcfg, model=lm, on_step=_StepBar(f"train {arch}"))
@@ -227,7 +244,7 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
         shutil.copytree(sae_art.path, out, dirs_exist_ok=True)
     m = sae_art.meta
     typer.echo(f"sae/{sae_art.name}: L0 {m.get('l0', float('nan')):.1f}, FVU {m.get('fvu', float('nan')):.3f}"
-               f" -> {out or sae_art.path}")
+               f" on {art.meta.get('source') or 'your activations'} -> {out or sae_art.path}")
 
 
 @app.command("sweep")
@@ -241,6 +258,7 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
           references: str = typer.Option("batchtopk,topk", help="Reference architectures ('' for none)."),
           pool_rule: str = typer.Option("top", help="Sampled-SAE pool: top | sample (drawn by score)."),
           model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt, acts: Optional[Path] = ActsOpt,
+          corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
           device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Train one Sampled-SAE per l and scoring rule (plus references) in lockstep, one pass over the
     activations; write the metrics table. Interrupted sweeps resume from checkpoints."""
@@ -252,7 +270,7 @@ def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated valu
                      scorings=tuple(s.strip() for s in scorings.split(",") if s.strip()),
                      references=tuple(r.strip() for r in references.split(",") if r.strip()),
                      pool_rule=pool_rule, tokens=tokens, batch_size=batch_size, seed=seed, device=device)
-    art, lm = _activations(ws, model, hook, harvest_tokens, acts)
+    art, lm = _activations(ws, model, hook, harvest_tokens, acts, _text(corpus, text_column, split))
 
     bar = _Bar(f"sweep ({len(sc.ls) * len(sc.scorings) + len(sc.references)} SAEs in lockstep)", unit="step")
     result = run_sweep(ws, art, sc, model=lm, on_progress=bar)
@@ -290,6 +308,7 @@ def index(sae: str = typer.Option(..., "--sae", help="SAE directory (ours or SAE
           n_top: int = typer.Option(20, help="Top activating examples kept per feature."),
           batch_size: int = typer.Option(32, help="Sequences per forward pass."),
           parquet: Optional[Path] = typer.Option(None, help="Also export the whole index to this parquet file."),
+          corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
           workspace: Optional[Path] = WorkspaceOpt):
     """Build the feature index of an SAE (top contexts, histograms, logit effects, map)."""
     from sae_core.features.artifact import index_to_workspace
@@ -307,9 +326,10 @@ def index(sae: str = typer.Option(..., "--sae", help="SAE directory (ours or SAE
     if not model or not hook:
         raise typer.BadParameter("the SAE's cfg.json names no model/hook: pass --model and --hook")
     cfg = IndexConfig(n_tokens=tokens, feature_map=feature_map, n_top=n_top, batch_size=batch_size)
+    text = _text(corpus, text_column, split)
     bar = _Bar("index", unit="seq")
-    art = index_to_workspace(ws, loaded, model, hook, cfg, sae_source=str(sae_path), on_progress=bar,
-                             on_stage=lambda name: bar.bar.set_description(name[:40]))
+    art = index_to_workspace(ws, loaded, model, hook, cfg, sae_source=str(sae_path), text=text,
+                             on_progress=bar, on_stage=lambda name: bar.bar.set_description(name[:40]))
     bar.close()
     typer.echo(f"feature_index/{art.name}: {art.meta.get('d_sae')} features over "
                f"{art.meta.get('n_tokens', 0):,} tokens -> {art.path}")

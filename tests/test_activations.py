@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from sae_core.activations import (
-    ActivationStore, corpus_texts, harvest_activations, harvest_to_workspace, import_activation_file,
+    ActivationStore, harvest_activations, harvest_to_workspace, import_activation_file,
     iter_batches, load_activation_file)
+from sae_core.models.texts import corpus_texts
 from sae_core.errors import ActivationFileError, ArtifactError, HookNotFoundError
 from sae_core.workspace import Workspace
 from tests.conftest import numbered_store

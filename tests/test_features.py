@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from sae_core.activations.harvest import capture_at_hook, keep_mask_BT, texts_for_tokens
+from sae_core.models.hooks import capture_at_hook
+from sae_core.models.loading import keep_mask_BT
+from sae_core.models.texts import TextSource, texts_for_tokens
 from sae_core.features.artifact import build_feature_index, index_to_workspace
 from sae_core.features.build import sae_fingerprint
 from sae_core.features.config import FeatureIndexError, IndexConfig
@@ -36,7 +38,8 @@ def _sae(seed=0, d_sae=48, arch="topk"):
 
 @pytest.fixture(scope="module")
 def texts(tiny_a):
-    return texts_for_tokens(tiny_a.tokenizer, CFG.n_tokens, CFG.corpus_seed, CFG.context_size, True)
+    return texts_for_tokens(tiny_a.tokenizer, CFG.n_tokens, TextSource().documents(CFG.corpus_seed),
+                            CFG.context_size, True)
 
 
 @pytest.fixture(scope="module")

@@ -643,6 +643,43 @@ def test_splice_identity_and_zero_sae_give_reference_values(tiny_a):
     assert m0.ce_loss_recovered == pytest.approx(0.0, abs=1e-6)
 
 
+def test_batch_rule_ce_matches_a_hand_reference(tiny_a):
+    """The batch rule's CE: the training rule over consecutive groups of kept tokens of the whole
+    evaluation text (groups cross forward batches), patched back where each token came from."""
+    from sae_core.models.loading import keep_mask_BT
+    from sae_core.sae.splice import downstream_metrics, eval_tokens
+
+    hook, d = "blocks.0.hook_resid_post", tiny_a.cfg.d_model
+    torch.manual_seed(0)
+    sae = create_sae(SAEConfig(arch="batchtopk", d_in=d, d_sae=4 * d, k=4)).eval()
+    with torch.no_grad():
+        sae.threshold.fill_(0.5)
+    toks = eval_tokens(tiny_a, n_seqs=7)
+    m = downstream_metrics(tiny_a, sae, hook, toks, batch_size=3, batch_rule_tokens=100)
+    tok = tiny_a.tokenizer
+    mask = keep_mask_BT(toks, tok.pad_token_id, sorted(tok.all_special_ids), True)
+    with torch.no_grad():
+        _, cache = tiny_a.run_with_cache(toks, names_filter=[hook])
+        x = cache[hook][mask]
+        x_hat = torch.cat([sae.decode(sae.encode_batch_rule(x[s:s + 100])) for s in range(0, len(x), 100)])
+
+        def put(acts, **_):
+            out = acts.clone()
+            out[mask] = x_hat
+            return out
+        with tiny_a.hooks(fwd_hooks=[(hook, put)]):
+            logits = tiny_a(toks)
+    logp = torch.log_softmax(logits[:, :-1].double(), -1).gather(-1, toks[:, 1:, None]).squeeze(-1)
+    ok = keep_mask_BT(toks, tok.pad_token_id, [], False)[:, 1:]
+    assert m.ce_sae_batch_rule == pytest.approx(-logp[ok].mean().item(), rel=1e-5)
+    assert m.ce_loss_recovered_batch_rule == pytest.approx(
+        (m.ce_zero - m.ce_sae_batch_rule) / (m.ce_zero - m.ce_clean), rel=1e-9)
+    assert m.ce_sae_batch_rule != pytest.approx(m.ce_sae, rel=1e-3)  # the rules differ here
+    # an SAE without a batch rule reports none
+    relu = create_sae(SAEConfig(arch="relu", d_in=d, d_sae=2 * d)).eval()
+    assert "ce_loss_recovered_batch_rule" not in downstream_metrics(tiny_a, relu, hook, toks).to_json()
+
+
 def test_splicing_an_sae_of_the_wrong_width_is_a_clear_error(tiny_a):
     from sae_core.sae.splice import downstream_metrics, eval_tokens
 

@@ -2,12 +2,12 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from sae_app import cache, jobs, sidebar
+from sae_app import cache, jobs, sidebar, text_input
 from sae_core.errors import SAECoreError
 
 sel = sidebar.current()
 st.title("Activations")
-st.write("Run the model over the zoo corpus and store its activations at one hook, token by token, "
+st.write("Run the model over the zoo corpus (or your own) and store its activations at one hook, token by token, "
          "in the workspace. SAEs train on these stores. `sae-core harvest` does the same from the shell.")
 for problem in (sel.workspace_error, sel.model_error):
     if problem:
@@ -24,13 +24,14 @@ context_size = c2.number_input("Context size", min_value=4, max_value=max_ctx, v
                                help="Tokens per sequence fed to the model (at most its n_ctx).")
 exclude_special = c3.checkbox("Exclude special tokens", value=True, key="act_exclude_special",
                               help="Leave BOS/EOS/padding positions out of the store.")
+text = text_input.text_source_input("act")
 
-if st.button("Harvest", type="primary", disabled=not sel.ready, key="act_harvest"):
+if st.button("Harvest", type="primary", disabled=not sel.ready or text is None, key="act_harvest"):
     def harvest(bar):
         def on_progress(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{done:,} / {total:,} documents")
         return cache.harvest(sel.workspace_root, sel.model_name, sel.hook, n_tokens=int(n_tokens),
-                             context_size=int(context_size), exclude_special=exclude_special,
+                             context_size=int(context_size), exclude_special=exclude_special, text=text,
                              on_progress=on_progress)
     jobs.run_job(f"Harvesting {n_tokens:,} tokens at `{sel.hook}`…", harvest, select_key="act_store")
 

@@ -51,7 +51,8 @@ if not indexes:
     st.stop()
 art = indexes[0]
 index = cache.open_index(str(art.path), art.created)
-st.caption(f"Index `{art.name}`: {index.n_features:,} features over {index.info['n_tokens']:,} tokens.")
+st.caption(f"Index `{art.name}`: {index.n_features:,} features over {index.info['n_tokens']:,} tokens "
+           f"of {index.text_source}.")
 
 fp.apply_pending_jump()
 top = st.columns([1, 3])

@@ -1,8 +1,8 @@
 """Sampled-SAE: sweep l (and the scoring rule) and watch reconstruction, sparsity and loss move."""
 import streamlit as st
 
-from sae_app import cache, charts, jobs, sidebar
-from sae_core.sae.sweep import TRAINING_CURVES, fvu_warnings as sweep_warnings
+from sae_app import cache, charts, jobs, sidebar, text_input
+from sae_core.sae.sweep import TRAINING_CURVES, fvu_warnings as sweep_warnings, text_sources
 
 sel = sidebar.current()
 st.title("Sampled-SAE: the l trade-off")
@@ -24,10 +24,11 @@ with st.expander("Run a new sweep", expanded=False):
     rules = r1.multiselect("scoring rules", ["l2", "entropy"], default=["l2", "entropy"], key="sw_rules")
     pool_rule = r2.selectbox("pool", ["top", "sample"], key="sw_pool", help=(
         "top: the K·l best-scoring latents; sample: K·l latents drawn in proportion to their score"))
-    if st.button("Run sweep", type="primary", disabled=not sel.ready, key="sw_run"):
+    text = text_input.text_source_input("sw")
+    if st.button("Run sweep", type="primary", disabled=not sel.ready or text is None, key="sw_run"):
         def sweep(bar):
             return cache.run_sweep(sel.workspace_root, sel.model_name, sel.hook,
-                                   n_tokens_harvest=int(harvest_tokens),
+                                   n_tokens_harvest=int(harvest_tokens), text=text,
                                    on_progress=lambda done, total, text: bar.progress(done / total, text=text),
                                    sweep_kwargs=dict(
                                        k=int(k), d_sae=int(d_sae), ls=tuple(float(v) for v in ls),
@@ -46,6 +47,7 @@ art = by_name[st.selectbox("Sweep", list(by_name), key="sw_sweep", format_func=l
 table = cache.sweep_table(str(art.path), art.created)
 for warning in sweep_warnings(table):
     st.warning(warning)
+st.caption(" · ".join(text_sources(table)))
 shown = st.segmented_control("Scoring rule", ["l2", "entropy"], selection_mode="multi",
                              default=sorted(set(table["scoring"].dropna())), key="sw_show")
 
@@ -75,12 +77,14 @@ else:
 
 st.subheader("All SAEs of this sweep")
 cols = ["arch", "scoring", "pool_rule", "l", "k", "d_sae", "l0", "l0_batch_rule", "fvu", "fvu_batch_rule",
-        "explained_variance", "ce_loss_recovered",
-        "kl_recovered", "distinct_latents_per_batch", "pairwise_overlap", "top_mass_fraction",
+        "explained_variance", "ce_loss_recovered", "ce_loss_recovered_batch_rule",
+        "kl_recovered", "kl_recovered_batch_rule", "distinct_latents_per_batch", "pairwise_overlap", "top_mass_fraction",
         "dead_fraction", "dense_fraction", "sae"]
 st.dataframe(table[[c for c in cols if c in table]], hide_index=True, width="stretch", column_config={
     "fvu": "FVU (inference)", "fvu_batch_rule": "FVU (batch rule)", "l0": "L0 (inference)",
     "l0_batch_rule": "L0 (batch rule)", "dead_fraction": "never active on eval",
-    "ce_loss_recovered": "CE recovered (vs zero ablation)"})
+    "ce_loss_recovered": "CE recovered (inference, vs zero ablation)",
+    "ce_loss_recovered_batch_rule": "CE recovered (batch rule)", "kl_recovered": "KL recovered (inference)",
+    "kl_recovered_batch_rule": "KL recovered (batch rule)"})
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=f"{art.name}.csv",
                    mime="text/csv", key="sw_csv")

@@ -15,11 +15,9 @@ batches and the store equals an uninterrupted one bit for bit.
 from __future__ import annotations
 
 import hashlib
-import itertools
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
@@ -28,64 +26,12 @@ from sae_core.activations.store import (
     write_meta, write_shard)
 from sae_core.errors import ArtifactError, SAECoreError
 from sae_core.io import TORCH_DTYPES, atomic_write_json, read_json
-from sae_core.models.corpus import generate_documents
-from sae_core.models.loading import check_hook, load_model, to_tokens
+from sae_core.models.hooks import capture_at_hook
+from sae_core.models.loading import check_hook, keep_mask_BT, load_model, to_tokens
+from sae_core.models.texts import TextSource, TextSourceError, texts_for_tokens
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 ProgressFn = Callable[[int, int], None]
-
-
-class _HookReached(Exception):
-    """Raised from inside the hook to end the forward pass once the activation is captured."""
-
-    def __init__(self, acts_BTD: torch.Tensor):
-        self.acts_BTD = acts_BTD
-
-
-def _stop_here(acts_BTD: torch.Tensor, hook) -> None:
-    raise _HookReached(acts_BTD)
-
-
-def corpus_texts(n_docs: int, seed: int = 0) -> list[str]:
-    """The first ``n_docs`` documents of the zoo corpus stream for ``seed``."""
-    return list(itertools.islice(generate_documents(seed), n_docs))
-
-
-def _capture_BTD(model, hook: str, tokens_BT: torch.Tensor) -> torch.Tensor:
-    try:
-        model(tokens_BT)
-    except _HookReached as hit:
-        return hit.acts_BTD
-    raise SAECoreError(f"hook {hook!r} never fired during the forward pass; it cannot be harvested")
-
-
-@contextmanager
-def capture_at_hook(model, hook: str) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-    """Yields ``capture(tokens_BT) -> acts_BTD``: the activation at ``hook``, the forward pass
-    stopped right there. The hook is registered once for the whole block rather than per batch to
-    keep loops lean; it is removed on exit."""
-    check_hook(model, hook)
-    with model.hooks(fwd_hooks=[(hook, _stop_here)]):
-        yield lambda tokens_BT: _capture_BTD(model, hook, tokens_BT)
-
-
-def keep_mask_BT(tokens_BT: torch.Tensor, pad_id: int | None, special_ids: list[int],
-                 exclude_special: bool) -> torch.Tensor:
-    """Positions to store: not padding, and (when ``exclude_special``) not a special token.
-
-    Padding is the trailing run of ``pad_id`` in each right-padded row (position 0, the BOS, is
-    never padding), so models whose pad id equals their BOS/EOS id (GPT-2) are handled too.
-    """
-    B, T = tokens_BT.shape
-    pos_T = torch.arange(T, device=tokens_BT.device)
-    if pad_id is None:
-        mask_BT = torch.ones(B, T, dtype=torch.bool, device=tokens_BT.device)
-    else:
-        last_B = ((tokens_BT != pad_id) * (pos_T + 1)).amax(dim=1).clamp(min=1)  # real length
-        mask_BT = pos_T[None, :] < last_B[:, None]
-    if exclude_special and special_ids:
-        mask_BT &= ~torch.isin(tokens_BT, torch.tensor(special_ids, device=tokens_BT.device))
-    return mask_BT
 
 
 def _texts_digest(texts: list[str]) -> str:
@@ -188,47 +134,36 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, *, mo
     return ActivationStore.open(out_dir)
 
 
-def texts_for_tokens(tokenizer, n_tokens: int, seed: int, context_size: int,
-                     exclude_special: bool) -> list[str]:
-    """The shortest prefix of the seed's corpus stream that yields at least ``n_tokens`` rows.
-
-    Counts what ``harvest_activations`` keeps: BOS + document ids cut to ``context_size``, less the
-    BOS when special tokens are excluded (other specials are rare in the corpus, so ~n_tokens).
-    """
-    docs, total = generate_documents(seed), 0
-    texts: list[str] = []
-    while total < n_tokens:
-        chunk = list(itertools.islice(docs, 256))
-        for text, ids in zip(chunk, tokenizer(chunk, add_special_tokens=False)["input_ids"]):
-            texts.append(text)
-            total += min(len(ids) + 1, context_size) - (1 if exclude_special else 0)
-            if total >= n_tokens:
-                break
-    return texts
-
-
 def harvest_to_workspace(ws: Workspace, model_name: str, hook: str, *, n_tokens: int, seed: int = 0,
                          context_size: int = 64, exclude_special: bool = True,
+                         text: TextSource | None = None,
                          on_progress: ProgressFn | None = None, model=None) -> Artifact:
-    """Harvest ~``n_tokens`` zoo-corpus activations into the workspace and register them.
+    """Harvest ~``n_tokens`` activations of ``text`` (default: the zoo corpus stream for ``seed``)
+    into the workspace and register them; the artifact's meta records the text (``source``, and
+    ``text_source`` to read it again, e.g. for the CE/KL of SAEs trained on it).
 
     Idempotent: an artifact with the same (model, hook, config) is returned without loading the
     model. An interrupted build resumes in place in ``ws.artifact_dir("activations", name)``.
     """
+    text = text or TextSource()
     config = {"n_tokens": n_tokens, "seed": seed, "context_size": context_size,
-              "exclude_special": exclude_special, "corpus": "zoo-corpus", "dtype": "float32"}
+              "exclude_special": exclude_special, "corpus": text.to_json() or "zoo-corpus",
+              "dtype": "float32"}
     name = artifact_name(model_name, hook, config)
     existing = ws.get("activations", name)
     if existing is not None:
         return existing
     model = model if model is not None else load_model(model_name)
     check_hook(model, hook)
-    texts = texts_for_tokens(model.tokenizer, n_tokens, seed, context_size, exclude_special)
+    texts = texts_for_tokens(model.tokenizer, n_tokens, text.documents(seed), context_size, exclude_special)
+    if not texts:
+        raise TextSourceError(f"{text.describe(seed)} holds no documents to harvest")
     out_dir = ws.artifact_dir("activations", name)
     store = harvest_activations(model, hook, texts, out_dir, model_name=model_name,
                                 context_size=context_size, exclude_special=exclude_special,
-                                source=f"zoo-corpus seed {seed}", on_progress=on_progress)
+                                source=text.describe(seed), on_progress=on_progress)
     meta = {"n_tokens": store.n_tokens, "n_tokens_requested": n_tokens, "d": store.d,
             "context_size": context_size, "seed": seed, "exclude_special": exclude_special,
-            "dtype": store.meta.dtype, "source": store.meta.source, "n_texts": len(texts)}
+            "dtype": store.meta.dtype, "source": store.meta.source, "n_texts": len(texts),
+            "text_source": text.to_json()}
     return ws.adopt(out_dir, "activations", name, model=model_name, hook=hook, meta=meta)

@@ -12,6 +12,7 @@ from sae_core.features.build import check_not_nan, clear_checkpoint, sae_fingerp
 from sae_core.features.config import FeatureIndexError, IndexConfig
 from sae_core.features.index import FeatureIndex, write_index
 from sae_core.features.weights import logit_effects, nearest_features
+from sae_core.models.texts import TextSource, texts_for_tokens
 from sae_core.models.unembed import FOLDED, unembed_through_final_norm
 from sae_core.sae.base import SAE
 from sae_core.workspace import Artifact, Workspace, artifact_name
@@ -58,9 +59,12 @@ def build_feature_index(model, sae: SAE, hook: str, texts: list[str], out_dir: P
     return FeatureIndex.open(out_dir)
 
 
-def index_name(model_name: str, hook: str, fingerprint: str, cfg: IndexConfig) -> str:
-    return artifact_name(model_name, hook, {"sae": fingerprint, "index": cfg.result_fields(),
-                                            "logit_basis": FOLDED})
+def index_name(model_name: str, hook: str, fingerprint: str, cfg: IndexConfig,
+               text: TextSource | None = None) -> str:
+    fields = {"sae": fingerprint, "index": cfg.result_fields(), "logit_basis": FOLDED}
+    if text is not None and not text.is_zoo:
+        fields["text"] = text.to_json()
+    return artifact_name(model_name, hook, fields)
 
 
 def find_indexes(ws: Workspace, fingerprint: str) -> list[Artifact]:
@@ -69,23 +73,27 @@ def find_indexes(ws: Workspace, fingerprint: str) -> list[Artifact]:
 
 
 def index_to_workspace(ws: Workspace, sae: SAE, model_name: str, hook: str, cfg: IndexConfig, *,
-                       sae_source: str = "", model=None,
+                       sae_source: str = "", model=None, text: TextSource | None = None,
                        on_progress: Callable[[int, int], None] | None = None,
                        on_stage: StageFn | None = None) -> Artifact:
-    """Build (or find) the index of ``sae`` at ``model_name``/``hook`` with ``cfg``; resumable."""
-    from sae_core.activations.harvest import texts_for_tokens
+    """Build (or find) the index of ``sae`` at ``model_name``/``hook`` with ``cfg`` over ``text``
+    (default: the zoo corpus stream ``cfg.corpus_seed``); resumable."""
     from sae_core.models.loading import check_hook, load_model
 
+    text = text or TextSource()
     fingerprint = sae_fingerprint(sae)
-    name = index_name(model_name, hook, fingerprint, cfg)
+    name = index_name(model_name, hook, fingerprint, cfg, text)
     if (existing := ws.get(KIND, name)) is not None:
         return existing
     model = model if model is not None else load_model(model_name)
     check_hook(model, hook)
-    texts = texts_for_tokens(model.tokenizer, cfg.n_tokens, cfg.corpus_seed, cfg.context_size,
-                             cfg.exclude_special)
+    texts = texts_for_tokens(model.tokenizer, cfg.n_tokens, text.documents(cfg.corpus_seed),
+                             cfg.context_size, cfg.exclude_special)
+    if not texts:
+        raise FeatureIndexError(f"{text.describe(cfg.corpus_seed)} holds no documents to index")
     meta = {"sae": sae_source, "sae_fingerprint": fingerprint, "d_sae": sae.cfg.d_sae,
-            "n_tokens_requested": cfg.n_tokens, "model_name": model_name}
+            "n_tokens_requested": cfg.n_tokens, "model_name": model_name,
+            "text_source": text.describe(cfg.corpus_seed)}
     with ws.create(KIND, name, model=model_name, hook=hook, meta=meta, overwrite=True) as d:
         index = build_feature_index(model, sae, hook, texts, d, cfg, meta=meta,
                                     ckpt_dir=ws.root / ".checkpoints" / name,

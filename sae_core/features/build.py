@@ -31,7 +31,8 @@ from typing import Callable
 
 import torch
 
-from sae_core.activations.harvest import capture_at_hook, keep_mask_BT
+from sae_core.models.hooks import capture_at_hook
+from sae_core.models.loading import keep_mask_BT
 from sae_core.errors import ArtifactError
 from sae_core.features.config import FeatureIndexError, IndexConfig
 from sae_core.features.streaming import Candidates, ExampleBank, StreamingHistogram, sample_keys

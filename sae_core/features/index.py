@@ -166,6 +166,11 @@ class FeatureIndex:
         return int(self.info["n_features"])
 
     @property
+    def text_source(self) -> str:
+        """The text the index streamed (``TextSource.describe``)."""
+        return self.info.get("text_source") or f"zoo corpus, seed {self.config.corpus_seed}"
+
+    @property
     def logit_basis(self) -> str:
         """What the logit effects were computed against (``sae_core.models.unembed``)."""
         return self.info.get("logit_basis", RAW)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sae_core.activations.harvest import capture_at_hook
+from sae_core.models.hooks import capture_at_hook
 from sae_core.features.config import FeatureIndexError
 from sae_core.models.loading import to_tokens
 from sae_core.sae.base import SAE

@@ -87,6 +87,25 @@ def to_tokens(model, texts: str | list[str]) -> torch.Tensor:
     return model.to_tokens(texts, prepend_bos=True)
 
 
+def keep_mask_BT(tokens_BT: torch.Tensor, pad_id: int | None, special_ids: list[int],
+                 exclude_special: bool) -> torch.Tensor:
+    """Positions to store: not padding, and (when ``exclude_special``) not a special token.
+
+    Padding is the trailing run of ``pad_id`` in each right-padded row (position 0, the BOS, is
+    never padding), so models whose pad id equals their BOS/EOS id (GPT-2) are handled too.
+    """
+    B, T = tokens_BT.shape
+    pos_T = torch.arange(T, device=tokens_BT.device)
+    if pad_id is None:
+        mask_BT = torch.ones(B, T, dtype=torch.bool, device=tokens_BT.device)
+    else:
+        last_B = ((tokens_BT != pad_id) * (pos_T + 1)).amax(dim=1).clamp(min=1)  # real length
+        mask_BT = pos_T[None, :] < last_B[:, None]
+    if exclude_special and special_ids:
+        mask_BT &= ~torch.isin(tokens_BT, torch.tensor(special_ids, device=tokens_BT.device))
+    return mask_BT
+
+
 def unknown_words(model_or_tokenizer, text: str) -> list[str]:
     """The words of ``text`` the tokenizer maps to its UNK token, each once, in order of appearance.
 

@@ -19,11 +19,13 @@ import torch
 
 from sae_core.activations import ActivationStore
 from sae_core.io import atomic_write_json
+from sae_core.models.texts import TextSource
 from sae_core.sae.base import SAE
 from sae_core.sae.config import SAEConfig
 from sae_core.sae.data import Split, memory_budget, open_split
 from sae_core.sae.io import save_sae
 from sae_core.sae.metrics import MetricAccumulator, shared_structure
+from sae_core.sae.sampled import seeded_pools
 from sae_core.sae.training import StepLog, TrainerConfig, TrainResult, device_for, run_bytes, train_many
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
@@ -39,14 +41,8 @@ def evaluate_sae(sae: SAE, batches: Iterable[torch.Tensor], batch_size: int = EV
     applied to each held-out batch, beside the inference rule's ``fvu`` and ``l0`` (issue #11).
     Sampled-SAEs that sample their pools (``pool_rule="sample"``) draw them from a generator
     seeded here, so the same SAE always gets the same metrics, whatever torch's global RNG holds."""
-    seeded = hasattr(sae, "pool_generator")
-    if seeded:
-        before, sae.pool_generator = sae.pool_generator, torch.Generator().manual_seed(0)
-    try:
+    with seeded_pools(sae):
         return _evaluate(sae, batches, batch_size)
-    finally:
-        if seeded:
-            sae.pool_generator = before
 
 
 def _evaluate(sae: SAE, batches: Iterable[torch.Tensor], batch_size: int) -> dict:
@@ -169,11 +165,15 @@ def _register(ws: Workspace, acts: Artifact, name: str, cfg: SAEConfig, tcfg: Tr
     its artifact."""
     metrics = evaluate_sae(result.sae, split.eval_batches(EVAL_BATCH), EVAL_BATCH)
     log10_density = metrics.pop("log10_density")
+    metrics["text_source"] = acts.meta.get("source") or "unknown (imported activations)"
     if model is not None and acts.hook:
         from sae_core.sae.splice import downstream_metrics, eval_tokens
 
         # the SAE stays on its training device; the splice moves activations to it and back
-        metrics.update(downstream_metrics(model, result.sae, acts.hook, eval_tokens(model)).to_json())
+        text = TextSource.from_json(acts.meta.get("text_source"))
+        metrics.update(downstream_metrics(model, result.sae, acts.hook, eval_tokens(model, text),
+                                          batch_rule_tokens=EVAL_BATCH).to_json())
+        metrics["eval_text_source"] = text.describe_eval()
     # per-token squared error on the trainer's scaled inputs, not metrics["mse"] (per element, raw)
     metrics["final_train_sq_err_scaled"] = result.history[-1].sq_err if result.history else None
     meta = {"arch": cfg.arch, "d_sae": cfg.d_sae, "k": cfg.k, "l": cfg.l, "scoring": cfg.scoring,

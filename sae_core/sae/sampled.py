@@ -53,6 +53,7 @@ happen without the out-of-pool AuxK.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Iterator
 
 import torch
@@ -125,6 +126,21 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str) -> torch.Tensor:
     entropy_S = math.log(2) * (mass_S.log2() - alog_S / mass_S)
     has_mass_S = mass_S > 2 * acts_NS.shape[0] * tiny  # more than the clamped floor alone
     return torch.where(has_mass_S, entropy_S, torch.full_like(entropy_S, float("-inf")))
+
+
+@contextmanager
+def seeded_pools(sae, seed: int = 0) -> Iterator[None]:
+    """Within the block, a Sampled-SAE draws ``pool_rule="sample"`` pools from a generator seeded
+    with ``seed`` (then its own generator is back), so evaluations are reproducible whatever
+    torch's global RNG holds; other SAEs are left as they are."""
+    if not hasattr(sae, "pool_generator"):
+        yield
+        return
+    before, sae.pool_generator = sae.pool_generator, torch.Generator().manual_seed(seed)
+    try:
+        yield
+    finally:
+        sae.pool_generator = before
 
 
 def select_pool(scores_S: torch.Tensor, pool_size: int, rule: str,

@@ -128,6 +128,19 @@ def load_training_curves(ws: Workspace, table: pd.DataFrame) -> pd.DataFrame:
         columns=["sae", "label", "scoring", "tokens", *TRAINING_CURVES])
 
 
+def text_sources(table: pd.DataFrame) -> list[str]:
+    """Where the sweep's numbers were measured: the text its activations came from (FVU, L0, ...)
+    and the text of the CE/KL recovered, one line each (one per distinct value)."""
+    out = []
+    for col, what in (("text_source", "Activations (FVU, L0, sparsity) from"),
+                      ("eval_text_source", "CE/KL recovered on")):
+        values = sorted(set(table[col].dropna())) if col in table else []
+        out += [f"{what}: {v}" for v in values]
+    if "text_source" not in table:
+        out.append("Text: not recorded (sweep trained before text sources were recorded)")
+    return out
+
+
 def fvu_warnings(table: pd.DataFrame) -> list[str]:
     """One line per SAE whose held-out FVU (either rule) is >= 1: it reconstructs worse than the
     mean of the activations would, and its other numbers should not be trusted."""
