@@ -55,18 +55,21 @@ def capture(model, tokens_BT: torch.Tensor, hooks: list[str], *, grad: bool = Fa
 
     ``grad=False`` runs under ``no_grad``; ``grad=True`` keeps the graph, so for example
     ``torch.autograd.grad(metric(out["logits"]), out[hook])`` gives the metric's gradient at a
-    hook. A hook that fires twice (it should not) keeps its last value."""
+    hook. A hook that fires twice keeps its last value."""
     names = list(dict.fromkeys(hooks))
     for name in names:
         check_hook(model, name)
     got: dict[str, torch.Tensor] = {}
 
-    def grab(acts, hook):
-        got[hook.name] = acts
-        if not logits and len(got) == len(names):
-            raise _HookReached()
+    def grabber(name: str):  # keyed by the name asked for: the bridge may fire it under an alias
+        def grab(acts, hook):
+            got[name] = acts
+            if not logits and len(got) == len(names):
+                raise _HookReached()
+        return grab
 
-    with (nullcontext() if grad else torch.no_grad()), model.hooks(fwd_hooks=[(n, grab) for n in names]):
+    with (nullcontext() if grad else torch.no_grad()), \
+            model.hooks(fwd_hooks=[(n, grabber(n)) for n in names]):
         try:
             out = model(tokens_BT)
             if logits:

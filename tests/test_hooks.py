@@ -1,0 +1,42 @@
+"""The hooks layer: several hooks in one pass, any width, with gradients when asked."""
+import pytest
+import torch
+
+from sae_core.errors import HookNotFoundError, SAECoreError
+from sae_core.models.hooks import capture
+from sae_core.models.loading import to_tokens
+
+
+def test_capture_many_hooks_equals_run_with_cache(tiny_a):
+    toks = to_tokens(tiny_a, ["1 2 3 4 5", "January February March"])
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z", "blocks.0.mlp.hook_post",
+             "blocks.1.attn.hook_pattern"]
+    got = capture(tiny_a, toks, hooks)
+    with torch.no_grad():
+        logits, cache = tiny_a.run_with_cache(toks, names_filter=hooks)
+    for h in hooks:
+        torch.testing.assert_close(got[h], cache[h])
+    cfg = tiny_a.cfg
+    assert got["blocks.1.attn.hook_z"].shape == (2, toks.shape[1], cfg.n_heads, cfg.d_head)
+    assert "logits" not in got and not got[hooks[0]].requires_grad
+    with_logits = capture(tiny_a, toks, hooks[:1], logits=True)
+    torch.testing.assert_close(with_logits["logits"], logits)
+
+
+def test_capture_with_gradients_differentiates_later_quantities(tiny_a):
+    toks = to_tokens(tiny_a, ["1 2 3 4 5"])
+    early, late = "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"
+    got = capture(tiny_a, toks, [early, late], grad=True, logits=True)
+    target = got["logits"][0, -1].log_softmax(-1)[toks[0, -1]]
+    (g_early,) = torch.autograd.grad(target, got[early], retain_graph=True)
+    assert g_early.shape == got[early].shape and g_early[0, -1].abs().sum() > 0
+    assert g_early[0, 0].abs().sum() > 0  # attention carries earlier positions into the last one
+    (g_late,) = torch.autograd.grad(got[late][0, 2].sum(), got[early])
+    assert g_late[0, 3:].abs().sum() == 0  # causal: position 2 reads nothing after it
+
+
+def test_capture_refuses_unknown_hooks_by_name(tiny_a):
+    toks = to_tokens(tiny_a, ["1 2 3"])
+    with pytest.raises(HookNotFoundError, match="blocks.9.hook_resid_post"):
+        capture(tiny_a, toks, ["blocks.0.hook_resid_post", "blocks.9.hook_resid_post"])
+    assert issubclass(HookNotFoundError, SAECoreError)
