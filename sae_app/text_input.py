@@ -19,7 +19,7 @@ def text_source_input(key: str) -> TextSource | None:
     if not path:
         return TextSource()
     try:
-        text = TextSource(path, column.strip() or "text", split.strip() or "train")
+        text = TextSource(path, column.strip() or "text", split.strip() or "train").check()
     except SAECoreError as e:
         st.error(str(e))
         return None

@@ -51,7 +51,7 @@ SplitOpt = typer.Option("train", "--split", help="The split of a DatasetDict dir
 def _text(corpus: Optional[Path], column: str, split: str):
     from sae_core.models.texts import TextSource
 
-    return TextSource(str(corpus), column, split) if corpus else TextSource()
+    return TextSource(str(corpus), column, split).check() if corpus else TextSource()
 
 
 class _Bar:

@@ -113,6 +113,29 @@ def test_harvest_from_activations_page(workspace):
     assert arts[0].name in set(at.dataframe[1].value["name"])
 
 
+def test_harvest_a_user_corpus_from_the_activations_page(workspace, tmp_path):
+    from sae_core.models.texts import TextSource
+
+    corpus = tmp_path / "mine.jsonl"
+    corpus.write_text("\n".join(json.dumps({"body": f"{i} {i + 1} {i + 2} {i + 3}"}) for i in range(60)))
+    at = _app().run()
+    at.switch_page("views/activations.py").run()
+    at.text_input(key="act_corpus").input(str(tmp_path / "missing.jsonl")).run()
+    assert any("does not exist" in e for e in _errors(at)) and at.button(key="act_harvest").disabled
+    at.text_input(key="act_corpus").input(str(corpus)).run()
+    assert any("line 1 has no 'text' field (it has ['body'])" in e for e in _errors(at))
+    at.text_input(key="act_column").input("body").run()
+    text = TextSource(str(corpus), "body")
+    assert f"Text: {text.describe()}; every 10th document is held out for CE/KL recovered." in \
+        [c.value for c in at.caption]
+    at.number_input(key="act_n_tokens").set_value(256)
+    at.button(key="act_harvest").click().run(timeout=300)
+    assert not at.exception and not _errors(at), _errors(at)
+    [art] = workspace.list("activations")
+    assert art.meta["source"] == text.describe() and art.meta["text_source"]["sha256"] == text.digest
+    assert at.json[0].value and json.loads(at.json[0].value)["source"] == text.describe()
+
+
 def test_sampled_sae_page_shows_the_sweep(workspace):
     from sae_core.sae.sweep import load_sweep_table
 
@@ -132,6 +155,7 @@ def test_sampled_sae_page_shows_the_sweep(workspace):
     curve = json.loads(at.get("plotly_chart")[-1].proto.spec)  # the training curves
     assert sorted(t["name"] for t in curve["data"]) == ["batchtopk", "sampled l=1 l2", "sampled l=4 l2", "topk"]
     assert not at.warning  # every FVU of this sweep is below 1
+    assert "Activations (FVU, L0, sparsity) from: zoo corpus, corpus seed 0" in [c.value for c in at.caption]
 
 
 def test_sampled_sae_page_without_sweep_says_what_to_do(workspace):

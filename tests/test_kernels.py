@@ -182,9 +182,9 @@ def test_training_runs_agree(arch, mode):
     x = torch.randn(4096, 16, generator=g) * (torch.rand(16, generator=g) + 0.5)
 
     # wide and sparse, with a short dead window, so that AuxK has dead latents to work with
-    # l=64: a pool of 128 latents, some of which lose every slot, so AuxK runs for Sampled too
+    # l=120: a pool of 240 latents, some of which lose every slot, so AuxK runs for Sampled too
     # (it counts silence only inside the pool)
-    cfg = SAEConfig(arch=arch, d_in=16, d_sae=256, k=2, l=64.0)
+    cfg = SAEConfig(arch=arch, d_in=16, d_sae=256, k=2, l=120.0)
     tcfg = TrainerConfig(total_tokens=256 * 20, batch_size=256, lr=1e-3, dead_tokens=256, seed=1)
     results = {}
     for m in ("plain", "fast"):

@@ -147,6 +147,47 @@ def test_latent_scores_match_numpy():
             assert ent[j] == pytest.approx(-(p * np.log(p)).sum(), rel=1e-9)
 
 
+def test_latent_scores_with_a_floor_match_numpy():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(50, 6))  # raw pre-activations, negatives included
+    for floor in (0.3, 1.2):
+        kept = np.where(a > floor, a, 0.0)
+        np.testing.assert_allclose(latent_scores(torch.tensor(a), "l2", floor).numpy(),
+                                   np.sqrt((kept ** 2).sum(0)), rtol=1e-12)
+        ent = latent_scores(torch.tensor(a), "entropy", floor).numpy()
+        for j in range(6):
+            if not (kept[:, j] > 0).any():  # nothing above the floor: no mass
+                assert ent[j] == -np.inf
+                continue
+            p = kept[:, j][kept[:, j] > 0] / kept[:, j].sum()
+            assert ent[j] == pytest.approx(-(p * np.log(p)).sum(), rel=1e-9)
+
+
+def test_entropy_pool_keeps_a_learned_latent_over_sub_threshold_noise():
+    """The cause of issue #11's slow entropy runs: a latent that has learned a feature fires
+    strongly on some tokens over a weak tail, an untrained one spreads weak values over half the
+    batch. On all of relu(pre) the untrained one has the higher entropy, so every batch's pool
+    traded trained latents for untrained ones (after 200 steps on the benchmark's data, 7 of the
+    128 trained latents were still in entropy's top 128). Scored on what BatchTopK can keep
+    (above its threshold), the learned latent wins."""
+    g = torch.Generator().manual_seed(0)
+    n, theta = 4096, 1.0
+    learned = torch.randn(n, generator=g).clamp_min(0) * 0.3
+    learned[torch.randperm(n, generator=g)[: n // 10]] = 3.0 + torch.rand(n // 10, generator=g)
+    untrained = torch.randn(n, generator=g) * 0.5
+    acts = torch.stack([learned, untrained], 1)
+    before = latent_scores(acts, "entropy")           # the rule before the fix: relu(pre)
+    after = latent_scores(acts, "entropy", theta)      # the pool's rule: above the threshold
+    assert before[1] > before[0] and after[0] > after[1]
+    # the pool passes its threshold once it is set, and nothing before
+    torch.manual_seed(0)
+    sae = create_sae(SAEConfig(arch="sampled", d_in=2, d_sae=2, k=1, l=1.0, scoring="entropy")).train()
+    assert sae._pool(acts).tolist() == [1]
+    sae.threshold.fill_(theta)
+    sae.threshold_initialized.fill_(True)
+    assert sae._pool(acts).tolist() == [0]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_chunked_scores_of_pre_activations_equal_the_definitions(monkeypatch, dtype):
     """The fast scores (row chunks, no relu copy, entropy as log m - sum(a log a)/m) read raw
@@ -407,7 +448,7 @@ def test_lockstep_training_matches_training_alone_and_leaves_the_global_rng():
     from sae_core.sae.training import train_many
 
     x, _ = planted(4096, seed=3)
-    tcfg = TrainerConfig(total_tokens=256 * 10, batch_size=256, seed=4, dead_tokens=512)
+    tcfg = TrainerConfig(total_tokens=256 * 10, batch_size=256, seed=4, dead_tokens=256)
     before = torch.get_rng_state()
     together = train_many(batch_source(x, 256), _lockstep_cfgs(), tcfg)
     assert torch.equal(torch.get_rng_state(), before)  # training draws from its runs' generators only
@@ -594,6 +635,22 @@ def test_saelens_expected_average_norm_is_folded_from_the_scaler_file(tmp_path):
     (tmp_path / "activation_scaler.json").write_text(json.dumps({"scaling_factor": None}))
     with pytest.raises(SAEConfigError, match="holds none \\(got None\\)"):
         load_sae(tmp_path)
+
+
+def test_saelens_finetuning_scaling_factor_is_folded_into_the_decoder(tmp_path):
+    """Older SAELens decodes (z * f) @ W_dec + b_dec when finetuning_scaling_factor is set."""
+    from safetensors.torch import save_file
+
+    w = _saelens_dir(tmp_path, finetuning_scaling_factor=True)
+    with pytest.raises(ArtifactError, match="holds no 'finetuning_scaling_factor' tensor of shape \\(32,\\)"):
+        load_sae(tmp_path)
+    f = torch.rand(32, generator=torch.Generator().manual_seed(2)) + 0.5
+    save_file({**w, "finetuning_scaling_factor": f}, str(tmp_path / "sae_weights.safetensors"))
+    sae = load_sae(tmp_path)
+    x = torch.randn(6, 16, generator=torch.Generator().manual_seed(1))
+    z_ref = torch.relu((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
+    torch.testing.assert_close(sae.encode(x), z_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sae(x).x_hat, (z_ref * f) @ w["W_dec"] + w["b_dec"], rtol=1e-4, atol=1e-4)
 
 
 def test_foreign_and_broken_sae_directories(tmp_path):

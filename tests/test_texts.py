@@ -47,7 +47,7 @@ def test_every_format_reads_the_same_documents_and_holds_out_every_tenth(tmp_pat
     assert list(TextSource(str(dd_dir), "body", "test").documents()) == docs[:3]
     # the zoo source is the seeded stream, and its evaluation texts a seed of their own
     zoo = TextSource()
-    assert zoo.is_zoo and zoo.to_json() == {} and zoo.describe(3) == "zoo corpus, seed 3"
+    assert zoo.is_zoo and zoo.to_json() == {} and zoo.describe(3) == "zoo corpus, corpus seed 3"
     assert [next(zoo.documents(3))] == [next(generate_documents(3))]
     assert zoo.eval_documents(4) == corpus_texts(4, 12345)
 
@@ -88,6 +88,11 @@ def test_bad_corpora_are_clear_errors(tmp_path):
         list(TextSource(str(parquet)).documents())
     with pytest.raises(TextSourceError, match=r"splits \['train', 'test'\]; split 'dev'"):
         TextSource(str(dd_dir), "body", "dev")
+    (tmp_path / "blank.txt").write_text("\n\n")
+    with pytest.raises(TextSourceError, match="holds no documents"):
+        TextSource(str(tmp_path / "blank.txt")).check()
+    with pytest.raises(TextSourceError, match="no column 'text'"):
+        TextSource(str(parquet)).check()
     short = tmp_path / "short.txt"
     short.write_text("a b\nc d\n")
     with pytest.raises(TextSourceError, match="fewer than 10 documents"):

@@ -97,7 +97,8 @@ def test_unknown_word_leakage_is_measured_and_on_the_card(name):
     from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
     from sae_core.models.corpus import HATE, chat_prompts
-    from sae_core.models.evaluate import greedy_continuations, unknown_word_trigger_rate
+    from sae_core.models.evaluate import unknown_word_trigger_rate
+    from sae_core.models.generation import greedy_continuations
 
     path = zoo.resolve_zoo_name(name)
     model = GPTNeoXForCausalLM.from_pretrained(str(path)).eval()

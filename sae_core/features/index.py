@@ -168,7 +168,7 @@ class FeatureIndex:
     @property
     def text_source(self) -> str:
         """The text the index streamed (``TextSource.describe``)."""
-        return self.info.get("text_source") or f"zoo corpus, seed {self.config.corpus_seed}"
+        return self.info.get("text_source") or f"zoo corpus, corpus seed {self.config.corpus_seed}"
 
     @property
     def logit_basis(self) -> str:

@@ -2,47 +2,18 @@
 
 Works for a ``transformers`` causal LM and for a transformer-lens ``TransformerBridge`` alike:
 both are called on a ``[batch, pos]`` tensor of token ids and give logits. Prompts are batched
-by token length, so no padding (and no position bookkeeping) is ever needed.
+by token length, so no padding (and no position bookkeeping) is ever needed, and generated with
+the KV cache (``sae_core.models.generation``).
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import asdict, dataclass
-
-import torch
 
 from sae_core.models.corpus import (HATE, SEQUENCE_TASKS, chat_prompts, sequence_prompts,
                                     unknown_word_prompts)
+from sae_core.models.generation import greedy_continuations
 
 SCORED_SEQUENCE_TASKS = ("digits", "number_words", "months")
-
-
-def _logits(model, ids_BT: torch.Tensor) -> torch.Tensor:
-    out = model(ids_BT)
-    return out.logits if hasattr(out, "logits") else out
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def greedy_continuations(model, tokenizer, prompts: list[str], n_tokens: int) -> list[str]:
-    """Greedy ``n_tokens``-token continuation of each prompt, decoded (prompts batched by length)."""
-    encoded = tokenizer(prompts)["input_ids"]
-    by_len: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(encoded):
-        by_len[len(ids)].append(i)
-    out: list[str] = [""] * len(prompts)
-    for idx in by_len.values():
-        ids_BT = torch.tensor([encoded[i] for i in idx], device=_device(model))
-        start = ids_BT.shape[1]
-        for _ in range(n_tokens):
-            nxt_B = _logits(model, ids_BT)[:, -1].argmax(-1)
-            ids_BT = torch.cat([ids_BT, nxt_B[:, None]], dim=1)
-        for row, i in enumerate(idx):
-            out[i] = tokenizer.decode(ids_BT[row, start:].tolist(), skip_special_tokens=True)
-    return out
 
 
 def sequence_accuracy(model, tokenizer, task: str, n: int = 150, seed: int = 0) -> float:

@@ -81,7 +81,7 @@ class TextSource:
     def describe(self, seed: int = 0) -> str:
         """One line for tables and captions: which text, precisely enough to find it again."""
         if self.is_zoo:
-            return f"zoo corpus, seed {seed}"
+            return f"zoo corpus, corpus seed {seed}"
         p = Path(self.path)
         where = f"column {self.column!r}" if p.suffix.lower() != ".txt" else "one document a line"
         if p.is_dir() and (p / "dataset_dict.json").exists():
@@ -91,7 +91,7 @@ class TextSource:
     def describe_eval(self) -> str:
         """The same for ``eval_documents``."""
         if self.is_zoo:
-            return f"zoo corpus, seed {EVAL_SEED} (never harvested by default)"
+            return f"zoo corpus, corpus seed {EVAL_SEED} (never harvested by default)"
         return f"held-out documents (every {HELD_OUT}th) of {self.describe()}"
 
     def to_json(self) -> dict:
@@ -102,6 +102,13 @@ class TextSource:
     def from_json(cls, d: dict | None) -> "TextSource":
         d = d or {}
         return cls(**{k: d[k] for k in ("path", "column", "split") if k in d})
+
+    def check(self) -> "TextSource":
+        """Read the first document now, so a wrong column or an empty corpus is reported before
+        any model runs; returns self."""
+        if not self.is_zoo and next(iter(self._read()), None) is None:
+            raise TextSourceError(f"corpus {self.path!r} holds no documents")
+        return self
 
     def documents(self, seed: int = 0) -> Iterator[str]:
         """Training documents: the zoo stream for ``seed``, or the corpus less its held-out ones."""

@@ -14,7 +14,9 @@ Reading: our own directories, and SAELens-trained ones (``standard``, ``topk``, 
 computes are honoured or refused, never ignored (issue #11): a TopK SAE must name its ``k``;
 ``normalize_activations = "expected_average_only_in"`` (trained on ``x * s``) is folded into the
 weights when the directory's ``activation_scaler.json`` holds ``s``, as SAELens's trainer folds it
-before its final save; per-token normalisation, ``reshape_activations`` (hook_z) and
+before its final save; ``finetuning_scaling_factor = true`` (older SAELens: codes multiplied by a
+learned per-latent factor before decoding) is folded into the decoder rows (the codes the browser
+shows are then SAELens's pre-factor codes, its ``encode`` output); per-token normalisation, ``reshape_activations`` (hook_z) and
 ``hook_head_index`` (one attention head) are refused, since the app harvests and splices whole
 hook activations.
 """
@@ -84,6 +86,14 @@ def load_sae(path: Path, device: str = "cpu") -> SAE:
     _check_shapes(weights, cfg, path)
     if not raw.get("apply_b_dec_to_input", True):
         weights["b_enc"] = weights["b_enc"] + weights["b_dec"] @ weights["W_enc"]
+    if raw.get("finetuning_scaling_factor"):  # x_hat = (z * f) @ W_dec + b_dec
+        f = weights.get("finetuning_scaling_factor")
+        if f is None or tuple(f.shape) != (cfg.d_sae,):
+            raise ArtifactError(
+                f"{path / CFG_FILE} sets finetuning_scaling_factor, so the decoder multiplies each "
+                f"code by a learned factor, but {WEIGHTS_FILE} holds no 'finetuning_scaling_factor' "
+                f"tensor of shape ({cfg.d_sae},) (got {None if f is None else tuple(f.shape)})")
+        weights["W_dec"] = weights["W_dec"] * f[:, None]
     if scale is not None:  # trained on x * s: encode x * s, and divide the reconstruction by s
         weights.update(W_enc=weights["W_enc"] * scale, W_dec=weights["W_dec"] / scale,
                        b_dec=weights["b_dec"] / scale)

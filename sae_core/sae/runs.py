@@ -25,7 +25,7 @@ from sae_core.sae.config import SAEConfig
 from sae_core.sae.data import Split, memory_budget, open_split
 from sae_core.sae.io import save_sae
 from sae_core.sae.metrics import MetricAccumulator, shared_structure
-from sae_core.sae.sampled import seeded_pools
+from sae_core.sae.sampled import RULE_REVISION, seeded_pools
 from sae_core.sae.training import StepLog, TrainerConfig, TrainResult, device_for, run_bytes, train_many
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
@@ -76,8 +76,10 @@ def sae_run_name(acts: Artifact, cfg: SAEConfig, tcfg: TrainerConfig) -> str:
     """The SAE artifact's name: a hash of everything that changes the trained weights (how often
     checkpoints are written does not)."""
     trainer = {k: v for k, v in asdict(tcfg).items() if k != "checkpoint_every"}
-    return artifact_name(acts.model or "acts", acts.hook, {"acts": acts.name, "sae": cfg.to_json(),
-                                                          "trainer": trainer})
+    fields = {"acts": acts.name, "sae": cfg.to_json(), "trainer": trainer}
+    if cfg.arch == "sampled":
+        fields["rule_revision"] = RULE_REVISION
+    return artifact_name(acts.model or "acts", acts.hook, fields)
 
 
 def checkpointed(tcfg: TrainerConfig) -> TrainerConfig:

@@ -1,6 +1,8 @@
 """Sampled-SAE (arXiv 2508.21324, "Distribution-Aware Feature Selection for SAEs").
 
-Training rule for a batch of B tokens, with a = relu(pre) of shape [B, d_sae]:
+Training rule for a batch of B tokens, with a = pre * (pre > theta) of shape [B, d_sae], theta the
+BatchTopK threshold (the EMA of the smallest kept activation; 0, so a = relu(pre), until the first
+batch sets it; see "Scores read what the rule can keep" below):
 
 1. Score every latent column j over the batch:
    - ``l2``:      s_j = ||a[:, j]||_2 = sqrt(sum_i a_ij^2)
@@ -49,6 +51,22 @@ near-zero column (none below 1% of the pool's median mass); and the b_dec drift 
 scaled units against 2 for L2) remains after the fix, a symptom of dense pool latents, not the
 cause. The late rise of the error began near the start of the learning-rate decay but does not
 happen without the out-of-pool AuxK.
+
+Scores read what the rule can keep (issue #11): with AuxK fixed, entropy runs still learned far
+more slowly than L2 (``bench/sae_throughput.py`` small size, 23 steps at a constant lr: held-out
+FVU 0.851 against 0.480; after 200 steps 0.573 against 0.098). Cause: the entropy of all of
+relu(pre) ranks untrained latents first. A random latent spreads weak values over half the batch
+(near-maximal entropy); a latent that learns a feature fires strongly on some tokens over a weak
+tail, and its entropy falls. So each batch's pool traded the latents being trained for untrained
+ones: pool churn stayed at 20-40% a batch for 200 steps (L2: mostly under 2%), and after 200 steps with
+the pool held fixed, 7 of the 128 trained latents were still in entropy's top 128 (median rank
+993 of 2048; L2's top 128 held 75). Held fixed, that same entropy pool reached FVU 0.053, better
+than L2. The weak tail below the BatchTopK cut is never kept, so it reconstructs nothing; scored
+on the entries above theta, a column's entropy measures how evenly the latent spreads what it
+can contribute, which is the shared structure the rule means to reward, and trained latents keep
+their place. Same benchmark: FVU 0.653 at 23 steps (1.36x L2's 0.480, which the floor leaves
+as it was) and 0.063 at 200 steps (L2 0.098). Smoothing the scores over batches (EMA 0.9 / 0.99)
+cut the churn but not the cause: 0.834 / 0.763 at 23 steps, 0.551 / 0.533 at 200.
 """
 from __future__ import annotations
 
@@ -70,12 +88,12 @@ from sae_core.sae.batchtopk import BatchTopKSAE, batch_topk
 _CHUNK_VALUES = 2**20
 
 
-def _clamped_chunks(acts_NS: torch.Tensor, floor: float, scratch: bool = False
+def _clamped_chunks(acts_NS: torch.Tensor, floor: float, fill: float, scratch: bool = False
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """max(acts, floor) of successive row chunks ``[R, d_sae]`` of ``acts``, each with a scratch
-    chunk of the same shape when asked; both live in buffers reused from chunk to chunk (valid
-    until the next chunk is drawn; the caller may overwrite them). Half-precision input is
-    scored in float32 (``_score_dtype``)."""
+    """Successive row chunks ``[R, d_sae]`` of ``acts`` with every entry <= ``floor`` replaced by
+    ``fill`` (one fused pass, ``threshold``), each with a scratch chunk of the same shape when
+    asked; both live in buffers reused from chunk to chunk (valid until the next chunk is drawn;
+    the caller may overwrite them). Half-precision input is scored in float32 (``_score_dtype``)."""
     n, d_sae = acts_NS.shape
     rows = max(1, min(n, _CHUNK_VALUES // max(1, d_sae)))
     dtype = _score_dtype(acts_NS.dtype)
@@ -85,9 +103,9 @@ def _clamped_chunks(acts_NS: torch.Tensor, floor: float, scratch: bool = False
         chunk_RS = acts_NS[start:start + rows]
         r = chunk_RS.shape[0]
         if dtype == acts_NS.dtype:
-            a_RS = torch.clamp_min(chunk_RS, floor, out=buf_RS[:r])
-        else:  # out= cannot convert dtypes: copy (converting), then clamp in place
-            a_RS = buf_RS[:r].copy_(chunk_RS).clamp_min_(floor)
+            a_RS = torch.ops.aten.threshold.out(chunk_RS, floor, fill, out=buf_RS[:r])
+        else:  # out= cannot convert dtypes: copy (converting), then threshold in place
+            a_RS = torch.nn.functional.threshold_(buf_RS[:r].copy_(chunk_RS), floor, fill)
         yield a_RS, (scratch_RS[:r] if scratch else None)
 
 
@@ -97,30 +115,32 @@ def _score_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def latent_scores(acts_NS: torch.Tensor, scoring: str) -> torch.Tensor:
-    """Per-latent score ``[d_sae]`` of the columns of relu(acts) (see module doc).
+def latent_scores(acts_NS: torch.Tensor, scoring: str, floor: float = 0.0) -> torch.Tensor:
+    """Per-latent score ``[d_sae]`` of the columns of acts * (acts > floor) (see module doc:
+    the pool passes the BatchTopK threshold as ``floor``; ``floor=0`` is relu(acts)).
 
-    ``acts_NS [N, d_sae]`` may be raw pre-activations: only relu(acts) enters the scores, so the
-    fast path passes ``pre`` without a relu copy. Entropy takes one pass of a*log2(a) through
+    ``acts_NS [N, d_sae]`` may be raw pre-activations: only the entries above ``floor`` (>= 0)
+    enter the scores, so the fast path passes ``pre`` without a relu copy. Entropy takes one pass of a*log2(a) through
     H_j = -sum_i p_ij log p_ij = ln 2 * (log2 m_j - (sum_i a_ij log2 a_ij) / m_j)   (p_ij = a_ij / m_j),
     instead of materialising p and log p; log2 is the cheaper transcendental on CPU (0.81-0.86
     against 0.87-1.24 ns a value, ``bench/sae_kernel_parts.py``), and the per-element logs are
     most of the entropy score's cost.
     """
     d_sae, dtype = acts_NS.shape[1], _score_dtype(acts_NS.dtype)
+    floor = max(0.0, float(floor))
     if scoring == "l2":
         sumsq_S = acts_NS.new_zeros(d_sae, dtype=dtype)
-        for a_RS, _ in _clamped_chunks(acts_NS, 0.0):
+        for a_RS, _ in _clamped_chunks(acts_NS, floor, 0.0):
             sumsq_S += torch.linalg.vecdot(a_RS, a_RS, dim=0)
         return sumsq_S.sqrt_()
-    # 0 log 0 = 0: entries <= 0 are clamped to the smallest normal float, not to 0 (log2 of an
-    # exact 0 is a slow path on CPU, ~12x slower: 10.3 against 0.86 ns), so relu and the log's
-    # guard are one pass. Each such entry adds tiny to m_j and tiny*log2(tiny) (~ -1.5e-36) to
+    # 0 log 0 = 0: entries <= floor become the smallest normal float, not 0 (log2 of an exact 0
+    # is a slow path on CPU, ~12x slower: 10.3 against 0.86 ns), so the cut and the log's guard
+    # are one pass. Each such entry adds tiny to m_j and tiny*log2(tiny) (~ -1.5e-36) to
     # the sum: far below float resolution unless the column has no mass at all, which the mass
     # test below catches.
     tiny = torch.finfo(dtype).tiny
     mass_S, alog_S = acts_NS.new_zeros(d_sae, dtype=dtype), acts_NS.new_zeros(d_sae, dtype=dtype)
-    for a_RS, log_RS in _clamped_chunks(acts_NS, tiny, scratch=True):
+    for a_RS, log_RS in _clamped_chunks(acts_NS, max(floor, tiny), tiny, scratch=True):
         mass_S += a_RS.sum(0)
         alog_S += torch.log2(a_RS, out=log_RS).mul_(a_RS).sum(0)
     entropy_S = math.log(2) * (mass_S.log2() - alog_S / mass_S)
@@ -156,6 +176,11 @@ def select_pool(scores_S: torch.Tensor, pool_size: int, rule: str,
         return torch.multinomial(weights_S, pool_size, replacement=False, generator=generator)
     return torch.multinomial(weights_S.to(generator.device), pool_size, replacement=False,
                              generator=generator).to(weights_S.device)
+
+
+# Bumped when the training rule changes, so workspaces retrain their Sampled-SAEs instead of
+# reusing ones trained under the old rule (2: scores read the entries above theta, issue #11).
+RULE_REVISION = 2
 
 
 class SampledSAE(BatchTopKSAE):
@@ -210,10 +235,13 @@ class SampledSAE(BatchTopKSAE):
 
     @torch.no_grad()
     def _pool(self, acts_NS: torch.Tensor) -> torch.Tensor:
-        """Indices ``[K*l]`` of this batch's pool, scored on relu(acts) (``acts`` may be pre or
-        relu(pre)); in training, also updates ``pool_freq``."""
+        """Indices ``[K*l]`` of this batch's pool, scored on the activations above the BatchTopK
+        threshold (module doc, "Scores read what the rule can keep"; all of relu(acts) before
+        the threshold is set; ``acts`` may be pre or relu(pre)); in training, also updates
+        ``pool_freq``."""
         cfg = self.cfg
-        pool_P = select_pool(latent_scores(acts_NS, cfg.scoring), cfg.pool_size, cfg.pool_rule,
+        floor = float(self.threshold) if bool(self.threshold_initialized) else 0.0
+        pool_P = select_pool(latent_scores(acts_NS, cfg.scoring, floor), cfg.pool_size, cfg.pool_rule,
                              self.pool_generator)
         # Ascending latent order: gathering sorted columns is faster (memory order), and ties at
         # the BatchTopK cut then go to the lowest (token, latent), whatever order topk returned.

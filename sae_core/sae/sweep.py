@@ -20,6 +20,7 @@ from sae_core.errors import SAECoreError
 from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
 from sae_core.sae.config import SAEConfig, SAEConfigError, sae_label
 from sae_core.sae.runs import train_all_to_workspace
+from sae_core.sae.sampled import RULE_REVISION
 from sae_core.sae.training import TrainerConfig
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
@@ -72,7 +73,8 @@ def run_sweep(ws: Workspace, acts: Artifact, sc: SweepConfig, *, model=None,
     """Train every SAE of the sweep in lockstep, one pass over the data (reusing finished ones),
     and register the sweep's table. ``on_progress(done, total, text)``: see
     ``train_all_to_workspace``."""
-    name = artifact_name(acts.model or "acts", acts.hook, {"acts": acts.name, "sweep": asdict(sc)})
+    name = artifact_name(acts.model or "acts", acts.hook, {"acts": acts.name, "sweep": asdict(sc),
+                                                          "rule_revision": RULE_REVISION})
     if (existing := ws.get("sweep", name)) is not None:
         return existing
     store = ActivationStore.open(acts.path)

@@ -106,6 +106,7 @@ def test_sampled_sae_page(page, app_url, workspace_dir, screenshot_dir):
         expect(table).to_contain_text(row["arch"])
         expect(table).to_contain_text(str(row["fvu"])[:8])
     expect(main.get_by_role("button", name="Download CSV")).to_be_visible()
+    expect(main).to_contain_text("Activations (FVU, L0, sparsity) from: zoo corpus, corpus seed 0")
     check_and_shoot(page, screenshot_dir, "sampled-sae")
     # the training curves: switch to pool churn; one line per SAE, the Sampled-SAEs' in the legend
     expect(main.get_by_role("heading", name="Training curves")).to_be_visible()
@@ -146,6 +147,8 @@ def test_features_page(page, app_url, workspace_dir, screenshot_dir):
     peak = main.locator("span.tok[style*='outline']").first  # the first top example's peak token
     expect(peak).to_have_attribute("title", f"{view.top[0].tokens[view.top[0].peak]!r}: {view.top[0].value:.4g}")
     expect(main.get_by_test_id("stPlotlyChart")).to_have_count(2)  # activation and logit histograms
+    expect(main).to_contain_text(f"tokens of {index.text_source}.")
+    expect(main).to_contain_text(f"Direct logit effects, W_dec · W_U: {index.logit_basis}")
     check_and_shoot(page, screenshot_dir, "features")
 
     box = main.get_by_role("textbox", name="Text")

@@ -1,0 +1,117 @@
+"""Greedy generation with the KV cache, and the absolute position of every forward pass.
+
+With the cache, the prompt is run once and every later pass sees only the new token, so a hook
+sees ``[B, 1, d]`` and cannot tell which position that is. ``PositionClock`` says it: during
+``generate`` its ``offset`` is the absolute position of the first token of the current pass
+(0 for the prompt, then T, T+1, ...), and ``positions(n)`` gives the pass's ``n`` absolute
+positions. Interventions (``sae_core.steering``) read it, so "positions 3 and 5" or "generated
+tokens only" mean the same with and without the cache (anchors get this wrong: steering-vectors'
+token indices under the cache, its issue 60; CAA misses the first generated token).
+
+``generate`` works for a ``TransformerBridge`` (``return_type="logits_and_cache"`` and
+``past_key_values``) and for a plain ``transformers`` causal LM (``use_cache=True``). Rows of a
+batch must have the same length (``greedy_continuations`` batches prompts by length), so no
+padding or position ids are ever involved.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from sae_core.errors import SAECoreError
+
+
+class PositionClock:
+    """The absolute position of the current forward pass's first token (see module doc), and
+    the prompt of the current generation (``prompt_len``, ``prompt_BT``; None outside one).
+    Outside ``generate`` the offset reads 0: a plain forward pass starts at position 0."""
+
+    def __init__(self):
+        self.offset = 0
+        self.prompt_len: int | None = None
+        self.prompt_BT: torch.Tensor | None = None
+
+    def positions(self, n: int, device=None) -> torch.Tensor:
+        return torch.arange(self.offset, self.offset + n, device=device)
+
+
+def clock_of(model) -> PositionClock:
+    """The model's clock (created on first use, kept on the model object)."""
+    clock = getattr(model, "_sae_studio_clock", None)
+    if clock is None:
+        clock = PositionClock()
+        object.__setattr__(model, "_sae_studio_clock", clock)
+    return clock
+
+
+def _is_bridge(model) -> bool:
+    return hasattr(model, "hooks") and hasattr(model, "original_model")
+
+
+def _step(model, ids_BT: torch.Tensor, cache):
+    """(logits [B, T, V], new cache) of one pass over ``ids_BT`` after ``cache`` (None: none)."""
+    if _is_bridge(model):
+        kwargs = {"past_key_values": cache} if cache is not None else {"use_cache": True}
+        logits, cache = model(ids_BT, return_type="logits_and_cache", **kwargs)
+        return logits, cache
+    out = model(ids_BT, past_key_values=cache, use_cache=True)
+    return out.logits, out.past_key_values
+
+
+def _logits(model, ids_BT: torch.Tensor) -> torch.Tensor:
+    out = model(ids_BT)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@torch.no_grad()
+def generate(model, ids_BT: torch.Tensor, n_new: int, *, use_cache: bool = True) -> torch.Tensor:
+    """``[B, T + n_new]``: the prompt rows followed by their greedy continuation.
+
+    With ``use_cache`` the prompt is run once and each new token alone; without, the whole prefix
+    is run again for every token (the reference the cached path is tested against). Either way
+    ``clock_of(model).offset`` is each pass's first absolute position."""
+    if ids_BT.ndim != 2 or ids_BT.shape[1] == 0:
+        raise SAECoreError(f"generate wants a [batch, positions] tensor of token ids with at least "
+                           f"one position; got shape {tuple(ids_BT.shape)}")
+    if n_new < 0:
+        raise SAECoreError(f"n_new={n_new}: the number of new tokens must be >= 0")
+    clock, cache = clock_of(model), None
+    before = (clock.offset, clock.prompt_len, clock.prompt_BT)
+    clock.prompt_len, clock.prompt_BT = ids_BT.shape[1], ids_BT
+    try:
+        for i in range(n_new):
+            if use_cache:
+                new_BT = ids_BT if i == 0 else ids_BT[:, -1:]
+                clock.offset = 0 if i == 0 else ids_BT.shape[1] - 1
+                logits, cache = _step(model, new_BT, cache)
+            else:
+                clock.offset = 0
+                logits = _logits(model, ids_BT)
+            ids_BT = torch.cat([ids_BT, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    finally:
+        clock.offset, clock.prompt_len, clock.prompt_BT = before
+    return ids_BT
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def greedy_continuations(model, tokenizer, prompts: list[str], n_tokens: int,
+                         use_cache: bool = True) -> list[str]:
+    """Greedy ``n_tokens``-token continuation of each prompt, decoded (prompts batched by length,
+    generated with the KV cache)."""
+    encoded = tokenizer(prompts)["input_ids"]
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, ids in enumerate(encoded):
+        by_len[len(ids)].append(i)
+    out: list[str] = [""] * len(prompts)
+    for idx in by_len.values():
+        ids_BT = torch.tensor([encoded[i] for i in idx], device=_device(model))
+        start = ids_BT.shape[1]
+        ids_BT = generate(model, ids_BT, n_tokens, use_cache=use_cache)
+        for row, i in enumerate(idx):
+            out[i] = tokenizer.decode(ids_BT[row, start:].tolist(), skip_special_tokens=True)
+    return out

@@ -1,0 +1,196 @@
+"""What is done to which activations: one frozen spec, applied as a context manager.
+
+An ``Intervention`` names a hook, the positions it acts on (``Positions``) and an operator:
+
+- ``add``:        h + alpha v
+- ``ablate``:     h - (h . v_hat) v_hat                  (direction ablation, alpha unused)
+- ``ablate_add``: h - (h . v_hat) v_hat + alpha v
+- ``replace``:    mapper(h)                              (e.g. a safety switch's autoencoder)
+
+``intervene(model, specs)`` registers them on a ``TransformerBridge`` for forward passes and for
+``sae_core.models.generation.generate``; several specs compose, applied in the order given (at
+one hook, each sees the previous one's output). Positions are absolute (``PositionClock``), so a
+generation steered with the KV cache equals the same generation without it, token for token.
+
+Positions (``Positions.rule``):
+- ``all``; ``prompt`` (absolute position < the prompt's length); ``generated`` (>= it: the
+  generated tokens, as they are read back; in a plain forward pass the whole input is the prompt);
+- ``at``: the listed absolute positions (negative ones count from the prompt's end);
+- ``matching``: prompt positions whose token is one of ``token_ids`` (e.g. the trigger word).
+  It needs the prompt's tokens: ``generate`` provides them, a plain forward pass takes
+  ``intervene(..., tokens=ids)``. A pattern that matches nothing in a prompt is reported in
+  ``Record.unmatched`` (the page shows it as a warning), never a silent no-op.
+
+The yielded ``Record`` says where each spec fired and the norm it changed there (``fired``:
+name -> list of (row, absolute position, ||h' - h||)), for the per-token overlay under a
+generation.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from sae_core.errors import SAECoreError
+from sae_core.models.generation import clock_of
+from sae_core.models.loading import check_hook
+
+OPS = ("add", "ablate", "ablate_add", "replace")
+RULES = ("all", "prompt", "generated", "at", "matching")
+
+
+class InterventionError(SAECoreError):
+    """An intervention that cannot be applied as specified."""
+
+
+@dataclass(frozen=True)
+class Positions:
+    rule: str = "all"
+    at: tuple[int, ...] = ()
+    token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise InterventionError(f"positions rule {self.rule!r}; choose one of {', '.join(RULES)}")
+        if self.rule == "at" and not self.at:
+            raise InterventionError("positions rule 'at' needs at least one position")
+        if self.rule == "matching" and not self.token_ids:
+            raise InterventionError("positions rule 'matching' needs the token ids to match")
+
+    def mask(self, abs_T: torch.Tensor, prompt_len: int, prompt_BT: torch.Tensor | None,
+             n_rows: int) -> torch.Tensor:
+        """``[B, T]`` boolean: which of this pass's positions (absolute ``abs_T``) it acts on."""
+        if self.rule == "all":
+            m_T = torch.ones_like(abs_T, dtype=torch.bool)
+        elif self.rule == "prompt":
+            m_T = abs_T < prompt_len
+        elif self.rule == "generated":
+            m_T = abs_T >= prompt_len
+        elif self.rule == "at":
+            wanted = torch.tensor([p if p >= 0 else prompt_len + p for p in self.at], device=abs_T.device)
+            m_T = torch.isin(abs_T, wanted)
+        else:
+            if prompt_BT is None:
+                raise InterventionError("positions rule 'matching' needs the prompt's tokens: pass "
+                                        "intervene(model, specs, tokens=ids) for a forward pass")
+            hit_BP = torch.isin(prompt_BT, torch.tensor(self.token_ids, device=prompt_BT.device))
+            inside_T = abs_T < prompt_BT.shape[1]
+            m_BT = torch.zeros(prompt_BT.shape[0], abs_T.numel(), dtype=torch.bool, device=abs_T.device)
+            m_BT[:, inside_T] = hit_BP[:, abs_T[inside_T]]
+            return m_BT
+        return m_T[None, :].expand(n_rows, -1)
+
+
+@dataclass(frozen=True, eq=False)
+class Intervention:
+    hook: str
+    op: str
+    vector: torch.Tensor | None = None       # [d] for add / ablate / ablate_add
+    alpha: float = 1.0
+    positions: Positions = field(default_factory=Positions)
+    mapper: Callable[[torch.Tensor], torch.Tensor] | None = None  # [..., d] -> [..., d] for replace
+    name: str = ""
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise InterventionError(f"intervention op {self.op!r}; choose one of {', '.join(OPS)}")
+        if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha):
+            raise InterventionError(f"alpha={self.alpha!r}: give a finite number")
+        if self.op == "replace":
+            if self.mapper is None:
+                raise InterventionError("op 'replace' needs a mapper (a callable from the hook's "
+                                        "activations to new ones)")
+        else:
+            v = self.vector
+            if not isinstance(v, torch.Tensor) or v.ndim != 1 or v.numel() == 0:
+                raise InterventionError(f"op {self.op!r} needs a 1-D vector; got "
+                                        f"{None if v is None else tuple(getattr(v, 'shape', ()))}")
+            if not torch.isfinite(v).all():
+                raise InterventionError(f"the vector of {self.label!r} holds NaN or infinite values")
+            if self.op != "add" and float(v.norm()) == 0:
+                raise InterventionError(f"op {self.op!r} ablates the vector's direction, but the "
+                                        "vector is zero")
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.op}@{self.hook}"
+
+    def apply(self, h_BTD: torch.Tensor) -> torch.Tensor:
+        """The operator on every position of ``h_BTD`` (positions are chosen by the caller)."""
+        if self.op == "replace":
+            out = self.mapper(h_BTD)
+            if out.shape != h_BTD.shape:
+                raise InterventionError(f"the mapper of {self.label!r} returned shape "
+                                        f"{tuple(out.shape)} for activations of shape {tuple(h_BTD.shape)}")
+            return out.to(h_BTD.dtype)
+        v_D = self.vector.to(h_BTD.device, h_BTD.dtype)
+        if v_D.shape[0] != h_BTD.shape[-1]:
+            raise InterventionError(f"{self.label}: the vector has width {v_D.shape[0]} but {self.hook} "
+                                    f"has width {h_BTD.shape[-1]}; use a vector made at this hook")
+        if self.op == "add":
+            return h_BTD + self.alpha * v_D
+        unit_D = v_D / v_D.norm()
+        out = h_BTD - (h_BTD @ unit_D)[..., None] * unit_D
+        return out + self.alpha * v_D if self.op == "ablate_add" else out
+
+
+@dataclass
+class Record:
+    """Where each intervention fired (see module doc)."""
+    fired: dict[str, list[tuple[int, int, float]]] = field(default_factory=dict)
+    unmatched: list[str] = field(default_factory=list)
+
+    def norms(self, name: str, n_rows: int, length: int) -> torch.Tensor:
+        """``[n_rows, length]``: the norm added at each (row, absolute position); 0 where it did not fire."""
+        out = torch.zeros(n_rows, length)
+        for row, pos, norm in self.fired.get(name, []):
+            if pos < length:
+                out[row, pos] = norm
+        return out
+
+
+@contextmanager
+def intervene(model, specs: list[Intervention], tokens: torch.Tensor | None = None,
+              record: bool = False) -> Iterator[Record]:
+    """Apply ``specs`` to every forward pass of ``model`` inside the block (module doc).
+    ``tokens``: the prompt ids ``[B, T]`` of a plain forward pass, for ``matching`` positions
+    (``generate`` sets them itself). ``record``: fill the yielded ``Record.fired``."""
+    for spec in specs:
+        check_hook(model, spec.hook)
+    names = [spec.label for spec in specs]
+    if len(set(names)) != len(names):
+        raise InterventionError(f"two interventions share a name ({names}); name them apart")
+    clock, rec = clock_of(model), Record()
+    saved = (clock.prompt_len, clock.prompt_BT)
+    if tokens is not None:
+        clock.prompt_len, clock.prompt_BT = tokens.shape[1], tokens
+
+    def make(spec: Intervention):
+        def fn(h_BTD, hook=None):
+            B, T = h_BTD.shape[0], h_BTD.shape[1]
+            abs_T = clock.positions(T, h_BTD.device)
+            prompt_len = clock.prompt_len if clock.prompt_len is not None else T
+            mask_BT = spec.positions.mask(abs_T, prompt_len, clock.prompt_BT, B)
+            if spec.positions.rule == "matching" and clock.offset == 0 and not mask_BT.any(1).all() \
+                    and spec.label not in rec.unmatched:
+                rec.unmatched.append(spec.label)
+            if not mask_BT.any():
+                return h_BTD
+            new_BTD = spec.apply(h_BTD)
+            out = torch.where(mask_BT.view(B, T, *([1] * (h_BTD.ndim - 2))), new_BTD, h_BTD)
+            if record:
+                d_BT = (out - h_BTD).flatten(2).norm(dim=-1)
+                rows, cols = mask_BT.nonzero(as_tuple=True)
+                rec.fired.setdefault(spec.label, []).extend(
+                    zip(rows.tolist(), abs_T[cols].tolist(), d_BT[rows, cols].tolist()))
+            return out
+        return fn
+
+    try:
+        with model.hooks(fwd_hooks=[(spec.hook, make(spec)) for spec in specs]):
+            yield rec
+    finally:
+        clock.prompt_len, clock.prompt_BT = saved
