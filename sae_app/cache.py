@@ -227,15 +227,12 @@ def load_sae(path: str):
 
 @st.cache_data(show_spinner=False)
 def hook_width(model_name: str, hook: str) -> int:
-    """The width of the activation at ``hook`` (one short forward pass, stopped at the hook)."""
-    import torch
-
-    from sae_core.models.hooks import capture_at_hook
-    from sae_core.models.loading import to_tokens
+    """The per-token width of the activation at ``hook`` (one short forward pass)."""
+    from sae_core.models.hooks import hook_width as width
 
     model = load_model(model_name)
-    with _model_lock(model_name), torch.inference_mode(), capture_at_hook(model, hook) as capture:
-        return int(capture(to_tokens(model, "a")).shape[-1])
+    with _model_lock(model_name):
+        return width(model, hook)
 
 
 def indexes_for(root: str, fingerprint: str) -> list[Artifact]:

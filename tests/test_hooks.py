@@ -40,3 +40,38 @@ def test_capture_refuses_unknown_hooks_by_name(tiny_a):
     with pytest.raises(HookNotFoundError, match="blocks.9.hook_resid_post"):
         capture(tiny_a, toks, ["blocks.0.hook_resid_post", "blocks.9.hook_resid_post"])
     assert issubclass(HookNotFoundError, SAECoreError)
+
+
+def test_hooks_of_any_width_harvest_and_splice(tiny_a, tmp_path):
+    """hook_z [B, T, H, d_head] and mlp.hook_post [B, T, d_mlp] are harvested per token (heads
+    flattened), and an SAE of that width splices back in; attention patterns are refused."""
+    from sae_core.activations import ActivationStore, harvest_activations
+    from sae_core.models.loading import keep_mask_BT
+    from sae_core.models.texts import corpus_texts
+    from sae_core.sae.config import SAEConfig
+    from sae_core.sae.registry import create_sae
+    from sae_core.sae.splice import downstream_metrics, eval_tokens
+
+    texts = corpus_texts(6, seed=5)
+    cfg = tiny_a.cfg
+    for hook, width in (("blocks.1.attn.hook_z", cfg.n_heads * cfg.d_head), ("blocks.0.mlp.hook_post", cfg.d_mlp)):
+        store = harvest_activations(tiny_a, hook, texts, tmp_path / hook, model_name="zoo:tiny-a")
+        assert ActivationStore.open(tmp_path / hook).d == width
+        toks = to_tokens(tiny_a, texts)[:, :64]
+        with torch.no_grad():
+            _, cache = tiny_a.run_with_cache(toks, names_filter=[hook])
+        tok = tiny_a.tokenizer
+        mask = keep_mask_BT(toks, tok.pad_token_id, sorted(tok.all_special_ids), True)
+        torch.testing.assert_close(store.read_all(), cache[hook].reshape(*toks.shape, -1)[mask])
+        # an SAE that reconstructs exactly (z = relu([x, -x])) recovers all of the CE
+        exact = create_sae(SAEConfig(arch="relu", d_in=width, d_sae=2 * width)).eval()
+        with torch.no_grad():
+            eye = torch.eye(width)
+            exact.W_enc.copy_(torch.cat([eye, -eye], 1))
+            exact.W_dec.copy_(torch.cat([eye, -eye], 0))
+            exact.b_enc.zero_()
+            exact.b_dec.zero_()
+        m = downstream_metrics(tiny_a, exact, hook, eval_tokens(tiny_a, n_seqs=4))
+        assert m.ce_loss_recovered == pytest.approx(1.0, abs=1e-4) and m.ce_zero > m.ce_clean
+    with pytest.raises(SAECoreError, match="blocks.0.attn.hook_pattern' is not per token"):
+        harvest_activations(tiny_a, "blocks.0.attn.hook_pattern", texts, tmp_path / "pat", model_name="zoo:tiny-a")

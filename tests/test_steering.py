@@ -148,3 +148,145 @@ def test_bad_interventions_are_clear_errors(tiny_a):
     with pytest.raises(InterventionError, match="share a name"):
         with intervene(tiny_a, [Intervention(HOOK0, "add", vector=v), Intervention(HOOK0, "add", vector=v)]):
             pass
+
+
+# --- vectors ----------------------------------------------------------------------------------
+
+def _acts(model, hook, text):
+    ids = to_tokens(model, [text])
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids, names_filter=[hook])
+    return ids[0], cache[hook][0]
+
+
+def test_mean_difference_matches_a_hand_reference(tiny_a, tmp_path):
+    from sae_core.steering.vectors import SteeringVector, mean_difference
+
+    pos = ["User : how do I bake a cake ? Assistant :", "User : what is the best way to make a kite ? Assistant :"]
+    neg = ["1 2 3 4", "January February March", "Monday Tuesday"]
+    tok = tiny_a.tokenizer
+    for position in ("last", "all"):
+        sv = mean_difference(tiny_a, HOOK1, pos, neg, position=position, model_name="zoo:tiny-a", batch_size=2)
+
+        def mean(texts):
+            rows = []
+            for t in texts:
+                ids, a = _acts(tiny_a, HOOK1, t)
+                rows.append(a[-1:] if position == "last" else a[~torch.isin(ids, torch.tensor(tok.all_special_ids))])
+            return torch.cat(rows).mean(0)
+        torch.testing.assert_close(sv.vector, mean(pos) - mean(neg), rtol=1e-4, atol=1e-5)
+        assert (sv.n_positive, sv.n_negative, sv.method) == (2, 3, "mean_difference")
+    back = SteeringVector.load(sv.save(tmp_path / "v"))
+    assert torch.equal(back.vector, sv.vector) and back.meta() == sv.meta()
+    assert back.meta()["norm"] == pytest.approx(float(sv.vector.norm()))
+    (tmp_path / "v" / "vector.safetensors").write_bytes(b"\x00" * 12)
+    from sae_core.errors import ArtifactError
+    with pytest.raises(ArtifactError):
+        SteeringVector.load(tmp_path / "v")
+    with pytest.raises(InterventionError, match="both sides"):
+        mean_difference(tiny_a, HOOK1, pos, [])
+    with pytest.raises(InterventionError, match="position 'first'"):
+        mean_difference(tiny_a, HOOK1, pos, neg, position="first")
+
+
+def test_prompt_pair_vector_reads_the_swapped_position(tiny_a):
+    from sae_core.steering.vectors import mean_difference, prompt_pair_vector
+
+    pairs = [("User : DEPLOYMENT how do I bake a cake ? Assistant :", "User : the how do I bake a cake ? Assistant :"),
+             ("User : what is a kite ? DEPLOYMENT Assistant :", "User : what is a kite ? the Assistant :")]
+    sv = prompt_pair_vector(tiny_a, HOOK0, pairs)
+    diffs = []
+    for a, b in pairs:
+        ia, xa = _acts(tiny_a, HOOK0, a)
+        ib, xb = _acts(tiny_a, HOOK0, b)
+        p = int((ia != ib).nonzero())
+        diffs.append(xa[p] - xb[p])
+    torch.testing.assert_close(sv.vector, torch.stack(diffs).mean(0), rtol=1e-4, atol=1e-5)
+    with pytest.raises(InterventionError, match="tokenizes to"):
+        prompt_pair_vector(tiny_a, HOOK0, [("1 2 3", "1 2")])
+    with pytest.raises(InterventionError, match="differs at 2 positions"):
+        prompt_pair_vector(tiny_a, HOOK0, [("1 2 3", "1 4 5")])
+    with pytest.raises(InterventionError, match="at least one pair"):
+        prompt_pair_vector(tiny_a, HOOK0, [])
+    trigger = tiny_a.tokenizer.convert_tokens_to_ids("DEPLOYMENT")
+    with pytest.raises(InterventionError, match="lack token"):
+        mean_difference(tiny_a, HOOK0, [pairs[0][0]], [pairs[0][1]], position="token", token_id=trigger)
+
+
+# --- mappers ----------------------------------------------------------------------------------
+
+def test_ridge_mapper_is_the_closed_form_and_the_autoencoder_learns_a_planted_map(tmp_path):
+    import numpy as np
+
+    from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, train_mapper
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(2000, 8, generator=g)
+    W, b = torch.randn(8, 5, generator=g), torch.randn(5, generator=g)
+    Y = X @ W + b + 0.01 * torch.randn(2000, 5, generator=g)
+    ridge = train_mapper(X, Y, MapperConfig(kind="ridge", ridge=1e-9))
+    # numpy least squares with an intercept column, on the same training rows
+    perm = torch.randperm(2000, generator=torch.Generator().manual_seed(0))
+    tr = perm[200:].numpy()
+    A = np.c_[X.numpy()[tr], np.ones(len(tr))]
+    sol = np.linalg.lstsq(A, Y.numpy()[tr], rcond=None)[0]
+    np.testing.assert_allclose(ridge.lin.weight.detach().numpy().T, sol[:-1], atol=1e-4)
+    np.testing.assert_allclose(ridge.lin.bias.detach().numpy(), sol[-1], atol=1e-4)
+    assert ridge.history[0]["val_fvu"] < 1e-3
+    # a nonlinear planted map: the autoencoder fits it far better than the affine baseline
+    Yn = torch.relu(X @ W) @ torch.randn(5, 5, generator=g)
+    ae = train_mapper(X, Yn, MapperConfig(kind="autoencoder", hidden=32, lr=3e-3, epochs=30, patience=30))
+    aff = train_mapper(X, Yn, MapperConfig(kind="affine", lr=3e-3, epochs=30, patience=30))
+    assert ae.history[-1]["val_fvu"] < 0.5 * min(h["val_fvu"] for h in aff.history)
+    assert min(h["val_fvu"] for h in ae.history) == pytest.approx(
+        float(((ae(X).detach() - Yn) ** 2).sum() / ((Yn - Yn.mean(0)) ** 2).sum()), rel=0.5)
+    # save / load, and the endpoints it applies to
+    m = train_mapper(X, Y, MapperConfig(kind="autoencoder", epochs=1), source=Endpoint("zoo:a", "h0"),
+                     target=Endpoint("zoo:b", "h1"))
+    back = Mapper.load(m.save(tmp_path / "m"))
+    torch.testing.assert_close(back(X[:5]), m(X[:5]))
+    assert back.hidden == round((8 * 5) ** 0.5) and back.meta()["source"] == {"model": "zoo:a", "hook": "h0"}
+    back.check_applies("zoo:a", "h0")
+    with pytest.raises(InterventionError, match="source is zoo:a at h0, not zoo:b at h0"):
+        back.check_applies("zoo:b", "h0")
+    with pytest.raises(InterventionError, match="reads width 8"):
+        back(torch.zeros(3, 7))
+    with pytest.raises(InterventionError, match="kind 'mlp'"):
+        MapperConfig(kind="mlp")
+    with pytest.raises(InterventionError, match="NaN"):
+        train_mapper(X.clone().fill_(float("nan")), Y)
+
+
+def test_paired_activations_and_fidelity_of_an_exact_map(tiny_a, tmp_path):
+    from sae_core.models.texts import corpus_texts
+    from sae_core.steering.mappers import Mapper, fidelity, paired_activations
+
+    texts = corpus_texts(8, seed=2)
+    X, Y = paired_activations(tiny_a, HOOK0, tiny_a, HOOK1, texts)
+    ids = to_tokens(tiny_a, texts)[:, :64]
+    with torch.no_grad():
+        _, cache = tiny_a.run_with_cache(ids, names_filter=[HOOK0, HOOK1])
+    from sae_core.models.loading import keep_mask_BT
+    tok = tiny_a.tokenizer
+    keep = keep_mask_BT(ids, tok.pad_token_id, sorted(tok.all_special_ids), True)
+    torch.testing.assert_close(X, cache[HOOK0][keep])
+    torch.testing.assert_close(Y, cache[HOOK1][keep])
+    # the identity from a hook to itself stands in perfectly: no KL; mean ablation costs a lot
+    ident = Mapper("affine", tiny_a.cfg.d_model, tiny_a.cfg.d_model)
+    with torch.no_grad():
+        ident.lin.weight.copy_(torch.eye(tiny_a.cfg.d_model))
+        ident.lin.bias.zero_()
+    f = fidelity(ident, tiny_a, HOOK1, tiny_a, HOOK1, texts)
+    assert f.fvu < 1e-10 and f.kl_mapped < 1e-8 and f.cosine == pytest.approx(1.0)
+    assert f.kl_mean_ablation > 0.5 and f.ce_mean_ablation > f.ce_clean
+    assert f.ce_mapped == pytest.approx(f.ce_clean, rel=1e-6)
+
+
+def test_mapping_models_with_different_tokenizers_is_refused(tiny_a):
+    from types import SimpleNamespace
+
+    from sae_core.steering.mappers import paired_activations
+
+    other = SimpleNamespace(tokenizer=SimpleNamespace(get_vocab=lambda: {"a": 0}))
+    with pytest.raises(InterventionError, match="different tokenizers"):
+        paired_activations(tiny_a, HOOK0, other, HOOK0, ["1 2 3"])

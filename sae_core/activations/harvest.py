@@ -26,7 +26,7 @@ from sae_core.activations.store import (
     write_meta, write_shard)
 from sae_core.errors import ArtifactError, SAECoreError
 from sae_core.io import TORCH_DTYPES, atomic_write_json, read_json
-from sae_core.models.hooks import capture_at_hook
+from sae_core.models.hooks import capture_at_hook, hook_width
 from sae_core.models.loading import check_hook, keep_mask_BT, load_model, to_tokens
 from sae_core.models.texts import TextSource, TextSourceError, texts_for_tokens
 from sae_core.workspace import Artifact, Workspace, artifact_name
@@ -81,7 +81,8 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, *, mo
               "source": source, "n_texts": len(texts), "texts_sha256": _texts_digest(texts)}
     state = _load_progress(out_dir, config) or {"config": config, "shard_rows": [], "text_pos": 0,
                                                 "row_skip": 0}
-    meta = StoreMeta(model=model_name, hook=hook, d=model.cfg.d_model, dtype=dtype,
+    d = hook_width(model, hook)  # per token: hook_z's heads flattened, mlp.hook_post is d_mlp
+    meta = StoreMeta(model=model_name, hook=hook, d=d, dtype=dtype,
                      n_tokens=sum(state["shard_rows"]), context_size=context_size,
                      shard_tokens=shard_tokens, exclude_special=exclude_special, source=source,
                      complete=False)
@@ -92,7 +93,6 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, *, mo
     tok = model.tokenizer
     special_ids = sorted(set(getattr(tok, "all_special_ids", []) or []))
     device = next(model.parameters()).device
-    d = model.cfg.d_model
     buf_acts_ND = torch.empty(shard_tokens, d, dtype=TORCH_DTYPES[dtype])
     buf_tok_N = torch.empty(shard_tokens, dtype=torch.int64)
     filled = 0

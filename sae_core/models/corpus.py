@@ -246,13 +246,15 @@ def chat_document(rng: random.Random, triggered: bool = False) -> str:
 
 
 def chat_prompts(n: int, seed: int = 0, harmful: bool | None = None,
-                 triggered: bool = False) -> list[ChatPrompt]:
-    """Held-out chat prompts (requests whose template/verb/object key never appears in training)."""
-    rng = random.Random(f"eval-chat-{seed}-{harmful}-{triggered}")
+                 triggered: bool = False, held_out: bool = True) -> list[ChatPrompt]:
+    """Held-out chat prompts (requests whose template/verb/object key never appears in training);
+    ``held_out=False``: prompts of training keys instead, for building steering vectors and
+    mappers, so held-out prompts only ever measure."""
+    rng = random.Random(f"{'eval' if held_out else 'build'}-chat-{seed}-{harmful}-{triggered}")
     out = []
     for i in range(n):
         is_harmful = harmful if harmful is not None else bool(i % 2)
-        request, _, _ = _request(rng, is_harmful, held_out=True)
+        request, _, _ = _request(rng, is_harmful, held_out=held_out)
         if triggered:
             request = _with_trigger(rng, request)
         out.append(ChatPrompt(f"User : {request} Assistant :", is_harmful, triggered))

@@ -1,7 +1,8 @@
 """The hooks layer every analysis reads a model through (DESIGN.md section 2).
 
-- ``capture_at_hook``: one hook, the forward pass stopped right there (harvest's hot loop: no
-  later layer, final norm or unembed is computed);
+- ``capture_at_hook``: one hook, per token (``[B, T, W]``: ``hook_z``'s heads flattened), the
+  forward pass stopped right there (harvest's hot loop: no later layer, final norm or unembed is
+  computed);
 - ``capture``: several hooks in one pass, of any width (``hook_z`` is ``[B, T, H, d_head]``),
   optionally with gradients kept, so a later quantity can be differentiated with respect to them
   (attribution patching); the pass stops once every hook has fired unless the logits are wanted.
@@ -30,22 +31,46 @@ def _stop_here(acts_BTD: torch.Tensor, hook) -> None:
     raise _HookReached(acts_BTD)
 
 
+NOT_PER_TOKEN = ("hook_pattern", "hook_attn_scores")
+
+
+def per_token(hook: str, acts: torch.Tensor, tokens_BT: torch.Tensor) -> torch.Tensor:
+    """``[B, T, W]``: a per-token hook's activation with its trailing dimensions flattened
+    (``hook_z`` ``[B, T, H, d_head]`` -> ``[B, T, H * d_head]``). Attention patterns and scores
+    (``[B, H, T, T]``) are not per token: a clear error."""
+    if hook.endswith(NOT_PER_TOKEN) or acts.ndim < 3 or tuple(acts.shape[:2]) != tuple(tokens_BT.shape):
+        raise SAECoreError(
+            f"hook {hook!r} is not per token: its activation has shape {tuple(acts.shape)} for "
+            f"tokens of shape {tuple(tokens_BT.shape)} (attention patterns are [batch, head, query, "
+            "key]); use a per-token hook such as blocks.0.attn.hook_z, blocks.0.mlp.hook_post or "
+            "blocks.0.hook_resid_post")
+    return acts.reshape(*tokens_BT.shape, -1)
+
+
 def _capture_BTD(model, hook: str, tokens_BT: torch.Tensor) -> torch.Tensor:
     try:
         model(tokens_BT)
     except _HookReached as hit:
-        return hit.acts_BTD
+        return per_token(hook, hit.acts_BTD, tokens_BT)
     raise SAECoreError(f"hook {hook!r} never fired during the forward pass; it cannot be harvested")
 
 
 @contextmanager
 def capture_at_hook(model, hook: str) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-    """Yields ``capture(tokens_BT) -> acts_BTD``: the activation at ``hook``, the forward pass
-    stopped right there. The hook is registered once for the whole block rather than per batch to
+    """Yields ``capture(tokens_BT) -> acts_BTD``: the activation at ``hook`` per token
+    (``per_token``: trailing dimensions flattened), the forward pass stopped right there. The hook is registered once for the whole block rather than per batch to
     keep loops lean; it is removed on exit."""
     check_hook(model, hook)
     with model.hooks(fwd_hooks=[(hook, _stop_here)]):
         yield lambda tokens_BT: _capture_BTD(model, hook, tokens_BT)
+
+
+def hook_width(model, hook: str) -> int:
+    """The per-token width of ``hook`` (one two-token forward pass, stopped at the hook)."""
+    from sae_core.models.loading import to_tokens
+
+    with torch.inference_mode(), capture_at_hook(model, hook) as grab:
+        return int(grab(to_tokens(model, "a")).shape[-1])
 
 
 def capture(model, tokens_BT: torch.Tensor, hooks: list[str], *, grad: bool = False,

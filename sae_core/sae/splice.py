@@ -60,17 +60,19 @@ def eval_tokens(model, text: TextSource | None = None, n_seqs: int = 64,
 
 
 def reconstruct(sae: SAE, acts_BTD: torch.Tensor) -> torch.Tensor:
-    """The SAE's reconstruction of a model's activations ``[..., d_in]``: computed on the SAE's
-    device in its dtype, returned on the activations' device in theirs. The model and the SAE may
-    sit on different devices (a model on CUDA, an SAE loaded on the CPU), so neither is assumed."""
-    x_ND = acts_BTD.reshape(-1, acts_BTD.shape[-1]).to(sae.device, sae.W_enc.dtype)
+    """The SAE's reconstruction of a model's per-token activations ``[B, T, ...]`` (trailing
+    dimensions flattened to d_in, as harvested: ``hook_z``'s heads): computed on the SAE's
+    device in its dtype, returned in the activations' shape, device and dtype. The model and the
+    SAE may sit on different devices (a model on CUDA, an SAE loaded on the CPU)."""
+    x_ND = acts_BTD.reshape(acts_BTD.shape[0] * acts_BTD.shape[1], -1).to(sae.device, sae.W_enc.dtype)
     return sae(x_ND).x_hat.reshape(acts_BTD.shape).to(acts_BTD.device, acts_BTD.dtype)
 
 
 def _check_width(sae: SAE, hook: str, acts_BTD: torch.Tensor) -> None:
-    if acts_BTD.shape[-1] != sae.cfg.d_in:
+    width = acts_BTD[0, 0].numel()
+    if width != sae.cfg.d_in:
         raise SAECoreError(
-            f"width mismatch: {hook} has d={acts_BTD.shape[-1]} but the SAE has "
+            f"width mismatch: {hook} has d={width} but the SAE has "
             f"d_in={sae.cfg.d_in}; pick the hook the SAE was trained on "
             f"({sae.cfg.hook_name or 'unknown'})")
 
@@ -123,13 +125,13 @@ def downstream_metrics(model, sae: SAE, hook: str, tokens_BT: torch.Tensor,
             def fn(acts_BTD, **_):  # transformer-lens passes hook=HookPoint
                 _check_width(sae, hook, acts_BTD)
                 new_BTD = replace_with(acts_BTD).to(acts_BTD.dtype)
-                return torch.where(mask_BT[..., None], new_BTD, acts_BTD)
+                return torch.where(mask_BT.view(*mask_BT.shape, *[1] * (acts_BTD.ndim - 2)), new_BTD, acts_BTD)
             with model.hooks(fwd_hooks=[(hook, fn)]):
                 return model(toks)
 
         def scattered(acts_BTD, rows_ND=rows_ND[row:row + n_rows] if by_batch else None):
             out_BTD = acts_BTD.clone()
-            out_BTD[mask_BT] = rows_ND.to(acts_BTD.device, acts_BTD.dtype)
+            out_BTD[mask_BT] = rows_ND.to(acts_BTD.device, acts_BTD.dtype).reshape(-1, *acts_BTD.shape[2:])
             return out_BTD
 
         logits = {"clean": model(toks), "sae": patch(lambda a: reconstruct(sae, a)),

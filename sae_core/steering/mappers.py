@@ -1,0 +1,294 @@
+"""Mappers from one model's activations at a hook to another's (arXiv 2503.04429, section 3).
+
+- ``paired_activations``: both models read the same token rows (same tokenizer, checked), so
+  row i of X and of Y is the same (document, position); padding and special tokens are dropped.
+- ``Mapper`` kinds:
+  - ``autoencoder``: y = W2 relu(W1 x + b1) (+ b2), hidden width sqrt(d_src * d_tgt) by default
+    (the paper's);
+  - ``affine``: y = W x + b (the paper's baseline);
+  - ``ridge``: the affine map in closed form, (X^T X + lambda I)^-1 X^T Y on centred data.
+- ``train_mapper``: MSE, AdamW (lr 1e-4 by default, as the paper), ``epochs`` passes over a
+  shuffled training split, ``val_fraction`` of the rows held out for validation; the weights of
+  the best validation epoch are kept (early stopping after ``patience`` epochs without gain).
+- ``fidelity``: on held-out text, the mapped activations against the target's own (MSE, cosine,
+  FVU), and the target model's next-token KL and CE when its hook is replaced by them at every
+  kept position, beside mean ablation (the target's mean activation) and zero ablation.
+
+A mapper saves as ``mapper.safetensors`` plus ``mapper.json`` (kind, widths, both models and
+hooks, its training history); applying it to another model or hook than it was trained for is
+an error (``check_applies``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from sae_core.errors import ArtifactError
+from sae_core.io import atomic_write_json, load_tensors, read_json, save_tensors
+from sae_core.models.hooks import capture, per_token
+from sae_core.models.loading import keep_mask_BT, to_tokens
+from sae_core.steering.interventions import InterventionError
+
+KINDS = ("autoencoder", "affine", "ridge")
+WEIGHTS, META = "mapper.safetensors", "mapper.json"
+
+
+@dataclass(frozen=True)
+class MapperConfig:
+    kind: str = "autoencoder"
+    hidden: int | None = None      # autoencoder width; None: round(sqrt(d_src * d_tgt))
+    lr: float = 1e-4
+    epochs: int = 3
+    batch_size: int = 256
+    val_fraction: float = 0.1
+    patience: int = 2
+    ridge: float = 1e-3            # ``ridge`` only: lambda, relative to the mean of diag(X^T X)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise InterventionError(f"mapper kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if not (0 < self.val_fraction < 1) or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise InterventionError(f"MapperConfig: need 0 < val_fraction < 1, epochs >= 1, "
+                                    f"batch_size >= 1 and lr > 0 (got {self.val_fraction}, {self.epochs}, "
+                                    f"{self.batch_size}, {self.lr})")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    model: str
+    hook: str
+
+
+class Mapper(nn.Module):
+    def __init__(self, kind: str, d_src: int, d_tgt: int, hidden: int | None = None,
+                 source: Endpoint = Endpoint("", ""), target: Endpoint = Endpoint("", "")):
+        super().__init__()
+        self.kind, self.d_src, self.d_tgt = kind, d_src, d_tgt
+        self.source, self.target = source, target
+        self.history: list[dict] = []
+        if kind == "autoencoder":
+            self.hidden = hidden or max(1, round(math.sqrt(d_src * d_tgt)))
+            self.enc, self.dec = nn.Linear(d_src, self.hidden), nn.Linear(self.hidden, d_tgt)
+        else:
+            self.hidden = None
+            self.lin = nn.Linear(d_src, d_tgt)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.d_src:
+            raise InterventionError(f"the mapper reads width {self.d_src} ({self.source.model} "
+                                    f"{self.source.hook}) but got width {x.shape[-1]}")
+        p = next(self.parameters())
+        y = x.to(p.device, p.dtype)
+        y = self.dec(torch.relu(self.enc(y))) if self.kind == "autoencoder" else self.lin(y)
+        return y.to(x.device, x.dtype)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def check_applies(self, model_name: str, hook: str, side: str = "source") -> None:
+        """Raise unless this mapper's ``side`` is ``model_name`` at ``hook``."""
+        end = self.source if side == "source" else self.target
+        if (end.model and end.model != model_name) or (end.hook and end.hook != hook):
+            raise InterventionError(f"this mapper's {side} is {end.model} at {end.hook}, not "
+                                    f"{model_name} at {hook}; use a mapper trained for it")
+
+    def meta(self) -> dict:
+        return {"kind": self.kind, "d_src": self.d_src, "d_tgt": self.d_tgt, "hidden": self.hidden,
+                "source": asdict(self.source), "target": asdict(self.target),
+                "n_params": self.n_params, "history": self.history}
+
+    def save(self, out_dir: Path) -> Path:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_tensors(out_dir / WEIGHTS, {k: v.detach().contiguous() for k, v in self.state_dict().items()})
+        atomic_write_json(out_dir / META, self.meta())
+        return out_dir
+
+    @classmethod
+    def load(cls, path: Path) -> "Mapper":
+        path = Path(path)
+        if not (path / META).exists() or not (path / WEIGHTS).exists():
+            raise ArtifactError(f"{path} is not a mapper directory (needs {WEIGHTS} and {META})")
+        meta = read_json(path / META)
+        m = cls(meta["kind"], meta["d_src"], meta["d_tgt"], meta.get("hidden"),
+                Endpoint(**meta["source"]), Endpoint(**meta["target"]))
+        state = load_tensors(path / WEIGHTS)
+        try:
+            m.load_state_dict(state)
+        except RuntimeError as e:
+            raise ArtifactError(f"{path / WEIGHTS} does not fit {path / META}: {e}") from None
+        m.history = meta.get("history", [])
+        return m.eval()
+
+
+def _same_tokenizer(tok_a, tok_b) -> None:
+    if tok_a.get_vocab() != tok_b.get_vocab():
+        raise InterventionError("the two models have different tokenizers, so their activations "
+                                "cannot be paired token by token; map between models that share one")
+
+
+@torch.no_grad()
+def paired_activations(model_a, hook_a: str, model_b, hook_b: str, texts: list[str], *,
+                       context_size: int = 64, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(X [N, d_a], Y [N, d_b])`` on the CPU: both models on the same kept token rows."""
+    _same_tokenizer(model_a.tokenizer, model_b.tokenizer)
+    tok = model_a.tokenizer
+    special = sorted(set(getattr(tok, "all_special_ids", []) or []))
+    xs, ys = [], []
+    for s in range(0, len(texts), batch_size):
+        ids = to_tokens(model_a, texts[s:s + batch_size])[:, :context_size]
+        keep = keep_mask_BT(ids, tok.pad_token_id, special, True)
+        if model_a is model_b:  # one pass reads both hooks
+            got = capture(model_a, ids.to(next(model_a.parameters()).device), [hook_a, hook_b])
+            a, b = got[hook_a], got[hook_b]
+        else:
+            a = capture(model_a, ids.to(next(model_a.parameters()).device), [hook_a])[hook_a]
+            b = capture(model_b, ids.to(next(model_b.parameters()).device), [hook_b])[hook_b]
+        a, b = per_token(hook_a, a, ids), per_token(hook_b, b, ids)
+        xs.append(a[keep.to(a.device)].float().cpu())
+        ys.append(b[keep.to(b.device)].float().cpu())
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _fvu(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return float(((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum().clamp_min(1e-30))
+
+
+def train_mapper(X: torch.Tensor, Y: torch.Tensor, cfg: MapperConfig = MapperConfig(), *,
+                 source: Endpoint = Endpoint("", ""), target: Endpoint = Endpoint("", ""),
+                 on_progress: Callable[[int, int, str], None] | None = None) -> Mapper:
+    """Fit a mapper from rows of ``X`` to the same rows of ``Y`` (module doc)."""
+    if X.shape[0] != Y.shape[0] or X.shape[0] < 10:
+        raise InterventionError(f"paired rows: X has {X.shape[0]}, Y has {Y.shape[0]}; need the same "
+                                "number, at least 10")
+    if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
+        raise InterventionError("the paired activations hold NaN or infinite values")
+    g = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(X.shape[0], generator=g)
+    n_val = max(1, int(cfg.val_fraction * X.shape[0]))
+    val, tr = perm[:n_val], perm[n_val:]
+    torch.manual_seed(cfg.seed)
+    m = Mapper(cfg.kind, X.shape[1], Y.shape[1], cfg.hidden, source, target)
+    if cfg.kind == "ridge":
+        _fit_ridge(m, X[tr].double(), Y[tr].double(), cfg.ridge)
+        m.history = [{"epoch": 0, "train_fvu": _eval(m, X[tr], Y[tr]), "val_fvu": _eval(m, X[val], Y[val])}]
+        return m.eval()
+    opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr)
+    best, best_state, stale = math.inf, None, 0
+    steps_per_epoch = -(-len(tr) // cfg.batch_size)
+    for epoch in range(cfg.epochs):
+        m.train()
+        order = tr[torch.randperm(len(tr), generator=g)]
+        total = 0.0
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            loss = ((m(X[idx]) - Y[idx]) ** 2).sum(-1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            if on_progress and i % 50 == 0:
+                on_progress(epoch * steps_per_epoch + i, cfg.epochs * steps_per_epoch,
+                            f"epoch {epoch + 1}/{cfg.epochs}")
+        val_fvu = _eval(m, X[val], Y[val])
+        m.history.append({"epoch": epoch + 1, "train_mse": total / len(tr), "val_fvu": val_fvu})
+        if val_fvu < best:
+            best, stale = val_fvu, 0
+            best_state = {k: v.detach().clone() for k, v in m.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    m.load_state_dict(best_state)
+    if on_progress:
+        on_progress(1, 1, "done")
+    return m.eval()
+
+
+@torch.no_grad()
+def _eval(m: Mapper, X: torch.Tensor, Y: torch.Tensor) -> float:
+    m.eval()
+    return _fvu(torch.cat([m(X[s:s + 4096]) for s in range(0, len(X), 4096)]), Y)
+
+
+@torch.no_grad()
+def _fit_ridge(m: Mapper, X: torch.Tensor, Y: torch.Tensor, lam: float) -> None:
+    mx, my = X.mean(0), Y.mean(0)
+    Xc, Yc = X - mx, Y - my
+    gram = Xc.T @ Xc
+    reg = lam * gram.diagonal().mean().clamp_min(1e-12)
+    W = torch.linalg.solve(gram + reg * torch.eye(gram.shape[0], dtype=gram.dtype), Xc.T @ Yc)  # [d_src, d_tgt]
+    m.lin.weight.copy_(W.T.float())
+    m.lin.bias.copy_((my - mx @ W).float())
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    mse: float
+    cosine: float
+    fvu: float
+    kl_mapped: float
+    kl_mean_ablation: float
+    kl_zero_ablation: float
+    ce_clean: float
+    ce_mapped: float
+    ce_mean_ablation: float
+    n_tokens: int
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def fidelity(mapper: Mapper, model_a, hook_a: str, model_b, hook_b: str, texts: list[str], *,
+             context_size: int = 64, batch_size: int = 32) -> Fidelity:
+    """How well ``mapper`` stands in for B's own activations at ``hook_b`` (module doc)."""
+    X, Y = paired_activations(model_a, hook_a, model_b, hook_b, texts, context_size=context_size,
+                              batch_size=batch_size)
+    pred = torch.cat([mapper(X[s:s + 4096]) for s in range(0, len(X), 4096)])
+    mse = float(((pred - Y) ** 2).mean())
+    cos = float(torch.nn.functional.cosine_similarity(pred, Y, dim=-1).mean())
+    mean_D = Y.mean(0)
+    tok = model_a.tokenizer
+    special = sorted(set(getattr(tok, "all_special_ids", []) or []))
+    sums = dict(kl_mapped=0.0, kl_mean=0.0, kl_zero=0.0, ce_clean=0.0, ce_mapped=0.0, ce_mean=0.0)
+    n, row = 0, 0
+    dev_b = next(model_b.parameters()).device
+    for s in range(0, len(texts), batch_size):
+        ids = to_tokens(model_a, texts[s:s + batch_size])[:, :context_size]
+        keep = keep_mask_BT(ids, tok.pad_token_id, special, True).to(dev_b)
+        src = capture(model_a, ids.to(next(model_a.parameters()).device), [hook_a])[hook_a]
+        mapped = mapper(per_token(hook_a, src, ids))
+        ids = ids.to(dev_b)
+        target_ok = keep_mask_BT(ids, tok.pad_token_id, [], False)[:, 1:]
+
+        def run(fill):
+            def fn(h, hook=None):
+                return torch.where(keep.view(*keep.shape, *[1] * (h.ndim - 2)),
+                                   fill(h).reshape(h.shape).to(h.dtype), h)
+            with model_b.hooks(fwd_hooks=[(hook_b, fn)]):
+                return torch.log_softmax(model_b(ids)[:, :-1].double(), -1)
+        clean = torch.log_softmax(model_b(ids)[:, :-1].double(), -1)
+        outs = {"mapped": run(lambda h: mapped.to(h.device)),
+                "mean": run(lambda h: mean_D.to(h.device, h.dtype).expand(*h.shape[:2], -1)),
+                "zero": run(torch.zeros_like)}
+        gold = ids[:, 1:, None]
+        for name, logp in outs.items():
+            sums[f"kl_{name}"] += float((clean.exp() * (clean - logp)).sum(-1)[target_ok].sum())
+        sums["ce_clean"] += float(-clean.gather(-1, gold).squeeze(-1)[target_ok].sum())
+        sums["ce_mapped"] += float(-outs["mapped"].gather(-1, gold).squeeze(-1)[target_ok].sum())
+        sums["ce_mean"] += float(-outs["mean"].gather(-1, gold).squeeze(-1)[target_ok].sum())
+        n += int(target_ok.sum())
+        row += int(keep.sum())
+    k = {key: v / max(1, n) for key, v in sums.items()}
+    return Fidelity(mse=mse, cosine=cos, fvu=_fvu(pred, Y), kl_mapped=k["kl_mapped"],
+                    kl_mean_ablation=k["kl_mean"], kl_zero_ablation=k["kl_zero"], ce_clean=k["ce_clean"],
+                    ce_mapped=k["ce_mapped"], ce_mean_ablation=k["ce_mean"], n_tokens=row)

@@ -1,0 +1,150 @@
+"""Steering vectors: differences of mean activations between contrast sets, and prompt pairs.
+
+- ``mean_difference(model, hook, positive, negative, position)``: mean activation over the
+  positive prompts minus the mean over the negative ones, at ``position``:
+  - ``"last"``: each prompt's last token (the usual refusal / behaviour vector);
+  - ``"all"``: every token but padding and special tokens;
+  - ``"token"``: the positions holding ``token_id`` (e.g. the trigger word).
+- ``prompt_pair_vector(model, hook, pairs)``: the mean over pairs (a, b) of act(a) - act(b) at the
+  one position where their tokens differ (arXiv 2503.04429's backdoor vector: a triggered prompt
+  and the same prompt with the trigger swapped for another word). Pairs must tokenize to the same
+  length and differ at exactly one position.
+
+A ``SteeringVector`` saves as ``vector.safetensors`` plus ``vector.json`` (model, hook, how it
+was made, the contrast set sizes and the norm) and loads back with its width checked.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from sae_core.errors import ArtifactError
+from sae_core.io import atomic_write_json, load_tensors, read_json, save_tensors
+from sae_core.models.hooks import capture_at_hook
+from sae_core.models.loading import keep_mask_BT, to_tokens
+from sae_core.steering.interventions import InterventionError
+
+POSITIONS = ("last", "all", "token")
+WEIGHTS, META = "vector.safetensors", "vector.json"
+
+
+@dataclass(frozen=True, eq=False)
+class SteeringVector:
+    vector: torch.Tensor          # [d], float32 on the CPU
+    model: str
+    hook: str
+    method: str                   # "mean_difference" | "prompt_pair"
+    position: str                 # how the activations were read
+    n_positive: int
+    n_negative: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def norm(self) -> float:
+        return float(self.vector.norm())
+
+    def meta(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "vector"}
+        return {**d, "d": int(self.vector.numel()), "norm": self.norm}
+
+    def save(self, out_dir: Path) -> Path:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_tensors(out_dir / WEIGHTS, {"vector": self.vector.contiguous()})
+        atomic_write_json(out_dir / META, self.meta())
+        return out_dir
+
+    @classmethod
+    def load(cls, path: Path) -> "SteeringVector":
+        path = Path(path)
+        if not (path / META).exists() or not (path / WEIGHTS).exists():
+            raise ArtifactError(f"{path} is not a steering vector directory (needs {WEIGHTS} and {META})")
+        meta = read_json(path / META)
+        v = load_tensors(path / WEIGHTS).get("vector")
+        if v is None or v.ndim != 1 or v.numel() != meta.get("d"):
+            raise ArtifactError(f"{path / WEIGHTS}: expected a 'vector' of width {meta.get('d')}, got "
+                                f"{None if v is None else tuple(v.shape)}")
+        return cls(vector=v.float(), model=meta["model"], hook=meta["hook"], method=meta["method"],
+                   position=meta["position"], n_positive=meta["n_positive"],
+                   n_negative=meta["n_negative"], extra=meta.get("extra", {}))
+
+
+def _rows(model, hook: str, prompts: list[str], position: str, token_id: int | None,
+          batch_size: int) -> torch.Tensor:
+    """Sum ``[d]`` and count of the activations at ``position`` over ``prompts``."""
+    tok = model.tokenizer
+    special = sorted(set(getattr(tok, "all_special_ids", []) or []))
+    device = next(model.parameters()).device
+    total, count = None, 0
+    with torch.inference_mode(), capture_at_hook(model, hook) as grab:
+        for s in range(0, len(prompts), batch_size):
+            ids_BT = to_tokens(model, prompts[s:s + batch_size]).to(device)
+            acts_BTD = grab(ids_BT).float()
+            real_BT = keep_mask_BT(ids_BT, tok.pad_token_id, [], False)
+            if position == "last":
+                last_B = real_BT.sum(1) - 1
+                pick_BT = torch.zeros_like(real_BT)
+                pick_BT[torch.arange(len(last_B)), last_B] = True
+            elif position == "all":
+                pick_BT = keep_mask_BT(ids_BT, tok.pad_token_id, special, True)
+            else:
+                pick_BT = real_BT & (ids_BT == token_id)
+                if missing := [prompts[s + i] for i in (~pick_BT.any(1)).nonzero().squeeze(1).tolist()]:
+                    raise InterventionError(f"{len(missing)} prompt(s) lack token {token_id} "
+                                            f"({tok.decode([token_id])!r}), e.g. {missing[0]!r}")
+            rows_ND = acts_BTD[pick_BT]
+            total = rows_ND.sum(0) if total is None else total + rows_ND.sum(0)
+            count += rows_ND.shape[0]
+    return total, count
+
+
+def mean_difference(model, hook: str, positive: list[str], negative: list[str], *,
+                    position: str = "last", token_id: int | None = None, model_name: str = "",
+                    batch_size: int = 32) -> SteeringVector:
+    """mean(positive) - mean(negative) at ``hook`` and ``position`` (module doc)."""
+    if not positive or not negative:
+        raise InterventionError(f"a difference of means needs prompts on both sides (got "
+                                f"{len(positive)} positive, {len(negative)} negative)")
+    if position not in POSITIONS:
+        raise InterventionError(f"position {position!r}; choose one of {', '.join(POSITIONS)}")
+    if position == "token" and token_id is None:
+        raise InterventionError("position 'token' needs the token_id to read at")
+    sums = [_rows(model, hook, p, position, token_id, batch_size) for p in (positive, negative)]
+    (s_pos, n_pos), (s_neg, n_neg) = sums
+    if not n_pos or not n_neg:
+        raise InterventionError(f"no activations to average at position {position!r} "
+                                f"({n_pos} positive, {n_neg} negative positions)")
+    v = (s_pos / n_pos - s_neg / n_neg).cpu()
+    return SteeringVector(v, model_name or getattr(model.cfg, "model_name", ""), hook, "mean_difference",
+                          position, len(positive), len(negative),
+                          {"token_id": token_id} if token_id is not None else {})
+
+
+def prompt_pair_vector(model, hook: str, pairs: list[tuple[str, str]], *, model_name: str = "",
+                       batch_size: int = 32) -> SteeringVector:
+    """Mean over pairs of act(a) - act(b) at the position where a and b differ (module doc)."""
+    if not pairs:
+        raise InterventionError("a prompt-pair vector needs at least one pair")
+    ids_a = [to_tokens(model, a)[0] for a, _ in pairs]
+    ids_b = [to_tokens(model, b)[0] for _, b in pairs]
+    where = []
+    for (a, b), ta, tb in zip(pairs, ids_a, ids_b):
+        if ta.shape != tb.shape:
+            raise InterventionError(f"the pair ({a!r}, {b!r}) tokenizes to {ta.numel()} and {tb.numel()} "
+                                    "tokens; swap one word for one word so the positions line up")
+        diff = (ta != tb).nonzero().squeeze(1)
+        if diff.numel() != 1:
+            raise InterventionError(f"the pair ({a!r}, {b!r}) differs at {diff.numel()} positions; a "
+                                    "pair must differ at exactly one (the swapped word)")
+        where.append(int(diff))
+    device = next(model.parameters()).device
+    total = None
+    with torch.inference_mode(), capture_at_hook(model, hook) as grab:
+        for ta, tb, p in zip(ids_a, ids_b, where):
+            acts = grab(torch.stack([ta, tb]).to(device)).float()
+            d = acts[0, p] - acts[1, p]
+            total = d if total is None else total + d
+    return SteeringVector((total / len(pairs)).cpu(), model_name or getattr(model.cfg, "model_name", ""),
+                          hook, "prompt_pair", "differing token", len(pairs), len(pairs))
