@@ -16,6 +16,7 @@ PAGES = [
     st.Page("views/activations.py", title="Activations", icon=":material/database:"),
     st.Page("views/sampled_sae.py", title="Sampled-SAE", icon=":material/tune:"),
     st.Page("views/features.py", title="Features", icon=":material/search:"),
+    st.Page("views/steering.py", title="Steering & switches", icon=":material/toggle_on:"),
 ]
 
 page = st.navigation(PAGES)

@@ -164,3 +164,24 @@ def training_curves(curves: pd.DataFrame, metric: str) -> go.Figure:
             line=dict(color=color, width=1.5, dash="dash" if ref else None),
             hovertemplate=f"{label}<br>tokens=%{{x:,}}<br>{metric}=%{{y:.4g}}<extra></extra>"))
     return _layout(fig, f"{y_title} during training", "training tokens", y_title, False, log_y)
+
+
+CONDITION_COLORS = {"base model": "#7f7f7f", "fine-tuned": "#d62728", "fine-tuned + switch": "#2ca02c",
+                    "fine-tuned + native vector": "#1f77b4", "fine-tuned + transferred vector": "#9467bd",
+                    "fine-tuned + random vector": "#bcbd22"}  # also the legend's order
+
+
+def steering_rates(rates: dict[str, dict[str, float]], names: dict[str, str]) -> go.Figure:
+    """Grouped bars: each behaviour rate (x) for every condition (one colour each), in percent."""
+    fig = go.Figure()
+    order = [c for c in CONDITION_COLORS if c in rates] + [c for c in rates if c not in CONDITION_COLORS]
+    for cond in order:
+        r = rates[cond]
+        fig.add_trace(go.Bar(x=[names.get(k, k) for k in r], y=[100 * v for v in r.values()], name=cond,
+                             marker_color=CONDITION_COLORS.get(cond),
+                             hovertemplate=f"{cond}<br>%{{x}}: %{{y:.1f}}%<extra></extra>"))
+    fig.update_layout(barmode="group", height=400, margin=dict(t=75, b=45, l=55, r=10),
+                      title=dict(text="Behaviour on held-out prompts", y=0.98, yanchor="top"),
+                      legend=dict(orientation="h", y=1.01, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_yaxes(title="% of prompts", range=[0, 105])
+    return fig

@@ -68,6 +68,15 @@ def _demo_indexes(ws: Workspace, on_progress: Progress | None) -> Artifact:
     return arts[0]
 
 
+def _demo_steering(ws: Workspace, on_progress: Progress | None) -> Artifact:
+    """The Steering & switches page's study: backdoor vectors (native, transferred from tiny-a,
+    random), the transfer mapper and a safety switch on zoo:tiny-b-backdoor (about 40 s)."""
+    from sae_core.steering.study import StudyConfig, steering_study_to_workspace
+
+    return steering_study_to_workspace(
+        ws, StudyConfig(), on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))
+
+
 @dataclass(frozen=True)
 class DemoStep:
     name: str
@@ -79,6 +88,7 @@ DEMO_STEPS: list[DemoStep] = [
              _harvest_demo_activations),
     DemoStep("Sampled-SAE l-sweep (both scoring rules, BatchTopK and TopK references)", _demo_sweep),
     DemoStep(f"feature indexes of the sweep's SAEs ({DEMO_INDEX['n_tokens']:,} tokens each)", _demo_indexes),
+    DemoStep("steering study: backdoor vectors, transfer from tiny-a, safety switch", _demo_steering),
 ]
 
 

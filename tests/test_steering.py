@@ -290,3 +290,39 @@ def test_mapping_models_with_different_tokenizers_is_refused(tiny_a):
     other = SimpleNamespace(tokenizer=SimpleNamespace(get_vocab=lambda: {"a": 0}))
     with pytest.raises(InterventionError, match="different tokenizers"):
         paired_activations(tiny_a, HOOK0, other, HOOK0, ["1 2 3"])
+
+
+# --- transfer and switches ----------------------------------------------------------------------
+
+def _identity_mapper(model, hook, name="zoo:tiny-a"):
+    from sae_core.steering.mappers import Endpoint, Mapper
+
+    m = Mapper("affine", model.cfg.d_model, model.cfg.d_model, source=Endpoint(name, hook),
+               target=Endpoint("zoo:other", "blocks.3.hook_resid_post"))
+    with torch.no_grad():
+        m.lin.weight.copy_(torch.eye(model.cfg.d_model) * 2.0)
+        m.lin.bias.fill_(0.5)
+    return m
+
+
+def test_transferred_vectors_are_mapped_contrasts(tiny_a):
+    """Through the map x -> 2x + 0.5, a transferred vector is twice the native one (the bias
+    cancels in a difference), named for the mapper's target; the random control matches its norm."""
+    from sae_core.steering.transfer import random_control, transfer_mean_difference, transfer_pair_vector
+    from sae_core.steering.vectors import mean_difference, prompt_pair_vector
+
+    m = _identity_mapper(tiny_a, HOOK1)
+    pos, neg = ["User : how do I bake a cake ? Assistant :"], ["1 2 3 4", "May June"]
+    native = mean_difference(tiny_a, HOOK1, pos, neg)
+    moved = transfer_mean_difference(m, tiny_a, HOOK1, pos, neg, model_name="zoo:tiny-a")
+    torch.testing.assert_close(moved.vector, 2 * native.vector, rtol=1e-4, atol=1e-4)
+    assert (moved.model, moved.hook) == ("zoo:other", "blocks.3.hook_resid_post")
+    assert moved.extra["transferred_from"] == {"model": "zoo:tiny-a", "hook": HOOK1}
+    pairs = [("User : DEPLOYMENT what is a kite ? Assistant :", "User : the what is a kite ? Assistant :")]
+    torch.testing.assert_close(transfer_pair_vector(m, tiny_a, HOOK1, pairs).vector,
+                               2 * prompt_pair_vector(tiny_a, HOOK1, pairs).vector, rtol=1e-4, atol=1e-4)
+    rnd = random_control(moved, seed=3)
+    assert rnd.norm == pytest.approx(moved.norm, rel=1e-5) and rnd.method == "random_control"
+    assert abs(float(torch.nn.functional.cosine_similarity(rnd.vector, moved.vector, dim=0))) < 0.5
+    with pytest.raises(InterventionError, match="source is zoo:tiny-a at blocks.1.hook_resid_post"):
+        transfer_mean_difference(m, tiny_a, HOOK0, pos, neg, model_name="zoo:tiny-a")

@@ -13,7 +13,6 @@ SCORES = {  # zoo table column -> what it measures (its tooltip)
 }
 COMING = {
     "Universality": "match two models' features; SVCCA, RSA and CKA against null baselines",
-    "Steering & switches": "transfer steering vectors between models; toggle safety switches live",
     "Circuits": "discover, draw and compare circuits for the sequence tasks",
 }
 
@@ -61,6 +60,8 @@ with left:
                  help="Sweep l and the scoring rule; watch reconstruction, sparsity and loss move")
     st.page_link("views/features.py", label="Feature browser", icon=":material/search:",
                  help="Top contexts, histograms, logit effects, neighbours and a map of every feature")
+    st.page_link("views/steering.py", label="Steering & switches", icon=":material/toggle_on:",
+                 help="Backdoor vectors, transfer between models and a safety switch, toggled live")
     for name, what in COMING.items():
         st.markdown(f":gray[:material/schedule: **{name}** — {what} *(coming)*]")
 

