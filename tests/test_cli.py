@@ -11,7 +11,7 @@ from sae_core.cli import app
 runner = CliRunner()
 COMMANDS = [[], ["zoo"], ["zoo", "build"], ["zoo", "list"], ["hooks"], ["harvest"], ["demo"],
             ["workspace"], ["workspace", "list"], ["workspace", "reindex"], ["index"], ["feature"],
-            ["generate"]]
+            ["generate"], ["steer"], ["steer", "study"], ["steer", "eval"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")

@@ -79,3 +79,42 @@ def test_a_workspace_without_a_study_offers_to_build_one(tmp_path, monkeypatch):
     at.switch_page("views/steering.py").run()
     assert not at.exception
     assert any("No steering study" in i.value for i in at.info) and at.button(key="st_build")
+
+
+def test_steer_eval_scores_a_prompt_file_with_saved_interventions(study_ws, tmp_path):
+    from typer.testing import CliRunner
+
+    from sae_core.cli import app
+    from sae_core.models.corpus import chat_prompts
+
+    ws, _ = study_ws
+    prompts = [p.prompt for p in chat_prompts(12, seed=5, triggered=True)]
+    f = tmp_path / "prompts.txt"
+    f.write_text("\n".join(prompts) + "\n\n")
+    runner = CliRunner()
+
+    def run(*extra):
+        r = runner.invoke(app, ["steer", "eval", "--model", "zoo:tiny-b-backdoor", "--prompts", str(f),
+                                "--workspace", str(ws.root), "--json", *extra])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output.strip().splitlines()[-1])
+    plain = run()
+    assert plain["n"] == 12 and plain["hate_rate"] >= 0.9
+    assert [g["prompt"] for g in plain["generations"]] == prompts
+    assert run("--vector", "native")["hate_rate"] <= 0.1
+    assert run("--switch")["hate_rate"] <= 0.2
+    both = run("--vector", "native", "--vector", "transferred", "--alpha", "-0.5")
+    assert both["n"] == 12
+
+    def fails(args, says, prompts_file=f):
+        r = runner.invoke(app, ["steer", "eval", "--prompts", str(prompts_file), "--workspace", str(ws.root), *args])
+        assert r.exit_code == 2 and says in r.output, r.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    fails(["--model", "zoo:tiny-b-backdoor"], "holds no prompts", empty)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9\n".encode("latin-1"))
+    fails(["--model", "zoo:tiny-b-backdoor"], "is not UTF-8", latin)
+    fails(["--model", "zoo:tiny-a", "--vector", "native"], "made for zoo:tiny-b-backdoor, not zoo:tiny-a")
+    fails(["--model", "zoo:tiny-b", "--switch"], "source is zoo:tiny-b-backdoor")
+    fails(["--model", "zoo:tiny-b-backdoor", "--vector", "native", "--alpha", "nan"], "alpha=nan")

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from sae_core.errors import ArtifactError
-from sae_core.io import atomic_write_json, load_tensors, read_json, save_tensors
+from sae_core.io import load_pair, save_pair
 from sae_core.models.hooks import capture, per_token
 from sae_core.models.loading import keep_mask_BT, to_tokens
 from sae_core.steering.interventions import InterventionError
@@ -105,25 +105,17 @@ class Mapper(nn.Module):
                 "n_params": self.n_params, "history": self.history}
 
     def save(self, out_dir: Path) -> Path:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_tensors(out_dir / WEIGHTS, {k: v.detach().contiguous() for k, v in self.state_dict().items()})
-        atomic_write_json(out_dir / META, self.meta())
-        return out_dir
+        return save_pair(out_dir, WEIGHTS, self.state_dict(), META, self.meta())
 
     @classmethod
     def load(cls, path: Path) -> "Mapper":
-        path = Path(path)
-        if not (path / META).exists() or not (path / WEIGHTS).exists():
-            raise ArtifactError(f"{path} is not a mapper directory (needs {WEIGHTS} and {META})")
-        meta = read_json(path / META)
+        state, meta = load_pair(path, WEIGHTS, META, "a mapper")
         m = cls(meta["kind"], meta["d_src"], meta["d_tgt"], meta.get("hidden"),
                 Endpoint(**meta["source"]), Endpoint(**meta["target"]))
-        state = load_tensors(path / WEIGHTS)
         try:
             m.load_state_dict(state)
         except RuntimeError as e:
-            raise ArtifactError(f"{path / WEIGHTS} does not fit {path / META}: {e}") from None
+            raise ArtifactError(f"{Path(path) / WEIGHTS} does not fit {Path(path) / META}: {e}") from None
         m.history = meta.get("history", [])
         return m.eval()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from sae_core.errors import ArtifactError
-from sae_core.io import atomic_write_json, load_tensors, read_json, save_tensors
+from sae_core.io import load_pair, save_pair
 from sae_core.models.hooks import capture_at_hook
 from sae_core.models.loading import keep_mask_BT, to_tokens
 from sae_core.steering.interventions import InterventionError
@@ -50,21 +50,14 @@ class SteeringVector:
         return {**d, "d": int(self.vector.numel()), "norm": self.norm}
 
     def save(self, out_dir: Path) -> Path:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_tensors(out_dir / WEIGHTS, {"vector": self.vector.contiguous()})
-        atomic_write_json(out_dir / META, self.meta())
-        return out_dir
+        return save_pair(out_dir, WEIGHTS, {"vector": self.vector}, META, self.meta())
 
     @classmethod
     def load(cls, path: Path) -> "SteeringVector":
-        path = Path(path)
-        if not (path / META).exists() or not (path / WEIGHTS).exists():
-            raise ArtifactError(f"{path} is not a steering vector directory (needs {WEIGHTS} and {META})")
-        meta = read_json(path / META)
-        v = load_tensors(path / WEIGHTS).get("vector")
+        tensors, meta = load_pair(path, WEIGHTS, META, "a steering vector")
+        v = tensors.get("vector")
         if v is None or v.ndim != 1 or v.numel() != meta.get("d"):
-            raise ArtifactError(f"{path / WEIGHTS}: expected a 'vector' of width {meta.get('d')}, got "
+            raise ArtifactError(f"{Path(path) / WEIGHTS}: expected a 'vector' of width {meta.get('d')}, got "
                                 f"{None if v is None else tuple(v.shape)}")
         return cls(vector=v.float(), model=meta["model"], hook=meta["hook"], method=meta["method"],
                    position=meta["position"], n_positive=meta["n_positive"],
