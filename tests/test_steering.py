@@ -326,3 +326,20 @@ def test_transferred_vectors_are_mapped_contrasts(tiny_a):
     assert abs(float(torch.nn.functional.cosine_similarity(rnd.vector, moved.vector, dim=0))) < 0.5
     with pytest.raises(InterventionError, match="source is zoo:tiny-a at blocks.1.hook_resid_post"):
         transfer_mean_difference(m, tiny_a, HOOK0, pos, neg, model_name="zoo:tiny-a")
+
+
+def test_an_intervention_at_hook_z_acts_on_the_flattened_heads(tiny_a):
+    """A vector read at hook_z (heads flattened, as harvested) adds to every head's slice."""
+    from sae_core.steering.vectors import mean_difference
+
+    hook = "blocks.1.attn.hook_z"
+    v = mean_difference(tiny_a, hook, ["1 2 3 4"], ["May June July"])
+    H, dh = tiny_a.cfg.n_heads, tiny_a.cfg.d_head
+    assert v.vector.shape == (H * dh,)
+    ids = to_tokens(tiny_a, ["User : how do I bake a cake ? Assistant :"])
+    with torch.no_grad():
+        with intervene(tiny_a, [Intervention(hook, "add", vector=v.vector, alpha=3.0)]):
+            got = tiny_a(ids)
+        with tiny_a.hooks(fwd_hooks=[(hook, lambda z, hook: z + 3.0 * v.vector.view(H, dh))]):
+            want = tiny_a(ids)
+    torch.testing.assert_close(got, want)

@@ -15,11 +15,17 @@ padding or position ids are ever involved.
 """
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 
 import torch
 
 from sae_core.errors import SAECoreError
+
+
+# transformers 5 renames GPT-NeoX's ``past_key_values`` argument and warns on every cached step that
+# transformer-lens's bridge makes; the cache itself works (tests compare it token for token).
+warnings.filterwarnings("ignore", message=r".*past_key_values.* is deprecated", category=FutureWarning)
 
 
 class PositionClock:

@@ -58,8 +58,10 @@ def _capture_BTD(model, hook: str, tokens_BT: torch.Tensor) -> torch.Tensor:
 @contextmanager
 def capture_at_hook(model, hook: str) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """Yields ``capture(tokens_BT) -> acts_BTD``: the activation at ``hook`` per token
-    (``per_token``: trailing dimensions flattened), the forward pass stopped right there. The hook is registered once for the whole block rather than per batch to
-    keep loops lean; it is removed on exit."""
+    (``per_token``: trailing dimensions flattened), the forward pass stopped right there. The
+    hook is registered once for the whole block rather than per batch to keep loops lean; it is
+    removed on exit. Do not run another capture of the same model inside the block: its forward
+    pass would stop at this hook too (``capture`` reads several hooks in one pass)."""
     check_hook(model, hook)
     with model.hooks(fwd_hooks=[(hook, _stop_here)]):
         yield lambda tokens_BT: _capture_BTD(model, hook, tokens_BT)

@@ -16,9 +16,9 @@ computes are honoured or refused, never ignored (issue #11): a TopK SAE must nam
 weights when the directory's ``activation_scaler.json`` holds ``s``, as SAELens's trainer folds it
 before its final save; ``finetuning_scaling_factor = true`` (older SAELens: codes multiplied by a
 learned per-latent factor before decoding) is folded into the decoder rows (the codes the browser
-shows are then SAELens's pre-factor codes, its ``encode`` output); per-token normalisation, ``reshape_activations`` (hook_z) and
-``hook_head_index`` (one attention head) are refused, since the app harvests and splices whole
-hook activations.
+shows are then SAELens's pre-factor codes, its ``encode`` output); per-token normalisation,
+``reshape_activations`` (hook_z) and ``hook_head_index`` (one attention head) are refused, since
+the app harvests and splices whole hook activations.
 """
 from __future__ import annotations
 

@@ -125,7 +125,8 @@ def downstream_metrics(model, sae: SAE, hook: str, tokens_BT: torch.Tensor,
             def fn(acts_BTD, **_):  # transformer-lens passes hook=HookPoint
                 _check_width(sae, hook, acts_BTD)
                 new_BTD = replace_with(acts_BTD).to(acts_BTD.dtype)
-                return torch.where(mask_BT.view(*mask_BT.shape, *[1] * (acts_BTD.ndim - 2)), new_BTD, acts_BTD)
+                keep = mask_BT.view(*mask_BT.shape, *[1] * (acts_BTD.ndim - 2))
+                return torch.where(keep, new_BTD, acts_BTD)
             with model.hooks(fwd_hooks=[(hook, fn)]):
                 return model(toks)
 

@@ -118,8 +118,14 @@ class Intervention:
     def label(self) -> str:
         return self.name or f"{self.op}@{self.hook}"
 
-    def apply(self, h_BTD: torch.Tensor) -> torch.Tensor:
-        """The operator on every position of ``h_BTD`` (positions are chosen by the caller)."""
+    def apply(self, h: torch.Tensor) -> torch.Tensor:
+        """The operator on every position of ``h`` ``[B, T, ...]`` (positions are chosen by the
+        caller). It acts per token on the flattened width, as activations are harvested
+        (``hook_z``: heads flattened), and returns ``h``'s shape."""
+        h_BTD = h.reshape(*h.shape[:2], -1)
+        return self._apply(h_BTD).reshape(h.shape)
+
+    def _apply(self, h_BTD: torch.Tensor) -> torch.Tensor:
         if self.op == "replace":
             out = self.mapper(h_BTD)
             if out.shape != h_BTD.shape:
