@@ -21,15 +21,29 @@ def open_study(path: str, created: float) -> Study:
     return Study.open(Path(path))
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def _plain(base_name: str, ft_name: str, prompt: str, n_tokens: int):
+    """The two columns without interventions: moving alpha or a toggle does not regenerate them."""
+    from sae_core.steering.compare import plain_columns
+
+    base, ft = cache.load_model(base_name), cache.load_model(ft_name)
+    with cache._model_lock(base_name), cache._model_lock(ft_name):
+        return plain_columns(base, ft, prompt, n_tokens)
+
+
 def side_by_side(path: str, created: float, prompt: str, *, n_tokens: int, alpha: float,
                  enabled: tuple[str, ...]):
-    from sae_core.steering.compare import side_by_side as compare
+    """(columns, unknown words) for the page: ``compare.side_by_side`` with the plain columns cached."""
+    from sae_core.models.loading import unknown_words
+    from sae_core.steering.compare import steered_columns
 
     study = open_study(path, created)
     base_name, ft_name = study.config["base_model"], study.config["target_model"]
-    base, ft = cache.load_model(base_name), cache.load_model(ft_name)
-    with cache._model_lock(base_name), cache._model_lock(ft_name):
-        return compare(study, base, ft, prompt, n_tokens=n_tokens, alpha=alpha, enabled=enabled)
+    ft = cache.load_model(ft_name)
+    cols = list(_plain(base_name, ft_name, prompt, n_tokens))
+    with cache._model_lock(ft_name):
+        cols += steered_columns(study, ft, prompt, n_tokens=n_tokens, alpha=alpha, enabled=enabled)
+    return cols, unknown_words(ft, prompt)
 
 
 def build_study(root: str, on_progress=None):

@@ -58,12 +58,25 @@ def _column(model, label: str, ids_1T: torch.Tensor, n_tokens: int, specs: list[
 
 
 @torch.no_grad()
+def plain_columns(base, fine_tuned, prompt: str, n_tokens: int = 20) -> list[Column]:
+    """The base and the fine-tuned model's generations (no intervention)."""
+    ids = to_tokens(fine_tuned, prompt)
+    return [_column(base, "base model", ids.to(next(base.parameters()).device), n_tokens, []),
+            _column(fine_tuned, "fine-tuned", ids, n_tokens, [])]
+
+
+@torch.no_grad()
+def steered_columns(study: Study, fine_tuned, prompt: str, *, n_tokens: int = 20, alpha: float = -1.0,
+                    enabled: tuple[str, ...] = INTERVENTIONS) -> list[Column]:
+    """The fine-tuned model's generation under each enabled intervention, in ``INTERVENTIONS`` order."""
+    ids = to_tokens(fine_tuned, prompt)
+    specs = study_interventions(study, fine_tuned.tokenizer, alpha)
+    return [_column(fine_tuned, LABELS[n], ids, n_tokens, [specs[n]]) for n in INTERVENTIONS if n in enabled]
+
+
 def side_by_side(study: Study, base, fine_tuned, prompt: str, *, n_tokens: int = 20, alpha: float = -1.0,
                  enabled: tuple[str, ...] = INTERVENTIONS) -> tuple[list[Column], list[str]]:
     """(columns, the prompt's words outside the vocabulary); see module doc."""
-    ids = to_tokens(fine_tuned, prompt)
-    specs = study_interventions(study, fine_tuned.tokenizer, alpha)
-    cols = [_column(base, "base model", ids.to(next(base.parameters()).device), n_tokens, []),
-            _column(fine_tuned, "fine-tuned", ids, n_tokens, [])]
-    cols += [_column(fine_tuned, LABELS[n], ids, n_tokens, [specs[n]]) for n in INTERVENTIONS if n in enabled]
+    cols = plain_columns(base, fine_tuned, prompt, n_tokens)
+    cols += steered_columns(study, fine_tuned, prompt, n_tokens=n_tokens, alpha=alpha, enabled=enabled)
     return cols, unknown_words(fine_tuned, prompt)
