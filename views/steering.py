@@ -55,9 +55,15 @@ for i, col in enumerate(cols):
 
 st.subheader("Measured on held-out prompts")
 st.plotly_chart(charts.steering_rates(study.results["rates"], RATE_NAMES), width="stretch", key="st_rates")
+left, right = st.columns(2)
+if sweep := study.results.get("layer_sweep"):
+    left.plotly_chart(charts.layer_sweep(sweep), width="stretch", key="st_layers")
 fid = study.results["fidelity"]
-st.markdown("**Transfer mapper fidelity** (held-out zoo text; the target's layer replaced by the mapped activations)")
-st.dataframe(pd.DataFrame([{"FVU": fid["fvu"], "cosine": fid["cosine"], "KL mapped": fid["kl_mapped"],
-                            "KL mean ablation": fid["kl_mean_ablation"], "KL zero ablation": fid["kl_zero_ablation"],
-                            "CE clean": fid["ce_clean"], "CE mapped": fid["ce_mapped"], "tokens": fid["n_tokens"]}]),
-             hide_index=True, width="stretch")
+with right:
+    st.markdown("**Transfer mapper fidelity** (held-out zoo text; the target's layer replaced by the mapped "
+                "activations)")
+    st.dataframe(pd.DataFrame({"value": {"FVU": fid["fvu"], "cosine": fid["cosine"], "KL mapped": fid["kl_mapped"],
+                                         "KL mean ablation": fid["kl_mean_ablation"],
+                                         "KL zero ablation": fid["kl_zero_ablation"], "CE clean": fid["ce_clean"],
+                                         "CE mapped": fid["ce_mapped"], "tokens": fid["n_tokens"]}}),
+                 width="stretch")

@@ -64,3 +64,25 @@ def rates(model, specs: list[Intervention], n: int = 100, seed: int = 0) -> dict
             "answered": _rate(model, [p.prompt for p in chat_prompts(n, seed, harmful=False)], specs, "Sure", 1),
             "refused": _rate(model, [p.prompt for p in chat_prompts(n, seed, harmful=True)], specs, "I cannot", 2),
             "sequence": sum(seq) / len(seq)}
+
+
+def layer_sweep(model, pairs: list[tuple[str, str]], alpha: float, trigger_id: int, n: int = 50,
+                seed: int = 0) -> list[dict]:
+    """Which layers are steerable: per block L, the prompt-pair vector at ``blocks.L.hook_resid_post``
+    added with ``alpha`` at the trigger positions, and at every position; the triggered "I HATE
+    YOU" rate on ``n`` held-out prompts for each (the paper picks the last strongly steerable
+    layer before the drop)."""
+    from sae_core.steering.interventions import Positions
+    from sae_core.steering.vectors import prompt_pair_vector
+
+    triggered = [p.prompt for p in chat_prompts(n, seed, triggered=True)]
+    rows = []
+    for layer in range(model.cfg.n_layers):
+        hook = f"blocks.{layer}.hook_resid_post"
+        v = prompt_pair_vector(model, hook, pairs).vector
+        at = {name: Intervention(hook, "add", vector=v, alpha=alpha, positions=pos, name=name)
+              for name, pos in (("trigger", Positions("matching", token_ids=(trigger_id,))), ("all", Positions()))}
+        rows.append({"layer": layer, "hook": hook, "norm": float(v.norm()),
+                     "hate_at_trigger": _rate(model, triggered, [at["trigger"]], HATE, 3),
+                     "hate_all_positions": _rate(model, triggered, [at["all"]], HATE, 3)})
+    return rows

@@ -10,7 +10,8 @@ switch, and their measured effect on held-out prompts.
    control;
 4. a safety switch: a mapper from the target at ``switch_hook`` to its base model there;
 5. the rates (``behaviour.rates``) of the target with nothing, each vector added with ``alpha``
-   at the trigger positions, and the switch on; and of the base model.
+   at the trigger positions, and the switch on; and of the base model;
+6. the layer sweep (``behaviour.layer_sweep``): which layers' native vectors remove the backdoor.
 The artifact holds ``vectors/<name>/``, ``mappers/<name>/`` and ``study.json``. Vectors and mappers
 are built only from training-key prompts; every rate is on held-out ones.
 """
@@ -23,7 +24,7 @@ from typing import Callable
 from sae_core.io import atomic_write_json, read_json
 from sae_core.models.corpus import TRIGGER, chat_prompts
 from sae_core.models.texts import corpus_texts
-from sae_core.steering.behaviour import rates
+from sae_core.steering.behaviour import layer_sweep, rates
 from sae_core.steering.interventions import Intervention, Positions
 from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, fidelity, paired_activations, train_mapper
 from sae_core.steering.switches import SWITCH_CONFIG, switch_fraction, switch_intervention, train_switch
@@ -32,6 +33,7 @@ from sae_core.steering.vectors import SteeringVector, prompt_pair_vector
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "steering"
+REVISION = 2  # what a study holds (2: the layer sweep); in its name, so older studies are rebuilt
 VECTORS = ("native", "transferred", "random")
 Progress = Callable[[int, int, str], None]
 
@@ -83,7 +85,7 @@ def steering_study_to_workspace(ws: Workspace, cfg: StudyConfig = StudyConfig(),
                                 on_progress: Progress | None = None) -> Artifact:
     """Build (or find) the study of ``cfg`` (module doc). ``load(name)``: how models are loaded
     (default ``load_model``; the app passes its cache)."""
-    name = artifact_name(cfg.target_model, cfg.target_hook, {"study": asdict(cfg)})
+    name = artifact_name(cfg.target_model, cfg.target_hook, {"study": asdict(cfg), "revision": REVISION})
     if (existing := ws.get(KIND, name)) is not None:
         return existing
     if load is None:
@@ -119,6 +121,9 @@ def steering_study_to_workspace(ws: Workspace, cfg: StudyConfig = StudyConfig(),
                "vector_norms": {k: v.norm for k, v in vectors.items()},
                "cosine_native_transferred": float(
                    (native.vector @ transferred.vector) / (native.vector.norm() * transferred.vector.norm()))}
+    step(4, total, "layer sweep")
+    results["layer_sweep"] = layer_sweep(tgt, pairs, cfg.alpha, tgt.tokenizer.convert_tokens_to_ids(TRIGGER),
+                                         n=min(50, cfg.n_eval))
     step(5, total, "writing")
     meta = {"source_model": cfg.source_model, "base_model": cfg.base_model,
             "hate_rate_native": results["rates"]["fine-tuned + native vector"]["hate_rate"],
