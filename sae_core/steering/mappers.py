@@ -257,8 +257,10 @@ def fidelity(mapper: Mapper, model_a, hook_a: str, model_b, hook_b: str, texts: 
     for s in range(0, len(texts), batch_size):
         ids = to_tokens(model_a, texts[s:s + batch_size])[:, :context_size]
         keep = keep_mask_BT(ids, tok.pad_token_id, special, True).to(dev_b)
-        src = capture(model_a, ids.to(next(model_a.parameters()).device), [hook_a])[hook_a]
-        mapped = mapper(per_token(hook_a, src, ids))
+        n_keep = int(keep.sum())
+        # this batch's kept rows of ``pred`` (paired_activations keeps them in this order)
+        mapped = pred.new_zeros(*ids.shape, pred.shape[1])
+        mapped[keep.cpu()] = pred[row:row + n_keep]
         ids = ids.to(dev_b)
         target_ok = keep_mask_BT(ids, tok.pad_token_id, [], False)[:, 1:]
 
@@ -279,7 +281,7 @@ def fidelity(mapper: Mapper, model_a, hook_a: str, model_b, hook_b: str, texts: 
         sums["ce_mapped"] += float(-outs["mapped"].gather(-1, gold).squeeze(-1)[target_ok].sum())
         sums["ce_mean"] += float(-outs["mean"].gather(-1, gold).squeeze(-1)[target_ok].sum())
         n += int(target_ok.sum())
-        row += int(keep.sum())
+        row += n_keep
     k = {key: v / max(1, n) for key, v in sums.items()}
     return Fidelity(mse=mse, cosine=cos, fvu=_fvu(pred, Y), kl_mapped=k["kl_mapped"],
                     kl_mean_ablation=k["kl_mean"], kl_zero_ablation=k["kl_zero"], ce_clean=k["ce_clean"],
