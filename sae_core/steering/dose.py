@@ -1,0 +1,120 @@
+"""How much to steer, and where: dose-response over alpha, coherence, and the layer x alpha grid.
+
+- ``coherence_kl(model, specs, texts)``: the mean next-token KL(unsteered || steered) over the kept
+  tokens of clean text, the intervention's cost to everything else (0 where it never fires).
+- ``dose_response(model, vectors, alphas, prompts, op=, positions=, starts=)``: for each vector and
+  alpha, the fraction of greedy continuations of ``prompts`` that start with ``starts``.
+- ``min_dose(rows, vector, target, direction)``: the stated rule for alpha, the smallest |alpha|
+  at which the vector's rate reaches ``target`` (``"down"``: rate <= target, removal; ``"up"``:
+  rate >= target, induction). Chosen on selection prompts, then measured on held-out ones.
+- ``layer_alpha_grid(model, vector_at, layers, alphas, ...)``: per (layer, alpha), the rate of the
+  layer's own vector and of a norm-matched random one, and the coherence KL, drawn as one heatmap.
+- ``choose_layer(grid, target, direction, max_kl)``: refusal_direction's kind of rule made
+  explicit: among layers below int((1 - ``skip_last``) * n_layers), those where some alpha reaches
+  the target with KL <= ``max_kl``; the last of them (the paper's "last strongly steerable layer").
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from sae_core.models.loading import keep_mask_BT, to_tokens
+from sae_core.steering.behaviour import starts_rate as rate
+from sae_core.steering.interventions import Intervention, InterventionError, Positions, intervene
+from sae_core.steering.vectors import SteeringVector
+
+DIRECTIONS = ("down", "up")
+
+
+@torch.no_grad()
+def coherence_kl(model, specs: list[Intervention], texts: list[str], *, context_size: int = 64,
+                 batch_size: int = 32) -> float:
+    """Mean KL(p_unsteered || p_steered) of the next token over the kept tokens of ``texts``."""
+    if not texts:
+        raise InterventionError("coherence needs at least one text")
+    tok = model.tokenizer
+    device = next(model.parameters()).device
+    total, n = 0.0, 0
+    for s in range(0, len(texts), batch_size):
+        ids = to_tokens(model, texts[s:s + batch_size])[:, :context_size].to(device)
+        ok = keep_mask_BT(ids, tok.pad_token_id, [], False)[:, 1:]
+        clean = torch.log_softmax(model(ids)[:, :-1].double(), -1)
+        with intervene(model, specs, tokens=ids):
+            steered = torch.log_softmax(model(ids)[:, :-1].double(), -1)
+        total += float((clean.exp() * (clean - steered)).sum(-1)[ok].sum())
+        n += int(ok.sum())
+    return total / max(1, n)
+
+
+def _spec(v: SteeringVector | torch.Tensor, hook: str, op: str, alpha: float, positions: Positions,
+          name: str) -> Intervention:
+    vec = v.vector if isinstance(v, SteeringVector) else v
+    return Intervention(hook, op, vector=vec, alpha=alpha, positions=positions, name=name)
+
+
+def dose_response(model, vectors: dict[str, SteeringVector], alphas: list[float], prompts: list[str], *,
+                  starts: str, op: str = "add", positions: Positions = Positions(), n_tokens: int = 3,
+                  on_step: Callable[[], None] | None = None) -> list[dict]:
+    """Rows ``{vector, alpha, rate}`` (module doc); every vector at its own hook."""
+    if not alphas or any(not math.isfinite(a) for a in alphas):
+        raise InterventionError(f"alphas {alphas!r}: give at least one finite number")
+    rows = []
+    for name, v in vectors.items():
+        for a in alphas:
+            rows.append({"vector": name, "alpha": float(a),
+                         "rate": rate(model, prompts, [_spec(v, v.hook, op, a, positions, name)], starts, n_tokens)})
+            if on_step:
+                on_step()
+    return rows
+
+
+def min_dose(rows: list[dict], vector: str, target: float, direction: str) -> float | None:
+    """The smallest |alpha| among ``vector``'s rows whose rate reaches ``target`` (module doc)."""
+    if direction not in DIRECTIONS:
+        raise InterventionError(f"direction {direction!r}; choose one of {', '.join(DIRECTIONS)}")
+    hits = [r["alpha"] for r in rows if r["vector"] == vector
+            and (r["rate"] <= target if direction == "down" else r["rate"] >= target)]
+    return min(hits, key=abs) if hits else None
+
+
+def layer_alpha_grid(model, vector_at: Callable[[str], SteeringVector], layers: list[int], alphas: list[float],
+                     prompts: list[str], texts: list[str], *, starts: str, op: str = "add",
+                     positions: Positions = Positions(), seed: int = 0,
+                     on_step: Callable[[], None] | None = None) -> list[dict]:
+    """Rows ``{layer, hook, alpha, norm, rate, random_rate, kl}``: ``vector_at(hook)`` built at each
+    ``blocks.L.hook_resid_post`` and applied there (module doc)."""
+    from sae_core.steering.transfer import random_control
+
+    rows = []
+    for layer in layers:
+        hook = f"blocks.{layer}.hook_resid_post"
+        v = vector_at(hook)
+        r = random_control(v, seed)
+        for a in alphas:
+            spec = _spec(v, hook, op, a, positions, "vector")
+            rows.append({"layer": layer, "hook": hook, "alpha": float(a), "norm": v.norm,
+                         "rate": rate(model, prompts, [spec], starts),
+                         "random_rate": rate(model, prompts, [_spec(r, hook, op, a, positions, "random")], starts),
+                         "kl": coherence_kl(model, [spec], texts)})
+            if on_step:
+                on_step()
+    return rows
+
+
+def choose_layer(grid: list[dict], target: float, direction: str, *, max_kl: float = 0.1,
+                 skip_last: float = 0.2, n_layers: int | None = None) -> dict | None:
+    """The chosen ``{layer, alpha, rate, kl}`` by the rule of the module doc, or None when no layer
+    qualifies; within the layer, the smallest |alpha| that reaches the target."""
+    if direction not in DIRECTIONS:
+        raise InterventionError(f"direction {direction!r}; choose one of {', '.join(DIRECTIONS)}")
+    n_layers = n_layers or 1 + max(r["layer"] for r in grid)
+    cut = int((1 - skip_last) * n_layers + 1e-9)  # refusal_direction's cut: layers below it
+    ok = [r for r in grid if r["layer"] < cut and r["kl"] <= max_kl
+          and (r["rate"] <= target if direction == "down" else r["rate"] >= target)]
+    if not ok:
+        return None
+    last = max(r["layer"] for r in ok)
+    best = min((r for r in ok if r["layer"] == last), key=lambda r: abs(r["alpha"]))
+    return {k: best[k] for k in ("layer", "hook", "alpha", "rate", "kl")}
