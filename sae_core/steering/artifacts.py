@@ -1,0 +1,110 @@
+"""Steering vectors and mappers as workspace artifacts of their own (``sae-core steer vector|map|
+transfer|switch``), and how a name given on the command line is found.
+
+- kind ``vector``: one ``SteeringVector`` (``vector.safetensors`` + ``vector.json``);
+- kind ``mapper``: one ``Mapper`` (``mapper.safetensors`` + ``mapper.json``), with ``role``
+  ``transfer`` or ``switch`` in its record. Its registry record lists both inputs (source and
+  target model and hook), so ``Workspace.list(uses=model)`` finds it from either side.
+``find_vector`` / ``find_mapper`` resolve a directory, a workspace artifact name, or a study's
+vector or mapper name, newest study first.
+``read_pairs`` reads a prompt-pair file: one pair per line, the two prompts separated by a tab.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sae_core.errors import ArtifactError
+from sae_core.steering.interventions import InterventionError, Positions
+from sae_core.steering.mappers import Mapper
+from sae_core.steering.vectors import SteeringVector
+from sae_core.workspace import Artifact, Workspace, artifact_name
+
+VECTOR, MAPPER = "vector", "mapper"
+POSITION_RULES = ("trigger", "all", "prompt", "generated", "last")
+
+
+def save_vector(ws: Workspace, v: SteeringVector, name: str | None = None) -> Artifact:
+    name = name or artifact_name(v.model, v.hook, v.meta())
+    with ws.create(VECTOR, name, model=v.model, hook=v.hook, meta={"method": v.method, "norm": v.norm,
+                                                                  "position": v.position}, overwrite=True) as d:
+        v.save(d)
+    return ws.get(VECTOR, name)
+
+
+def save_mapper(ws: Workspace, m: Mapper, role: str, name: str | None = None, extra: dict | None = None) -> Artifact:
+    meta = {k: v for k, v in m.meta().items() if k != "history"}
+    name = name or artifact_name(m.target.model, m.target.hook, {**meta, "role": role})
+    inputs = [{"model": m.source.model, "hook": m.source.hook, "side": "source"},
+              {"model": m.target.model, "hook": m.target.hook, "side": "target"}]
+    with ws.create(MAPPER, name, model=m.source.model, hook=m.source.hook,
+                   meta={"role": role, "inputs": inputs, "kind": m.kind, **(extra or {})}, overwrite=True) as d:
+        m.save(d)
+    return ws.get(MAPPER, name)
+
+
+def _study_with(ws: Workspace, sub: str, name: str):
+    from sae_core.steering.study import KIND, Study
+
+    for art in ws.list(KIND):
+        if (art.path / sub / name).is_dir():
+            return Study.open(art.path)
+    return None
+
+
+def find_vector(ws: Workspace, name: str) -> SteeringVector:
+    """A vector directory, a ``vector`` artifact, or a study's vector (module doc)."""
+    if Path(name).is_dir():
+        return SteeringVector.load(Path(name))
+    if (art := ws.get(VECTOR, name)) is not None:
+        return SteeringVector.load(art.path)
+    if (study := _study_with(ws, "vectors", name)) is not None:
+        return study.vector(name)
+    known = [a.name for a in ws.list(VECTOR)]
+    raise ArtifactError(f"no steering vector {name!r} in {ws.root} (vectors: {', '.join(known) or 'none'}; a "
+                        "study's are native, transferred, random, refusal-native, ...); make one with "
+                        "`sae-core steer vector`")
+
+
+def find_mapper(ws: Workspace, name: str) -> Mapper:
+    """A mapper directory, a ``mapper`` artifact, or a study's mapper (transfer, refusal-transfer, switch)."""
+    if Path(name).is_dir():
+        return Mapper.load(Path(name))
+    if (art := ws.get(MAPPER, name)) is not None:
+        return Mapper.load(art.path)
+    if (study := _study_with(ws, "mappers", name)) is not None:
+        return study.mapper(name)
+    known = [a.name for a in ws.list(MAPPER)]
+    raise ArtifactError(f"no mapper {name!r} in {ws.root} (mappers: {', '.join(known) or 'none'}; a study's are "
+                        "transfer, refusal-transfer, switch); train one with `sae-core steer map` or `steer switch`")
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """Prompt pairs from a UTF-8 file, ``a<TAB>b`` per non-empty line."""
+    from sae_core.steering.behaviour import read_prompts
+
+    pairs = []
+    for i, line in enumerate(read_prompts(path), 1):
+        parts = line.split("\t")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise InterventionError(f"{path}, pair {i}: expected two prompts separated by one tab, got {line!r}")
+        pairs.append((parts[0].strip(), parts[1].strip()))
+    return pairs
+
+
+def positions_rule(rule: str, tokenizer, token: str | None = None) -> Positions:
+    """A command line's position rule: ``trigger`` (the zoo's trigger word, or ``token``), ``all``,
+    ``prompt``, ``generated``, ``last`` (the prompt's last token)."""
+    from sae_core.models.corpus import TRIGGER
+
+    if rule not in POSITION_RULES:
+        raise InterventionError(f"positions {rule!r}; choose one of {', '.join(POSITION_RULES)}")
+    if rule == "trigger":
+        word = token or TRIGGER
+        tid = tokenizer.convert_tokens_to_ids(word)
+        if tid is None or tid == tokenizer.unk_token_id:
+            raise InterventionError(f"{word!r} is not one token of this model's vocabulary; pass --token with a "
+                                    "word the tokenizer keeps whole")
+        return Positions("matching", token_ids=(tid,))
+    if rule == "last":
+        return Positions("at", at=(-1,))
+    return Positions(rule)
