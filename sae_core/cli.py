@@ -555,20 +555,13 @@ def _mapper_config(kind: str, epochs: int, lr: float):
     return MapperConfig(kind=kind, epochs=epochs, lr=lr)
 
 
-def _train_texts(n_texts: int, corpus, column, split) -> list[str]:
-    import itertools
-
-    text = _text(corpus, column, split)
-    docs = list(itertools.islice(text.documents(seed=7), n_texts))
-    if len(docs) < 10:
-        raise typer.BadParameter(f"the corpus gave {len(docs)} documents; a mapper needs at least 10")
-    return docs
-
-
 def _fidelity_line(f) -> str:
     return (f"held-out fidelity: FVU {f.fvu:.3f}, cosine {f.cosine:.3f}, KL mapped {f.kl_mapped:.3f} vs mean "
             f"ablation {f.kl_mean_ablation:.3f} ({f.kl_mapped / max(f.kl_mean_ablation, 1e-12):.2%}), CE "
             f"{f.ce_clean:.3f} -> {f.ce_mapped:.3f}")
+
+
+TokensOpt = typer.Option(100_000, "--tokens", min=100, help="Tokens of the paired harvest the mapper trains on.")
 
 
 @steer_app.command("map")
@@ -579,28 +572,21 @@ def steer_map(source: str = typer.Option(..., help="The source model (A)."),
               target_hook: str = typer.Option(..., help="B's hook."),
               kind: str = typer.Option("autoencoder", help="autoencoder (the paper's), affine or ridge."),
               epochs: int = typer.Option(10, min=1), lr: float = typer.Option(1e-3),
-              n_texts: int = typer.Option(3000, "--texts", min=10, help="Documents to pair activations on."),
+              n_tokens: int = TokensOpt,
               corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
               name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
               workspace: Optional[Path] = WorkspaceOpt):
-    """Train a mapper from A's activations to B's on the same tokens; report its held-out fidelity."""
-    from sae_core.models.loading import load_model
-    from sae_core.steering.artifacts import save_mapper
-    from sae_core.steering.mappers import Endpoint, fidelity, paired_activations, train_mapper
+    """Train a mapper from A's activations to B's on a paired harvest (resumable); report its fidelity."""
+    from sae_core.steering.artifacts import mapper_to_workspace
     from sae_core.workspace import Workspace
 
-    cfg = _mapper_config(kind, epochs, lr)
-    texts = _train_texts(n_texts, corpus, text_column, split)
-    a, b = load_model(source), load_model(target)
-    X, Y = paired_activations(a, source_hook, b, target_hook, texts)
     bar = _Bar("mapper", unit="step")
-    m = train_mapper(X, Y, cfg, source=Endpoint(source, source_hook), target=Endpoint(target, target_hook),
-                     on_progress=bar)
+    art, f = mapper_to_workspace(Workspace(workspace), (source, source_hook), (target, target_hook),
+                                 _mapper_config(kind, epochs, lr), role="transfer", n_tokens=n_tokens,
+                                 text=_text(corpus, text_column, split), name=name, on_progress=bar)
     bar.close()
-    f = fidelity(m, a, source_hook, b, target_hook, _text(corpus, text_column, split).eval_documents(200))
-    art = save_mapper(Workspace(workspace), m, "transfer", name, {"fidelity": f.to_json()})
-    typer.echo(f"mapper {art.name}: {kind} {source} {source_hook} -> {target} {target_hook}, {m.n_params} "
-               f"parameters, {len(X)} paired tokens -> {art.path}")
+    typer.echo(f"mapper {art.name}: {kind} {source} {source_hook} -> {target} {target_hook}, "
+               f"trained on paired/{art.meta['paired']} -> {art.path}")
     typer.echo(_fidelity_line(f))
 
 
@@ -610,26 +596,26 @@ def steer_switch(fine_tuned: str = typer.Option(..., help="The fine-tuned (e.g. 
                  base: str = typer.Option(..., help="Its base model."),
                  hook: str = typer.Option(..., help="The layer the switch replaces."),
                  epochs: int = typer.Option(10, min=1), lr: float = typer.Option(1e-3),
-                 n_texts: int = typer.Option(3000, "--texts", min=10, help="Documents to pair activations on."),
+                 n_tokens: int = TokensOpt,
                  corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
                  name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
                  workspace: Optional[Path] = WorkspaceOpt):
     """Train a safety switch: an autoencoder from the fine-tuned model's layer to the base model's."""
     from sae_core.models.loading import load_model
-    from sae_core.steering.artifacts import save_mapper
-    from sae_core.steering.switches import switch_fraction, train_switch
+    from sae_core.steering.artifacts import mapper_to_workspace
+    from sae_core.steering.mappers import Mapper
+    from sae_core.steering.switches import switch_fraction
     from sae_core.workspace import Workspace
 
-    cfg = _mapper_config("autoencoder", epochs, lr)
-    texts = _train_texts(n_texts, corpus, text_column, split)
-    ft, b = load_model(fine_tuned), load_model(base)
     bar = _Bar("switch", unit="step")
-    m = train_switch(ft, b, hook, texts, fine_tuned_name=fine_tuned, base_name=base, cfg=cfg, on_progress=bar)
+    art, f = mapper_to_workspace(Workspace(workspace), (fine_tuned, hook), (base, hook),
+                                 _mapper_config("autoencoder", epochs, lr), role="switch", n_tokens=n_tokens,
+                                 text=_text(corpus, text_column, split), name=name, on_progress=bar)
     bar.close()
-    frac = switch_fraction(m, ft)
-    art = save_mapper(Workspace(workspace), m, "switch", name, {"fraction_of_model": frac})
-    typer.echo(f"switch {art.name}: {fine_tuned} -> {base} at {hook}, {m.n_params} parameters "
-               f"({frac:.1%} of the model), validation FVU {m.history[-1]['val_fvu']:.3f} -> {art.path}")
+    frac = switch_fraction(Mapper.load(art.path), load_model(fine_tuned))
+    typer.echo(f"switch {art.name}: {fine_tuned} -> {base} at {hook} ({frac:.1%} of the model's parameters) "
+               f"-> {art.path}")
+    typer.echo(_fidelity_line(f))
 
 
 @steer_app.command("transfer")

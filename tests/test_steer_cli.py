@@ -44,7 +44,7 @@ def test_steer_vector_saves_the_librarys_prompt_pair_vector(cli):
 def test_map_transfer_and_generate(cli):
     run, ws, pairs, _ = cli
     out = run("map", "--source", SRC, "--source-hook", HOOK, "--target", FT, "--target-hook", HOOK,
-              "--kind", "ridge", "--texts", "300", "--name", "a2b")
+              "--kind", "ridge", "--tokens", "3000", "--name", "a2b")
     m = find_mapper(ws, "a2b")
     assert (m.source.model, m.target.model, m.kind) == (SRC, FT, "ridge")
     assert "held-out fidelity: FVU" in out
@@ -66,9 +66,10 @@ def test_map_transfer_and_generate(cli):
 
 def test_steer_switch_trains_a_switch_that_eval_turns_on(cli, tmp_path):
     run, ws, _, _ = cli
-    out = run("switch", "--fine-tuned", FT, "--base", BASE, "--hook", HOOK, "--texts", "300", "--epochs", "3",
+    out = run("switch", "--fine-tuned", FT, "--base", BASE, "--hook", HOOK, "--tokens", "3000", "--epochs", "3",
               "--name", "sw")
-    assert "of the model" in out and ws.get(MAPPER, "sw").meta["role"] == "switch"
+    assert "of the model's parameters" in out and ws.get(MAPPER, "sw").meta["role"] == "switch"
+    assert "held-out fidelity" in out and not any((ws.root / ".checkpoints").iterdir())
     f = tmp_path / "p.txt"
     f.write_text(PROMPT + "\n")
     assert "1 prompts:" in run("eval", "--model", FT, "--prompts", str(f), "--switch-name", "sw")
@@ -90,6 +91,6 @@ def test_bad_input_is_a_clear_error(cli, tmp_path):
                                            "everywhere", code=2)
     assert "is not one token" in run("generate", "--model", FT, "--prompt", PROMPT, "--token", "zzzqqq", code=2)
     assert "blocks.9.hook_resid_post" in run("map", "--source", BASE, "--source-hook", HOOK, "--target", FT,
-                                             "--target-hook", "blocks.9.hook_resid_post", "--texts", "20", code=2)
-    assert "at least 10" in run("switch", "--fine-tuned", FT, "--base", BASE, "--hook", HOOK, "--corpus", str(bad),
-                                code=2)
+                                             "--target-hook", "blocks.9.hook_resid_post", "--tokens", "200", code=2)
+    assert "at least 10 to train on" in run("switch", "--fine-tuned", FT, "--base", BASE, "--hook", HOOK,
+                                            "--corpus", str(bad), "--tokens", "200", code=2)

@@ -218,7 +218,8 @@ def test_prompt_pair_vector_reads_the_swapped_position(tiny_a):
 def test_ridge_mapper_is_the_closed_form_and_the_autoencoder_learns_a_planted_map(tmp_path):
     import numpy as np
 
-    from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, train_mapper
+    from sae_core.steering.mapper_training import train_mapper
+    from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig
 
     g = torch.Generator().manual_seed(0)
     X = torch.randn(2000, 8, generator=g)

@@ -95,12 +95,14 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, *, mo
     device = next(model.parameters()).device
     buf_acts_ND = torch.empty(shard_tokens, d, dtype=TORCH_DTYPES[dtype])
     buf_tok_N = torch.empty(shard_tokens, dtype=torch.int64)
+    buf_key_2N = torch.empty(2, shard_tokens, dtype=torch.int64)  # (document, position) of each row
     filled = 0
     shard_rows: list[int] = list(state["shard_rows"])
 
     def commit(n_rows: int, text_pos: int, row_skip: int) -> None:
         # Shard first, then progress: a crash in between only redoes (and overwrites) that shard.
-        write_shard(out_dir, len(shard_rows), buf_acts_ND[:n_rows], buf_tok_N[:n_rows])
+        write_shard(out_dir, len(shard_rows), buf_acts_ND[:n_rows], buf_tok_N[:n_rows], buf_key_2N[0, :n_rows],
+                    buf_key_2N[1, :n_rows])
         shard_rows.append(n_rows)
         atomic_write_json(out_dir / PROGRESS_FILE, {"config": config, "shard_rows": shard_rows,
                                                     "text_pos": text_pos, "row_skip": row_skip})
@@ -113,11 +115,15 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, *, mo
             acts_BTD = capture(tokens_BT)
             mask_BT = keep_mask_BT(tokens_BT, tok.pad_token_id, special_ids, exclude_special)
             acts_ND, tok_N = acts_BTD[mask_BT], tokens_BT[mask_BT]
+            B, T = tokens_BT.shape
+            key_2N = torch.stack([torch.arange(start, start + B, device=device)[:, None].expand(B, T)[mask_BT],
+                                  torch.arange(T, device=device)[None, :].expand(B, T)[mask_BT]]).cpu()
             used, skip = skip, 0  # rows of this batch already in shards (only on resume)
             while used < acts_ND.shape[0]:
                 take = min(shard_tokens - filled, acts_ND.shape[0] - used)
                 buf_acts_ND[filled:filled + take] = acts_ND[used:used + take]
                 buf_tok_N[filled:filled + take] = tok_N[used:used + take]
+                buf_key_2N[:, filled:filled + take] = key_2N[:, used:used + take]
                 filled, used = filled + take, used + take
                 if filled == shard_tokens:
                     batch_done = used == acts_ND.shape[0]

@@ -3,7 +3,9 @@
 Layout of a store directory::
 
     meta.json                  StoreMeta (+ format tag and rows per shard)
-    shard_00000.safetensors    "acts" [n, d] (storage dtype), "tokens" [n] int64
+    shard_00000.safetensors    "acts" [n, d] (storage dtype), "tokens" [n] int64, and for harvested
+                               stores "doc" [n] and "pos" [n] int64: each row's key (document
+                               index in the harvest's texts, token position in its row)
     shard_00001.safetensors    ...
     progress.json              only while (or after) a harvest builds it: resume position
 
@@ -13,7 +15,9 @@ Every shard has ``shard_tokens`` rows except the last. Shards are safetensors wr
 else, so training can never silently read a partial harvest.
 
 Token ids are stored beside the activations so analyses (top contexts, masking) can tell which
-token each row came from; rows imported from a user's file have token id -1 (unknown).
+token each row came from; rows imported from a user's file have token id -1 (unknown). The row
+keys (``row_keys``) let two stores be paired row by row: a paired harvest checks that both models'
+stores hold the same (document, position) in the same order.
 """
 from __future__ import annotations
 
@@ -71,10 +75,14 @@ def shard_path(path: Path, index: int) -> Path:
     return Path(path) / f"shard_{index:05d}.safetensors"
 
 
-def write_shard(path: Path, index: int, acts_ND: torch.Tensor, tokens_N: torch.Tensor) -> None:
-    """Atomically write shard ``index``: ``acts`` [n, d] as given, ``tokens`` [n] as int64."""
-    save_tensors(shard_path(path, index), {"acts": acts_ND, "tokens": tokens_N.to(torch.int64)},
-                 metadata={"format": FORMAT})
+def write_shard(path: Path, index: int, acts_ND: torch.Tensor, tokens_N: torch.Tensor,
+                doc_N: torch.Tensor | None = None, pos_N: torch.Tensor | None = None) -> None:
+    """Atomically write shard ``index``: ``acts`` [n, d] as given, ``tokens`` [n] as int64, and the
+    row keys ``doc``/``pos`` [n] when given."""
+    tensors = {"acts": acts_ND, "tokens": tokens_N.to(torch.int64)}
+    if doc_N is not None:
+        tensors |= {"doc": doc_N.to(torch.int64), "pos": pos_N.to(torch.int64)}
+    save_tensors(shard_path(path, index), tensors, metadata={"format": FORMAT})
 
 
 def write_meta(path: Path, meta: StoreMeta, shard_rows: list[int]) -> None:
@@ -101,13 +109,17 @@ def _shard_shapes(p: Path) -> tuple[list[int], list[int]]:
                             "delete the store directory and harvest again") from None
 
 
-def _read_tokens(p: Path) -> torch.Tensor:
-    """Only the ``tokens`` [n] of a shard (its acts are not read)."""
+def _read_tokens(p: Path, name: str = "tokens") -> torch.Tensor:
+    """Only the ``tokens`` (or another int64 column) [n] of a shard (its acts are not read)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(p), framework="pt") as f:
-            return f.get_tensor("tokens")
+            if name not in f.keys():
+                raise ArtifactError(f"activation shard {p} has no {name!r} column: the store was made before "
+                                    "rows were keyed by (document, position), or imported from a file; "
+                                    "harvest it again to pair it with another")
+            return f.get_tensor(name)
     except (SafetensorError, OSError, ValueError, KeyError) as e:
         raise ArtifactError(f"activation shard {p} is unreadable ({e}); harvest again") from None
 
@@ -190,6 +202,13 @@ class ActivationStore:
         if not self._shard_rows:
             return torch.empty(0, dtype=torch.int64)
         return torch.cat([_read_tokens(p) for p in self.shard_paths()])
+
+    def row_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(doc [n_tokens], pos [n_tokens])`` int64: each row's document and token position."""
+        if not self._shard_rows:
+            return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)
+        return (torch.cat([_read_tokens(p, "doc") for p in self.shard_paths()]),
+                torch.cat([_read_tokens(p, "pos") for p in self.shard_paths()]))
 
     def __repr__(self) -> str:
         m = self.meta

@@ -41,3 +41,11 @@ def save_tokenizer(out_dir: Path):
         clean_up_tokenization_spaces=True)
     hf.save_pretrained(str(out_dir))
     return hf
+
+
+def same_tokenizer(tok_a, tok_b, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless the two tokenizers have the same vocabulary (activations of two
+    models can be paired token by token only then)."""
+    if tok_a.get_vocab() != tok_b.get_vocab():
+        raise error("the two models have different tokenizers, so their activations cannot be "
+                    "paired token by token; pair models that share one")

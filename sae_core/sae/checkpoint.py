@@ -33,7 +33,7 @@ class TrainState:
     scale: float
 
 
-def _flatten_opt(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def flatten_opt(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, layout = {}, {"param_groups": opt_state["param_groups"], "state": {}}
     for pid, st in opt_state["state"].items():
         layout["state"][str(pid)] = {}
@@ -46,7 +46,7 @@ def _flatten_opt(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, layout
 
 
-def _unflatten_opt(tensors: dict, layout: dict) -> dict:
+def unflatten_opt(tensors: dict, layout: dict) -> dict:
     state = {}
     for pid, st in layout["state"].items():
         state[int(pid)] = {k: (tensors[f"opt.{pid}.{k}"] if v == "tensor" else v) for k, v in st.items()}
@@ -57,7 +57,7 @@ def save_checkpoint(ckpt_root: Path, st: TrainState, config: dict) -> Path:
     final = Path(ckpt_root) / f"step-{st.step:08d}"
     staging = Path(ckpt_root) / f".staging-{st.step:08d}"
     shutil.rmtree(staging, ignore_errors=True)
-    opt_tensors, opt_layout = _flatten_opt(st.opt_state)
+    opt_tensors, opt_layout = flatten_opt(st.opt_state)
     tensors = {f"sae.{k}": v.detach().cpu() for k, v in st.sae_state.items()}
     tensors.update({k: v.detach().cpu() for k, v in opt_tensors.items()})
     tensors["tokens_since_fired"] = st.tokens_since_fired.cpu()
@@ -91,7 +91,7 @@ def load_latest_checkpoint(ckpt_root: Path, config: dict, at_most: int | None = 
             raise ArtifactError(f"checkpoint {ckpt} was made with another configuration; use a new "
                                 "output directory or delete its checkpoints to start over")
         sae_state = {k[4:]: v for k, v in tensors.items() if k.startswith("sae.")}
-        opt_state = _unflatten_opt({k: v for k, v in tensors.items() if k.startswith("opt.")}, meta["opt"])
+        opt_state = unflatten_opt({k: v for k, v in tensors.items() if k.startswith("opt.")}, meta["opt"])
         return TrainState(meta["step"], meta["tokens_seen"], sae_state, opt_state,
                           tensors["tokens_since_fired"], tensors["rng_state"], meta["scale"])
     if candidates:

@@ -108,3 +108,29 @@ def positions_rule(rule: str, tokenizer, token: str | None = None) -> Positions:
     if rule == "last":
         return Positions("at", at=(-1,))
     return Positions(rule)
+
+
+def mapper_to_workspace(ws: Workspace, side_a: tuple[str, str], side_b: tuple[str, str], cfg, *, role: str,
+                        n_tokens: int, text=None, name: str | None = None, load=None,
+                        on_progress=None) -> tuple[Artifact, object]:
+    """Harvest the pair (``paired_to_workspace``), train a mapper streamed from it with checkpoints
+    under ``.checkpoints/`` (a rerun resumes), measure its fidelity on the text's held-out documents,
+    and save it; returns ``(artifact, Fidelity)``."""
+    from dataclasses import asdict
+
+    from sae_core.activations.paired import open_paired, paired_to_workspace
+    from sae_core.models.texts import TextSource
+    from sae_core.steering.mapper_training import train_mapper_streaming
+    from sae_core.steering.mappers import Endpoint, fidelity
+
+    if load is None:
+        from sae_core.models.loading import load_model as load
+    text = text or TextSource()
+    pair_art = paired_to_workspace(ws, side_a, side_b, n_tokens=n_tokens, text=text, load=load)
+    pair = open_paired(ws, pair_art)
+    ckpt = ws.root / ".checkpoints" / artifact_name(side_b[0], side_b[1], {"pair": pair_art.name, "cfg": asdict(cfg)})
+    m = train_mapper_streaming(pair, cfg, source=Endpoint(*side_a), target=Endpoint(*side_b), ckpt_dir=ckpt,
+                               on_progress=on_progress)
+    fid = fidelity(m, load(side_a[0]), side_a[1], load(side_b[0]), side_b[1], text.eval_documents(200))
+    art = save_mapper(ws, m, role, name, {"fidelity": fid.to_json(), "paired": pair_art.name})
+    return art, fid

@@ -7,9 +7,8 @@
     (the paper's);
   - ``affine``: y = W x + b (the paper's baseline);
   - ``ridge``: the affine map in closed form, (X^T X + lambda I)^-1 X^T Y on centred data.
-- ``train_mapper``: MSE, AdamW (lr 1e-4 by default, as the paper), ``epochs`` passes over a
-  shuffled training split, ``val_fraction`` of the rows held out for validation; the weights of
-  the best validation epoch are kept (early stopping after ``patience`` epochs without gain).
+- training (``sae_core.steering.mapper_training``): in memory or streamed from a paired harvest,
+  with a validation split, early stopping and checkpoints.
 - ``fidelity``: on held-out text, the mapped activations against the target's own (MSE, cosine,
   FVU), and the target model's next-token KL and CE when its hook is replaced by them at every
   kept position, beside mean ablation (the target's mean activation) and zero ablation.
@@ -23,7 +22,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -32,6 +30,7 @@ from sae_core.errors import ArtifactError
 from sae_core.io import load_pair, save_pair
 from sae_core.models.hooks import capture, per_token
 from sae_core.models.loading import keep_mask_BT, to_tokens
+from sae_core.models.tokenizer import same_tokenizer
 from sae_core.steering.interventions import InterventionError
 
 KINDS = ("autoencoder", "affine", "ridge")
@@ -49,14 +48,16 @@ class MapperConfig:
     patience: int = 2
     ridge: float = 1e-3            # ``ridge`` only: lambda, relative to the mean of diag(X^T X)
     seed: int = 0
+    checkpoint_every: int = 500    # steps between checkpoints of a streamed run (and every epoch's end)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise InterventionError(f"mapper kind {self.kind!r}; choose one of {', '.join(KINDS)}")
-        if not (0 < self.val_fraction < 1) or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise InterventionError(f"MapperConfig: need 0 < val_fraction < 1, epochs >= 1, "
-                                    f"batch_size >= 1 and lr > 0 (got {self.val_fraction}, {self.epochs}, "
-                                    f"{self.batch_size}, {self.lr})")
+        if not (0 < self.val_fraction < 1) or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 \
+                or self.checkpoint_every < 1:
+            raise InterventionError(f"MapperConfig: need 0 < val_fraction < 1, epochs >= 1, batch_size >= 1, "
+                                    f"lr > 0 and checkpoint_every >= 1 (got {self.val_fraction}, {self.epochs}, "
+                                    f"{self.batch_size}, {self.lr}, {self.checkpoint_every})")
 
 
 @dataclass(frozen=True)
@@ -120,17 +121,11 @@ class Mapper(nn.Module):
         return m.eval()
 
 
-def _same_tokenizer(tok_a, tok_b) -> None:
-    if tok_a.get_vocab() != tok_b.get_vocab():
-        raise InterventionError("the two models have different tokenizers, so their activations "
-                                "cannot be paired token by token; map between models that share one")
-
-
 @torch.no_grad()
 def paired_activations(model_a, hook_a: str, model_b, hook_b: str, texts: list[str], *,
                        context_size: int = 64, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """``(X [N, d_a], Y [N, d_b])`` on the CPU: both models on the same kept token rows."""
-    _same_tokenizer(model_a.tokenizer, model_b.tokenizer)
+    same_tokenizer(model_a.tokenizer, model_b.tokenizer, InterventionError)
     tok = model_a.tokenizer
     special = sorted(set(getattr(tok, "all_special_ids", []) or []))
     xs, ys = [], []
@@ -151,74 +146,6 @@ def paired_activations(model_a, hook_a: str, model_b, hook_b: str, texts: list[s
 
 def _fvu(pred: torch.Tensor, y: torch.Tensor) -> float:
     return float(((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum().clamp_min(1e-30))
-
-
-def train_mapper(X: torch.Tensor, Y: torch.Tensor, cfg: MapperConfig = MapperConfig(), *,
-                 source: Endpoint = Endpoint("", ""), target: Endpoint = Endpoint("", ""),
-                 on_progress: Callable[[int, int, str], None] | None = None) -> Mapper:
-    """Fit a mapper from rows of ``X`` to the same rows of ``Y`` (module doc)."""
-    if X.shape[0] != Y.shape[0] or X.shape[0] < 10:
-        raise InterventionError(f"paired rows: X has {X.shape[0]}, Y has {Y.shape[0]}; need the same "
-                                "number, at least 10")
-    if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
-        raise InterventionError("the paired activations hold NaN or infinite values")
-    g = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(X.shape[0], generator=g)
-    n_val = max(1, int(cfg.val_fraction * X.shape[0]))
-    val, tr = perm[:n_val], perm[n_val:]
-    torch.manual_seed(cfg.seed)
-    m = Mapper(cfg.kind, X.shape[1], Y.shape[1], cfg.hidden, source, target)
-    if cfg.kind == "ridge":
-        _fit_ridge(m, X[tr].double(), Y[tr].double(), cfg.ridge)
-        m.history = [{"epoch": 0, "train_fvu": _eval(m, X[tr], Y[tr]), "val_fvu": _eval(m, X[val], Y[val])}]
-        return m.eval()
-    opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr)
-    best, best_state, stale = math.inf, None, 0
-    steps_per_epoch = -(-len(tr) // cfg.batch_size)
-    for epoch in range(cfg.epochs):
-        m.train()
-        order = tr[torch.randperm(len(tr), generator=g)]
-        total = 0.0
-        for i in range(steps_per_epoch):
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            loss = ((m(X[idx]) - Y[idx]) ** 2).sum(-1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            if on_progress and i % 50 == 0:
-                on_progress(epoch * steps_per_epoch + i, cfg.epochs * steps_per_epoch,
-                            f"epoch {epoch + 1}/{cfg.epochs}")
-        val_fvu = _eval(m, X[val], Y[val])
-        m.history.append({"epoch": epoch + 1, "train_mse": total / len(tr), "val_fvu": val_fvu})
-        if val_fvu < best:
-            best, stale = val_fvu, 0
-            best_state = {k: v.detach().clone() for k, v in m.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    m.load_state_dict(best_state)
-    if on_progress:
-        on_progress(1, 1, "done")
-    return m.eval()
-
-
-@torch.no_grad()
-def _eval(m: Mapper, X: torch.Tensor, Y: torch.Tensor) -> float:
-    m.eval()
-    return _fvu(torch.cat([m(X[s:s + 4096]) for s in range(0, len(X), 4096)]), Y)
-
-
-@torch.no_grad()
-def _fit_ridge(m: Mapper, X: torch.Tensor, Y: torch.Tensor, lam: float) -> None:
-    mx, my = X.mean(0), Y.mean(0)
-    Xc, Yc = X - mx, Y - my
-    gram = Xc.T @ Xc
-    reg = lam * gram.diagonal().mean().clamp_min(1e-12)
-    W = torch.linalg.solve(gram + reg * torch.eye(gram.shape[0], dtype=gram.dtype), Xc.T @ Yc)  # [d_src, d_tgt]
-    m.lin.weight.copy_(W.T.float())
-    m.lin.bias.copy_((my - mx @ W).float())
 
 
 @dataclass(frozen=True)

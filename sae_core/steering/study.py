@@ -34,7 +34,8 @@ from sae_core.steering import tasks as T
 from sae_core.steering.behaviour import rates, starts_rate
 from sae_core.steering.dose import choose_layer, dose_response, layer_alpha_grid, min_dose
 from sae_core.steering.interventions import Intervention, Positions
-from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, fidelity, paired_activations, train_mapper
+from sae_core.steering.mapper_training import train_mapper
+from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, fidelity, paired_activations
 from sae_core.steering.switches import SWITCH_CONFIG, switch_fraction, switch_intervention, train_switch
 from sae_core.steering.transfer import random_control, transfer_mean_difference, transfer_pair_vector
 from sae_core.steering.vectors import SteeringVector, mean_difference, prompt_pair_vector

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 from sae_core.steering.interventions import Intervention
-from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, paired_activations, train_mapper
+from sae_core.steering.mapper_training import train_mapper
+from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, paired_activations
 
 SWITCH_CONFIG = MapperConfig(kind="autoencoder", lr=1e-3, epochs=10)
 
