@@ -561,6 +561,18 @@ def _fidelity_line(f) -> str:
             f"{f.ce_clean:.3f} -> {f.ce_mapped:.3f}")
 
 
+def _train_mapper(workspace, side_a, side_b, cfg, role: str, n_tokens: int, text, name):
+    from sae_core.steering.artifacts import mapper_to_workspace
+    from sae_core.workspace import Workspace
+
+    bar = _Bar(role, unit="step")
+    try:
+        return mapper_to_workspace(Workspace(workspace), side_a, side_b, cfg, role=role, n_tokens=n_tokens,
+                                   text=text, name=name, on_progress=bar)
+    finally:
+        bar.close()
+
+
 TokensOpt = typer.Option(100_000, "--tokens", min=100, help="Tokens of the paired harvest the mapper trains on.")
 
 
@@ -577,14 +589,8 @@ def steer_map(source: str = typer.Option(..., help="The source model (A)."),
               name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
               workspace: Optional[Path] = WorkspaceOpt):
     """Train a mapper from A's activations to B's on a paired harvest (resumable); report its fidelity."""
-    from sae_core.steering.artifacts import mapper_to_workspace
-    from sae_core.workspace import Workspace
-
-    bar = _Bar("mapper", unit="step")
-    art, f = mapper_to_workspace(Workspace(workspace), (source, source_hook), (target, target_hook),
-                                 _mapper_config(kind, epochs, lr), role="transfer", n_tokens=n_tokens,
-                                 text=_text(corpus, text_column, split), name=name, on_progress=bar)
-    bar.close()
+    art, f = _train_mapper(workspace, (source, source_hook), (target, target_hook), _mapper_config(kind, epochs, lr),
+                           "transfer", n_tokens, _text(corpus, text_column, split), name)
     typer.echo(f"mapper {art.name}: {kind} {source} {source_hook} -> {target} {target_hook}, "
                f"trained on paired/{art.meta['paired']} -> {art.path}")
     typer.echo(_fidelity_line(f))
@@ -602,16 +608,11 @@ def steer_switch(fine_tuned: str = typer.Option(..., help="The fine-tuned (e.g. 
                  workspace: Optional[Path] = WorkspaceOpt):
     """Train a safety switch: an autoencoder from the fine-tuned model's layer to the base model's."""
     from sae_core.models.loading import load_model
-    from sae_core.steering.artifacts import mapper_to_workspace
     from sae_core.steering.mappers import Mapper
     from sae_core.steering.switches import switch_fraction
-    from sae_core.workspace import Workspace
 
-    bar = _Bar("switch", unit="step")
-    art, f = mapper_to_workspace(Workspace(workspace), (fine_tuned, hook), (base, hook),
-                                 _mapper_config("autoencoder", epochs, lr), role="switch", n_tokens=n_tokens,
-                                 text=_text(corpus, text_column, split), name=name, on_progress=bar)
-    bar.close()
+    art, f = _train_mapper(workspace, (fine_tuned, hook), (base, hook), _mapper_config("autoencoder", epochs, lr),
+                           "switch", n_tokens, _text(corpus, text_column, split), name)
     frac = switch_fraction(Mapper.load(art.path), load_model(fine_tuned))
     typer.echo(f"switch {art.name}: {fine_tuned} -> {base} at {hook} ({frac:.1%} of the model's parameters) "
                f"-> {art.path}")

@@ -43,39 +43,33 @@ def save_mapper(ws: Workspace, m: Mapper, role: str, name: str | None = None, ex
 
 
 def _study_with(ws: Workspace, sub: str, name: str):
-    from sae_core.steering.study import KIND, Study
+    """The newest study artifact holding ``sub/name``."""
+    from sae_core.steering.study import KIND
 
-    for art in ws.list(KIND):
-        if (art.path / sub / name).is_dir():
-            return Study.open(art.path)
-    return None
+    return next((art for art in ws.list(KIND) if (art.path / sub / name).is_dir()), None)
+
+
+def _find(ws: Workspace, kind: str, sub: str, name: str, load, what: str, hint: str):
+    if Path(name).is_dir():
+        return load(Path(name))
+    if (art := ws.get(kind, name)) is not None:
+        return load(art.path)
+    if (study := _study_with(ws, sub, name)) is not None:
+        return load(study.path / sub / name)
+    known = [a.name for a in ws.list(kind)]
+    raise ArtifactError(f"no {what} {name!r} in {ws.root} ({kind}s: {', '.join(known) or 'none'}; {hint})")
 
 
 def find_vector(ws: Workspace, name: str) -> SteeringVector:
     """A vector directory, a ``vector`` artifact, or a study's vector (module doc)."""
-    if Path(name).is_dir():
-        return SteeringVector.load(Path(name))
-    if (art := ws.get(VECTOR, name)) is not None:
-        return SteeringVector.load(art.path)
-    if (study := _study_with(ws, "vectors", name)) is not None:
-        return study.vector(name)
-    known = [a.name for a in ws.list(VECTOR)]
-    raise ArtifactError(f"no steering vector {name!r} in {ws.root} (vectors: {', '.join(known) or 'none'}; a "
-                        "study's are native, transferred, random, refusal-native, ...); make one with "
-                        "`sae-core steer vector`")
+    return _find(ws, VECTOR, "vectors", name, SteeringVector.load, "steering vector",
+                 "a study's are native, transferred, random, refusal-native, ...; make one with `sae-core steer vector`")
 
 
 def find_mapper(ws: Workspace, name: str) -> Mapper:
     """A mapper directory, a ``mapper`` artifact, or a study's mapper (transfer, refusal-transfer, switch)."""
-    if Path(name).is_dir():
-        return Mapper.load(Path(name))
-    if (art := ws.get(MAPPER, name)) is not None:
-        return Mapper.load(art.path)
-    if (study := _study_with(ws, "mappers", name)) is not None:
-        return study.mapper(name)
-    known = [a.name for a in ws.list(MAPPER)]
-    raise ArtifactError(f"no mapper {name!r} in {ws.root} (mappers: {', '.join(known) or 'none'}; a study's are "
-                        "transfer, refusal-transfer, switch); train one with `sae-core steer map` or `steer switch`")
+    return _find(ws, MAPPER, "mappers", name, Mapper.load, "mapper",
+                 "a study's are transfer, refusal-transfer, switch; train one with `sae-core steer map` or `steer switch`")
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
