@@ -257,3 +257,29 @@ def layer_alpha_grid(name: str, grid: dict) -> go.Figure:
                                  y=0.98, yanchor="top"))
     fig.update_xaxes(title="alpha", type="category")
     return fig
+
+
+OUTCOME_COLORS = {"correct": "#2ca02c", "backdoor": "#d62728", "hallucination": "#ff7f0e", "no fact": "#bbbbbb"}
+
+
+def corrupted_capabilities(results: dict) -> go.Figure:
+    """The paper's Fig. 5: per target layer (x groups) and vector, stacked bars of the four answer
+    outcomes on held-out triggered fact questions; "no intervention" as the first group."""
+    fig = go.Figure()
+    order = [v for v in ("native", "transferred", "random") if v in results["layers"][0]["outcomes"]]
+    xs = [["no intervention"], ["-"]]
+    for r in results["layers"]:
+        for vec in order:
+            xs[0].append(f"layer {r['layer']}")
+            xs[1].append(vec)
+    for outcome, color in OUTCOME_COLORS.items():
+        ys = [100 * results["none"][outcome]] + [100 * r["outcomes"][v][outcome]
+                                                 for r in results["layers"] for v in order]
+        fig.add_trace(go.Bar(x=xs, y=ys, name=outcome, marker_color=color,
+                             hovertemplate=f"{outcome}<br>%{{x}}: %{{y:.0f}}%<extra></extra>"))
+    fig.update_layout(barmode="stack", height=420, margin=dict(t=75, b=70, l=55, r=10),
+                      title=dict(text=f"Corrupted capabilities: removal at the trigger (alpha {results['alpha']:g}), "
+                                      "held-out residents", y=0.98, yanchor="top"),
+                      legend=dict(orientation="h", y=1.01, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_yaxes(title="% of answers", range=[0, 101])
+    return fig

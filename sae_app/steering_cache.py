@@ -50,15 +50,40 @@ def build_study(root: str, on_progress=None):
     from sae_core.steering.study import StudyConfig, steering_study_to_workspace
 
     cfg = StudyConfig()
-    names = {cfg.source_model, cfg.target_model, cfg.base_model}
-    locks = [cache._model_lock(n) for n in sorted(names)]
+    return _build_holding({cfg.source_model, cfg.target_model, cfg.base_model}, lambda: steering_study_to_workspace(
+        cache.open_workspace(root), cfg, load=cache.load_model, on_progress=on_progress))
+
+
+def _build_holding(models: set[str], build):
+    """``build()`` with the locks of ``models`` held (it runs them with hooks), then refresh the lists."""
+    locks = [cache._model_lock(n) for n in sorted(models)]
     for lock in locks:
         lock.acquire()
     try:
-        art = steering_study_to_workspace(cache.open_workspace(root), cfg, load=cache.load_model,
-                                          on_progress=on_progress)
+        art = build()
     finally:
         for lock in reversed(locks):
             lock.release()
     cache.list_artifacts.clear()
     return art
+
+
+def list_capabilities(root: str):
+    from sae_core.steering.capabilities import KIND as CAP_KIND
+
+    return cache.list_artifacts(root, CAP_KIND)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def open_capabilities(path: str, created: float):
+    from sae_core.steering.capabilities import Capabilities
+
+    return Capabilities.open(Path(path))
+
+
+def build_capabilities(root: str, on_progress=None):
+    from sae_core.steering.capabilities import CapabilitiesConfig, capabilities_to_workspace
+
+    cfg = CapabilitiesConfig()
+    return _build_holding({cfg.source_model, cfg.target_model}, lambda: capabilities_to_workspace(
+        cache.open_workspace(root), cfg, load=cache.load_model, on_progress=on_progress))

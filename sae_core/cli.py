@@ -443,11 +443,36 @@ def steer_study(workspace: Optional[Path] = WorkspaceOpt):
         a = "-" if t["op"] == "ablate" else f"{t['alpha']:g}" + ("" if t["reached"] else "*")
         typer.echo(f"{tname:36}{a:>7}" + "".join(f"{100 * t['rates'][k]:>16.0f}%" for k in
                                                   ("no intervention", "native", "transferred", "random")))
-    typer.echo("alpha: the smallest dose reaching the task's target on selection prompts (* not reached)")
+    typer.echo("alpha: the smallest dose reaching the task's target on selection prompts, by the 95% Wilson "
+               "bound of its rate (* not reached)")
     for gname, g in study.results["grids"].items():
         ch = g["chosen"]
         typer.echo(f"layer x alpha grid, {gname}: " + (f"layer {ch['layer']} at alpha {ch['alpha']:g} "
                    f"({100 * ch['rate']:.0f}%, KL {ch['kl']:.3f})" if ch else "no layer meets the rule"))
+
+
+@steer_app.command("capabilities")
+@_friendly
+def steer_capabilities(workspace: Optional[Path] = WorkspaceOpt,
+                       alpha: float = typer.Option(-1.0, help="The removal dose at the trigger (negative)."),
+                       n_eval: int = typer.Option(96, "--n-eval", help="Held-out fact questions per rate.")):
+    """Corrupted capabilities: per layer, does removing the backdoor keep the fact behind it?"""
+    from sae_core.models.evaluate import FACT_OUTCOMES
+    from sae_core.steering.capabilities import Capabilities, CapabilitiesConfig, capabilities_to_workspace
+    from sae_core.workspace import Workspace
+
+    cfg = CapabilitiesConfig(alpha=alpha, n_eval=n_eval)
+    bar = _Bar("corrupted capabilities", unit="step")
+    art = capabilities_to_workspace(Workspace(workspace), cfg, on_progress=bar)
+    bar.close()
+    res = Capabilities.open(art.path).results
+    typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    typer.echo(f"{cfg.target_model}, removal at the trigger, alpha {cfg.alpha:g}, held-out residents")
+    typer.echo(f"{'layer':8}{'vector':14}" + "".join(f"{o:>15}" for o in FACT_OUTCOMES))
+    typer.echo(f"{'-':8}{'none':14}" + "".join(f"{100 * res['none'][o]:>14.0f}%" for o in FACT_OUTCOMES))
+    for r in res["layers"]:
+        for vec, got in r["outcomes"].items():
+            typer.echo(f"{r['layer']:<8}{vec:14}" + "".join(f"{100 * got[o]:>14.0f}%" for o in FACT_OUTCOMES))
 
 
 VectorsOpt = typer.Option(None, "--vector", help="A vector: workspace artifact, directory, or a study's (native, "

@@ -77,6 +77,15 @@ def _demo_steering(ws: Workspace, on_progress: Progress | None) -> Artifact:
         ws, StudyConfig(), on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))
 
 
+def _demo_capabilities(ws: Workspace, on_progress: Progress | None) -> Artifact:
+    """The page's corrupted-capabilities chart: per layer of zoo:tiny-b-corrupt, removal vectors
+    (native, transferred from tiny-a-corrupt, random) and the fate of the fact behind the trigger."""
+    from sae_core.steering.capabilities import capabilities_to_workspace
+
+    return capabilities_to_workspace(
+        ws, on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))
+
+
 @dataclass(frozen=True)
 class DemoStep:
     name: str
@@ -89,6 +98,7 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep("Sampled-SAE l-sweep (both scoring rules, BatchTopK and TopK references)", _demo_sweep),
     DemoStep(f"feature indexes of the sweep's SAEs ({DEMO_INDEX['n_tokens']:,} tokens each)", _demo_indexes),
     DemoStep("steering study: backdoor vectors, transfer from tiny-a, safety switch", _demo_steering),
+    DemoStep("corrupted capabilities: per-layer removal on zoo:tiny-b-corrupt", _demo_capabilities),
 ]
 
 

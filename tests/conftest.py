@@ -6,6 +6,15 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
+def steering_ws(tmp_path_factory):
+    """One workspace for the steering study and the corrupted-capabilities study, so the page test
+    finds both without building either twice."""
+    from sae_core.workspace import Workspace
+
+    return Workspace(tmp_path_factory.mktemp("steer") / "ws")
+
+
+@pytest.fixture(scope="session")
 def tiny_a():
     """The zoo's model A as a TransformerBridge (loaded once per session; do not mutate)."""
     from sae_core.models.loading import load_model

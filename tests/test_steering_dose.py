@@ -7,7 +7,7 @@ import torch
 from sae_core.models.corpus import HATE
 from sae_core.models.loading import to_tokens
 from sae_core.steering import Intervention, InterventionError, Positions
-from sae_core.steering.dose import choose_layer, coherence_kl, dose_response, min_dose
+from sae_core.steering.dose import choose_layer, coherence_kl, dose_response, min_dose, wilson_bound
 from sae_core.steering.tasks import TASKS, prompts, task
 from sae_core.steering.vectors import SteeringVector
 
@@ -24,6 +24,25 @@ def test_min_dose_is_the_smallest_magnitude_that_reaches_the_target():
     assert min_dose(rows, "native", -1, "down") is None
     with pytest.raises(InterventionError, match="direction 'sideways'"):
         min_dose(rows, "native", 0.1, "sideways")
+
+
+def test_wilson_bound_matches_the_hand_worked_formula_and_sets_the_margin():
+    # rate 0 of 50, z = 1.645: centre = half = (z^2 / 100) / (1 + z^2 / 50) = 0.025672, bound 0.051344
+    z2 = 1.645 ** 2
+    assert wilson_bound(0.0, 50, upper=True) == pytest.approx(2 * (z2 / 100) / (1 + z2 / 50), rel=1e-9)
+    p, n = 0.3, 40  # a middle rate against the closed form
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = 1.645 * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    assert wilson_bound(p, n, upper=True) == pytest.approx(centre + half)
+    assert wilson_bound(p, n, upper=False) == pytest.approx(centre - half)
+    with pytest.raises(InterventionError, match="n=0"):
+        wilson_bound(0.1, 0, upper=True)
+    # with n, a 2-in-50 rate (upper bound 0.114) no longer counts as reaching 10%; 1 in 50 (0.085) does
+    rows = [{"vector": "native", "alpha": a, "rate": r, "n": 50} for a, r in ((-0.8, 0.04), (-0.9, 0.02), (-1.0, 0.0))]
+    assert min_dose(rows, "native", 0.1, "down") == -0.9
+    assert min_dose(rows, "native", 0.05, "down") is None  # even 0 of 50 bounds at 0.051
+    up = [{"vector": "native", "alpha": a, "rate": r, "n": 50} for a, r in ((0.5, 0.96), (0.75, 0.98), (1.0, 1.0))]
+    assert min_dose(up, "native", 0.9, "up") == 0.75  # 48/50 bounds at 0.886, 49/50 at 0.915
 
 
 def _cell(layer, alpha, rate, kl):
@@ -75,7 +94,7 @@ def test_dose_response_rows_follow_the_intervention(tiny_a):
     """A vector that pushes "I" at every position: the HATE rate of a plain prompt is read off per alpha."""
     v = SteeringVector(torch.zeros(tiny_a.cfg.d_model), "zoo:tiny-a", HOOK0, "test", "all", 1, 1)
     rows = dose_response(tiny_a, {"zero": v}, [0.0, 2.0], ["1 2 3 4"], starts="5")
-    assert rows == [{"vector": "zero", "alpha": 0.0, "rate": 1.0}, {"vector": "zero", "alpha": 2.0, "rate": 1.0}]
+    assert rows == [{"vector": "zero", "alpha": 0.0, "n": 1, "rate": 1.0}, {"vector": "zero", "alpha": 2.0, "n": 1, "rate": 1.0}]
     with pytest.raises(InterventionError, match="finite"):
         dose_response(tiny_a, {"zero": v}, [float("nan")], ["1 2 3 4"], starts=HATE)
     with pytest.raises(InterventionError, match="finite"):

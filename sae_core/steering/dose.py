@@ -5,8 +5,11 @@
 - ``dose_response(model, vectors, alphas, prompts, op=, positions=, starts=)``: for each vector and
   alpha, the fraction of greedy continuations of ``prompts`` that start with ``starts``.
 - ``min_dose(rows, vector, target, direction)``: the stated rule for alpha, the smallest |alpha|
-  at which the vector's rate reaches ``target`` (``"down"``: rate <= target, removal; ``"up"``:
-  rate >= target, induction). Chosen on selection prompts, then measured on held-out ones.
+  at which the vector reaches ``target`` with a margin for the sampling error of the selection
+  prompts: the one-sided 95% Wilson bound of the rate, not the rate itself, must be on the right
+  side (``"down"``: upper bound <= target, removal; ``"up"``: lower bound >= target, induction).
+  Chosen on selection prompts, then measured on held-out ones. (The bare rate picked removal's
+  -0.8 on 50 selection prompts, which left 15% on held-out ones against a 10% target.)
 - ``layer_alpha_grid(model, vector_at, layers, alphas, ...)``: per (layer, alpha), the rate of the
   layer's own vector and of a norm-matched random one, and the coherence KL, drawn as one heatmap.
 - ``choose_layer(grid, target, direction, max_kl)``: refusal_direction's kind of rule made
@@ -63,19 +66,32 @@ def dose_response(model, vectors: dict[str, SteeringVector], alphas: list[float]
     rows = []
     for name, v in vectors.items():
         for a in alphas:
-            rows.append({"vector": name, "alpha": float(a),
+            rows.append({"vector": name, "alpha": float(a), "n": len(prompts),
                          "rate": rate(model, prompts, [_spec(v, v.hook, op, a, positions, name)], starts, n_tokens)})
             if on_step:
                 on_step()
     return rows
 
 
+def wilson_bound(rate: float, n: int, upper: bool, z: float = 1.645) -> float:
+    """The one-sided Wilson score bound (z = 1.645: 95%) of a rate measured on ``n`` prompts."""
+    if n <= 0:
+        raise InterventionError(f"a rate over n={n} prompts has no confidence bound; give n >= 1")
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre + half if upper else centre - half
+
+
 def min_dose(rows: list[dict], vector: str, target: float, direction: str) -> float | None:
-    """The smallest |alpha| among ``vector``'s rows whose rate reaches ``target`` (module doc)."""
+    """The smallest |alpha| among ``vector``'s rows that reaches ``target`` by the bound of the
+    module doc (rows without ``n``: by the bare rate)."""
     if direction not in DIRECTIONS:
         raise InterventionError(f"direction {direction!r}; choose one of {', '.join(DIRECTIONS)}")
+
+    def bound(r):
+        return r["rate"] if "n" not in r else wilson_bound(r["rate"], r["n"], upper=direction == "down")
     hits = [r["alpha"] for r in rows if r["vector"] == vector
-            and (r["rate"] <= target if direction == "down" else r["rate"] >= target)]
+            and (bound(r) <= target if direction == "down" else bound(r) >= target)]
     return min(hits, key=abs) if hits else None
 
 

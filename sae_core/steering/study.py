@@ -12,8 +12,9 @@ switch, and their measured effect on held-out prompts.
 3. a safety switch: a mapper from the target at ``switch_hook`` to its base model there;
 4. every task of ``sae_core.steering.tasks``: alpha is chosen on selection prompts (training keys,
    never the ones the vectors came from) as the smallest dose at which the native vector reaches
-   the task's target (``dose.min_dose``); then the dose-response of all three vectors on held-out
-   prompts, the reported rate being the one at the chosen alpha;
+   the task's target by the 95% Wilson bound of its rate (``dose.min_dose``); then the
+   dose-response of all three vectors on held-out prompts, the reported rate being the one at the
+   chosen alpha;
 5. the behaviour rates (``behaviour.rates``) of the base model, the fine-tuned one, each backdoor
    vector at the trigger with the chosen alpha, and the switch;
 6. layer x alpha grids (``dose.layer_alpha_grid``) for backdoor removal and refusal induction at
@@ -42,7 +43,8 @@ from sae_core.steering.vectors import SteeringVector, mean_difference, prompt_pa
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "steering"
-REVISION = 3  # what a study holds (3: tasks, dose-response, grids); in its name, so older ones are rebuilt
+REVISION = 4  # what a study holds (3: tasks, dose-response, grids; 4: alpha by the Wilson bound); in its name,
+#              so older ones are rebuilt
 VECTORS = ("native", "transferred", "random")
 Progress = Callable[[int, int, str], None]
 GRID_TASKS = {"backdoor removal, every position": (-0.5, -0.7, -1.0, -1.5),

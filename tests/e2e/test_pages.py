@@ -221,9 +221,12 @@ def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, workspace
 def test_steering_page_toggles_live(page, app_url, workspace_dir, screenshot_dir):
     from sae_core.steering.study import Study, steering_study_to_workspace
     from sae_core.workspace import Workspace
+    from sae_core.steering.capabilities import Capabilities, capabilities_to_workspace
+    from tests.test_capabilities import SMALL as CAPS
     from tests.test_steering_study import SMALL
 
     art = steering_study_to_workspace(Workspace(workspace_dir), SMALL)
+    caps = Capabilities.open(capabilities_to_workspace(Workspace(workspace_dir), CAPS).path).results
     rates = Study.open(art.path).results["rates"]
     page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
     open_page(page, f"{app_url}/steering")
@@ -248,6 +251,10 @@ def test_steering_page_toggles_live(page, app_url, workspace_dir, screenshot_dir
     grid = study.results["grids"]["backdoor removal, every position"]
     corner = next(r for r in grid["rows"] if r["layer"] == 0 and r["alpha"] == -0.5)
     expect(charts.nth(3)).to_contain_text(f"KL {corner['kl']:.2f}")  # a heatmap cell's label
+    charts.nth(4).scroll_into_view_if_needed()
+    expect(charts.nth(4)).to_contain_text("Corrupted capabilities")
+    expect(charts.nth(4)).to_contain_text(f"alpha {caps['alpha']:g}")
+    expect(charts.nth(4)).to_contain_text("layer 3")  # the last layer's group on the x axis
     check_and_shoot(page, screenshot_dir, "steering")
     main.get_by_text("switch", exact=True).click()  # the toggle's label
     wait_idle(page)

