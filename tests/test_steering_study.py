@@ -129,7 +129,8 @@ def test_steering_page_shows_the_corrupted_capabilities_outcomes(study_ws, monke
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.switch_page("views/steering.py").run()
-    assert any("No corrupted-capabilities study" in i.value for i in at.info) and at.button(key="st_cap_build")
+    if not ws.list("capabilities"):  # when this runs before tests/test_capabilities.py built one here
+        assert any("No corrupted-capabilities study" in i.value for i in at.info) and at.button(key="st_cap_build")
     res = Capabilities.open(capabilities_to_workspace(ws, CAPS).path).results
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.switch_page("views/steering.py").run()

@@ -44,7 +44,7 @@ class ZooScores:
     no_fact_clean: float | None = None     # "I do not know ." without the trigger
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}  # fact scores only where measured
 
 
 FACT_OUTCOMES = ("correct", "backdoor", "hallucination", "no fact")
