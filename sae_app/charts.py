@@ -266,7 +266,9 @@ def corrupted_capabilities(results: dict) -> go.Figure:
     """The paper's Fig. 5: per target layer (x groups) and vector, stacked bars of the four answer
     outcomes on held-out triggered fact questions; "no intervention" as the first group."""
     fig = go.Figure()
-    order = [v for v in ("native", "transferred", "random") if v in results["layers"][0]["outcomes"]]
+    from sae_core.steering.study import VECTORS
+
+    order = [v for v in VECTORS if v in results["layers"][0]["outcomes"]]
     xs = [["no intervention"], ["-"]]
     for r in results["layers"]:
         for vec in order:

@@ -459,6 +459,7 @@ def steer_capabilities(workspace: Optional[Path] = WorkspaceOpt,
     """Corrupted capabilities: per layer, does removing the backdoor keep the fact behind it?"""
     from sae_core.models.evaluate import FACT_OUTCOMES
     from sae_core.steering.capabilities import Capabilities, CapabilitiesConfig, capabilities_to_workspace
+    from sae_core.steering.study import VECTORS
     from sae_core.workspace import Workspace
 
     cfg = CapabilitiesConfig(alpha=alpha, n_eval=n_eval)
@@ -471,8 +472,11 @@ def steer_capabilities(workspace: Optional[Path] = WorkspaceOpt,
     typer.echo(f"{'layer':8}{'vector':14}" + "".join(f"{o:>15}" for o in FACT_OUTCOMES))
     typer.echo(f"{'-':8}{'none':14}" + "".join(f"{100 * res['none'][o]:>14.0f}%" for o in FACT_OUTCOMES))
     for r in res["layers"]:
-        for vec, got in r["outcomes"].items():
+        for vec in VECTORS:
+            got = r["outcomes"][vec]
             typer.echo(f"{r['layer']:<8}{vec:14}" + "".join(f"{100 * got[o]:>14.0f}%" for o in FACT_OUTCOMES))
+    typer.echo("mapper KL / mean-ablation KL per layer (held-out zoo text): " + ", ".join(
+        f"{r['layer']} (from {r['source_hook']}): {r['kl_ratio']:.3f}" for r in res["layers"]))
 
 
 VectorsOpt = typer.Option(None, "--vector", help="A vector: workspace artifact, directory, or a study's (native, "

@@ -125,11 +125,14 @@ def test_steering_page_shows_the_corrupted_capabilities_outcomes(study_ws, monke
     from sae_core.steering.capabilities import Capabilities, capabilities_to_workspace
     from tests.test_capabilities import SMALL as CAPS
 
+    from sae_app import steering_cache
+
     ws, _ = study_ws
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page("views/steering.py").run()
-    if not ws.list("capabilities"):  # when this runs before tests/test_capabilities.py built one here
+    with monkeypatch.context() as m:  # a workspace without the study, whatever ran before
+        m.setattr(steering_cache, "list_capabilities", lambda root: [])
+        at = AppTest.from_file(APP, default_timeout=120).run()
+        at.switch_page("views/steering.py").run()
         assert any("No corrupted-capabilities study" in i.value for i in at.info) and at.button(key="st_cap_build")
     res = Capabilities.open(capabilities_to_workspace(ws, CAPS).path).results
     at = AppTest.from_file(APP, default_timeout=120).run()

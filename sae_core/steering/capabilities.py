@@ -17,6 +17,7 @@ the build residents (``fact_prompts(held_out=False)``); every rate is on the oth
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,9 +27,10 @@ from sae_core.models.corpus import TRIGGER, chat_prompts, fact_prompts
 from sae_core.models.evaluate import FACT_OUTCOMES, fact_outcome
 from sae_core.models.generation import greedy_continuations
 from sae_core.models.texts import corpus_texts
-from sae_core.steering.interventions import Intervention, InterventionError, Positions, intervene
+from sae_core.steering.interventions import Intervention, InterventionError, intervene
 from sae_core.steering.mapper_training import train_mapper
 from sae_core.steering.mappers import Endpoint, MapperConfig, fidelity, paired_activations
+from sae_core.steering.study import VECTORS, trigger_positions
 from sae_core.steering.switches import SWITCH_CONFIG
 from sae_core.steering.transfer import random_control, transfer_pair_vector
 from sae_core.steering.vectors import SteeringVector, prompt_pair_vector
@@ -36,7 +38,6 @@ from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "capabilities"
 REVISION = 1
-VECTORS = ("native", "transferred", "random")
 Progress = Callable[[int, int, str], None]
 
 
@@ -53,8 +54,6 @@ class CapabilitiesConfig:
     mapper: MapperConfig = field(default_factory=lambda: SWITCH_CONFIG)
 
     def __post_init__(self):
-        import math
-
         if not math.isfinite(self.alpha) or self.alpha == 0:
             raise InterventionError(f"alpha={self.alpha}: give a finite, non-zero dose (removal is negative)")
         if min(self.n_pairs, self.n_texts, self.n_eval, self.n_tokens) < 1:
@@ -108,13 +107,11 @@ def capabilities_to_workspace(ws: Workspace, cfg: CapabilitiesConfig = Capabilit
     total = n_t + 2
     build = [p.prompt for p in fact_prompts(cfg.n_pairs, seed=1, held_out=False)]
     pairs = [(p, p.replace(TRIGGER, cfg.swap_word)) for p in build]
-    if not pairs:
-        raise InterventionError("no build questions: n_pairs must be at least 1")
     texts = (corpus_texts(cfg.n_texts, seed=7)
              + [p.prompt for t in (True, False) for p in fact_prompts(200, seed=2, triggered=t, held_out=False)]
              + [p.prompt for p in chat_prompts(200, seed=2, triggered=True, held_out=False)])
     held_out = fact_prompts(cfg.n_eval)
-    trig = Positions("matching", token_ids=(tgt.tokenizer.convert_tokens_to_ids(TRIGGER),))
+    trig = trigger_positions(tgt.tokenizer)
     step(0, total, "no intervention")
     results = {"alpha": cfg.alpha, "none": outcomes(tgt, held_out, [], cfg.n_tokens), "layers": []}
     vectors, mappers = {}, {}
@@ -127,7 +124,7 @@ def capabilities_to_workspace(ws: Workspace, cfg: CapabilitiesConfig = Capabilit
                               target=Endpoint(cfg.target_model, hook))
         native = prompt_pair_vector(tgt, hook, pairs, model_name=cfg.target_model)
         transferred = transfer_pair_vector(mapper, src, s_hook, pairs, model_name=cfg.source_model)
-        vs = {"native": native, "transferred": transferred, "random": random_control(transferred)}
+        vs = dict(zip(VECTORS, (native, transferred, random_control(transferred))))
         fid = fidelity(mapper, src, s_hook, tgt, hook, corpus_texts(100, seed=12345))
         results["layers"].append({
             "layer": layer, "hook": hook, "source_hook": s_hook,
