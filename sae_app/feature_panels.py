@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from sae_app import cache, charts, contexts, jobs, text_input
+from sae_app import charts, contexts, feature_cache, jobs, session, text_input
 from sae_core.errors import SAECoreError
 from sae_core.models.loading import unknown_words
 
@@ -42,7 +42,7 @@ def build_panel(sel, sae_path: str, expanded: bool) -> None:
                 def on_progress(done, total):
                     stage["frac"] = done / total
                     bar.progress(stage["frac"], text=f"{stage['name']}: {done:,}/{total:,} sequences")
-                return cache.build_index(sel.workspace_root, sae_path, sel.model_name, sel.hook,
+                return feature_cache.build_index(sel.workspace_root, sae_path, sel.model_name, sel.hook,
                                          n_tokens=int(n_tokens), feature_map=fmap, text=text,
                                          on_stage=on_stage, on_progress=on_progress)
             if jobs.run_job("Building the feature index…", job, select_key="fb_index_built"):
@@ -105,10 +105,10 @@ def try_panel(view, sae_path: str, sel) -> None:
     text = st.text_area("Text", key="fb_try", height=80, placeholder="March April May June", label_visibility="collapsed")
     if not text:
         return
-    if unknown := unknown_words(cache.load_model(sel.model_name), text):  # the model reads each as UNK
+    if unknown := unknown_words(session.load_model(sel.model_name), text):  # the model reads each as UNK
         st.warning(f"Not in the model's vocabulary (each reads as one unknown token): {', '.join(unknown)}")
     try:
-        out = cache.try_text(sae_path, sel.model_name, sel.hook, text, view.index)
+        out = feature_cache.try_text(sae_path, sel.model_name, sel.hook, text, view.index)
     except SAECoreError as e:
         st.error(str(e))
         return
@@ -120,7 +120,7 @@ def try_panel(view, sae_path: str, sel) -> None:
 
 
 def map_panel(index_path: str, created: float, current: int) -> None:
-    overview = cache.index_overview(index_path, created)
+    overview = feature_cache.index_overview(index_path, created)
     if overview["x"].isna().all():
         st.info("This index was built without a feature map; rebuild it with the map option.")
         return

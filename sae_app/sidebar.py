@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from sae_app import cache
+from sae_app import listing, session
 from sae_core.errors import SAECoreError
 from sae_core.workspace import default_root
 
@@ -55,7 +55,7 @@ def _workspace_picker() -> tuple[str | None, str | None]:
     path = st.text_input("Workspace directory", key="sb_workspace",
                          help="Where harvested activations, SAEs and analyses are stored.")
     try:
-        ws = cache.open_workspace(path.strip() or ".")
+        ws = listing.open_workspace(path.strip() or ".")
     except SAECoreError as e:
         st.error(str(e))
         return None, str(e)
@@ -64,7 +64,7 @@ def _workspace_picker() -> tuple[str | None, str | None]:
 
 
 def _model_picker() -> tuple[str | None, str | None]:
-    entries = cache.zoo_entries()
+    entries = listing.zoo_entries()
     built = {e.name for e in entries if e.built}
     names = [e.name for e in entries]
     default = next((i for i, n in enumerate(names) if n in built), 0)
@@ -77,7 +77,7 @@ def _model_picker() -> tuple[str | None, str | None]:
     if not name:
         return None, "choose a model"
     try:
-        info = cache.model_info(name)
+        info = session.model_info(name)
     except SAECoreError as e:
         # the page shows the whole message (what to do about it); the sidebar stays short
         st.error(f"Could not load `{name}`.", icon=":material/error:")
@@ -87,7 +87,7 @@ def _model_picker() -> tuple[str | None, str | None]:
 
 
 def _hook_picker(model_name: str) -> str:
-    info = cache.model_info(model_name)
+    info = session.model_info(model_name)
     # keyed by model: a new model starts from its own default hook, not the last model's
     return st.selectbox("Hook", info.hooks, index=info.hooks.index(info.default_hook),
                         key=f"sb_hook::{model_name}")

@@ -2,7 +2,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from sae_app import cache, jobs, sidebar, text_input
+from sae_app import activations_cache, jobs, listing, session, sidebar, text_input
 from sae_core.errors import SAECoreError
 
 sel = sidebar.current()
@@ -15,7 +15,7 @@ for problem in (sel.workspace_error, sel.model_error):
 
 st.subheader("Harvest")
 st.markdown(f"Model **{sel.model_name or '—'}**, hook `{sel.hook or '—'}` (change them in the sidebar).")
-max_ctx = cache.model_info(sel.model_name).n_ctx if sel.ready else 4096
+max_ctx = session.model_info(sel.model_name).n_ctx if sel.ready else 4096
 c1, c2, c3 = st.columns(3, vertical_alignment="bottom")
 n_tokens = c1.number_input("Tokens", min_value=256, max_value=100_000_000, value=20_000, step=1_000,
                            key="act_n_tokens")
@@ -30,13 +30,13 @@ if st.button("Harvest", type="primary", disabled=not sel.ready or text is None, 
     def harvest(bar):
         def on_progress(done: int, total: int) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=f"{done:,} / {total:,} documents")
-        return cache.harvest(sel.workspace_root, sel.model_name, sel.hook, n_tokens=int(n_tokens),
+        return activations_cache.harvest(sel.workspace_root, sel.model_name, sel.hook, n_tokens=int(n_tokens),
                              context_size=int(context_size), exclude_special=exclude_special, text=text,
                              on_progress=on_progress)
     jobs.run_job(f"Harvesting {n_tokens:,} tokens at `{sel.hook}`…", harvest, select_key="act_store")
 
 st.subheader("Stored activations")
-stores = [] if sel.workspace_error else cache.list_artifacts(sel.workspace_root, "activations")
+stores = [] if sel.workspace_error else listing.list_artifacts(sel.workspace_root, "activations")
 if not stores:
     st.info("No activation stores in this workspace yet — harvest some above.")
     st.stop()
@@ -46,8 +46,8 @@ if st.session_state.get("act_store") not in by_name:
 art = by_name[st.selectbox("Store", list(by_name), key="act_store",
                            format_func=lambda n: f"{n}  ({by_name[n].kind}, {by_name[n].model})")]
 try:
-    meta = cache.store_meta(str(art.path), art.created)
-    summary = cache.store_summary(str(art.path), art.created)
+    meta = activations_cache.store_meta(str(art.path), art.created)
+    summary = activations_cache.store_summary(str(art.path), art.created)
 except SAECoreError as e:
     st.error(str(e))
     st.stop()

@@ -1,7 +1,7 @@
 """Features: browse an SAE's features (top contexts, histograms, logit effects, neighbours, map)."""
 import streamlit as st
 
-from sae_app import cache, feature_panels as fp, sidebar
+from sae_app import feature_cache, feature_panels as fp, listing, session, sidebar
 from sae_core.errors import SAECoreError
 from sae_core.features.export import feature_json
 from sae_core.sae.config import sae_label
@@ -12,7 +12,7 @@ if not sel.ready:
     st.error(sel.workspace_error or sel.model_error or "choose a model and hook in the sidebar")
     st.stop()
 
-saes = {a.name: a for a in cache.list_saes(sel.workspace_root, sel.model_name, sel.hook)}
+saes = {a.name: a for a in feature_cache.list_saes(sel.workspace_root, sel.model_name, sel.hook)}
 c1, c2 = st.columns([3, 2])
 if (wanted := st.session_state.pop("fb_open_sae", None)) in saes:  # sent by the Sampled-SAE page
     st.session_state["fb_sae"], st.session_state["fb_sae_dir"] = wanted, ""
@@ -28,8 +28,8 @@ if not sae_path:
             "Sampled-SAE page (or `sae-core train`), or give an SAE directory above.")
     st.stop()
 try:
-    sae, fingerprint = cache.load_sae(sae_path)
-    width = cache.hook_width(sel.model_name, sel.hook)
+    sae, fingerprint = feature_cache.load_sae(sae_path)
+    width = session.hook_width(sel.model_name, sel.hook)
 except SAECoreError as e:
     st.error(str(e))
     st.stop()
@@ -39,8 +39,8 @@ if sae.cfg.d_in != width:
              f"`{sae.cfg.model_name or '?'}` / `{sae.cfg.hook_name or '?'}`).")
     st.stop()
 
-indexes = cache.indexes_for(sel.workspace_root, fingerprint)
-stale = [a for a in cache.list_artifacts(sel.workspace_root, "feature_index")
+indexes = feature_cache.indexes_for(sel.workspace_root, fingerprint)
+stale = [a for a in listing.list_artifacts(sel.workspace_root, "feature_index")
          if a.meta.get("sae") == sae_path and a.meta.get("sae_fingerprint") != fingerprint]
 if stale and not indexes:
     st.warning("An index exists for an earlier version of this SAE (its weights have changed since: "
@@ -50,7 +50,7 @@ if not indexes:
     st.info("This SAE has no feature index yet: build one above (or `sae-core index --sae DIR`).")
     st.stop()
 art = indexes[0]
-index = cache.open_index(str(art.path), art.created)
+index = feature_cache.open_index(str(art.path), art.created)
 st.caption(f"Index `{art.name}`: {index.n_features:,} features over {index.info['n_tokens']:,} tokens "
            f"of {index.text_source}.")
 

@@ -1,7 +1,7 @@
 """Home: what the studio is, the model zoo, the workspace's artifacts, and the selected model."""
 import streamlit as st
 
-from sae_app import cache, sidebar
+from sae_app import listing, session, sidebar
 from sae_core.errors import SAECoreError
 
 SCORES = {  # zoo table column -> what it measures (its tooltip)
@@ -25,12 +25,12 @@ st.write(
     "such as Pythia, GPT-2 or Gemma when their weights are on this machine.")
 
 st.subheader("Model zoo")
-st.dataframe(cache.zoo_table(), hide_index=True, width="stretch", column_config={
+st.dataframe(listing.zoo_table(), hide_index=True, width="stretch", column_config={
     "description": st.column_config.TextColumn(width="medium"),
     "params": st.column_config.NumberColumn(format="localized", width="small"),
     **{c: st.column_config.NumberColumn(format="percent", help=h) for c, h in SCORES.items()},
 })
-if unbuilt := cache.unbuilt_zoo_models():
+if unbuilt := listing.unbuilt_zoo_models():
     st.warning(f"{', '.join(unbuilt)}: not built — run `sae-core zoo build`.", icon=":material/build:")
 st.caption("Scores are measured on held-out prompts with greedy decoding; sequence accuracy is "
            "the mean over the counting tasks (digits, number words, months, days, letters).")
@@ -40,7 +40,7 @@ if sel.workspace_error:
     st.error(sel.workspace_error)
 else:
     try:
-        artifacts = cache.artifacts_table(sel.workspace_root)
+        artifacts = listing.artifacts_table(sel.workspace_root)
     except SAECoreError as e:
         st.error(str(e))
     else:
@@ -70,7 +70,7 @@ with right:
     if sel.model_error:
         st.error(sel.model_error)
     elif sel.model_name:
-        info = cache.model_info(sel.model_name)
+        info = session.model_info(sel.model_name)
         st.markdown(f"**{info.name}**, hook `{sel.hook}`")
         cols = st.columns(5)
         for col, (label, value) in zip(cols, [

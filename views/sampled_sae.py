@@ -1,7 +1,7 @@
 """Sampled-SAE: sweep l (and the scoring rule) and watch reconstruction, sparsity and loss move."""
 import streamlit as st
 
-from sae_app import cache, charts, jobs, sidebar, text_input
+from sae_app import charts, jobs, sidebar, sweep_cache, text_input
 from sae_core.sae.sweep import TRAINING_CURVES, fvu_warnings as sweep_warnings, text_sources
 
 sel = sidebar.current()
@@ -27,7 +27,7 @@ with st.expander("Run a new sweep", expanded=False):
     text = text_input.text_source_input("sw")
     if st.button("Run sweep", type="primary", disabled=not sel.ready or text is None, key="sw_run"):
         def sweep(bar):
-            return cache.run_sweep(sel.workspace_root, sel.model_name, sel.hook,
+            return sweep_cache.run_sweep(sel.workspace_root, sel.model_name, sel.hook,
                                    n_tokens_harvest=int(harvest_tokens), text=text,
                                    on_progress=lambda done, total, text: bar.progress(done / total, text=text),
                                    sweep_kwargs=dict(
@@ -35,7 +35,7 @@ with st.expander("Run a new sweep", expanded=False):
                                        scorings=tuple(rules), pool_rule=pool_rule, tokens=int(tokens)))
         jobs.run_job("Running the sweep…", sweep, select_key="sw_sweep")
 
-sweeps = [] if sel.workspace_error else cache.list_sweeps(sel.workspace_root, sel.model_name, sel.hook)
+sweeps = [] if sel.workspace_error else sweep_cache.list_sweeps(sel.workspace_root, sel.model_name, sel.hook)
 if not sweeps:
     st.info(f"No sweep for `{sel.model_name}` at `{sel.hook}` yet: run one above, or `sae-core demo`.")
     st.stop()
@@ -44,7 +44,7 @@ if st.session_state.get("sw_sweep") not in by_name:
     st.session_state["sw_sweep"] = sweeps[0].name
 art = by_name[st.selectbox("Sweep", list(by_name), key="sw_sweep", format_func=lambda n: (
     f"{n}  (K={by_name[n].meta.get('k')}, d_sae={by_name[n].meta.get('d_sae')}, {by_name[n].meta.get('n_saes')} SAEs)"))]
-table = cache.sweep_table(str(art.path), art.created)
+table = sweep_cache.sweep_table(str(art.path), art.created)
 for warning in sweep_warnings(table):
     st.warning(warning)
 st.caption(" · ".join(text_sources(table)))
@@ -67,7 +67,7 @@ if picked:
         st.switch_page("views/features.py")
 
 st.subheader("Training curves")
-curves = cache.training_curves(sel.workspace_root, str(art.path), art.created)
+curves = sweep_cache.training_curves(sel.workspace_root, str(art.path), art.created)
 if len(curves):
     metric = st.segmented_control("Curve", list(TRAINING_CURVES), default="sq_err", key="sw_curve",
                                   format_func=lambda m: TRAINING_CURVES[m][0])

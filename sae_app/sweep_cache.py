@@ -1,0 +1,48 @@
+"""The Sampled-SAE page's cached reads and its l-sweep job."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from sae_app import listing, session
+from sae_core.models.texts import TextSource
+from sae_core.workspace import Artifact
+
+
+def list_sweeps(root: str, model: str | None, hook: str | None) -> list[Artifact]:
+    """Sweeps in the workspace for ``model``/``hook`` (all sweeps when either is None), newest first."""
+    return [a for a in listing.list_artifacts(root, "sweep")
+            if (model is None or a.model == model) and (hook is None or a.hook == hook)]
+
+
+@st.cache_data(show_spinner=False)
+def sweep_table(path: str, created: float) -> pd.DataFrame:
+    from sae_core.sae.sweep import load_sweep_table
+
+    return load_sweep_table(Artifact("sweep", Path(path).name, Path(path), None, None, created, {}))
+
+
+@st.cache_data(show_spinner=False)
+def training_curves(root: str, path: str, created: float) -> pd.DataFrame:
+    from sae_core.sae.sweep import load_training_curves
+
+    return load_training_curves(listing.open_workspace(root), sweep_table(path, created))
+
+
+def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, sweep_kwargs: dict,
+              text: TextSource | None = None, on_progress=None) -> Artifact:
+    """Harvest (or reuse) activations under the model's lock, then run the l-sweep; training runs
+    without the lock (it never touches the model), which is taken again only for the downstream
+    losses, so live steering in another tab is not frozen for the whole sweep."""
+    from sae_core.activations import harvest_to_workspace
+    from sae_core.sae.sweep import SweepConfig, run_sweep as _run
+
+    ws = listing.open_workspace(root)
+    sc = SweepConfig(**sweep_kwargs)
+    with session.using(model_name) as (model,):
+        acts = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens_harvest, text=text, model=model)
+    art = _run(ws, acts, sc, model=model, model_lock=session.model_lock(model_name), on_progress=on_progress)
+    listing.changed()
+    return art
