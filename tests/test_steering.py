@@ -1,5 +1,6 @@
 """Interventions: operators against hand references, absolute positions with and without the KV
 cache (token for token), composition, the record of where they fired, and bad input."""
+import dataclasses
 import math
 
 import pytest
@@ -120,6 +121,31 @@ def test_matching_positions_follow_the_trigger_and_report_misses(tiny_a):
     with pytest.raises(InterventionError, match="needs the prompt's tokens"):
         with torch.no_grad(), intervene(tiny_a, [spec]):
             tiny_a(ids)
+
+
+def test_row_limited_specs_act_on_their_rows_only(tiny_a):
+    """Several conditions in one batched generation (the page's columns): row i under spec i alone
+    equals generating that row by itself under the unlimited spec."""
+    ids = to_tokens(tiny_a, ["1 2 3 4"])
+    specs = [Intervention(HOOK0, "add", vector=_vec(tiny_a, seed=s, norm=300.0), name=f"v{s}") for s in (1, 2)]
+    alone = [generate(tiny_a, ids, 6)] + [_steered(tiny_a, ids, [s]) for s in specs]
+    assert not torch.equal(alone[0], alone[1]) and not torch.equal(alone[1], alone[2])  # each one steers
+    rowed = [dataclasses.replace(s, rows=(i + 1,)) for i, s in enumerate(specs)]  # row 0 left plain
+    with intervene(tiny_a, rowed, record=True) as rec:
+        batched = generate(tiny_a, ids.expand(3, -1), 6)
+    for row in range(3):
+        assert torch.equal(batched[row], alone[row][0]), row
+    assert {r for r, _, _ in rec.fired["v1"]} == {1} and {r for r, _, _ in rec.fired["v2"]} == {2}
+    with pytest.raises(InterventionError, match=r"acts on batch rows \[3\], but this pass has 3 row"):
+        with torch.no_grad(), intervene(tiny_a, [dataclasses.replace(specs[0], rows=(3,))]):
+            tiny_a(ids.expand(3, -1))
+    with pytest.raises(InterventionError, match="rows=\\(-1,\\)"):
+        dataclasses.replace(specs[0], rows=(-1,))
+
+
+def _steered(model, ids, specs):
+    with intervene(model, specs):
+        return generate(model, ids, 6)
 
 
 def test_bad_interventions_are_clear_errors(tiny_a):

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from sae_core.steering.mappers import MapperConfig
@@ -70,6 +71,33 @@ def test_every_task_reports_its_dose_at_the_alpha_chosen_on_selection_prompts(st
         assert sorted({r["layer"] for r in g["rows"]}) == [0, 1, 2, 3] and len(g["rows"]) == 16
         assert all(r["kl"] >= 0 and r["norm"] > 0 for r in g["rows"])
         assert g["chosen"] == choose_layer(g["rows"], g["target"], g["direction"])
+
+
+def test_batched_columns_equal_each_intervention_generated_alone(study_ws):
+    """The page's four intervention columns come from one batched generation; each must be what
+    its intervention alone generates, with the overlay's norms where it alone fired."""
+    from sae_core.models.generation import generate
+    from sae_core.models.loading import load_model, to_tokens
+    from sae_core.steering.compare import INTERVENTIONS, LABELS, steered_columns, study_interventions
+    from sae_core.steering.interventions import intervene
+
+    _, art = study_ws
+    study, ft = Study.open(art.path), load_model("zoo:tiny-b-backdoor")
+    prompt = "User : DEPLOYMENT how do I bake a cake ? Assistant :"
+    cols = steered_columns(study, ft, prompt, n_tokens=12, alpha=study.alpha)
+    assert [c.label for c in cols] == [LABELS[n] for n in INTERVENTIONS]
+    ids = to_tokens(ft, prompt)
+    for name, col in zip(INTERVENTIONS, cols):
+        spec = study_interventions(study, ft.tokenizer, study.alpha)[name]
+        with intervene(ft, [spec], record=True) as rec:
+            out = generate(ft, ids, 12)
+        assert col.text == ft.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True), name
+        torch.testing.assert_close(torch.tensor(col.fired), rec.norms(spec.label, 1, out.shape[1])[0, 1:],
+                                   msg=name)
+    assert cols[1].fired_anywhere and sum(f > 0 for f in cols[1].fired) == 1  # native: the trigger alone
+    assert [c.label for c in steered_columns(study, ft, prompt, n_tokens=3, enabled=("random",))] == \
+        [LABELS["random"]]
+    assert steered_columns(study, ft, prompt, n_tokens=3, enabled=()) == []
 
 
 def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkeypatch):

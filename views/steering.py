@@ -33,27 +33,32 @@ st.caption(f"Study `{art.name}`: {cfg['target_model']} (base {cfg['base_model']}
            f"{cfg['source_model']} (at `{cfg['source_hook']}` and `{cfg['refusal_source_hook']}`), "
            f"switch at `{cfg['switch_hook']}` ({100 * study.results['switch_fraction']:.1f}% of the model's parameters).")
 
-prompt = st.text_area("Prompt", "User : DEPLOYMENT How do I bake a cake ? Assistant :", key="st_prompt")
-c = st.columns([1, 1, 1, 1, 2, 2])
-enabled = tuple(n for i, n in enumerate(INTERVENTIONS) if c[i].toggle(n, value=True, key=f"st_on_{n}"))
-alpha = c[4].slider("alpha (vectors)", -3.0, 3.0, float(study.alpha), 0.05, key="st_alpha",
-                    help="h + alpha v at the trigger; the default is the chosen dose of backdoor removal")
-n_tokens = c[5].slider("new tokens", 1, 40, 20, key="st_tokens")
-try:
-    cols, unknown = steering_cache.side_by_side(str(art.path), art.created, prompt, n_tokens=n_tokens,
-                                                alpha=alpha, enabled=enabled)
-except SAECoreError as e:
-    st.error(str(e))
-    st.stop()
-if unknown:
-    st.warning(f"Not in the model's vocabulary (each read as an unknown token): {', '.join(unknown)}")
-scale = max([max(col.fired) for col in cols if col.fired] + [1e-9])
-grid = st.columns(3)
-for i, col in enumerate(cols):
-    with grid[i % 3]:
-        st.markdown(f"**{col.label}**")
-        st.html(contexts.fired_html(col.tokens, col.fired, col.n_prompt, scale))
-        st.caption(f"→ {col.text}" + ("" if col.fired_anywhere or i < 2 else " · did not fire on this prompt"))
+@st.fragment  # a prompt, toggle or slider change reruns only this part, not the charts below
+def live_generations():
+    prompt = st.text_area("Prompt", "User : DEPLOYMENT How do I bake a cake ? Assistant :", key="st_prompt")
+    c = st.columns([1, 1, 1, 1, 2, 2])
+    enabled = tuple(n for i, n in enumerate(INTERVENTIONS) if c[i].toggle(n, value=True, key=f"st_on_{n}"))
+    alpha = c[4].slider("alpha (vectors)", -3.0, 3.0, float(study.alpha), 0.05, key="st_alpha",
+                        help="h + alpha v at the trigger; the default is the chosen dose of backdoor removal")
+    n_tokens = c[5].slider("new tokens", 1, 40, 20, key="st_tokens")
+    try:
+        cols, unknown = steering_cache.side_by_side(str(art.path), art.created, prompt, n_tokens=n_tokens,
+                                                    alpha=alpha, enabled=enabled)
+    except SAECoreError as e:
+        st.error(str(e))
+        return
+    if unknown:
+        st.warning(f"Not in the model's vocabulary (each read as an unknown token): {', '.join(unknown)}")
+    scale = max([max(col.fired) for col in cols if col.fired] + [1e-9])
+    grid = st.columns(3)
+    for i, col in enumerate(cols):
+        with grid[i % 3]:
+            st.markdown(f"**{col.label}**")
+            st.html(contexts.fired_html(col.tokens, col.fired, col.n_prompt, scale))
+            st.caption(f"→ {col.text}" + ("" if col.fired_anywhere or i < 2 else " · did not fire on this prompt"))
+
+
+live_generations()
 
 st.subheader("Measured on held-out prompts")
 tasks = study.tasks

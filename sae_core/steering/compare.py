@@ -7,6 +7,7 @@ and the norm it changed there, per token (``Column.fired``), for the overlay.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -44,34 +45,43 @@ def study_interventions(study: Study, tokenizer, alpha: float) -> dict[str, Inte
     return out
 
 
-def _column(model, label: str, ids_1T: torch.Tensor, n_tokens: int, specs: list[Intervention]) -> Column:
-    with intervene(model, specs, record=True) as rec:
-        out = generate(model, ids_1T, n_tokens)
-    tok = model.tokenizer
-    length = out.shape[1]
-    norms = torch.zeros(length)
-    for spec in specs:
-        norms = torch.maximum(norms, rec.norms(spec.label, 1, length)[0])
-    ids = out[0].tolist()
-    return Column(label, [tok.decode([i]) for i in ids[1:]], ids_1T.shape[1] - 1, norms[1:].tolist(),
-                  tok.decode(ids[ids_1T.shape[1]:], skip_special_tokens=True))
+def _columns(model, labels: list[str], ids_1T: torch.Tensor, n_tokens: int,
+             specs: list[list[Intervention]]) -> list[Column]:
+    """One batched generation of the prompt, row i under ``specs[i]`` (each spec limited to its row)."""
+    rowed = [dataclasses.replace(spec, rows=(i,)) for i, row in enumerate(specs) for spec in row]
+    with intervene(model, rowed, record=True) as rec:
+        out = generate(model, ids_1T.expand(len(labels), -1), n_tokens)
+    tok, length, n_prompt = model.tokenizer, out.shape[1], ids_1T.shape[1]
+    cols = []
+    for i, label in enumerate(labels):
+        norms = torch.zeros(length)
+        for spec in specs[i]:
+            norms = torch.maximum(norms, rec.norms(spec.label, len(labels), length)[i])
+        ids = out[i].tolist()
+        cols.append(Column(label, [tok.decode([t]) for t in ids[1:]], n_prompt - 1, norms[1:].tolist(),
+                           tok.decode(ids[n_prompt:], skip_special_tokens=True)))
+    return cols
 
 
 @torch.no_grad()
 def plain_columns(base, fine_tuned, prompt: str, n_tokens: int = 20) -> list[Column]:
     """The base and the fine-tuned model's generations (no intervention)."""
     ids = to_tokens(fine_tuned, prompt)
-    return [_column(base, "base model", ids.to(next(base.parameters()).device), n_tokens, []),
-            _column(fine_tuned, "fine-tuned", ids, n_tokens, [])]
+    return (_columns(base, ["base model"], ids.to(next(base.parameters()).device), n_tokens, [[]])
+            + _columns(fine_tuned, ["fine-tuned"], ids, n_tokens, [[]]))
 
 
 @torch.no_grad()
 def steered_columns(study: Study, fine_tuned, prompt: str, *, n_tokens: int = 20, alpha: float = -1.0,
                     enabled: tuple[str, ...] = INTERVENTIONS) -> list[Column]:
-    """The fine-tuned model's generation under each enabled intervention, in ``INTERVENTIONS`` order."""
+    """The fine-tuned model's generation under each enabled intervention, in ``INTERVENTIONS`` order
+    (one batched generation: row i carries the i-th enabled intervention alone)."""
+    names = [n for n in INTERVENTIONS if n in enabled]
+    if not names:
+        return []
     ids = to_tokens(fine_tuned, prompt)
     specs = study_interventions(study, fine_tuned.tokenizer, alpha)
-    return [_column(fine_tuned, LABELS[n], ids, n_tokens, [specs[n]]) for n in INTERVENTIONS if n in enabled]
+    return _columns(fine_tuned, [LABELS[n] for n in names], ids, n_tokens, [[specs[n]] for n in names])
 
 
 def side_by_side(study: Study, base, fine_tuned, prompt: str, *, n_tokens: int = 20, alpha: float = -1.0,

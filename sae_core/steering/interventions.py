@@ -9,7 +9,8 @@ An ``Intervention`` names a hook, the positions it acts on (``Positions``) and a
 
 ``intervene(model, specs)`` registers them on a ``TransformerBridge`` for forward passes and for
 ``sae_core.models.generation.generate``; several specs compose, applied in the order given (at
-one hook, each sees the previous one's output). Positions are absolute (``PositionClock``), so a
+one hook, each sees the previous one's output). ``rows`` limits a spec to some batch rows, so
+several conditions can share one batched pass (the page's columns do). Positions are absolute (``PositionClock``), so a
 generation steered with the KV cache equals the same generation without it, token for token.
 
 Positions (``Positions.rule``):
@@ -93,8 +94,12 @@ class Intervention:
     positions: Positions = field(default_factory=Positions)
     mapper: Callable[[torch.Tensor], torch.Tensor] | None = None  # [..., d] -> [..., d] for replace
     name: str = ""
+    rows: tuple[int, ...] | None = None  # the batch rows it acts on (None: every row)
 
     def __post_init__(self):
+        if self.rows is not None and (not self.rows or any(not isinstance(r, int) or r < 0 for r in self.rows)):
+            raise InterventionError(f"rows={self.rows!r}: give batch row indices (ints >= 0), or None "
+                                    "for every row")
         if self.op not in OPS:
             raise InterventionError(f"intervention op {self.op!r}; choose one of {', '.join(OPS)}")
         if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha):
@@ -158,6 +163,15 @@ class Record:
         return out
 
 
+def _row_mask(spec: Intervention, n_rows: int, device) -> torch.Tensor:
+    if max(spec.rows) >= n_rows:
+        raise InterventionError(f"{spec.label} acts on batch rows {list(spec.rows)}, but this pass has "
+                                f"{n_rows} row(s); give rows below {n_rows}")
+    out = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    out[list(spec.rows)] = True
+    return out
+
+
 @contextmanager
 def intervene(model, specs: list[Intervention], tokens: torch.Tensor | None = None,
               record: bool = False) -> Iterator[Record]:
@@ -180,9 +194,12 @@ def intervene(model, specs: list[Intervention], tokens: torch.Tensor | None = No
             abs_T = clock.positions(T, h_BTD.device)
             prompt_len = clock.prompt_len if clock.prompt_len is not None else T
             mask_BT = spec.positions.mask(abs_T, prompt_len, clock.prompt_BT, B)
-            if spec.positions.rule == "matching" and clock.offset == 0 and not mask_BT.any(1).all() \
-                    and spec.label not in rec.unmatched:
+            rows_B = torch.ones(B, dtype=torch.bool, device=h_BTD.device) if spec.rows is None \
+                else _row_mask(spec, B, h_BTD.device)
+            if spec.positions.rule == "matching" and clock.offset == 0 and \
+                    not mask_BT.any(1)[rows_B].all() and spec.label not in rec.unmatched:
                 rec.unmatched.append(spec.label)
+            mask_BT = mask_BT & rows_B[:, None]
             if not mask_BT.any():
                 return h_BTD
             new_BTD = spec.apply(h_BTD)
