@@ -1,0 +1,135 @@
+"""Pair B's features with A's from their correlation matrix, then filter the pairs.
+
+Rules (``MatchConfig.rule``):
+- ``many_to_one`` (the paper's): each B feature's partner is the A feature it correlates with
+  most; several B features may share one A feature;
+- ``mutual``: only pairs that are each other's best (mutual nearest neighbours);
+- ``hungarian``: a one-to-one assignment maximising the summed correlation
+  (``scipy.optimize.linear_sum_assignment``).
+
+Filters, in the paper's order, each recorded with the pairs it leaves (``Matches.steps``):
+1. ``drop_nonconcept``: drop a pair when either side's top tokens include a "non-concept" token
+   (punctuation, newline, special tokens; ``nonconcept_ids``);
+2. ``shared_token``: keep a pair only if its two top-token sets share a token;
+3. ``min_corr``: keep pairs with correlation above it (0.1);
+4. ``dedupe`` (after ``many_to_one``): one pair per A feature, ``best`` keeping its most
+   correlated B partner, or ``first`` keeping the lowest-numbered B feature, as the paper's code
+   did (it kept the first pair it saw). ``none`` keeps them all.
+
+Dead features (never varying) are never matched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from sae_core.universality.correlation import Correlation
+from sae_core.universality.measures import UniversalityError
+
+RULES = ("many_to_one", "mutual", "hungarian")
+DEDUPE = ("none", "best", "first")
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    rule: str = "many_to_one"
+    min_corr: float = 0.1
+    drop_nonconcept: bool = True
+    shared_token: bool = True
+    dedupe: str = "none"
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise UniversalityError(f"matching rule {self.rule!r}; choose one of {', '.join(RULES)}")
+        if self.dedupe not in DEDUPE:
+            raise UniversalityError(f"dedupe {self.dedupe!r}; choose one of {', '.join(DEDUPE)}")
+        if self.dedupe != "none" and self.rule != "many_to_one":
+            raise UniversalityError(f"dedupe={self.dedupe!r} applies to the many_to_one rule; {self.rule} "
+                                    "pairs are one-to-one already")
+        if not -1 <= self.min_corr < 1:
+            raise UniversalityError(f"min_corr={self.min_corr}: give a correlation in [-1, 1)")
+
+    @property
+    def label(self) -> str:
+        extra = {"best": ", one-to-one (best pair kept)",
+                 "first": ", one-to-one (first pair kept, as the paper's code)"}.get(self.dedupe, "")
+        return f"{self.rule.replace('_', '-')}{extra}"
+
+    def to_json(self) -> dict:
+        return {"rule": self.rule, "min_corr": self.min_corr, "drop_nonconcept": self.drop_nonconcept,
+                "shared_token": self.shared_token, "dedupe": self.dedupe}
+
+
+@dataclass(frozen=True)
+class Matches:
+    a: np.ndarray          # [n] A feature of each pair
+    b: np.ndarray          # [n] B feature of each pair
+    corr: np.ndarray       # [n] their correlation
+    steps: tuple[tuple[str, int], ...] = field(default=())  # (stage, pairs left after it)
+
+    def __len__(self) -> int:
+        return int(self.a.size)
+
+
+def nonconcept_ids(tokenizer) -> set[int]:
+    """Token ids that carry no concept: special tokens, and tokens of punctuation or white space only."""
+    out = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i])
+        if not any(ch.isalnum() for ch in text):
+            out.add(i)
+    return out
+
+
+def _candidates(corr: torch.Tensor, alive_a: torch.Tensor, alive_b: torch.Tensor, rule: str):
+    C = corr.clone()
+    C[~alive_a] = -2.0
+    C[:, ~alive_b] = -2.0
+    if rule == "hungarian":
+        from scipy.optimize import linear_sum_assignment
+
+        ra, rb = linear_sum_assignment(C.double().numpy(), maximize=True)
+        a, b = np.asarray(ra), np.asarray(rb)
+    else:
+        best_a = C.argmax(0).numpy()                 # per B feature
+        b = np.arange(C.shape[1])
+        a = best_a
+        if rule == "mutual":
+            best_b = C.argmax(1).numpy()             # per A feature
+            keep = best_b[a] == b
+            a, b = a[keep], b[keep]
+    c = corr[a, b].numpy()
+    alive = alive_a.numpy()[a] & alive_b.numpy()[b]
+    return a[alive], b[alive], c[alive]
+
+
+def match(correlation: Correlation, cfg: MatchConfig = MatchConfig(), *, top_a: list[set[int]] | None = None,
+          top_b: list[set[int]] | None = None, nonconcept: set[int] = frozenset()) -> Matches:
+    """Pairs of (A feature, B feature) under ``cfg`` (module doc). ``top_a``/``top_b``: each
+    feature's top-token set, needed by the token filters."""
+    if (cfg.drop_nonconcept or cfg.shared_token) and (top_a is None or top_b is None):
+        raise UniversalityError("the non-concept and shared-token filters need each feature's top tokens "
+                                "(top_a, top_b); pass them or turn those filters off")
+    a, b, c = _candidates(correlation.corr, correlation.alive_a, correlation.alive_b, cfg.rule)
+    steps = [(cfg.rule.replace("_", "-"), int(a.size))]
+
+    def keep(mask, stage):
+        nonlocal a, b, c
+        a, b, c = a[mask], b[mask], c[mask]
+        steps.append((stage, int(a.size)))
+
+    if cfg.drop_nonconcept:
+        keep(np.array([not (top_a[i] & nonconcept) and not (top_b[j] & nonconcept) for i, j in zip(a, b)],
+                      dtype=bool), "no non-concept top token")
+    if cfg.shared_token:
+        keep(np.array([bool(top_a[i] & top_b[j]) for i, j in zip(a, b)], dtype=bool), "a shared top token")
+    keep(c > cfg.min_corr, f"correlation > {cfg.min_corr:g}")
+    if cfg.dedupe != "none":
+        order = np.argsort(-c, kind="stable") if cfg.dedupe == "best" else np.argsort(b, kind="stable")
+        _, first = np.unique(a[order], return_index=True)
+        mask = np.zeros(a.size, dtype=bool)
+        mask[order[first]] = True
+        keep(mask, f"one per A feature ({cfg.dedupe})")
+    return Matches(a.astype(np.int64), b.astype(np.int64), c.astype(np.float64), tuple(steps))

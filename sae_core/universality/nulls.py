@@ -1,0 +1,119 @@
+"""Is a paired score more than chance? Nulls, p-values, z-scores and bootstrap intervals.
+
+- ``shuffled``: the same rows with Y's order permuted (pairs broken, each space unchanged);
+- ``random_subsets``: as many rows drawn at random from each side's full set (all decoder rows of
+  each SAE), unpaired;
+- ``p = (1 + #{null >= observed}) / (1 + runs)`` (never 0: the observed pairing counts as one draw),
+  ``z = (observed - mean(null)) / std(null)``;
+- ``bootstrap``: the measure over pairs resampled with replacement, a percentile interval;
+- ``max_null``: for a heatmap of several layer pairs, each run shuffles every pair and keeps the
+  largest score, so the best pair is tested against the best of chance, not one pair's null.
+
+The null scores are kept (``Significance.null``) so a page can draw their histogram.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from sae_core.universality.measures import Score, UniversalityError, _np
+
+NULLS = ("shuffled", "random_subsets")
+MIN_RUNS = 10
+
+
+@dataclass(frozen=True)
+class Significance:
+    observed: float
+    null: np.ndarray      # [runs] null scores
+    p: float
+    z: float
+    kind: str
+
+    @property
+    def null_mean(self) -> float:
+        return float(self.null.mean())
+
+    def to_json(self) -> dict:
+        return {"observed": self.observed, "p": self.p, "z": self.z, "kind": self.kind,
+                "null_mean": self.null_mean, "null_std": float(self.null.std()), "runs": int(self.null.size),
+                "null": self.null.tolist()}
+
+
+def _check_runs(runs: int) -> None:
+    if runs < MIN_RUNS:
+        raise UniversalityError(f"runs={runs}: a permutation null needs at least {MIN_RUNS} runs (100 is usual)")
+
+
+def p_value(observed: float, null: np.ndarray) -> float:
+    return float((1 + np.sum(null >= observed)) / (1 + null.size))
+
+
+def significance(observed: float, null: Sequence[float], kind: str) -> Significance:
+    null = np.asarray(null, dtype=np.float64)
+    std = null.std()
+    z = float((observed - null.mean()) / std) if std > 0 else (0.0 if observed == null.mean() else float("inf"))
+    return Significance(float(observed), null, p_value(observed, null), z, kind)
+
+
+def shuffled(measure: Callable[[np.ndarray, np.ndarray], Score], X, Y, observed: float, *, runs: int = 100,
+             seed: int = 0, on_run: Callable[[], None] | None = None) -> Significance:
+    """Null of ``measure`` with the pairing broken: Y's rows permuted, X left as it is."""
+    _check_runs(runs)
+    X, Y = _np(X), _np(Y)
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(runs):
+        null.append(measure(X, Y[rng.permutation(Y.shape[0])]).value)
+        if on_run:
+            on_run()
+    return significance(observed, null, "shuffled")
+
+
+def random_subsets(measure: Callable[[np.ndarray, np.ndarray], Score], X_all, Y_all, n: int, observed: float, *,
+                   runs: int = 100, seed: int = 0, on_run: Callable[[], None] | None = None) -> Significance:
+    """Null of ``measure`` on ``n`` rows drawn at random from each side's full set (unpaired)."""
+    _check_runs(runs)
+    X_all, Y_all = _np(X_all), _np(Y_all)
+    if n > min(X_all.shape[0], Y_all.shape[0]):
+        raise UniversalityError(f"random subsets of {n} rows, but the sides have {X_all.shape[0]} and "
+                                f"{Y_all.shape[0]} rows")
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(runs):
+        null.append(measure(X_all[rng.choice(X_all.shape[0], n, replace=False)],
+                            Y_all[rng.choice(Y_all.shape[0], n, replace=False)]).value)
+        if on_run:
+            on_run()
+    return significance(observed, null, "random_subsets")
+
+
+def bootstrap(measure: Callable[[np.ndarray, np.ndarray], Score], X, Y, *, runs: int = 100, level: float = 0.95,
+              seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``measure`` over pairs resampled with replacement."""
+    _check_runs(runs)
+    X, Y = _np(X), _np(Y)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(runs):
+        rows = rng.integers(0, X.shape[0], X.shape[0])
+        try:
+            vals.append(measure(X[rows], Y[rows]).value)
+        except UniversalityError:  # a resample can repeat rows until a measure is undefined
+            continue
+    if len(vals) < MIN_RUNS:
+        raise UniversalityError(f"bootstrap: only {len(vals)} of {runs} resamples could be scored; too few pairs")
+    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def max_null(measure: Callable[[np.ndarray, np.ndarray], Score], pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+             observed_max: float, *, runs: int = 100, seed: int = 0) -> Significance:
+    """Null of the largest score over several matched pairs of spaces (a heatmap's best cell)."""
+    _check_runs(runs)
+    pairs = [(_np(X), _np(Y)) for X, Y in pairs]
+    rng = np.random.default_rng(seed)
+    null = [max(measure(X, Y[rng.permutation(Y.shape[0])]).value for X, Y in pairs) for _ in range(runs)]
+    return significance(observed_max, null, "max over pairs")
