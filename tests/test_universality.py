@@ -7,7 +7,7 @@ from scipy.stats import spearmanr
 
 from sae_core.universality import UniversalityError, linear_cka, mutual_knn, rsa, svcca
 from sae_core.universality import nulls
-from sae_core.universality.correlation import CorrelationAccumulator, TopTokens, cross_sums
+from sae_core.universality.correlation import CorrelationAccumulator, TopTokens, add_cross
 from sae_core.universality.matching import MatchConfig, match, nonconcept_ids
 
 
@@ -138,11 +138,24 @@ def test_streamed_correlation_equals_numpy_and_flags_dead_features():
     np.testing.assert_allclose(res.corr.numpy(), want, atol=1e-5)
     assert res.n_tokens == 3000 and not res.alive_a[7] and int(res.alive_a.sum()) == 39
     a, b = torch.tensor(A[:512], dtype=torch.float32), torch.tensor(B[:512], dtype=torch.float32)
-    torch.testing.assert_close(cross_sums(a, b), a.t() @ b)  # sparse path = dense product
+    torch.testing.assert_close(_cross(a, b, pair_cost=1), (a.t() @ b).double(), rtol=1e-5, atol=1e-5)  # sparse
+    torch.testing.assert_close(_cross(a, b, pair_cost=10 ** 9), (a.t() @ b).double(), rtol=1e-5, atol=1e-5)
     with pytest.raises(UniversalityError, match="same token rows"):
         acc.update(a, b[:10])
     with pytest.raises(UniversalityError, match="made for 40 and 30"):
         acc.update(a[:, :5], b)
+
+
+def _cross(a, b, pair_cost):
+    from sae_core.universality import correlation
+
+    old, correlation.PAIR_COST_IN_MACS = correlation.PAIR_COST_IN_MACS, pair_cost
+    try:
+        out = torch.zeros(a.shape[1], b.shape[1], dtype=torch.float64)
+        add_cross(out, a, b)
+        return out
+    finally:
+        correlation.PAIR_COST_IN_MACS = old
 
 
 def _planted(n_tokens=6000, d=48, seed=8):

@@ -7,9 +7,9 @@ batch. ``result()`` turns the sums into the correlation matrix, the same as z-sc
 over all tokens and taking ``Z_a^T Z_b / n`` (the paper's computation), with 0 for a feature that
 never varies (a dead latent), which is reported.
 
-The cross sums of a batch are computed on the codes' device: as a dense float32 matmul on a GPU,
-and on the CPU from the active entries alone when the codes are sparse (an SAE's usually are), as
-a sparse-by-sparse product, which does a small fraction of the dense product's work.
+The cross sums of a batch are computed on the codes' device (``add_cross``): as a dense float32
+matmul on a GPU, and on the CPU from the active entries alone when the codes are sparse enough
+(an SAE's usually are), a small fraction of the dense product's work.
 
 ``TopTokens`` keeps each feature's ``m`` highest activations and the token at each, for the
 "non-concept" and shared-token filters of matching.
@@ -22,16 +22,32 @@ import torch
 
 from sae_core.universality.measures import UniversalityError
 
-SPARSE_BELOW = 0.05  # on the CPU, the sparse product is used when fewer entries than this fire
+# One scattered add of an active pair costs about as much as this many multiply-adds of a dense
+# float32 matmul on a CPU (measured: ~19 ns against ~8 ps on this 2-core machine).
+PAIR_COST_IN_MACS = 2000
+PAIRS_PER_CHUNK = 1 << 23
 
 
-def cross_sums(a_NA: torch.Tensor, b_NB: torch.Tensor) -> torch.Tensor:
-    """``a^T b`` ``[S_a, S_b]`` in float32, computed the cheapest way for these codes (module doc)."""
-    if a_NA.device.type == "cpu":
-        density = max(float((a_NA != 0).float().mean()), float((b_NB != 0).float().mean()))
-        if density < SPARSE_BELOW:
-            return torch.sparse.mm(a_NA.t().to_sparse_coo(), b_NB.to_sparse_coo()).to_dense()
-    return a_NA.t() @ b_NB
+def add_cross(cross: torch.Tensor, a_NA: torch.Tensor, b_NB: torch.Tensor) -> None:
+    """``cross += a^T b`` (``cross`` float64 ``[S_a, S_b]``), the cheapest way for these codes.
+
+    On a GPU, or when many latents fire, a dense float32 matmul. On the CPU with sparse codes,
+    from the active entries alone: every token adds the outer product of its ``ka`` active A
+    values with its ``kb`` active B values, ``ka * kb`` scattered adds instead of ``S_a * S_b``
+    multiply-adds."""
+    ka, kb = int((a_NA != 0).sum(1).max()), int((b_NB != 0).sum(1).max())
+    if a_NA.device.type != "cpu" or ka * kb * PAIR_COST_IN_MACS >= a_NA.shape[1] * b_NB.shape[1]:
+        cross += (a_NA.t() @ b_NB).double()
+        return
+    if ka == 0 or kb == 0:
+        return
+    va, ia = a_NA.topk(ka, dim=1)   # the active entries of each row (zeros pad shorter rows)
+    vb, ib = b_NB.topk(kb, dim=1)
+    flat, width = cross.view(-1), b_NB.shape[1]
+    step = max(1, PAIRS_PER_CHUNK // (ka * kb))
+    for s in range(0, a_NA.shape[0], step):
+        lin = (ia[s:s + step, :, None] * width + ib[s:s + step, None, :]).flatten()
+        flat.index_add_(0, lin, (va[s:s + step, :, None] * vb[s:s + step, None, :]).flatten().double())
 
 
 class CorrelationAccumulator:
@@ -57,7 +73,7 @@ class CorrelationAccumulator:
         self.sum_b += b.sum(0, dtype=torch.float64)
         self.sq_a += (a * a).sum(0, dtype=torch.float64)
         self.sq_b += (b * b).sum(0, dtype=torch.float64)
-        self.cross += cross_sums(a, b).double()
+        add_cross(self.cross, a, b)
 
     def result(self) -> "Correlation":
         if self.n < 2:

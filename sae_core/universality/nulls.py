@@ -5,7 +5,7 @@
   each SAE), unpaired;
 - ``p = (1 + #{null >= observed}) / (1 + runs)`` (never 0: the observed pairing counts as one draw),
   ``z = (observed - mean(null)) / std(null)``;
-- ``bootstrap``: the measure over pairs resampled with replacement, a percentile interval;
+- ``bootstrap``: an interval from resampled pairs (half-size subsets by default; see its doc);
 - ``max_null``: for a heatmap of several layer pairs, each run shuffles every pair and keeps the
   largest score, so the best pair is tested against the best of chance, not one pair's null.
 
@@ -90,23 +90,43 @@ def random_subsets(measure: Callable[[np.ndarray, np.ndarray], Score], X_all, Y_
     return significance(observed, null, "random_subsets")
 
 
+BOOTSTRAP = ("subsample", "percentile")
+
+
 def bootstrap(measure: Callable[[np.ndarray, np.ndarray], Score], X, Y, *, runs: int = 100, level: float = 0.95,
-              seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of ``measure`` over pairs resampled with replacement."""
+              seed: int = 0, method: str = "subsample") -> tuple[float, float]:
+    """An interval for ``measure`` over resampled pairs.
+
+    ``percentile``: the classic bootstrap (pairs drawn with replacement). Repeated pairs are
+    identical rows on both sides, which pulls every similarity measure up, so its interval can
+    miss the paired value altogether. ``subsample`` (default): half-size subsets without
+    replacement, centred on the paired value, their spread scaled by sqrt(m / n) (Politis and
+    Romano's subsampling interval; centring on the subsets' own mean removes the size bias of
+    measures like biased CKA)."""
     _check_runs(runs)
+    if method not in BOOTSTRAP:
+        raise UniversalityError(f"bootstrap method {method!r}; choose one of {', '.join(BOOTSTRAP)}")
     X, Y = _np(X), _np(Y)
+    n = X.shape[0]
+    m = n if method == "percentile" else n // 2
     rng = np.random.default_rng(seed)
     vals = []
     for _ in range(runs):
-        rows = rng.integers(0, X.shape[0], X.shape[0])
+        rows = rng.integers(0, n, n) if method == "percentile" else rng.choice(n, m, replace=False)
         try:
             vals.append(measure(X[rows], Y[rows]).value)
-        except UniversalityError:  # a resample can repeat rows until a measure is undefined
+        except UniversalityError:  # a resample can be too small or too repetitive for a measure
             continue
     if len(vals) < MIN_RUNS:
         raise UniversalityError(f"bootstrap: only {len(vals)} of {runs} resamples could be scored; too few pairs")
-    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    q = [(1 - level) / 2, (1 + level) / 2]
+    if method == "percentile":
+        lo, hi = np.quantile(vals, q)
+        return float(lo), float(hi)
+    observed = measure(X, Y).value
+    dev = (np.asarray(vals) - np.mean(vals)) * np.sqrt(m / n)
+    d_lo, d_hi = np.quantile(dev, q)
+    return float(observed - d_hi), float(observed - d_lo)
 
 
 def max_null(measure: Callable[[np.ndarray, np.ndarray], Score], pairs: Sequence[tuple[np.ndarray, np.ndarray]],

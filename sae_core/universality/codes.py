@@ -1,0 +1,96 @@
+"""One pass over a paired harvest: both SAEs' codes on the same token rows, reduced on the fly.
+
+``code_pass(pair, sae_a, sae_b)`` reads the two stores shard by shard (row i of each is the same
+document and position: ``PairedStores`` checked it), skips rows whose token is in ``drop_ids``
+(pad/BOS/EOS when the harvest kept them), encodes each batch with both SAEs on the SAEs' device,
+and feeds the correlation accumulator, each feature's top tokens and its firing count. Nothing of
+size tokens x features is kept.
+
+With ``null=True`` a second accumulator pairs each batch's B codes with the previous batch's A
+codes (other documents): the correlations chance gives with the same features and token counts,
+which the page draws against the real ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from sae_core.activations.paired import PairedStores
+from sae_core.universality.correlation import Correlation, CorrelationAccumulator, TopTokens
+from sae_core.universality.measures import UniversalityError
+
+
+@dataclass(frozen=True)
+class CodePass:
+    correlation: Correlation
+    top_a: list[set[int]]        # per A feature: the tokens of its top activations
+    top_b: list[set[int]]
+    top_ids_a: torch.Tensor      # [m, S_a] token ids of the top activations, highest first (-1: none)
+    top_ids_b: torch.Tensor
+    fires_a: torch.Tensor        # [S_a] tokens on which each A feature fired
+    fires_b: torch.Tensor
+    n_tokens: int
+    null_correlation: Correlation | None = None  # A codes against B codes of other token rows
+
+
+def check_sae_fits(sae, store, side: str) -> None:
+    """A clear error when an SAE was not made for a store's hook or width."""
+    cfg, meta = sae.cfg, store.meta
+    if cfg.d_in != meta.d:
+        raise UniversalityError(f"SAE {side} reads width {cfg.d_in}, but the activations of {meta.model} at "
+                                f"{meta.hook} are {meta.d} wide; choose an SAE trained at that hook")
+    if cfg.hook_name and cfg.hook_name != meta.hook:
+        raise UniversalityError(f"SAE {side} was trained at {cfg.hook_name}, not at {meta.hook}; choose an SAE "
+                                f"of {meta.hook} (or harvest {cfg.hook_name})")
+    if cfg.model_name and meta.model and cfg.model_name != meta.model:
+        raise UniversalityError(f"SAE {side} was trained on {cfg.model_name}, not on {meta.model}")
+
+
+@torch.no_grad()
+def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_tokens: int | None = None,
+              drop_ids: set[int] | frozenset = frozenset(), top_m: int = 5, null: bool = False,
+              on_progress: Callable[[int, int], None] | None = None) -> CodePass:
+    check_sae_fits(sae_a, pair.a, "A")
+    check_sae_fits(sae_b, pair.b, "B")
+    device = sae_a.device
+    S_a, S_b = sae_a.cfg.d_sae, sae_b.cfg.d_sae
+    acc = CorrelationAccumulator(S_a, S_b, device)
+    acc_null, prev_za = (CorrelationAccumulator(S_a, S_b, device) if null else None), None
+    tops = TopTokens(S_a, top_m, device), TopTokens(S_b, top_m, device)
+    fires = torch.zeros(S_a, dtype=torch.int64, device=device), torch.zeros(S_b, dtype=torch.int64, device=device)
+    total = min(pair.n_tokens, max_tokens) if max_tokens else pair.n_tokens
+    drop = torch.tensor(sorted(drop_ids), dtype=torch.int64)
+    done = 0
+    for shard in range(len(pair.a.shard_rows)):
+        if done >= total:
+            break
+        xa, ta = pair.a.read_shard(shard)
+        xb, _ = pair.b.read_shard(shard)
+        keep = ~torch.isin(ta, drop) if drop.numel() else torch.ones_like(ta, dtype=torch.bool)
+        xa, xb, ta = xa[keep], xb[keep], ta[keep]
+        for s in range(0, xa.shape[0], batch_size):
+            n = min(batch_size, total - done, xa.shape[0] - s)
+            if n <= 0:
+                break
+            za = sae_a.encode(xa[s:s + n].to(device))
+            zb = sae_b.encode(xb[s:s + n].to(device))
+            tok = ta[s:s + n].to(device)
+            acc.update(za, zb)
+            if acc_null is not None:
+                if prev_za is not None:
+                    m = min(prev_za.shape[0], n)
+                    acc_null.update(prev_za[:m], zb[:m])
+                prev_za = za
+            for t, f, z in ((tops[0], fires[0], za), (tops[1], fires[1], zb)):
+                t.update(z, tok)
+                f += (z > 0).sum(0)
+            done += n
+            if on_progress:
+                on_progress(done, total)
+    if done < 2:
+        raise UniversalityError(f"the paired harvest gave {done} usable token(s); harvest more tokens")
+    null_corr = acc_null.result() if acc_null is not None and acc_null.n >= 2 else None
+    return CodePass(acc.result(), tops[0].sets(), tops[1].sets(), tops[0].tokens.cpu(), tops[1].tokens.cpu(),
+                    fires[0].cpu(), fires[1].cpu(), done, null_corr)

@@ -1,0 +1,177 @@
+"""One universality result end to end: paired harvest, SAEs, codes, matching, measures, nulls.
+
+``universality_to_workspace(ws, cfg)``:
+1. harvests both models at their hooks over the same token rows (``paired_to_workspace``: the
+   tokenizers must be the same);
+2. uses the named SAE artifacts, or trains a BatchTopK SAE per side on that side's harvest;
+3. one ``code_pass`` (correlations, top tokens, firing counts, and the other-documents null);
+4. ``match`` with ``cfg.match``, then ``analyse`` the matched decoder rows;
+5. writes a ``universality`` artifact: ``universality.json`` (config and results, with each pair's
+   correlation and top tokens) and ``pairs.csv``. It lists both models and hooks as its inputs.
+
+It returns at once when the artifact exists (the name is a hash of the configuration).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
+from sae_core.universality.analysis import AnalysisConfig, analyse
+from sae_core.universality.codes import CodePass, code_pass
+from sae_core.universality.matching import MatchConfig, Matches, match, nonconcept_ids
+from sae_core.universality.measures import UniversalityError
+from sae_core.workspace import Artifact, Workspace, artifact_name
+
+KIND = "universality"
+REVISION = 1
+Progress = Callable[[int, int, str], None]
+HIST_BINS = np.linspace(-0.2, 1.0, 49)
+
+
+@dataclass(frozen=True)
+class UniversalityConfig:
+    model_a: str = "zoo:tiny-a"
+    hook_a: str = "blocks.1.hook_resid_post"
+    model_b: str = "zoo:tiny-b"
+    hook_b: str = "blocks.3.hook_resid_post"
+    sae_a: str | None = None       # an SAE artifact in the workspace; None: trained by the job
+    sae_b: str | None = None
+    d_sae: int = 1024              # SAEs the job trains: BatchTopK of this width and k
+    k: int = 16
+    train_tokens: int = 1_000_000
+    n_tokens: int = 200_000        # paired tokens the codes are compared on
+    context_size: int = 64
+    match: MatchConfig = field(default_factory=MatchConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n_tokens < 1000:
+            raise UniversalityError(f"n_tokens={self.n_tokens}: correlations over fewer than 1000 tokens are "
+                                    "noise; give at least 1000 (200k is usual)")
+        if self.d_sae < 16 or not 0 < self.k < self.d_sae:
+            raise UniversalityError(f"d_sae={self.d_sae}, k={self.k}: give d_sae >= 16 and 0 < k < d_sae")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["match"], d["analysis"] = self.match.to_json(), self.analysis.to_json()
+        return d
+
+
+@dataclass(frozen=True)
+class Universality:
+    path: Path
+    config: dict
+    results: dict
+
+    @classmethod
+    def open(cls, path) -> "Universality":
+        d = read_json(Path(path) / "universality.json")
+        return cls(Path(path), d["config"], d["results"])
+
+
+def _sae_for(ws: Workspace, name: str | None, acts: Artifact, model_name: str, hook: str,
+             cfg: UniversalityConfig, step: Callable[[str], None]):
+    from sae_core.activations import ActivationStore
+    from sae_core.sae.config import SAEConfig
+    from sae_core.sae.io import load_sae
+    from sae_core.sae.runs import train_to_workspace
+    from sae_core.sae.training import TrainerConfig
+
+    if name is not None:
+        art = ws.get("sae", name)
+        if art is None:
+            raise UniversalityError(f"no SAE named {name!r} in the workspace {ws.root}; `sae-core list` shows "
+                                    "them, or leave it out to train one")
+        return load_sae(art.path), art.name
+    step(f"training a BatchTopK SAE on {model_name} {hook}")
+    d_in = ActivationStore.open(acts.path).d
+    sae_cfg = SAEConfig(arch="batchtopk", d_in=d_in, d_sae=cfg.d_sae, k=cfg.k, model_name=model_name,
+                        hook_name=hook)
+    tcfg = TrainerConfig(total_tokens=cfg.train_tokens, batch_size=min(4096, cfg.train_tokens), seed=cfg.seed)
+    art = train_to_workspace(ws, acts, sae_cfg, tcfg)
+    return load_sae(art.path), art.name
+
+
+def _hist(values: torch.Tensor) -> list[int]:
+    return np.histogram(values.numpy(), bins=HIST_BINS)[0].tolist()
+
+
+def _pairs_rows(m: Matches, cp: CodePass, decode: Callable[[int], str]) -> list[dict]:
+    def tops(ids: torch.Tensor, f: int) -> list[str]:
+        return [decode(int(t)) for t in ids[:, f].tolist() if t >= 0]
+    return [{"a": int(a), "b": int(b), "corr": float(c), "fires_a": int(cp.fires_a[a]), "fires_b": int(cp.fires_b[b]),
+             "top_a": tops(cp.top_ids_a, a), "top_b": tops(cp.top_ids_b, b)} for a, b, c in zip(m.a, m.b, m.corr)]
+
+
+def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = UniversalityConfig(), *,
+                              load: Callable[[str], object] | None = None,
+                              on_progress: Progress | None = None) -> Artifact:
+    """Build (or find) the universality result of ``cfg`` (module doc)."""
+    from sae_core.activations.paired import open_paired, paired_to_workspace
+
+    name = artifact_name(cfg.model_b, cfg.hook_b, {"universality": cfg.to_json(), "revision": REVISION})
+    if (existing := ws.get(KIND, name)) is not None:
+        return existing
+    if load is None:
+        from sae_core.models.loading import load_model as load
+    stages = ["harvest", "SAE A", "SAE B", "codes", "measures", "writing"]
+    report = on_progress or (lambda done, total, text: None)
+
+    def stage(i: int, text: str) -> None:
+        report(i, len(stages), text)
+
+    stage(0, f"harvesting {cfg.n_tokens:,} paired tokens")
+    pair_art = paired_to_workspace(ws, (cfg.model_a, cfg.hook_a), (cfg.model_b, cfg.hook_b), n_tokens=cfg.n_tokens,
+                                   seed=cfg.seed, context_size=cfg.context_size, load=load)
+    pair = open_paired(ws, pair_art)
+    acts_a, acts_b = (ws.get("activations", n) for n in pair_art.meta["activations"])
+    sae_a, sae_a_name = _sae_for(ws, cfg.sae_a, acts_a, cfg.model_a, cfg.hook_a, cfg, lambda t: stage(1, t))
+    sae_b, sae_b_name = _sae_for(ws, cfg.sae_b, acts_b, cfg.model_b, cfg.hook_b, cfg, lambda t: stage(2, t))
+    tok = load(cfg.model_a).tokenizer
+    stage(3, "SAE codes and correlations")
+    cp = code_pass(pair, sae_a, sae_b, drop_ids=set(getattr(tok, "all_special_ids", []) or []), null=True)
+    m = match(cp.correlation, cfg.match, top_a=cp.top_a, top_b=cp.top_b, nonconcept=nonconcept_ids(tok))
+    stage(4, f"measures on {len(m)} pairs")
+    dec_a = sae_a.W_dec.detach().double().cpu().numpy()
+    dec_b = sae_b.W_dec.detach().double().cpu().numpy()
+    scores = analyse(dec_a, dec_b, m, cfg.analysis, live_a=cp.correlation.alive_a.numpy(),
+                     live_b=cp.correlation.alive_b.numpy(),
+                     on_progress=lambda d, t, text: stage(4, text))
+    best_b = cp.correlation.corr.max(0).values[cp.correlation.alive_b]
+    null_best = cp.null_correlation.corr.max(0).values[cp.null_correlation.alive_b] \
+        if cp.null_correlation is not None else torch.zeros(0)
+    results = {
+        **scores, "steps": [list(s) for s in m.steps], "match_label": cfg.match.label,
+        "n_tokens": cp.n_tokens, "saes": {"a": sae_a_name, "b": sae_b_name},
+        "d_sae": {"a": sae_a.cfg.d_sae, "b": sae_b.cfg.d_sae},
+        "alive": {"a": int(cp.correlation.alive_a.sum()), "b": int(cp.correlation.alive_b.sum())},
+        "best_corr_hist": {"bins": HIST_BINS.tolist(), "paired": _hist(best_b), "null": _hist(null_best)},
+        "pairs": _pairs_rows(m, cp, lambda t: tok.decode([t])),
+    }
+    stage(5, "writing")
+    svcca = results["scores"].get("svcca")
+    meta = {"inputs": [{"model": cfg.model_a, "hook": cfg.hook_a, "side": "a"},
+                       {"model": cfg.model_b, "hook": cfg.hook_b, "side": "b"}],
+            "n_pairs": len(m), "svcca": svcca and svcca["value"], "svcca_p": svcca and svcca["shuffled"]["p"]}
+    with ws.create(KIND, name, model=cfg.model_b, hook=cfg.hook_b, meta=meta, overwrite=True) as d:
+        atomic_write_json(d / "universality.json", {"config": cfg.to_json(), "results": results})
+        atomic_write_bytes(d / "pairs.csv", pairs_csv(results["pairs"]).encode())
+    return ws.get(KIND, name)
+
+
+def pairs_csv(pairs: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["a", "b", "corr", "fires_a", "fires_b", "top_a", "top_b"])
+    for p in pairs:
+        w.writerow([p["a"], p["b"], f"{p['corr']:.6f}", p["fires_a"], p["fires_b"], " ".join(p["top_a"]),
+                    " ".join(p["top_b"])])
+    return buf.getvalue()

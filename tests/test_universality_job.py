@@ -1,0 +1,102 @@
+"""A universality result end to end on the zoo: zoo:tiny-a against zoo:tiny-b, SAEs trained by the
+job, every measure far above its nulls, and the inputs it must refuse."""
+import csv
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sae_core.universality import UniversalityError
+from sae_core.universality.analysis import AnalysisConfig
+from sae_core.universality.job import KIND, Universality, UniversalityConfig, universality_to_workspace
+from sae_core.universality.matching import MatchConfig
+from sae_core.workspace import Workspace
+
+SMALL = UniversalityConfig(n_tokens=30_000, d_sae=256, k=8, train_tokens=200_000,
+                           analysis=AnalysisConfig(runs=20, runs_small=30, bootstrap_runs=20))
+
+
+@pytest.fixture(scope="module")
+def uni(tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("uni") / "ws")
+    seen = []
+    art = universality_to_workspace(ws, SMALL, on_progress=lambda d, t, text: seen.append((d, t, text)))
+    return ws, art, seen
+
+
+def test_zoo_models_share_features_far_above_chance(uni):
+    ws, art, seen = uni
+    u = Universality.open(art.path)
+    r = u.results
+    assert [s[0] for s in r["steps"]] == ["many-to-one", "no non-concept top token", "a shared top token",
+                                           "correlation > 0.1"]
+    counts = [s[1] for s in r["steps"]]
+    assert counts == sorted(counts, reverse=True) and counts[0] == r["alive"]["b"]
+    n = r["n_pairs"]
+    assert n == counts[-1] == len(r["pairs"]) >= 30
+    assert r["runs"] == (30 if n <= 100 else 20)
+    for name, s in r["scores"].items():
+        sh = s["shuffled"]
+        # every measure beats every shuffled run: p is the smallest it can be
+        assert sh["p"] == pytest.approx(1 / (1 + r["runs"])), name
+        assert s["value"] > max(sh["null"]) and len(sh["null"]) == r["runs"]
+        lo, hi = s["ci95"]
+        assert lo <= s["value"] <= hi
+    assert r["scores"]["cka_debiased"]["shuffled"]["null_mean"] == pytest.approx(0, abs=0.05)
+    # pairs are what the correlation says: sorted by nothing, but each above the threshold with top tokens
+    assert all(p["corr"] > 0.1 and set(p["top_a"]) & set(p["top_b"]) for p in r["pairs"])
+    assert {"a", "b", "corr", "top_a", "top_b"} <= set(r["pairs"][0])
+    # the best correlation of each B feature is far higher against A's codes on the same tokens
+    h = r["best_corr_hist"]
+    centres = (np.array(h["bins"][:-1]) + np.array(h["bins"][1:])) / 2
+    assert np.dot(centres, h["paired"]) / sum(h["paired"]) > np.dot(centres, h["null"]) / sum(h["null"]) + 0.2
+    # the export and the registry
+    rows = list(csv.reader(io.StringIO((art.path / "pairs.csv").read_text())))
+    assert rows[0][:3] == ["a", "b", "corr"] and len(rows) == n + 1
+    assert int(rows[1][0]) == r["pairs"][0]["a"] and float(rows[1][2]) == pytest.approx(r["pairs"][0]["corr"])
+    assert ws.list(KIND, uses="zoo:tiny-a")[0].name == art.name
+    assert art.meta["svcca"] == r["scores"]["svcca"]["value"]
+    assert seen[0][2].startswith("harvesting") and any("training a BatchTopK SAE" in t for _, _, t in seen)
+    # a second call finds the artifact instead of rebuilding it
+    assert universality_to_workspace(ws, SMALL).path == art.path
+
+
+def test_named_saes_are_checked_against_their_hooks(uni):
+    ws, art, _ = uni
+    u = Universality.open(art.path)
+    a, b = u.results["saes"]["a"], u.results["saes"]["b"]
+    swapped = UniversalityConfig(**{**SMALL.__dict__, "sae_a": b, "sae_b": a})
+    with pytest.raises(UniversalityError, match="SAE A reads width 256, but the activations of zoo:tiny-a"):
+        universality_to_workspace(ws, swapped)
+    with pytest.raises(UniversalityError, match="no SAE named 'nope'"):
+        universality_to_workspace(ws, UniversalityConfig(**{**SMALL.__dict__, "sae_a": "nope"}))
+
+
+def test_no_pairs_left_is_a_clear_message(uni):
+    ws, art, _ = uni
+    u = Universality.open(art.path)
+    strict = UniversalityConfig(**{**SMALL.__dict__, "sae_a": u.results["saes"]["a"], "sae_b": u.results["saes"]["b"],
+                                   "match": MatchConfig(min_corr=0.999)})
+    with pytest.raises(UniversalityError, match=r"only \d+ matched pair\(s\) left after filtering \(many-to-one"):
+        universality_to_workspace(ws, strict)
+
+
+def test_models_with_different_tokenizers_are_refused(tmp_path, tiny_a):
+    from sae_core.errors import SAECoreError
+
+    def load(name):
+        if name == "zoo:tiny-b":
+            return SimpleNamespace(tokenizer=SimpleNamespace(get_vocab=lambda: {"a": 0}))
+        return tiny_a
+    with pytest.raises(SAECoreError, match="tokenizer"):
+        universality_to_workspace(Workspace(tmp_path / "ws"), SMALL, load=load)
+
+
+def test_bad_configurations():
+    with pytest.raises(UniversalityError, match="n_tokens=10"):
+        UniversalityConfig(n_tokens=10)
+    with pytest.raises(UniversalityError, match="measures"):
+        AnalysisConfig(measures=("svcca", "procrustes"))
+    with pytest.raises(UniversalityError, match="at least 10"):
+        AnalysisConfig(runs=5)
