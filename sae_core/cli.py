@@ -357,6 +357,70 @@ def feature(number: int = typer.Argument(..., help="Feature number."),
         typer.echo(feature_json(idx.feature(number), idx))
 
 
+@app.command("universality")
+@_friendly
+def universality(model_a: str = typer.Option("zoo:tiny-a", "--model-a", help="Model A."),
+                 hook_a: str = typer.Option("blocks.1.hook_resid_post", "--hook-a", help="Model A's hook."),
+                 model_b: str = typer.Option("zoo:tiny-b", "--model-b", help="Model B (same tokenizer as A)."),
+                 hook_b: str = typer.Option("blocks.3.hook_resid_post", "--hook-b", help="Model B's hook."),
+                 sae_a: Optional[str] = typer.Option(None, "--sae-a", help="A workspace SAE for A (default: train one)."),
+                 sae_b: Optional[str] = typer.Option(None, "--sae-b", help="A workspace SAE for B (default: train one)."),
+                 tokens: int = typer.Option(200_000, help="Paired tokens the codes are compared on."),
+                 d_sae: int = typer.Option(1024, "--d-sae", help="Width of SAEs the job trains."),
+                 k: int = typer.Option(16, help="k of SAEs the job trains (BatchTopK)."),
+                 train_tokens: int = typer.Option(1_000_000, "--train-tokens", help="Training tokens per trained SAE."),
+                 rule: str = typer.Option("many_to_one", help="many_to_one (the paper's) | mutual | hungarian."),
+                 min_corr: float = typer.Option(0.1, "--min-corr", help="Keep pairs correlated above this."),
+                 nonconcept: bool = typer.Option(True, "--nonconcept-filter/--no-nonconcept-filter",
+                                                 help="Drop pairs whose top tokens include punctuation or specials."),
+                 shared: bool = typer.Option(True, "--shared-token/--no-shared-token",
+                                             help="Keep pairs whose top tokens share one."),
+                 dedupe: str = typer.Option("none", help="many_to_one only: none | best | first (the paper's)."),
+                 runs: int = typer.Option(100, help="Null runs per measure (1000 when 100 pairs or fewer)."),
+                 paper_compat: bool = typer.Option(False, "--paper-compat", help="SVCCA with one direction, as the "
+                                                   "paper's code."),
+                 as_json: bool = typer.Option(False, "--json", help="Print the scores, p-values and pair counts as JSON."),
+                 workspace: Optional[Path] = WorkspaceOpt):
+    """Feature universality of two models: match SAE features, score the matched spaces against nulls."""
+    import json
+
+    from sae_core.universality.analysis import AnalysisConfig
+    from sae_core.universality.job import Universality, UniversalityConfig, universality_to_workspace
+    from sae_core.universality.matching import MatchConfig
+    from sae_core.workspace import Workspace
+
+    cfg = UniversalityConfig(model_a, hook_a, model_b, hook_b, sae_a, sae_b, d_sae=d_sae, k=k,
+                             train_tokens=train_tokens, n_tokens=tokens,
+                             match=MatchConfig(rule, min_corr, nonconcept, shared, dedupe),
+                             analysis=AnalysisConfig(runs=runs, paper_compat=paper_compat))
+    bar = None if as_json else _Bar("universality", unit="stage")
+    art = universality_to_workspace(Workspace(workspace), cfg, on_progress=bar)
+    if bar:
+        bar.close()
+    r = Universality.open(art.path).results
+    if as_json:
+        typer.echo(json.dumps({"artifact": art.name, "n_pairs": r["n_pairs"], "n_tokens": r["n_tokens"],
+                               "steps": r["steps"], "runs": r["runs"], "warnings": r["warnings"],
+                               "scores": {m: {"value": s["value"], "p": s["shuffled"]["p"], "z": s["shuffled"]["z"],
+                                              "null_mean": s["shuffled"]["null_mean"],
+                                              "random_subsets_p": s["random_subsets"] and s["random_subsets"]["p"],
+                                              "ci95": s["ci95"], "used": s["used"]}
+                                          for m, s in r["scores"].items()}}))
+        return
+    typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    typer.echo(f"{model_a} {hook_a} vs {model_b} {hook_b}: {r['n_tokens']:,} tokens; pairs "
+               + " -> ".join(f"{n} ({stage})" for stage, n in r["steps"]))
+    typer.echo(f"{'measure':14}{'paired':>9}{'shuffled':>10}{'p':>8}{'z':>8}{'subsets':>9}{'p':>8}  95% interval")
+    for m, s in r["scores"].items():
+        sh, rs = s["shuffled"], s["random_subsets"]
+        sub = f"{rs['null_mean']:>9.3f}{rs['p']:>8.3f}" if rs else f"{'-':>9}{'-':>8}"
+        typer.echo(f"{m:14}{s['value']:>9.3f}{sh['null_mean']:>10.3f}{sh['p']:>8.3f}{sh['z']:>8.1f}{sub}"
+                   f"  [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]")
+    typer.echo(f"p = (1 + null runs >= paired) / (1 + {r['runs']} runs)")
+    for w in r["warnings"]:
+        typer.secho(f"note: {w}", fg=typer.colors.YELLOW)
+
+
 @app.command("demo")
 @_friendly
 def demo(workspace: Optional[Path] = WorkspaceOpt):

@@ -100,3 +100,31 @@ def test_bad_configurations():
         AnalysisConfig(measures=("svcca", "procrustes"))
     with pytest.raises(UniversalityError, match="at least 10"):
         AnalysisConfig(runs=5)
+
+
+def test_cli_prints_the_librarys_scores(uni):
+    import json
+
+    from typer.testing import CliRunner
+
+    from sae_core.cli import app
+
+    ws, art, _ = uni
+    r = Universality.open(art.path).results
+    args = ["universality", "--tokens", "30000", "--sae-a", r["saes"]["a"], "--sae-b", r["saes"]["b"],
+            "--runs", "20", "-w", str(ws.root)]
+    out = CliRunner().invoke(app, args + ["--json"], env={"COLUMNS": "300"})
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    # the same SAEs, tokens and matching: the same pairs and paired values as the library's result
+    assert got["n_pairs"] == r["n_pairs"] and got["steps"] == r["steps"]
+    for m, s in r["scores"].items():
+        assert got["scores"][m]["value"] == pytest.approx(s["value"], abs=1e-9)
+        assert got["scores"][m]["p"] == pytest.approx(1 / (1 + got["runs"]))
+    table = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert table.exit_code == 0, table.output
+    line = next(ln for ln in table.output.splitlines() if ln.startswith("svcca"))
+    assert f"{r['scores']['svcca']['value']:.3f}" in line
+    assert f"{r['n_pairs']} (correlation > 0.1)" in table.output
+    bad = CliRunner().invoke(app, args + ["--rule", "greedy"], env={"COLUMNS": "300"})
+    assert bad.exit_code == 2 and "matching rule 'greedy'" in bad.output
