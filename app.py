@@ -17,6 +17,7 @@ PAGES = [
     st.Page("views/sampled_sae.py", title="Sampled-SAE", icon=":material/tune:"),
     st.Page("views/features.py", title="Features", icon=":material/search:"),
     st.Page("views/steering.py", title="Steering & switches", icon=":material/toggle_on:"),
+    st.Page("views/universality.py", title="Universality", icon=":material/compare_arrows:"),
 ]
 
 page = st.navigation(PAGES)

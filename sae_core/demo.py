@@ -86,6 +86,15 @@ def _demo_capabilities(ws: Workspace, on_progress: Progress | None) -> Artifact:
         ws, on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))
 
 
+def _demo_universality(ws: Workspace, on_progress: Progress | None) -> Artifact:
+    """The Universality page's result: zoo:tiny-a's last layer against zoo:tiny-b's, SAEs trained
+    for both, every measure against its nulls."""
+    from sae_core.universality.job import UniversalityConfig, universality_to_workspace
+
+    return universality_to_workspace(
+        ws, UniversalityConfig(), on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))
+
+
 @dataclass(frozen=True)
 class DemoStep:
     name: str
@@ -99,6 +108,8 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep(f"feature indexes of the sweep's SAEs ({DEMO_INDEX['n_tokens']:,} tokens each)", _demo_indexes),
     DemoStep("steering study: backdoor vectors, transfer from tiny-a, safety switch", _demo_steering),
     DemoStep("corrupted capabilities: per-layer removal on zoo:tiny-b-corrupt", _demo_capabilities),
+    DemoStep("feature universality: zoo:tiny-a against zoo:tiny-b (SAEs, matching, measures, nulls)",
+             _demo_universality),
 ]
 
 

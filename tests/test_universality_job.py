@@ -128,3 +128,50 @@ def test_cli_prints_the_librarys_scores(uni):
     assert f"{r['n_pairs']} (correlation > 0.1)" in table.output
     bad = CliRunner().invoke(app, args + ["--rule", "greedy"], env={"COLUMNS": "300"})
     assert bad.exit_code == 2 and "matching rule 'greedy'" in bad.output
+
+
+def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch, tmp_path):
+    import json
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
+    ws, art, _ = uni
+    r = Universality.open(art.path).results
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = AppTest.from_file(app, default_timeout=120).run()
+    at.switch_page("views/universality.py").run()
+    assert not at.exception and not at.error
+    box = at.selectbox(key="uni")
+    box.set_value(next(o for o in box.options if art.name in o)).run()  # the CLI test may add a newer one
+    assert "zoo:tiny-a blocks.1.hook_resid_post vs zoo:tiny-b blocks.3.hook_resid_post" in box.value
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["SVCCA"] == f"{r['scores']['svcca']['value']:.3f}"
+    assert metrics["CKA (debiased)"] == f"{r['scores']['cka_debiased']['value']:.3f}"
+    assert [w.value for w in at.warning] == r["warnings"]
+    table = at.dataframe[0].value
+    best = max(r["pairs"], key=lambda p: p["corr"])
+    assert len(table) == r["n_pairs"]
+    assert (table.iloc[0]["A feature"], table.iloc[0]["B feature"]) == (best["a"], best["b"])
+    from collections import Counter
+    top, count = Counter(best["top_a"]).most_common(1)[0]
+    assert table.iloc[0]["top tokens (A)"].startswith(top.strip() + (f" ×{count}" if count > 1 else ""))
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    bars = charts[0]["data"]
+    order = ["svcca", "rsa", "cka", "cka_debiased", "mutual_knn"]
+    assert bars[0]["x"] == ["SVCCA", "RSA", "CKA (biased)", "CKA (debiased)", "mutual kNN"]
+    assert bars[0]["y"] == [r["scores"][m]["value"] for m in order]
+    assert bars[1]["y"] == pytest.approx([r["scores"][m]["shuffled"]["null_mean"] for m in order])
+    assert charts[3]["data"][0]["x"] == [n for _, n in r["steps"]]  # the filter funnel (right column)
+    # the null histogram follows the chosen measure
+    at.selectbox(key="uni_null_measure").set_value("rsa").run()
+    hist = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][2]  # left column, under the selector
+    assert hist["data"][0]["x"] == pytest.approx(r["scores"]["rsa"]["shuffled"]["null"])
+    # an empty workspace offers to build the comparison
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(tmp_path / "empty"))
+    at = AppTest.from_file(app, default_timeout=120).run()
+    at.switch_page("views/universality.py").run()
+    assert not at.exception and "No universality result" in at.info[0].value
+    assert at.button(key="uni_build").label == "Compare zoo:tiny-a with zoo:tiny-b"

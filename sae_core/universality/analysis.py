@@ -9,7 +9,6 @@ Following the paper, a pair set of 100 or fewer gets ``cfg.runs_small`` null run
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -31,7 +30,7 @@ class AnalysisConfig:
     bootstrap_runs: int = 100
     var_threshold: float = 0.99    # SVCCA's variance rule
     paper_compat: bool = False     # SVCCA with one direction, as the paper's code
-    rsa_rows: int = 1000           # RSA subsamples rows past this
+    rsa_rows: int = 500            # RSA subsamples rows past this (124,750 similarity pairs)
     knn_k: int = 10
     seed: int = 0
 
@@ -45,14 +44,10 @@ class AnalysisConfig:
     def to_json(self) -> dict:
         return {**asdict(self), "measures": list(self.measures)}
 
-    def measure(self, name: str) -> Callable[[np.ndarray, np.ndarray], M.Score]:
-        if name == "svcca":
-            return partial(M.svcca, var_threshold=self.var_threshold, paper_compat=self.paper_compat)
-        if name == "rsa":
-            return partial(M.rsa, max_rows=self.rsa_rows, seed=self.seed)
-        if name == "mutual_knn":
-            return partial(M.mutual_knn, k=self.knn_k)
-        return partial(M.linear_cka, debiased=name == "cka_debiased")
+    def measure(self, name: str) -> M.Measure:
+        kw = {"svcca": {"var_threshold": self.var_threshold, "paper_compat": self.paper_compat},
+              "rsa": {"max_rows": self.rsa_rows, "seed": self.seed}, "mutual_knn": {"k": self.knn_k}}
+        return M.measure(name, **kw.get(name, {}))
 
 
 def analyse(dec_a: np.ndarray, dec_b: np.ndarray, matches: Matches, cfg: AnalysisConfig = AnalysisConfig(), *,

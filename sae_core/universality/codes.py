@@ -6,9 +6,10 @@ document and position: ``PairedStores`` checked it), skips rows whose token is i
 and feeds the correlation accumulator, each feature's top tokens and its firing count. Nothing of
 size tokens x features is kept.
 
-With ``null=True`` a second accumulator pairs each batch's B codes with the previous batch's A
-codes (other documents): the correlations chance gives with the same features and token counts,
-which the page draws against the real ones.
+With ``null_every=m`` (> 0), every m-th batch also feeds two small accumulators: its A codes
+against its own B codes, and the previous batch's A codes (other documents) against its B codes.
+The second is what chance gives with the same features and token count as the first, which the
+page draws against it; on one batch in m, so it adds about 2/m of the correlation work.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class CodePass:
     fires_a: torch.Tensor        # [S_a] tokens on which each A feature fired
     fires_b: torch.Tensor
     n_tokens: int
-    null_correlation: Correlation | None = None  # A codes against B codes of other token rows
+    sub_correlation: Correlation | None = None   # on every null_every-th batch: the same token rows
+    null_correlation: Correlation | None = None  # ... A codes against B codes of other token rows
 
 
 def check_sae_fits(sae, store, side: str) -> None:
@@ -50,14 +52,15 @@ def check_sae_fits(sae, store, side: str) -> None:
 
 @torch.no_grad()
 def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_tokens: int | None = None,
-              drop_ids: set[int] | frozenset = frozenset(), top_m: int = 5, null: bool = False,
+              drop_ids: set[int] | frozenset = frozenset(), top_m: int = 5, null_every: int = 0,
               on_progress: Callable[[int, int], None] | None = None) -> CodePass:
     check_sae_fits(sae_a, pair.a, "A")
     check_sae_fits(sae_b, pair.b, "B")
     device = sae_a.device
     S_a, S_b = sae_a.cfg.d_sae, sae_b.cfg.d_sae
     acc = CorrelationAccumulator(S_a, S_b, device)
-    acc_null, prev_za = (CorrelationAccumulator(S_a, S_b, device) if null else None), None
+    acc_sub, acc_null = (CorrelationAccumulator(S_a, S_b, device) for _ in range(2)) if null_every else (None, None)
+    prev_za, batch = None, 0
     tops = TopTokens(S_a, top_m, device), TopTokens(S_b, top_m, device)
     fires = torch.zeros(S_a, dtype=torch.int64, device=device), torch.zeros(S_b, dtype=torch.int64, device=device)
     total = min(pair.n_tokens, max_tokens) if max_tokens else pair.n_tokens
@@ -78,11 +81,11 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
             zb = sae_b.encode(xb[s:s + n].to(device))
             tok = ta[s:s + n].to(device)
             acc.update(za, zb)
-            if acc_null is not None:
-                if prev_za is not None:
-                    m = min(prev_za.shape[0], n)
-                    acc_null.update(prev_za[:m], zb[:m])
-                prev_za = za
+            if null_every and prev_za is not None and batch % null_every == 0:
+                m = min(prev_za.shape[0], n)
+                acc_sub.update(za[:m], zb[:m])
+                acc_null.update(prev_za[:m], zb[:m])
+            prev_za, batch = za, batch + 1
             for t, f, z in ((tops[0], fires[0], za), (tops[1], fires[1], zb)):
                 t.update(z, tok)
                 f += (z > 0).sum(0)
@@ -91,6 +94,6 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
                 on_progress(done, total)
     if done < 2:
         raise UniversalityError(f"the paired harvest gave {done} usable token(s); harvest more tokens")
-    null_corr = acc_null.result() if acc_null is not None and acc_null.n >= 2 else None
+    sub, null = (acc_sub.result(), acc_null.result()) if acc_null is not None and acc_null.n >= 2 else (None, None)
     return CodePass(acc.result(), tops[0].sets(), tops[1].sets(), tops[0].tokens.cpu(), tops[1].tokens.cpu(),
-                    fires[0].cpu(), fires[1].cpu(), done, null_corr)
+                    fires[0].cpu(), fires[1].cpu(), done, sub, null)

@@ -33,6 +33,7 @@ KIND = "universality"
 REVISION = 1
 Progress = Callable[[int, int, str], None]
 HIST_BINS = np.linspace(-0.2, 1.0, 49)
+NULL_EVERY = 4  # the correlation histogram's batches: one in four
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,21 @@ def _pairs_rows(m: Matches, cp: CodePass, decode: Callable[[int], str]) -> list[
              "top_a": tops(cp.top_ids_a, a), "top_b": tops(cp.top_ids_b, b)} for a, b, c in zip(m.a, m.b, m.corr)]
 
 
+def paired_harvest(ws: Workspace, cfg: UniversalityConfig, *, load: Callable[[str], object] | None = None,
+                   on_progress: Callable[[int, int], None] | None = None) -> Artifact:
+    """The paired harvest ``cfg`` compares codes on (or the existing one): the job's only pass that
+    runs the models, so an app can hold the models' locks for it alone."""
+    from sae_core.activations.paired import paired_to_workspace
+
+    return paired_to_workspace(ws, (cfg.model_a, cfg.hook_a), (cfg.model_b, cfg.hook_b), n_tokens=cfg.n_tokens,
+                               seed=cfg.seed, context_size=cfg.context_size, load=load, on_progress=on_progress)
+
+
 def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = UniversalityConfig(), *,
                               load: Callable[[str], object] | None = None,
                               on_progress: Progress | None = None) -> Artifact:
     """Build (or find) the universality result of ``cfg`` (module doc)."""
-    from sae_core.activations.paired import open_paired, paired_to_workspace
+    from sae_core.activations.paired import open_paired
 
     name = artifact_name(cfg.model_b, cfg.hook_b, {"universality": cfg.to_json(), "revision": REVISION})
     if (existing := ws.get(KIND, name)) is not None:
@@ -129,15 +140,15 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
         report(i, len(stages), text)
 
     stage(0, f"harvesting {cfg.n_tokens:,} paired tokens")
-    pair_art = paired_to_workspace(ws, (cfg.model_a, cfg.hook_a), (cfg.model_b, cfg.hook_b), n_tokens=cfg.n_tokens,
-                                   seed=cfg.seed, context_size=cfg.context_size, load=load)
+    pair_art = paired_harvest(ws, cfg, load=load)
     pair = open_paired(ws, pair_art)
     acts_a, acts_b = (ws.get("activations", n) for n in pair_art.meta["activations"])
     sae_a, sae_a_name = _sae_for(ws, cfg.sae_a, acts_a, cfg.model_a, cfg.hook_a, cfg, lambda t: stage(1, t))
     sae_b, sae_b_name = _sae_for(ws, cfg.sae_b, acts_b, cfg.model_b, cfg.hook_b, cfg, lambda t: stage(2, t))
-    tok = load(cfg.model_a).tokenizer
+    tok = load(cfg.model_a).tokenizer  # the models run no more: only their tokenizer is read
     stage(3, "SAE codes and correlations")
-    cp = code_pass(pair, sae_a, sae_b, drop_ids=set(getattr(tok, "all_special_ids", []) or []), null=True)
+    cp = code_pass(pair, sae_a, sae_b, drop_ids=set(getattr(tok, "all_special_ids", []) or []),
+                   null_every=NULL_EVERY)
     m = match(cp.correlation, cfg.match, top_a=cp.top_a, top_b=cp.top_b, nonconcept=nonconcept_ids(tok))
     stage(4, f"measures on {len(m)} pairs")
     dec_a = sae_a.W_dec.detach().double().cpu().numpy()
@@ -145,15 +156,18 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
     scores = analyse(dec_a, dec_b, m, cfg.analysis, live_a=cp.correlation.alive_a.numpy(),
                      live_b=cp.correlation.alive_b.numpy(),
                      on_progress=lambda d, t, text: stage(4, text))
-    best_b = cp.correlation.corr.max(0).values[cp.correlation.alive_b]
-    null_best = cp.null_correlation.corr.max(0).values[cp.null_correlation.alive_b] \
-        if cp.null_correlation is not None else torch.zeros(0)
+    hist = None
+    if cp.null_correlation is not None:
+        sub, null = cp.sub_correlation, cp.null_correlation
+        hist = {"bins": HIST_BINS.tolist(), "n_tokens": sub.n_tokens,
+                "paired": _hist(sub.corr.max(0).values[sub.alive_b]),
+                "null": _hist(null.corr.max(0).values[null.alive_b])}
     results = {
         **scores, "steps": [list(s) for s in m.steps], "match_label": cfg.match.label,
         "n_tokens": cp.n_tokens, "saes": {"a": sae_a_name, "b": sae_b_name},
         "d_sae": {"a": sae_a.cfg.d_sae, "b": sae_b.cfg.d_sae},
         "alive": {"a": int(cp.correlation.alive_a.sum()), "b": int(cp.correlation.alive_b.sum())},
-        "best_corr_hist": {"bins": HIST_BINS.tolist(), "paired": _hist(best_b), "null": _hist(null_best)},
+        "best_corr_hist": hist,
         "pairs": _pairs_rows(m, cp, lambda t: tok.decode([t])),
     }
     stage(5, "writing")

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sae_core.universality.measures import Score, UniversalityError, _np
+from sae_core.universality.measures import Measure, Score, UniversalityError, _np
 
 NULLS = ("shuffled", "random_subsets")
 MIN_RUNS = 10
@@ -42,6 +42,25 @@ class Significance:
                 "null": self.null.tolist()}
 
 
+class _Plain(Measure):
+    """Any function of two matrices as a ``Measure`` (no reusable state)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def prepare(self, M):
+        from sae_core.universality.measures import State
+
+        return State(_np(M))
+
+    def compare(self, sx, sy) -> Score:
+        return self.fn(sx.M, sy.M)
+
+
+def _measure(m) -> Measure:
+    return m if isinstance(m, Measure) else _Plain(m)
+
+
 def _check_runs(runs: int) -> None:
     if runs < MIN_RUNS:
         raise UniversalityError(f"runs={runs}: a permutation null needs at least {MIN_RUNS} runs (100 is usual)")
@@ -62,11 +81,13 @@ def shuffled(measure: Callable[[np.ndarray, np.ndarray], Score], X, Y, observed:
              seed: int = 0, on_run: Callable[[], None] | None = None) -> Significance:
     """Null of ``measure`` with the pairing broken: Y's rows permuted, X left as it is."""
     _check_runs(runs)
-    X, Y = _np(X), _np(Y)
+    m = _measure(measure)
+    sx, sy = m.prepare(X), m.prepare(Y)
+    n = sy.M.shape[0]
     rng = np.random.default_rng(seed)
     null = []
     for _ in range(runs):
-        null.append(measure(X, Y[rng.permutation(Y.shape[0])]).value)
+        null.append(m.compare(sx, m.take(sy, rng.permutation(n))).value)
         if on_run:
             on_run()
     return significance(observed, null, "shuffled")
@@ -80,11 +101,13 @@ def random_subsets(measure: Callable[[np.ndarray, np.ndarray], Score], X_all, Y_
     if n > min(X_all.shape[0], Y_all.shape[0]):
         raise UniversalityError(f"random subsets of {n} rows, but the sides have {X_all.shape[0]} and "
                                 f"{Y_all.shape[0]} rows")
+    m = _measure(measure)
+    px, py = m.prepare(X_all), m.prepare(Y_all)
     rng = np.random.default_rng(seed)
     null = []
     for _ in range(runs):
-        null.append(measure(X_all[rng.choice(X_all.shape[0], n, replace=False)],
-                            Y_all[rng.choice(Y_all.shape[0], n, replace=False)]).value)
+        null.append(m.compare(m.take(px, rng.choice(X_all.shape[0], n, replace=False)),
+                              m.take(py, rng.choice(Y_all.shape[0], n, replace=False))).value)
         if on_run:
             on_run()
     return significance(observed, null, "random_subsets")
@@ -106,15 +129,16 @@ def bootstrap(measure: Callable[[np.ndarray, np.ndarray], Score], X, Y, *, runs:
     _check_runs(runs)
     if method not in BOOTSTRAP:
         raise UniversalityError(f"bootstrap method {method!r}; choose one of {', '.join(BOOTSTRAP)}")
-    X, Y = _np(X), _np(Y)
-    n = X.shape[0]
+    f = _measure(measure)
+    sx, sy = f.prepare(X), f.prepare(Y)
+    n = sx.M.shape[0]
     m = n if method == "percentile" else n // 2
     rng = np.random.default_rng(seed)
     vals = []
     for _ in range(runs):
         rows = rng.integers(0, n, n) if method == "percentile" else rng.choice(n, m, replace=False)
         try:
-            vals.append(measure(X[rows], Y[rows]).value)
+            vals.append(f.compare(f.take(sx, rows), f.take(sy, rows)).value)
         except UniversalityError:  # a resample can be too small or too repetitive for a measure
             continue
     if len(vals) < MIN_RUNS:
@@ -123,7 +147,7 @@ def bootstrap(measure: Callable[[np.ndarray, np.ndarray], Score], X, Y, *, runs:
     if method == "percentile":
         lo, hi = np.quantile(vals, q)
         return float(lo), float(hi)
-    observed = measure(X, Y).value
+    observed = f.compare(sx, sy).value
     dev = (np.asarray(vals) - np.mean(vals)) * np.sqrt(m / n)
     d_lo, d_hi = np.quantile(dev, q)
     return float(observed - d_hi), float(observed - d_lo)
@@ -133,7 +157,9 @@ def max_null(measure: Callable[[np.ndarray, np.ndarray], Score], pairs: Sequence
              observed_max: float, *, runs: int = 100, seed: int = 0) -> Significance:
     """Null of the largest score over several matched pairs of spaces (a heatmap's best cell)."""
     _check_runs(runs)
-    pairs = [(_np(X), _np(Y)) for X, Y in pairs]
+    m = _measure(measure)
+    states = [(m.prepare(X), m.prepare(Y)) for X, Y in pairs]
     rng = np.random.default_rng(seed)
-    null = [max(measure(X, Y[rng.permutation(Y.shape[0])]).value for X, Y in pairs) for _ in range(runs)]
+    null = [max(m.compare(sx, m.take(sy, rng.permutation(sy.M.shape[0]))).value for sx, sy in states)
+            for _ in range(runs)]
     return significance(observed_max, null, "max over pairs")

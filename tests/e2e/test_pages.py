@@ -261,3 +261,27 @@ def test_steering_page_toggles_live(page, app_url, workspace_dir, screenshot_dir
     expect(titles.get_by_text("fine-tuned + switch", exact=True)).to_have_count(0)
     expect(titles.get_by_text("fine-tuned + native vector", exact=True)).to_have_count(1)
     check_and_shoot(page, screenshot_dir, "steering-switch-off")
+
+
+def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
+    from sae_core.universality.job import Universality, universality_to_workspace
+    from sae_core.workspace import Workspace
+    from tests.test_universality_job import SMALL
+
+    art = universality_to_workspace(Workspace(workspace_dir), SMALL)
+    r = Universality.open(art.path).results
+    page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
+    open_page(page, f"{app_url}/universality")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="Feature universality")).to_be_visible()
+    svcca = main.get_by_test_id("stMetric").filter(has_text="SVCCA")
+    expect(svcca).to_contain_text(f"{r['scores']['svcca']['value']:.3f}")
+    expect(svcca).to_contain_text(f"p={r['scores']['svcca']['shuffled']['p']:.3g}")
+    charts = main.get_by_test_id("stPlotlyChart")
+    expect(charts.nth(0)).to_contain_text(f"Matched spaces against chance ({r['n_pairs']} pairs")
+    expect(charts.nth(1)).to_contain_text("Best correlation of each B feature")
+    expect(charts.nth(2)).to_contain_text("SVCCA: paired value against")  # left column, the first measure
+    expect(charts.nth(3)).to_contain_text("Pairs through the filters")
+    expect(main.get_by_role("heading", name=f"Matched pairs ({r['n_pairs']})")).to_be_visible()
+    expect(main.get_by_test_id("stDownloadButton")).to_have_count(2)
+    check_and_shoot(page, screenshot_dir, "universality")

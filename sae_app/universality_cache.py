@@ -1,0 +1,55 @@
+"""The Universality page's cached reads and its build job."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from sae_app import listing, session
+
+
+def list_results(root: str):
+    from sae_core.universality.job import KIND
+
+    return listing.list_artifacts(root, KIND)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def open_result(path: str, created: float):
+    from sae_core.universality.job import Universality
+
+    return Universality.open(Path(path))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def pairs_table(path: str, created: float) -> pd.DataFrame:
+    """One row per matched pair, strongest first."""
+    pairs = open_result(path, created).results["pairs"]
+    df = pd.DataFrame([{"A feature": p["a"], "B feature": p["b"], "correlation": p["corr"],
+                        "top tokens (A)": token_counts(p["top_a"]), "top tokens (B)": token_counts(p["top_b"]),
+                        "fires (A)": p["fires_a"], "fires (B)": p["fires_b"]} for p in pairs])
+    return df.sort_values("correlation", ascending=False, ignore_index=True) if len(df) else df
+
+
+def token_counts(tokens: list[str]) -> str:
+    """A feature's top-activation tokens, distinct, most frequent first: ``the ×3, a ×2``."""
+    from collections import Counter
+
+    return ", ".join(f"{t.strip() or repr(t)} ×{n}" if n > 1 else (t.strip() or repr(t))
+                     for t, n in Counter(tokens).most_common())
+
+
+def build_demo(root: str, on_progress=None):
+    """The demo's result (zoo:tiny-a against zoo:tiny-b) into the workspace. Only the paired
+    harvest runs the models, so only it holds their locks; SAE training and the comparison do not."""
+    from sae_core.universality.job import UniversalityConfig, paired_harvest, universality_to_workspace
+
+    cfg = UniversalityConfig()
+    ws = listing.open_workspace(root)
+    with session.using(cfg.model_a, cfg.model_b):
+        paired_harvest(ws, cfg, load=session.load_model,
+                       on_progress=on_progress and (lambda d, t: on_progress(d, t, "harvesting paired tokens")))
+    art = universality_to_workspace(ws, cfg, load=session.load_model, on_progress=on_progress)
+    listing.changed()
+    return art

@@ -1,0 +1,83 @@
+"""Plotly figures of the Universality page, built from a ``universality`` result (tested directly)."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+MEASURE_NAMES = {"svcca": "SVCCA", "rsa": "RSA", "cka": "CKA (biased)", "cka_debiased": "CKA (debiased)",
+                 "mutual_knn": "mutual kNN"}
+PAIRED, SHUFFLED, SUBSETS = "#1f77b4", "#7f7f7f", "#bcbd22"
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 360) -> go.Figure:
+    fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height,
+                      margin=dict(t=75, b=45, l=55, r=10),
+                      legend=dict(orientation="h", y=1.01, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_xaxes(title=x_title)
+    fig.update_yaxes(title=y_title)
+    return fig
+
+
+def ordered(results: dict) -> list[str]:
+    """The result's measures in their usual order (the stored JSON sorts them by name)."""
+    from sae_core.universality.measures import MEASURES
+
+    return [m for m in MEASURES if m in results["scores"]] + sorted(set(results["scores"]) - set(MEASURES))
+
+
+def scores_vs_nulls(results: dict) -> go.Figure:
+    """Per measure: the paired value (with its 95% interval) beside both nulls' means (+- one std)."""
+    names = ordered(results)
+    labels = [MEASURE_NAMES.get(n, n) for n in names]
+    s = results["scores"]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(
+        x=labels, y=[s[n]["value"] for n in names], name="paired", marker_color=PAIRED,
+        error_y=dict(type="data", symmetric=False, array=[s[n]["ci95"][1] - s[n]["value"] for n in names],
+                     arrayminus=[s[n]["value"] - s[n]["ci95"][0] for n in names]),
+        text=[f"p={s[n]['shuffled']['p']:.3g}" for n in names], textposition="outside",
+        hovertemplate="%{x}: %{y:.3f}<br>%{text} (shuffled)<extra>paired</extra>"))
+    for key, label, color in (("shuffled", "shuffled pairing", SHUFFLED), ("random_subsets", "random subsets", SUBSETS)):
+        nulls = [s[n][key] for n in names]
+        fig.add_trace(go.Bar(
+            x=labels, y=[v["null_mean"] if v else None for v in nulls], name=label, marker_color=color,
+            error_y=dict(type="data", array=[v["null_std"] if v else 0 for v in nulls]),
+            hovertemplate=f"%{{x}}: mean %{{y:.3f}}<extra>{label}</extra>"))
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"Matched spaces against chance ({results['n_pairs']} pairs, {results['runs']} null runs)",
+                   "measure", "score")
+
+
+def null_histogram(results: dict, measure: str) -> go.Figure:
+    """The shuffled null's scores as a histogram, the paired value as a line."""
+    s = results["scores"][measure]
+    null = np.asarray(s["shuffled"]["null"])
+    fig = go.Figure(go.Histogram(x=null.tolist(), nbinsx=30, name="shuffled pairing", marker_color=SHUFFLED))
+    fig.add_vline(x=s["value"], line=dict(color=PAIRED, width=3),
+                  annotation_text=f"paired {s['value']:.3f} (p={s['shuffled']['p']:.3g})",
+                  annotation_position="top left")
+    return _layout(fig, f"{MEASURE_NAMES.get(measure, measure)}: paired value against {null.size} shuffled pairings",
+                   MEASURE_NAMES.get(measure, measure), "null runs")
+
+
+def best_correlation_histogram(results: dict) -> go.Figure:
+    """Each live B feature's best correlation with any A feature: same tokens against other documents
+    (on the job's one-batch-in-four subset, so both sides count the same tokens)."""
+    h = results["best_corr_hist"]
+    edges = np.asarray(h["bins"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure()
+    for key, label, color in (("paired", "same tokens", PAIRED), ("null", "other documents (null)", SHUFFLED)):
+        fig.add_trace(go.Bar(x=centres, y=h[key], width=np.diff(edges), name=label, marker_color=color,
+                             opacity=0.75, hovertemplate="corr %{x:.2f}: %{y} features<extra>" + label + "</extra>"))
+    fig.update_layout(barmode="overlay")
+    return _layout(fig, f"Best correlation of each B feature with model A's ({h['n_tokens']:,} tokens)",
+                   "Pearson correlation", "B features")
+
+
+def filter_funnel(results: dict) -> go.Figure:
+    """Pairs left after each matching stage."""
+    stages = [s for s, _ in results["steps"]]
+    counts = [n for _, n in results["steps"]]
+    fig = go.Figure(go.Funnel(y=stages, x=counts, textinfo="value", marker_color=PAIRED))
+    return _layout(fig, f"Pairs through the filters ({results['match_label']})", "pairs", "", height=300)

@@ -1,0 +1,64 @@
+"""Universality: do two models' SAEs find the same features? Matching, measures against nulls."""
+import json
+
+import streamlit as st
+
+from sae_app import jobs, sidebar, universality_cache as uc, universality_charts as charts
+from sae_core.universality.job import pairs_csv
+
+sel = sidebar.current()
+st.title("Feature universality")
+st.write("SAE features of two models matched by how their activations correlate on the same tokens, then "
+         "the matched features' decoder directions compared as spaces (SVCCA, RSA, CKA, mutual nearest "
+         "neighbours), each against chance: the same spaces with the pairing shuffled, and random features of "
+         "each SAE (arXiv 2410.06981).")
+if sel.workspace_error:
+    st.error(sel.workspace_error)
+    st.stop()
+results = uc.list_results(sel.workspace_root)
+if not results:
+    st.info("No universality result in this workspace yet: compare zoo:tiny-a with zoo:tiny-b (trains an SAE "
+            "for each, about two minutes), or `sae-core universality` / `sae-core demo`.")
+    if st.button("Compare zoo:tiny-a with zoo:tiny-b", type="primary", key="uni_build"):
+        if jobs.run_job("Comparing features…", lambda bar: uc.build_demo(
+                sel.workspace_root, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)), select_key="uni"):
+            st.rerun()
+    st.stop()
+names = {f"{a.meta['inputs'][0]['model']} {a.meta['inputs'][0]['hook']} vs {a.model} {a.hook} ({a.name})": a
+         for a in results}
+art = names[st.selectbox("Result", list(names), key="uni")]
+u = uc.open_result(str(art.path), art.created)
+r, cfg = u.results, u.config
+st.caption(f"{r['n_tokens']:,} paired tokens; SAEs `{r['saes']['a']}` ({r['d_sae']['a']} features, {r['alive']['a']} "
+           f"alive) and `{r['saes']['b']}` ({r['d_sae']['b']} features, {r['alive']['b']} alive); matching: "
+           f"{r['match_label']}; {r['runs']} null runs per measure.")
+for w in r["warnings"]:
+    st.warning(w)
+
+names = charts.ordered(r)
+cols = st.columns(len(names))
+for col, name, s in zip(cols, names, (r["scores"][n] for n in names)):
+    col.metric(charts.MEASURE_NAMES.get(name, name), f"{s['value']:.3f}",
+               f"null {s['shuffled']['null_mean']:.3f}, p={s['shuffled']['p']:.3g}", delta_color="off")
+st.plotly_chart(charts.scores_vs_nulls(r), width="stretch", key="uni_scores")
+left, right = st.columns(2)
+if r["best_corr_hist"]:
+    left.plotly_chart(charts.best_correlation_histogram(r), width="stretch", key="uni_corr")
+right.plotly_chart(charts.filter_funnel(r), width="stretch", key="uni_funnel")
+measure = left.selectbox("Null distribution of", names, key="uni_null_measure",
+                         format_func=lambda m: charts.MEASURE_NAMES.get(m, m))
+left.plotly_chart(charts.null_histogram(r, measure), width="stretch", key="uni_null")
+svcca = r["scores"].get("svcca")
+if svcca:
+    right.markdown(f"**SVCCA kept** {svcca['used']['k_x']} directions of A ({100 * svcca['used']['var_x']:.1f}% of "
+                   f"the variance) and {svcca['used']['k_y']} of B ({100 * svcca['used']['var_y']:.1f}%)"
+                   + (" (one each, as the paper's code)" if svcca["used"]["paper_compat"] else "") + ".")
+
+st.subheader(f"Matched pairs ({r['n_pairs']})")
+st.dataframe(uc.pairs_table(str(art.path), art.created), hide_index=True, width="stretch", height=320,
+             column_config={"correlation": st.column_config.NumberColumn(format="%.3f")})
+d1, d2 = st.columns(2)
+d1.download_button("Download all results (JSON)", json.dumps({"config": cfg, "results": r}),
+                   file_name=f"{art.name}.json", mime="application/json", key="uni_json")
+d2.download_button("Download the pairs (CSV)", pairs_csv(r["pairs"]), file_name=f"{art.name}-pairs.csv",
+                   mime="text/csv", key="uni_csv")
