@@ -387,6 +387,7 @@ def universality(model_a: str = typer.Option("zoo:tiny-a", "--model-a", help="Mo
     from sae_core.universality.analysis import AnalysisConfig
     from sae_core.universality.job import Universality, UniversalityConfig, universality_to_workspace
     from sae_core.universality.matching import MatchConfig
+    from sae_core.universality.measures import MEASURES
     from sae_core.workspace import Workspace
 
     cfg = UniversalityConfig(model_a, hook_a, model_b, hook_b, sae_a, sae_b, d_sae=d_sae, k=k,
@@ -411,7 +412,8 @@ def universality(model_a: str = typer.Option("zoo:tiny-a", "--model-a", help="Mo
     typer.echo(f"{model_a} {hook_a} vs {model_b} {hook_b}: {r['n_tokens']:,} tokens; pairs "
                + " -> ".join(f"{n} ({stage})" for stage, n in r["steps"]))
     typer.echo(f"{'measure':14}{'paired':>9}{'shuffled':>10}{'p':>8}{'z':>8}{'subsets':>9}{'p':>8}  95% interval")
-    for m, s in r["scores"].items():
+    for m in [m for m in MEASURES if m in r["scores"]]:
+        s = r["scores"][m]
         sh, rs = s["shuffled"], s["random_subsets"]
         sub = f"{rs['null_mean']:>9.3f}{rs['p']:>8.3f}" if rs else f"{'-':>9}{'-':>8}"
         typer.echo(f"{m:14}{s['value']:>9.3f}{sh['null_mean']:>10.3f}{sh['p']:>8.3f}{sh['z']:>8.1f}{sub}"
