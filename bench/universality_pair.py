@@ -51,8 +51,8 @@ def main() -> None:
     pair_art = paired_to_workspace(ws, (cfg.model_a, cfg.hook_a), (cfg.model_b, cfg.hook_b), n_tokens=cfg.n_tokens)
     pair = open_paired(ws, pair_art)
     acts = [ws.get("activations", n) for n in pair_art.meta["activations"]]
-    sae_a, _ = _sae_for(ws, None, acts[0], cfg.model_a, cfg.hook_a, cfg, print)
-    sae_b, _ = _sae_for(ws, None, acts[1], cfg.model_b, cfg.hook_b, cfg, print)
+    sae_a, _ = _sae_for(ws, None, acts[0], cfg.model_a, cfg.hook_a, cfg, lambda text, f: None)
+    sae_b, _ = _sae_for(ws, None, acts[1], cfg.model_b, cfg.hook_b, cfg, lambda text, f: None)
     print(f"setup (harvest, SAE training; untimed): {time.perf_counter() - t:.0f} s")
     tok = load_model(cfg.model_a).tokenizer
     special = set(tok.all_special_ids)

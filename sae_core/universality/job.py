@@ -79,7 +79,7 @@ class Universality:
 
 
 def _sae_for(ws: Workspace, name: str | None, acts: Artifact, model_name: str, hook: str,
-             cfg: UniversalityConfig, step: Callable[[str], None]):
+             cfg: UniversalityConfig, step: Callable[[str, float], None]):
     from sae_core.activations import ActivationStore
     from sae_core.sae.config import SAEConfig
     from sae_core.sae.io import load_sae
@@ -92,12 +92,13 @@ def _sae_for(ws: Workspace, name: str | None, acts: Artifact, model_name: str, h
             raise UniversalityError(f"no SAE named {name!r} in the workspace {ws.root}; `sae-core list` shows "
                                     "them, or leave it out to train one")
         return load_sae(art.path), art.name
-    step(f"training a BatchTopK SAE on {model_name} {hook}")
+    what = f"training a BatchTopK SAE on {model_name} {hook}"
+    step(what, 0.0)
     d_in = ActivationStore.open(acts.path).d
     sae_cfg = SAEConfig(arch="batchtopk", d_in=d_in, d_sae=cfg.d_sae, k=cfg.k, model_name=model_name,
                         hook_name=hook)
     tcfg = TrainerConfig(total_tokens=cfg.train_tokens, batch_size=min(4096, cfg.train_tokens), seed=cfg.seed)
-    art = train_to_workspace(ws, acts, sae_cfg, tcfg)
+    art = train_to_workspace(ws, acts, sae_cfg, tcfg, on_step=lambda log, total: step(what, log.step / total))
     return load_sae(art.path), art.name
 
 
@@ -136,26 +137,28 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
     stages = ["harvest", "SAE A", "SAE B", "codes", "measures", "writing"]
     report = on_progress or (lambda done, total, text: None)
 
-    def stage(i: int, text: str) -> None:
-        report(i, len(stages), text)
+    def stage(i: int, text: str, within: float = 0.0) -> None:
+        report(i + min(within, 1.0), len(stages), text)
 
-    stage(0, f"harvesting {cfg.n_tokens:,} paired tokens")
-    pair_art = paired_harvest(ws, cfg, load=load)
+    harvesting = f"harvesting {cfg.n_tokens:,} paired tokens"
+    stage(0, harvesting)
+    pair_art = paired_harvest(ws, cfg, load=load, on_progress=lambda d, t: stage(0, harvesting, d / max(t, 1)))
     pair = open_paired(ws, pair_art)
     acts_a, acts_b = (ws.get("activations", n) for n in pair_art.meta["activations"])
-    sae_a, sae_a_name = _sae_for(ws, cfg.sae_a, acts_a, cfg.model_a, cfg.hook_a, cfg, lambda t: stage(1, t))
-    sae_b, sae_b_name = _sae_for(ws, cfg.sae_b, acts_b, cfg.model_b, cfg.hook_b, cfg, lambda t: stage(2, t))
+    sae_a, sae_a_name = _sae_for(ws, cfg.sae_a, acts_a, cfg.model_a, cfg.hook_a, cfg, lambda t, f: stage(1, t, f))
+    sae_b, sae_b_name = _sae_for(ws, cfg.sae_b, acts_b, cfg.model_b, cfg.hook_b, cfg, lambda t, f: stage(2, t, f))
     tok = load(cfg.model_a).tokenizer  # the models run no more: only their tokenizer is read
     stage(3, "SAE codes and correlations")
     cp = code_pass(pair, sae_a, sae_b, drop_ids=set(getattr(tok, "all_special_ids", []) or []),
-                   null_every=NULL_EVERY)
+                   null_every=NULL_EVERY,
+                   on_progress=lambda d, t: stage(3, f"SAE codes and correlations: {d:,} of {t:,} tokens", d / t))
     m = match(cp.correlation, cfg.match, top_a=cp.top_a, top_b=cp.top_b, nonconcept=nonconcept_ids(tok))
     stage(4, f"measures on {len(m)} pairs")
     dec_a = sae_a.W_dec.detach().double().cpu().numpy()
     dec_b = sae_b.W_dec.detach().double().cpu().numpy()
     scores = analyse(dec_a, dec_b, m, cfg.analysis, live_a=cp.correlation.alive_a.numpy(),
                      live_b=cp.correlation.alive_b.numpy(),
-                     on_progress=lambda d, t, text: stage(4, text))
+                     on_progress=lambda d, t, text: stage(4, text, d / t))
     hist = None
     if cp.null_correlation is not None:
         sub, null = cp.sub_correlation, cp.null_correlation
