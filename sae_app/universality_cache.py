@@ -53,3 +53,38 @@ def build_demo(root: str, on_progress=None):
     art = universality_to_workspace(ws, cfg, load=session.load_model, on_progress=on_progress)
     listing.changed()
     return art
+
+
+def list_grids(root: str):
+    from sae_core.universality.grid import KIND
+
+    return listing.list_artifacts(root, KIND)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def open_grid(path: str, created: float):
+    from sae_core.universality.grid import Grid
+
+    return Grid.open(Path(path))
+
+
+def build_grid(root: str, on_progress=None):
+    """The default layer grid (zoo:tiny-a x zoo:tiny-b). Every cell's paired harvest runs first,
+    under the models' locks; the SAEs and comparisons then run without them."""
+    from dataclasses import replace
+
+    from sae_core.universality.grid import GridConfig, grid_to_workspace, resid_hooks
+    from sae_core.universality.job import paired_harvest
+
+    cfg = GridConfig()
+    ws = listing.open_workspace(root)
+    base = cfg.base
+    with session.using(base.model_a, base.model_b) as (a, b):
+        cells = [(ha, hb) for ha in resid_hooks(a) for hb in resid_hooks(b)]
+        for i, (ha, hb) in enumerate(cells):
+            if on_progress:
+                on_progress(i, len(cells), f"harvesting {ha} and {hb}")
+            paired_harvest(ws, replace(base, hook_a=ha, hook_b=hb), load=session.load_model)
+    art = grid_to_workspace(ws, cfg, load=session.load_model, on_progress=on_progress)
+    listing.changed()
+    return art

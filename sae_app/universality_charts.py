@@ -81,3 +81,26 @@ def filter_funnel(results: dict) -> go.Figure:
     counts = [n for _, n in results["steps"]]
     fig = go.Figure(go.Funnel(y=stages, x=counts, textinfo="value", marker_color=PAIRED))
     return _layout(fig, f"Pairs through the filters ({results['match_label']})", "pairs", "", height=300)
+
+
+def layer_heatmap(grid: dict, measure: str, model_a: str, model_b: str) -> go.Figure:
+    """The measure for every layer pair (hover: value, shuffled-null p, pairs); the best cell boxed."""
+    from sae_core.universality.grid import heat
+
+    v, p, n = heat(grid, measure), heat(grid, measure, "p"), heat(grid, measure, "n_pairs")
+    xs = [h.split(".")[1] for h in grid["hooks_b"]]
+    ys = [h.split(".")[1] for h in grid["hooks_a"]]
+    text = [[("failed" if np.isnan(v[i, j]) else f"{v[i, j]:.3f}") for j in range(len(xs))] for i in range(len(ys))]
+    custom = np.dstack([np.nan_to_num(p, nan=-1), np.nan_to_num(n, nan=0)]).tolist()
+    fig = go.Figure(go.Heatmap(
+        z=np.where(np.isnan(v), None, v).tolist(), x=xs, y=ys, text=text, texttemplate="%{text}",
+        customdata=custom, colorscale="Viridis", colorbar=dict(title=MEASURE_NAMES.get(measure, measure)),
+        hovertemplate=f"{model_a} layer %{{y}}, {model_b} layer %{{x}}<br>{measure} %{{z:.3f}}"
+                      "<br>p (shuffled) %{customdata[0]:.3g}<br>%{customdata[1]} pairs<extra></extra>"))
+    b = grid["best"][measure]
+    fig.add_shape(type="rect", x0=b["j"] - 0.5, x1=b["j"] + 0.5, y0=b["i"] - 0.5, y1=b["i"] + 0.5,
+                  line=dict(color="red", width=3))
+    fig.update_xaxes(type="category")  # layer numbers are names here, not positions on a scale
+    fig.update_yaxes(type="category")
+    return _layout(fig, f"{MEASURE_NAMES.get(measure, measure)} per layer pair (best boxed: p={b['max_null']['p']:.3g} "
+                   "against the maximum over all pairs)", f"{model_b} layer", f"{model_a} layer")

@@ -380,6 +380,8 @@ def universality(model_a: str = typer.Option("zoo:tiny-a", "--model-a", help="Mo
                  paper_compat: bool = typer.Option(False, "--paper-compat", help="SVCCA with one direction, as the "
                                                    "paper's code."),
                  as_json: bool = typer.Option(False, "--json", help="Print the scores, p-values and pair counts as JSON."),
+                 layers: bool = typer.Option(False, "--layers", help="Every block's residual stream of A against "
+                                             "every one of B (the hooks are ignored): heatmaps per measure."),
                  workspace: Optional[Path] = WorkspaceOpt):
     """Feature universality of two models: match SAE features, score the matched spaces against nulls."""
     import json
@@ -394,6 +396,8 @@ def universality(model_a: str = typer.Option("zoo:tiny-a", "--model-a", help="Mo
                              train_tokens=train_tokens, n_tokens=tokens,
                              match=MatchConfig(rule, min_corr, nonconcept, shared, dedupe),
                              analysis=AnalysisConfig(runs=runs, paper_compat=paper_compat))
+    if layers:
+        return _universality_grid(cfg, as_json, workspace)
     bar = None if as_json else _Bar("universality", unit="stage")
     art = universality_to_workspace(Workspace(workspace), cfg, on_progress=bar)
     if bar:
@@ -421,6 +425,43 @@ def universality(model_a: str = typer.Option("zoo:tiny-a", "--model-a", help="Mo
     typer.echo(f"p = (1 + null runs >= paired) / (1 + {r['runs']} runs)")
     for w in r["warnings"]:
         typer.secho(f"note: {w}", fg=typer.colors.YELLOW)
+
+
+def _universality_grid(cfg, as_json: bool, workspace) -> None:
+    import json
+
+    import numpy as np
+
+    from sae_core.universality.grid import Grid, GridConfig, grid_to_workspace, heat
+    from sae_core.workspace import Workspace
+
+    bar = None if as_json else _Bar("layer pairs", unit="pair")
+    art = grid_to_workspace(Workspace(workspace), GridConfig(base=cfg), on_progress=bar)
+    if bar:
+        bar.close()
+    g = Grid.open(art.path).results
+    if as_json:
+        typer.echo(json.dumps({"artifact": art.name, "hooks_a": g["hooks_a"], "hooks_b": g["hooks_b"],
+                               "cells": g["cells"], "best": {m: {k: v for k, v in b.items() if k != "max_null"}
+                                                            | {"max_null_p": b["max_null"]["p"]}
+                                                            for m, b in g["best"].items()}}))
+        return
+    typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    short = [h.split(".")[1] for h in g["hooks_b"]]
+    for m in g["measures"]:
+        v, p, n = heat(g, m), heat(g, m, "p"), heat(g, m, "n_pairs")
+        typer.echo(f"\n{m} (rows: {cfg.model_a} layer, columns: {cfg.model_b} layer; value / p / pairs)")
+        typer.echo(f"{'':6}" + "".join(f"{c:>22}" for c in short))
+        for i, ha in enumerate(g["hooks_a"]):
+            typer.echo(f"{ha.split('.')[1]:6}" + "".join(
+                f"{'failed':>22}" if np.isnan(v[i, j]) else f"{v[i, j]:>8.3f} /{p[i, j]:>6.3f} /{int(n[i, j]):>5}"
+                for j in range(len(short))))
+        b = g["best"][m]
+        typer.echo(f"best: {b['hook_a']} x {b['hook_b']} = {b['value']:.3f}; p against the maximum over all "
+                   f"pairs: {b['max_null']['p']:.3f}")
+    for c in g["cells"]:
+        if "error" in c:
+            typer.secho(f"note: {c['hook_a']} x {c['hook_b']}: {c['error']}", fg=typer.colors.YELLOW)
 
 
 @app.command("demo")

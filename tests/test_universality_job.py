@@ -175,3 +175,61 @@ def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch,
     at.switch_page("views/universality.py").run()
     assert not at.exception and "No universality result" in at.info[0].value
     assert at.button(key="uni_build").label == "Compare zoo:tiny-a with zoo:tiny-b"
+
+
+def test_layer_grid_holds_every_hook_pair_and_tests_the_best_against_the_max(uni):
+    from sae_core.universality.grid import KIND as GRID, Grid, GridConfig, grid_to_workspace, heat
+
+    ws, art, _ = uni
+    seen = []
+    g_art = grid_to_workspace(ws, GridConfig(base=SMALL), on_progress=lambda d, t, text: seen.append((d, t)))
+    g = Grid.open(g_art.path).results
+    assert g["hooks_a"] == [f"blocks.{i}.hook_resid_post" for i in range(2)]
+    assert g["hooks_b"] == [f"blocks.{j}.hook_resid_post" for j in range(4)]
+    assert len(g["cells"]) == 8 and not any("error" in c for c in g["cells"])
+    # the (1, 3) cell is the module's single-pair result, found rather than rebuilt
+    cell = next(c for c in g["cells"] if (c["i"], c["j"]) == (1, 3))
+    assert cell["artifact"] == art.name
+    r = Universality.open(art.path).results
+    assert heat(g, "svcca")[1, 3] == r["scores"]["svcca"]["value"]
+    assert heat(g, "rsa", "n_pairs")[1, 3] == r["n_pairs"]
+    assert len({c["artifact"] for c in g["cells"]}) == 8
+    assert len(ws.list("sae")) == 6  # one SAE per (model, hook), shared by the cells that use it
+    for m in g["measures"]:
+        b = g["best"][m]
+        h = heat(g, m)
+        assert h[b["i"], b["j"]] == np.nanmax(h) == b["value"]
+        best_cell = next(c for c in g["cells"] if (c["i"], c["j"]) == (b["i"], b["j"]))
+        own = best_cell["scores"][m]
+        sd = np.std(Universality.open(ws.get(KIND, best_cell["artifact"]).path).results["scores"][m]["shuffled"]["null"])
+        # each run's maximum over eight shuffled cells is at least that cell's shuffled score, so
+        # the means differ only by the noise of two 20-run samples
+        assert b["max_null"]["null_mean"] >= own["null_mean"] - 3 * sd * np.sqrt(2 / 20)
+        assert b["max_null"]["p"] >= own["p"] - 1e-12 and b["max_null"]["kind"] == "max over pairs"
+    assert seen[-1][0] == 8 and seen[-1][1] == 9
+    assert ws.list(GRID)[0].name == g_art.name
+
+
+def test_universality_page_draws_the_layer_grid(uni, monkeypatch):
+    import json
+    import os
+
+    from streamlit.testing.v1 import AppTest
+
+    from sae_core.universality.grid import Grid, GridConfig, grid_to_workspace, heat
+
+    ws, _, _ = uni
+    g = Grid.open(grid_to_workspace(ws, GridConfig(base=SMALL)).path).results  # built by the test above
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = AppTest.from_file(app, default_timeout=120).run()
+    at.switch_page("views/universality.py").run()
+    assert not at.exception
+    at.selectbox(key="uni_grid_measure").set_value("cka_debiased").run()
+    fig = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][-1]
+    np.testing.assert_allclose(np.array(fig["data"][0]["z"], dtype=float), heat(g, "cka_debiased"))
+    assert fig["data"][0]["x"] == ["0", "1", "2", "3"] and fig["data"][0]["y"] == ["0", "1"]
+    b = g["best"]["cka_debiased"]
+    assert fig["layout"]["shapes"][0]["x0"] == b["j"] - 0.5 and fig["layout"]["shapes"][0]["y0"] == b["i"] - 0.5
+    assert f"p={b['max_null']['p']:.3g}" in fig["layout"]["title"]["text"]

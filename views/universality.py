@@ -62,3 +62,24 @@ d1.download_button("Download all results (JSON)", json.dumps({"config": cfg, "re
                    file_name=f"{art.name}.json", mime="application/json", key="uni_json")
 d2.download_button("Download the pairs (CSV)", pairs_csv(r["pairs"]), file_name=f"{art.name}-pairs.csv",
                    mime="text/csv", key="uni_csv")
+
+st.subheader("Layer by layer")
+grids = uc.list_grids(sel.workspace_root)
+if not grids:
+    st.info("No layer grid yet: every residual layer of zoo:tiny-a against every one of zoo:tiny-b (8 pairs, "
+            "a few minutes), or `sae-core universality --layers`.")
+    if st.button("Build the layer grid", key="uni_grid_build"):
+        if jobs.run_job("Comparing every layer pair…", lambda bar: uc.build_grid(
+                sel.workspace_root, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)), select_key="uni_grid"):
+            st.rerun()
+else:
+    grid = uc.open_grid(str(grids[0].path), grids[0].created)
+    g, base = grid.results, grid.config["base"]
+    gm = st.selectbox("Measure", [m for m in charts.MEASURE_NAMES if m in g["measures"]], key="uni_grid_measure",
+                      format_func=lambda m: charts.MEASURE_NAMES[m])
+    st.plotly_chart(charts.layer_heatmap(g, gm, base["model_a"], base["model_b"]), width="stretch", key="uni_heat")
+    st.caption(f"Each cell: {base['d_sae']}-feature SAEs on {base['n_tokens']:,} paired tokens, its own matching "
+               "and shuffled null; the best cell is tested against the null of the maximum over all cells.")
+    for c in g["cells"]:
+        if "error" in c:
+            st.warning(f"{c['hook_a']} x {c['hook_b']}: {c['error']}")

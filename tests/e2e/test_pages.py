@@ -268,12 +268,18 @@ def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
     from sae_core.workspace import Workspace
     from tests.test_universality_job import SMALL
 
+    from sae_core.universality.grid import Grid, GridConfig, grid_to_workspace
+
     art = universality_to_workspace(Workspace(workspace_dir), SMALL)
     r = Universality.open(art.path).results
+    g = Grid.open(grid_to_workspace(Workspace(workspace_dir), GridConfig(base=SMALL)).path).results
     page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
     open_page(page, f"{app_url}/universality")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Feature universality")).to_be_visible()
+    main.get_by_test_id("stSelectbox").first.click()  # the grid's cells are results too: pick this one
+    page.get_by_role("option", name=f"({art.name})", exact=False).click()
+    wait_idle(page)
     svcca = main.get_by_test_id("stMetric").filter(has_text="SVCCA")
     expect(svcca).to_contain_text(f"{r['scores']['svcca']['value']:.3f}")
     expect(svcca).to_contain_text(f"p={r['scores']['svcca']['shuffled']['p']:.3g}")
@@ -284,4 +290,10 @@ def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
     expect(charts.nth(3)).to_contain_text("Pairs through the filters")
     expect(main.get_by_role("heading", name=f"Matched pairs ({r['n_pairs']})")).to_be_visible()
     expect(main.get_by_test_id("stDownloadButton")).to_have_count(2)
+    heat = charts.nth(4)
+    heat.scroll_into_view_if_needed()
+    expect(heat).to_contain_text("SVCCA per layer pair")
+    expect(heat).to_contain_text(f"p={g['best']['svcca']['max_null']['p']:.3g}")
+    cell = next(c for c in g["cells"] if (c["i"], c["j"]) == (0, 0))
+    expect(heat).to_contain_text(f"{cell['scores']['svcca']['value']:.3f}")  # a cell's label
     check_and_shoot(page, screenshot_dir, "universality")
