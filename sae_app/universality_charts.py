@@ -104,3 +104,22 @@ def layer_heatmap(grid: dict, measure: str, model_a: str, model_b: str) -> go.Fi
     fig.update_yaxes(type="category")
     return _layout(fig, f"{MEASURE_NAMES.get(measure, measure)} per layer pair (best boxed: p={b['max_null']['p']:.3g} "
                    "against the maximum over all pairs)", f"{model_b} layer", f"{model_a} layer")
+
+
+def subspaces(results: dict, measure: str = "svcca") -> go.Figure:
+    """Per keyword group with enough pairs: the measure within it, its shuffled null and matched
+    subsets of the same size (hover: pairs, p)."""
+    groups = [(n, g) for n, g in results["subspaces"].items() if "value" in g["scores"].get(measure, {})]
+    names = [f"{n} ({g['n_pairs']})" for n, g in groups]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=names, y=[g["scores"][measure]["value"] for _, g in groups], name="within the group",
+                         marker_color=PAIRED, text=[f"p={g['scores'][measure]['matched_subsets']['p']:.3g}"
+                                                    for _, g in groups], textposition="outside"))
+    for key, label, color in (("shuffled", "shuffled pairing", SHUFFLED),
+                              ("matched_subsets", "as many matched pairs at random", SUBSETS)):
+        fig.add_trace(go.Bar(x=names, y=[g["scores"][measure][key]["null_mean"] for _, g in groups], name=label,
+                             marker_color=color,
+                             error_y=dict(type="data", array=[g["scores"][measure][key]["null_std"] for _, g in groups])))
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"{MEASURE_NAMES.get(measure, measure)} within semantic subspaces (p: against random matched "
+                   "pairs)", "keyword group (pairs)", MEASURE_NAMES.get(measure, measure))

@@ -423,6 +423,13 @@ def universality(model_a: str = typer.Option("zoo:tiny-a", "--model-a", help="Mo
         typer.echo(f"{m:14}{s['value']:>9.3f}{sh['null_mean']:>10.3f}{sh['p']:>8.3f}{sh['z']:>8.1f}{sub}"
                    f"  [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]")
     typer.echo(f"p = (1 + null runs >= paired) / (1 + {r['runs']} runs)")
+    typer.echo(f"\n{'semantic subspace':18}{'pairs':>6}" + "".join(f"{m:>10}{'p shuf':>8}{'p subs':>8}"
+                                                               for m in ("svcca", "rsa")))
+    for name, g in r.get("subspaces", {}).items():
+        cells = "".join(f"{s['value']:>10.3f}{s['shuffled']['p']:>8.3f}{s['matched_subsets']['p']:>8.3f}"
+                        if "value" in (s := g["scores"].get(m, {})) else f"{'-':>10}{'':>8}{'':>8}"
+                        for m in ("svcca", "rsa"))
+        typer.echo(f"{name:18}{g['n_pairs']:>6}{cells}")
     for w in r["warnings"]:
         typer.secho(f"note: {w}", fg=typer.colors.YELLOW)
 

@@ -7,6 +7,7 @@ from scipy.stats import spearmanr
 
 from sae_core.universality import UniversalityError, linear_cka, mutual_knn, rsa, svcca
 from sae_core.universality import nulls
+from sae_core.universality.analysis import AnalysisConfig
 from sae_core.universality.correlation import CorrelationAccumulator, TopTokens, add_cross
 from sae_core.universality.matching import MatchConfig, match, nonconcept_ids
 
@@ -265,3 +266,29 @@ def test_prepared_states_give_the_measure_of_the_taken_rows(name, kw):
     fast = nulls.shuffled(m, X, Y, 0.5, runs=12, seed=3)
     slow = nulls.shuffled(lambda a, b: m(a, b), X, Y, 0.5, runs=12, seed=3)
     np.testing.assert_allclose(fast.null, slow.null, atol=1e-9)
+
+
+def test_semantic_subspaces_score_their_own_pairs_against_both_nulls():
+    from sae_core.universality.subspaces import members, subspace_scores, zoo_groups
+
+    rng = np.random.default_rng(10)
+    n = 120
+    X = rng.normal(size=(n, 8))
+    Y = rng.normal(size=(n, 8))
+    months = np.arange(40)                      # the first 40 pairs are about months: alike across sides
+    Y[months] = X[months] @ rng.normal(size=(8, 8)) + 0.1 * rng.normal(size=(40, 8))
+    pairs = [{"top_a": [" May"] if i in months else [" dog"], "top_b": [" the"]} for i in range(n)]
+    assert members(pairs, ("may", "June")).tolist() == months.tolist()  # case-insensitive, either side
+    cfg = AnalysisConfig(runs=20, runs_small=50, var_threshold=0.9)
+    out = subspace_scores(X, Y, pairs, {"months": ("May",), "days": ("Monday",), "animals": ("dog",)}, cfg)
+    assert out["months"]["n_pairs"] == 40 and out["animals"]["n_pairs"] == 80
+    assert out["days"]["n_pairs"] == 0 and "fewer than" in out["days"]["note"]
+    s = out["months"]["scores"]["svcca"]
+    assert s["value"] == pytest.approx(svcca(X[months], Y[months], var_threshold=0.9).value)
+    assert s["shuffled"]["p"] == pytest.approx(1 / 51)          # the month pairs are far from chance
+    assert s["matched_subsets"]["p"] == pytest.approx(1 / 51)   # and more alike than matched pairs at large
+    assert out["animals"]["scores"]["rsa"]["shuffled"]["p"] > 0.05  # the unrelated pairs are not
+    with pytest.raises(UniversalityError, match="keyword group 'days' matches no matched feature"):
+        subspace_scores(X, Y, pairs, {"days": ("Monday",)}, cfg, strict=True)
+    assert {"numbers", "months", "animals", "harmful verbs"} <= set(zoo_groups())
+    assert "steal" in zoo_groups()["harmful verbs"] and "March" in zoo_groups()["months"]

@@ -58,6 +58,14 @@ def test_zoo_models_share_features_far_above_chance(uni):
     assert ws.list(KIND, uses="zoo:tiny-a")[0].name == art.name
     assert art.meta["svcca"] == r["scores"]["svcca"]["value"]
     assert seen[0][2].startswith("harvesting") and any("training a BatchTopK SAE" in t for _, _, t in seen)
+    # semantic subspaces: each zoo keyword group's pairs, scored where there are enough
+    from sae_core.universality.subspaces import members, zoo_groups
+    sub = r["subspaces"]
+    assert set(sub) == set(zoo_groups())
+    for g in sub.values():
+        assert g["n_pairs"] == len(members(r["pairs"], tuple(g["words"])))
+        assert bool(g["scores"]) == (g["n_pairs"] >= 10)
+    assert any(g["scores"] for g in sub.values())
     # a second call finds the artifact instead of rebuilding it
     assert universality_to_workspace(ws, SMALL).path == art.path
 

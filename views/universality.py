@@ -54,6 +54,17 @@ if svcca:
                    f"the variance) and {svcca['used']['k_y']} of B ({100 * svcca['used']['var_y']:.1f}%)"
                    + (" (one each, as the paper's code)" if svcca["used"]["paper_compat"] else "") + ".")
 
+st.subheader("Semantic subspaces")
+sub = r.get("subspaces") or {}
+scored = sorted({m for g in sub.values() for m, v in g["scores"].items() if "value" in v})
+if scored:
+    sm = st.selectbox("Measure within groups", scored, key="uni_sub_measure",
+                      format_func=lambda m: charts.MEASURE_NAMES.get(m, m))
+    st.plotly_chart(charts.subspaces(r, sm), width="stretch", key="uni_sub")
+few = [f"{n} ({g['n_pairs']})" for n, g in sub.items() if not g["scores"]]
+if few:
+    st.caption("Too few pairs to score: " + ", ".join(few))
+
 st.subheader(f"Matched pairs ({r['n_pairs']})")
 st.dataframe(uc.pairs_table(str(art.path), art.created), hide_index=True, width="stretch", height=320,
              column_config={"correlation": st.column_config.NumberColumn(format="%.3f")})

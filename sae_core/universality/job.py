@@ -5,7 +5,8 @@
    tokenizers must be the same);
 2. uses the named SAE artifacts, or trains a BatchTopK SAE per side on that side's harvest;
 3. one ``code_pass`` (correlations, top tokens, firing counts, and the other-documents null);
-4. ``match`` with ``cfg.match``, then ``analyse`` the matched decoder rows;
+4. ``match`` with ``cfg.match``, then ``analyse`` the matched decoder rows, all of them and
+   within each semantic subspace (``subspaces``);
 5. writes a ``universality`` artifact: ``universality.json`` (config and results, with each pair's
    correlation and top tokens) and ``pairs.csv``. It lists both models and hooks as its inputs.
 
@@ -27,10 +28,11 @@ from sae_core.universality.analysis import AnalysisConfig, analyse
 from sae_core.universality.codes import CodePass, code_pass
 from sae_core.universality.matching import MatchConfig, Matches, match, nonconcept_ids
 from sae_core.universality.measures import UniversalityError
+from sae_core.universality.subspaces import subspace_scores, zoo_groups
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "universality"
-REVISION = 1
+REVISION = 2  # 2: semantic subspaces
 Progress = Callable[[int, int, str], None]
 HIST_BINS = np.linspace(-0.2, 1.0, 49)
 NULL_EVERY = 4  # the correlation histogram's batches: one in four
@@ -51,6 +53,7 @@ class UniversalityConfig:
     context_size: int = 64
     match: MatchConfig = field(default_factory=MatchConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    groups: dict | None = None     # semantic subspaces: name -> keywords (None: subspaces.zoo_groups())
     seed: int = 0
 
     def __post_init__(self):
@@ -159,6 +162,10 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
     scores = analyse(dec_a, dec_b, m, cfg.analysis, live_a=cp.correlation.alive_a.numpy(),
                      live_b=cp.correlation.alive_b.numpy(),
                      on_progress=lambda d, t, text: stage(4, text, d / t))
+    pairs = _pairs_rows(m, cp, lambda t: tok.decode([t]))
+    stage(4, "semantic subspaces", 0.95)
+    subspaces = subspace_scores(dec_a[m.a], dec_b[m.b], pairs, cfg.groups or zoo_groups(), cfg.analysis,
+                                strict=cfg.groups is not None)
     hist = None
     if cp.null_correlation is not None:
         sub, null = cp.sub_correlation, cp.null_correlation
@@ -171,7 +178,7 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
         "d_sae": {"a": sae_a.cfg.d_sae, "b": sae_b.cfg.d_sae},
         "alive": {"a": int(cp.correlation.alive_a.sum()), "b": int(cp.correlation.alive_b.sum())},
         "best_corr_hist": hist,
-        "pairs": _pairs_rows(m, cp, lambda t: tok.decode([t])),
+        "pairs": pairs, "subspaces": subspaces,
     }
     stage(5, "writing")
     svcca = results["scores"].get("svcca")
