@@ -56,7 +56,7 @@ if svcca:
 
 st.subheader("Semantic subspaces")
 sub = r.get("subspaces") or {}
-scored = sorted({m for g in sub.values() for m, v in g["scores"].items() if "value" in v})
+scored = [m for m in charts.MEASURE_NAMES if any("value" in g["scores"].get(m, {}) for g in sub.values())]
 if scored:
     sm = st.selectbox("Measure within groups", scored, key="uni_sub_measure",
                       format_func=lambda m: charts.MEASURE_NAMES.get(m, m))

@@ -92,8 +92,8 @@ def _sae_for(ws: Workspace, name: str | None, acts: Artifact, model_name: str, h
     if name is not None:
         art = ws.get("sae", name)
         if art is None:
-            raise UniversalityError(f"no SAE named {name!r} in the workspace {ws.root}; `sae-core list` shows "
-                                    "them, or leave it out to train one")
+            raise UniversalityError(f"no SAE named {name!r} in the workspace {ws.root}; `sae-core workspace "
+                                    "list --kind sae` shows them, or leave it out to train one")
         return load_sae(art.path), art.name
     what = f"training a BatchTopK SAE on {model_name} {hook}"
     step(what, 0.0)
