@@ -24,9 +24,9 @@ if not results:
                 sel.workspace_root, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)), select_key="uni"):
             st.rerun()
     st.stop()
-names = {f"{a.meta['inputs'][0]['model']} {a.meta['inputs'][0]['hook']} vs {a.model} {a.hook} ({a.name})": a
-         for a in results}
-art = names[st.selectbox("Result", list(names), key="uni")]
+by_label = {f"{a.meta['inputs'][0]['model']} {a.meta['inputs'][0]['hook']} vs {a.model} {a.hook} ({a.name})": a
+            for a in results}
+art = by_label[st.selectbox("Result", list(by_label), key="uni")]
 u = uc.open_result(str(art.path), art.created)
 r, cfg = u.results, u.config
 st.caption(f"{r['n_tokens']:,} paired tokens; SAEs `{r['saes']['a']}` ({r['d_sae']['a']} features, {r['alive']['a']} "
