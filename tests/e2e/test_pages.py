@@ -277,7 +277,10 @@ def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
     open_page(page, f"{app_url}/universality")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Feature universality")).to_be_visible()
-    main.get_by_test_id("stSelectbox").first.click()  # the grid's cells are results too: pick this one
+    # the grid's cells are results too: pick this one by typing its name (the list is virtualised,
+    # so an option far down is not in the page until scrolled to)
+    main.get_by_test_id("stSelectbox").first.click()
+    page.keyboard.type(art.name)
     page.get_by_role("option", name=f"({art.name})", exact=False).click()
     wait_idle(page)
     svcca = main.get_by_test_id("stMetric").filter(has_text="SVCCA")
