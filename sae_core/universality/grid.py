@@ -14,14 +14,13 @@ artifact of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from sae_core.io import atomic_write_json, read_json
+from sae_core.io import atomic_write_json
 from sae_core.universality import nulls
-from sae_core.universality.job import Universality, UniversalityConfig, universality_to_workspace
+from sae_core.universality.job import JsonResult, Universality, UniversalityConfig, universality_to_workspace
 from sae_core.universality.measures import UniversalityError
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
@@ -43,16 +42,8 @@ class GridConfig:
         return {"base": self.base.to_json(), "hooks_a": list(self.hooks_a), "hooks_b": list(self.hooks_b)}
 
 
-@dataclass(frozen=True)
-class Grid:
-    path: Path
-    config: dict
-    results: dict
-
-    @classmethod
-    def open(cls, path) -> "Grid":
-        d = read_json(Path(path) / "grid.json")
-        return cls(Path(path), d["config"], d["results"])
+class Grid(JsonResult):
+    FILE = "grid.json"
 
 
 def resid_hooks(model) -> tuple[str, ...]:
@@ -121,7 +112,7 @@ def grid_to_workspace(ws: Workspace, cfg: GridConfig = GridConfig(), *, load: Ca
     meta = {"inputs": [{"model": base.model_a, "side": "a"}, {"model": base.model_b, "side": "b"}],
             "cells": len(cells), "failed": sum("error" in c for c in cells)}
     with ws.create(KIND, name, model=base.model_b, hook="layers", meta=meta, overwrite=True) as d:
-        atomic_write_json(d / "grid.json", {"config": full.to_json(), "results": results})
+        atomic_write_json(d / Grid.FILE, {"config": full.to_json(), "results": results})
     return ws.get(KIND, name)
 
 

@@ -18,7 +18,7 @@ import csv
 import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -70,15 +70,21 @@ class UniversalityConfig:
 
 
 @dataclass(frozen=True)
-class Universality:
+class JsonResult:
+    """A result directory whose ``FILE`` holds ``{"config": ..., "results": ...}``."""
     path: Path
     config: dict
     results: dict
+    FILE: ClassVar[str] = ""
 
     @classmethod
-    def open(cls, path) -> "Universality":
-        d = read_json(Path(path) / "universality.json")
+    def open(cls, path):
+        d = read_json(Path(path) / cls.FILE)
         return cls(Path(path), d["config"], d["results"])
+
+
+class Universality(JsonResult):
+    FILE = "universality.json"
 
 
 def _sae_for(ws: Workspace, name: str | None, acts: Artifact, model_name: str, hook: str,
@@ -186,7 +192,7 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
                        {"model": cfg.model_b, "hook": cfg.hook_b, "side": "b"}],
             "n_pairs": len(m), "svcca": svcca and svcca["value"], "svcca_p": svcca and svcca["shuffled"]["p"]}
     with ws.create(KIND, name, model=cfg.model_b, hook=cfg.hook_b, meta=meta, overwrite=True) as d:
-        atomic_write_json(d / "universality.json", {"config": cfg.to_json(), "results": results})
+        atomic_write_json(d / Universality.FILE, {"config": cfg.to_json(), "results": results})
         atomic_write_bytes(d / "pairs.csv", pairs_csv(results["pairs"]).encode())
     return ws.get(KIND, name)
 

@@ -156,13 +156,6 @@ class SVCCA(Measure):
         return Score("svcca", float(rho.mean()), n, used)
 
 
-def canonical_correlations(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Canonical correlations of two column spaces (centred inputs): singular values of Qa^T Qb."""
-    qa, _ = np.linalg.qr(A)
-    qb, _ = np.linalg.qr(B)
-    return np.clip(np.linalg.svd(qa.T @ qb, compute_uv=False), 0.0, 1.0)
-
-
 # --- matrices of all row pairs (RSA, CKA, kNN) -----------------------------------------------------
 
 class _RowPairs(Measure):
