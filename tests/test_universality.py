@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 from sae_core.universality import UniversalityError, linear_cka, mutual_knn, rsa, svcca
 from sae_core.universality import nulls
 from sae_core.universality.analysis import AnalysisConfig
-from sae_core.universality.correlation import CorrelationAccumulator, TopTokens, add_cross
+from sae_core.universality.correlation import Codes, CorrelationAccumulator, TopTokens, add_cross
 from sae_core.universality.matching import MatchConfig, match, nonconcept_ids
 
 
@@ -48,6 +48,17 @@ def test_svcca_matches_a_numpy_reference_and_its_invariances():
     assert compat.value == pytest.approx(abs(np.corrcoef(s1, s2)[0, 1]), abs=1e-9)
     assert (compat.used["k_x"], compat.used["k_y"], compat.used["paper_compat"]) == (1, 1, True)
     assert svcca(torch.tensor(X), torch.tensor(Y), k=3).value == pytest.approx(svcca(X, Y, k=3).value)
+
+
+def test_linear_cka_in_feature_space_equals_the_gram_form(monkeypatch):
+    from sae_core.universality import measures
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 6)) + 3.0  # off-centre rows
+    Y = X @ rng.normal(size=(6, 9)) + rng.normal(size=(40, 9))
+    feature_space = [linear_cka(X, Y, debiased=d).value for d in (False, True)]
+    monkeypatch.setattr(measures, "GRAM_ENTRY_IN_MACS", 0)  # every comparison through the n x n Grams
+    assert [linear_cka(X, Y, debiased=d).value for d in (False, True)] == pytest.approx(feature_space, abs=1e-12)
 
 
 def test_linear_cka_matches_the_published_test_vector():
@@ -123,7 +134,11 @@ def test_nulls_and_bootstrap_on_a_real_pairing():
     assert mx.p == pytest.approx(1 / 31) and mx.null_mean > sig.null_mean  # the max of two nulls is larger
 
 
-def test_streamed_correlation_equals_numpy_and_flags_dead_features():
+@pytest.mark.parametrize("flush_rows", [32_768, 1000])  # 1000: the float32 block flushed mid-stream
+def test_streamed_correlation_equals_numpy_and_flags_dead_features(flush_rows, monkeypatch):
+    from sae_core.universality import correlation
+
+    monkeypatch.setattr(correlation, "FLUSH_ROWS", flush_rows)
     rng = np.random.default_rng(7)
     A = np.maximum(rng.normal(size=(3000, 40)) - 1.5, 0)   # sparse, non-negative like SAE codes
     B = np.maximum(rng.normal(size=(3000, 30)) - 1.5, 0)
@@ -139,24 +154,30 @@ def test_streamed_correlation_equals_numpy_and_flags_dead_features():
     np.testing.assert_allclose(res.corr.numpy(), want, atol=1e-5)
     assert res.n_tokens == 3000 and not res.alive_a[7] and int(res.alive_a.sum()) == 39
     a, b = torch.tensor(A[:512], dtype=torch.float32), torch.tensor(B[:512], dtype=torch.float32)
-    torch.testing.assert_close(_cross(a, b, pair_cost=1), (a.t() @ b).double(), rtol=1e-5, atol=1e-5)  # sparse
-    torch.testing.assert_close(_cross(a, b, pair_cost=10 ** 12), (a.t() @ b).double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_cross(a, b, sparse_cost=1), (a.t() @ b).double(), rtol=1e-5, atol=1e-5)  # sparse
+    torch.testing.assert_close(_cross(a, b, sparse_cost=10 ** 12), (a.t() @ b).double(), rtol=1e-5, atol=1e-5)
+    sparser_b = b * (torch.rand(b.shape, generator=torch.Generator().manual_seed(0)) < 0.2)  # the B side as CSR
+    torch.testing.assert_close(_cross(a, sparser_b, sparse_cost=1), (a.t() @ sparser_b).double(), rtol=1e-5,
+                               atol=1e-5)
+    codes = Codes.of(a)
+    torch.testing.assert_close(codes.dense(), a)
+    assert codes.head(100).n == 100 and torch.equal(codes.head(100).dense(), a[:100])
     with pytest.raises(UniversalityError, match="same token rows"):
         acc.update(a, b[:10])
     with pytest.raises(UniversalityError, match="made for 40 and 30"):
         acc.update(a[:, :5], b)
 
 
-def _cross(a, b, pair_cost):
+def _cross(a, b, sparse_cost):
     from sae_core.universality import correlation
 
-    old, correlation.PAIR_COST_IN_MACS = correlation.PAIR_COST_IN_MACS, pair_cost
+    old, correlation.SPARSE_COST_IN_MACS = correlation.SPARSE_COST_IN_MACS, sparse_cost
     try:
-        out = torch.zeros(a.shape[1], b.shape[1], dtype=torch.float64)
+        out = torch.zeros(a.shape[1], b.shape[1])
         add_cross(out, a, b)
-        return out
+        return out.double()
     finally:
-        correlation.PAIR_COST_IN_MACS = old
+        correlation.SPARSE_COST_IN_MACS = old
 
 
 def _planted(n_tokens=6000, d=48, seed=8):
@@ -211,6 +232,23 @@ def test_top_tokens_keep_each_features_highest_activations():
     tt.update(codes[:2], torch.tensor([10, 11]))
     tt.update(codes[2:], torch.tensor([12]))
     assert tt.sets() == [{11, 12}, {12, 10}, set()]  # feature 2 never fired
+    assert tt.tokens[:, 2].tolist() == [-1, -1]          # and shows no token
+
+
+def test_top_tokens_equal_a_dense_sort_over_all_batches():
+    g = torch.Generator().manual_seed(3)
+    codes = torch.relu(torch.randn(2000, 50, generator=g) - 1.5)
+    codes[:, 4] = 0.0
+    codes[7, 4] = 0.3                                      # fires once: one token, then none
+    toks = torch.randint(0, 500, (2000,), generator=g)
+    tt = TopTokens(50, m=5)
+    for s in range(0, 2000, 256):
+        tt.update(Codes.of(codes[s:s + 256]), toks[s:s + 256])
+    want_v, want_rows = codes.topk(5, dim=0)
+    fired = want_v > 0
+    torch.testing.assert_close(tt.values[fired], want_v[fired])
+    assert torch.equal(tt.tokens[fired], toks[want_rows][fired]) and (tt.tokens[~fired] == -1).all()
+    assert tt.tokens[:, 4].tolist() == [int(toks[7]), -1, -1, -1, -1]
 
 
 def test_nonconcept_tokens_of_the_zoo_tokenizer(tiny_a):
@@ -229,6 +267,8 @@ def test_bad_inputs_are_clear_errors():
         svcca(X[:2], X[:2])
     with pytest.raises(UniversalityError, match="NaN"):
         linear_cka(np.full((5, 2), np.nan), np.ones((5, 2)))
+    with pytest.raises(UniversalityError, match="no variance"):
+        linear_cka(np.tile([[0.3, 1.7]], (6, 1)), np.random.default_rng(0).normal(size=(6, 2)))
     with pytest.raises(UniversalityError, match="runs=3"):
         nulls.shuffled(linear_cka, X, X, 0.5, runs=3)
     with pytest.raises(UniversalityError, match="every canonical correlation 1"):
@@ -244,7 +284,8 @@ def test_bad_inputs_are_clear_errors():
 
 
 @pytest.mark.parametrize("name,kw", [("svcca", {"k": 4}), ("svcca", {}), ("rsa", {"max_rows": 30}), ("cka", {}),
-                                     ("cka_debiased", {}), ("mutual_knn", {"k": 5})])
+                                     ("cka_debiased", {}), ("mutual_knn", {"k": 5}),
+                                     ("mutual_knn", {"k": 5, "prefix": 1})])  # prefix 1: rows left to sim
 def test_prepared_states_give_the_measure_of_the_taken_rows(name, kw):
     """The nulls' fast path (prepare once, take rows) equals measuring the rows afresh."""
     from sae_core.universality.measures import measure
@@ -263,6 +304,9 @@ def test_prepared_states_give_the_measure_of_the_taken_rows(name, kw):
     for rx, ry in draws:
         got = m.compare(m.take(sx, rx), m.take(sy, ry))
         assert got.value == pytest.approx(m(X[rx], Y[ry]).value, abs=1e-9), (name, rx[:3], ry[:3])
+        back = np.arange(rx.size)[::-1][:30]                # a take of a take
+        twice = m.compare(m.take(m.take(sx, rx), back), m.take(m.take(sy, ry), back))
+        assert twice.value == pytest.approx(m(X[rx][back], Y[ry][back]).value, abs=1e-9)
     fast = nulls.shuffled(m, X, Y, 0.5, runs=12, seed=3)
     slow = nulls.shuffled(lambda a, b: m(a, b), X, Y, 0.5, runs=12, seed=3)
     np.testing.assert_allclose(fast.null, slow.null, atol=1e-9)

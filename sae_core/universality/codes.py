@@ -2,9 +2,9 @@
 
 ``code_pass(pair, sae_a, sae_b)`` reads the two stores shard by shard (row i of each is the same
 document and position: ``PairedStores`` checked it), skips rows whose token is in ``drop_ids``
-(pad/BOS/EOS when the harvest kept them), encodes each batch with both SAEs on the SAEs' device,
-and feeds the correlation accumulator, each feature's top tokens and its firing count. Nothing of
-size tokens x features is kept.
+(pad/BOS/EOS when the harvest kept them), encodes each batch with both SAEs on the SAEs' device
+into its active entries (``Codes``), and feeds the correlation accumulator, each feature's top
+tokens and its firing count. Nothing of size tokens x features is kept.
 
 With ``null_every=m`` (> 0), every m-th batch also feeds two small accumulators: its A codes
 against its own B codes, and the previous batch's A codes (other documents) against its B codes.
@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from sae_core.activations.paired import PairedStores
-from sae_core.universality.correlation import Correlation, CorrelationAccumulator, TopTokens
+from sae_core.universality.correlation import Codes, Correlation, CorrelationAccumulator, TopTokens
 from sae_core.universality.measures import UniversalityError
 
 
@@ -77,18 +77,18 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
             n = min(batch_size, total - done, xa.shape[0] - s)
             if n <= 0:
                 break
-            za = sae_a.encode(xa[s:s + n].to(device))
-            zb = sae_b.encode(xb[s:s + n].to(device))
+            za = Codes.encode(sae_a, xa[s:s + n].to(device))
+            zb = Codes.encode(sae_b, xb[s:s + n].to(device))
             tok = ta[s:s + n].to(device)
             acc.update(za, zb)
             if null_every and prev_za is not None and batch % null_every == 0:
-                m = min(prev_za.shape[0], n)
-                acc_sub.update(za[:m], zb[:m])
-                acc_null.update(prev_za[:m], zb[:m])
+                m = min(prev_za.n, n)
+                acc_sub.update(za.head(m), zb.head(m))
+                acc_null.update(prev_za.head(m), zb.head(m))
             prev_za, batch = za, batch + 1
             for t, f, z in ((tops[0], fires[0], za), (tops[1], fires[1], zb)):
                 t.update(z, tok)
-                f += (z > 0).sum(0)
+                f += torch.bincount(z.cols, minlength=f.numel())
             done += n
             if on_progress:
                 on_progress(done, total)

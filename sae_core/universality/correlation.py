@@ -2,56 +2,98 @@
 
 ``CorrelationAccumulator.update(a, b)`` takes the two SAEs' codes of the same token rows (``[n,
 S_a]`` and ``[n, S_b]``) and adds to running sums kept in float64 (count, per-feature sums and
-sums of squares, and the ``S_a x S_b`` cross sums); nothing of size tokens x features outlives a
-batch. ``result()`` turns the sums into the correlation matrix, the same as z-scoring each feature
+sums of squares, and the ``S_a x S_b`` cross sums, which gather each block of up to
+``FLUSH_ROWS`` tokens in float32 first); nothing of size tokens x features outlives a batch. ``result()`` turns the sums into the correlation matrix, the same as z-scoring each feature
 over all tokens and taking ``Z_a^T Z_b / n`` (the paper's computation), with 0 for a feature that
 never varies (a dead latent), which is reported.
 
-The cross sums of a batch are computed on the codes' device (``add_cross``): as a dense float32
-matmul on a GPU, and on the CPU from the active entries alone when the codes are sparse enough
-(an SAE's usually are), a small fraction of the dense product's work.
+Codes arrive as their active entries (``Codes``: an SAE's ``encode_coords``), so the sums touch only
+those. The cross sums of a batch are computed on the codes' device (``add_cross``): as a dense
+float32 matmul on a GPU, and on the CPU as sparse x dense when the codes are sparse enough (an
+SAE's usually are), a small fraction of the dense product's work.
 
 ``TopTokens`` keeps each feature's ``m`` highest activations and the token at each, for the
 "non-concept" and shared-token filters of matching.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from sae_core.universality.measures import UniversalityError
 
-# On the CPU one active pair (gathered indices and one scattered add) costs about as much as this
-# many multiply-adds of a dense float32 matmul (measured on this 2-core machine with BatchTopK
-# codes of 4096 latents, k 32: ~130 ns per pair against ~8.5 ps per multiply-add, so there the
-# dense product wins narrowly; far sparser codes, or wider SAEs, take the pair path).
-PAIR_COST_IN_MACS = 15_000
+# On the CPU one multiply-add of a sparse x dense product (CSR codes of one side against the other
+# side's dense codes) costs about as much as this many of a dense float32 matmul: measured on this
+# 2-core machine at 4096 tokens x 4096 latents, k 32: ~4 GMAC/s against ~100 GMAC/s (0.13 s against
+# 0.69 s a batch), so the sparse product wins while fewer than ~1 in 25 codes are active.
+SPARSE_COST_IN_MACS = 25
+# Cross sums gather in float32 over blocks of this many tokens, then go into the float64 sums (a
+# float64 add of the whole S_a x S_b matrix every batch would cost more than the product itself).
+FLUSH_ROWS = 32_768
 
 
-def add_cross(cross: torch.Tensor, a_NA: torch.Tensor, b_NB: torch.Tensor) -> None:
-    """``cross += a^T b`` (``cross`` float64 ``[S_a, S_b]``), the cheapest way for these codes.
+@dataclass(frozen=True)
+class Codes:
+    """One batch of SAE codes as its nonzero entries, row-major (``SAE.encode_coords``' order):
+    ``rows``, ``cols``, ``vals`` of a ``[n, width]`` code matrix that is never built unless asked."""
+    rows: torch.Tensor
+    cols: torch.Tensor
+    vals: torch.Tensor
+    n: int
+    width: int
 
-    On a GPU, or when many latents fire, a dense float32 matmul. On the CPU with sparse codes,
-    from the active entries alone: every token adds the outer product of its active A values with
-    its active B values (``sum_t |A_t| |B_t|`` scattered adds instead of ``n S_a S_b``
-    multiply-adds), with no padding, so rows that fire more than the average cost only their own."""
-    if a_NA.device.type == "cpu":
-        ra, ia = a_NA.nonzero(as_tuple=True)
-        rb, ib = b_NB.nonzero(as_tuple=True)
-        per_b = torch.bincount(rb, minlength=a_NA.shape[0])
-        sizes = per_b[ra]                                  # B entries each A entry pairs with
-        n_pairs = int(sizes.sum())
-        if n_pairs * PAIR_COST_IN_MACS < a_NA.shape[0] * a_NA.shape[1] * b_NB.shape[1]:
-            if n_pairs:
-                start_b = torch.cumsum(per_b, 0) - per_b
-                rep = torch.repeat_interleave(torch.arange(ra.numel()), sizes)
-                offset = torch.arange(n_pairs) - (torch.cumsum(sizes, 0) - sizes)[rep]
-                jb = start_b[ra[rep]] + offset
-                vals = a_NA[ra, ia][rep] * b_NB[rb, ib][jb]
-                cross.view(-1).index_add_(0, ia[rep] * b_NB.shape[1] + ib[jb], vals.double())
+    @classmethod
+    def of(cls, z_NS: torch.Tensor) -> "Codes":
+        rows, cols = z_NS.nonzero(as_tuple=True)
+        return cls(rows, cols, z_NS[rows, cols], z_NS.shape[0], z_NS.shape[1])
+
+    @classmethod
+    def encode(cls, sae, x_ND: torch.Tensor) -> "Codes":
+        rows, cols, vals = sae.encode_coords(x_ND)
+        return cls(rows, cols, vals, x_ND.shape[0], sae.cfg.d_sae)
+
+    def dense(self) -> torch.Tensor:
+        z = torch.zeros(self.n, self.width, dtype=self.vals.dtype, device=self.vals.device)
+        z[self.rows, self.cols] = self.vals
+        return z
+
+    def head(self, m: int) -> "Codes":
+        """The first ``m`` rows."""
+        keep = int(torch.searchsorted(self.rows, torch.tensor(m, device=self.rows.device)))
+        return Codes(self.rows[:keep], self.cols[:keep], self.vals[:keep], min(m, self.n), self.width)
+
+    def transposed_csr(self) -> torch.Tensor:
+        """``[width, n]`` sparse CSR (feature-major) of these codes."""
+        order = torch.argsort(self.cols, stable=True)  # rows stay ascending within a feature
+        crow = torch.zeros(self.width + 1, dtype=torch.int64, device=self.rows.device)
+        crow[1:] = torch.cumsum(torch.bincount(self.cols, minlength=self.width), 0)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore")
+            return torch.sparse_csr_tensor(crow, self.rows[order], self.vals[order].float(), (self.width, self.n))
+
+
+def _codes(z) -> Codes:
+    return z if isinstance(z, Codes) else Codes.of(z)
+
+
+def add_cross(cross: torch.Tensor, a: Codes | torch.Tensor, b: Codes | torch.Tensor) -> None:
+    """``cross += a^T b`` (``cross`` float32 ``[S_a, S_b]``), the cheapest way for these codes.
+
+    On a GPU, or when many latents fire, a dense float32 matmul. On the CPU with sparse codes, the
+    sparser side as CSR against the other side's dense codes: ``nnz_a * S_b`` multiply-adds
+    instead of ``n * S_a * S_b``."""
+    a, b = _codes(a), _codes(b)
+    if a.vals.device.type == "cpu":
+        dense_cost = a.n * a.width * b.width
+        if min(a.vals.numel() * b.width, b.vals.numel() * a.width) * SPARSE_COST_IN_MACS < dense_cost:
+            if a.vals.numel() * b.width <= b.vals.numel() * a.width:
+                cross.addmm_(a.transposed_csr(), b.dense().float())
+            else:
+                cross.t().addmm_(b.transposed_csr(), a.dense().float())
             return
-    cross += (a_NA.t() @ b_NB).double()
+    cross.addmm_(a.dense().float().t(), b.dense().float())
 
 
 class CorrelationAccumulator:
@@ -61,27 +103,39 @@ class CorrelationAccumulator:
         self.sum_a, self.sum_b = torch.zeros(d_a, **f64), torch.zeros(d_b, **f64)
         self.sq_a, self.sq_b = torch.zeros(d_a, **f64), torch.zeros(d_b, **f64)
         self.cross = torch.zeros(d_a, d_b, **f64)
+        self._block = torch.zeros(d_a, d_b, dtype=torch.float32, device=device)  # cross sums since the last flush
+        self._block_rows = 0
 
-    def update(self, a_NA: torch.Tensor, b_NB: torch.Tensor) -> None:
-        if a_NA.shape[0] != b_NB.shape[0]:
-            raise UniversalityError(f"codes of {a_NA.shape[0]} and {b_NB.shape[0]} tokens: both sides must "
-                                    "be the same token rows")
-        if (a_NA.shape[1], b_NB.shape[1]) != (self.sum_a.numel(), self.sum_b.numel()):
-            raise UniversalityError(f"codes of width {a_NA.shape[1]} and {b_NB.shape[1]}, but the accumulator "
+    def update(self, a: Codes | torch.Tensor, b: Codes | torch.Tensor) -> None:
+        """Add one batch: both sides' codes of the same token rows (``Codes`` or dense ``[n, S]``)."""
+        a, b = _codes(a), _codes(b)
+        if a.n != b.n:
+            raise UniversalityError(f"codes of {a.n} and {b.n} tokens: both sides must be the same token rows")
+        if (a.width, b.width) != (self.sum_a.numel(), self.sum_b.numel()):
+            raise UniversalityError(f"codes of width {a.width} and {b.width}, but the accumulator "
                                     f"was made for {self.sum_a.numel()} and {self.sum_b.numel()} features")
-        if a_NA.shape[0] == 0:
+        if a.n == 0:
             return
-        a, b = a_NA.float(), b_NB.float()
-        self.n += a.shape[0]
-        self.sum_a += a.sum(0, dtype=torch.float64)
-        self.sum_b += b.sum(0, dtype=torch.float64)
-        self.sq_a += (a * a).sum(0, dtype=torch.float64)
-        self.sq_b += (b * b).sum(0, dtype=torch.float64)
-        add_cross(self.cross, a, b)
+        self.n += a.n
+        for total, sq, c in ((self.sum_a, self.sq_a, a), (self.sum_b, self.sq_b, b)):
+            v = c.vals.double()
+            total.index_add_(0, c.cols, v)
+            sq.index_add_(0, c.cols, v * v)
+        add_cross(self._block, a, b)
+        self._block_rows += a.n
+        if self._block_rows >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._block_rows:
+            self.cross += self._block
+            self._block.zero_()
+            self._block_rows = 0
 
     def result(self) -> "Correlation":
         if self.n < 2:
             raise UniversalityError(f"correlation over {self.n} token(s): give at least 2 (thousands, really)")
+        self._flush()
         n = self.n
         mean_a, mean_b = self.sum_a / n, self.sum_b / n
         var_a = (self.sq_a / n - mean_a ** 2).clamp_min(0)
@@ -113,15 +167,28 @@ class TopTokens:
         self.values = torch.full((m, d), -torch.inf, device=device)
         self.tokens = torch.full((m, d), -1, dtype=torch.int64, device=device)
 
-    def update(self, codes_NS: torch.Tensor, tokens_N: torch.Tensor) -> None:
-        k = min(self.m, codes_NS.shape[0])
-        if k == 0:
+    def update(self, codes: Codes | torch.Tensor, tokens_N: torch.Tensor) -> None:
+        """Merge one batch (``Codes`` or dense ``[n, S]``; ``tokens_N`` its token ids). Only the
+        active entries above a feature's current m-th best are looked at, so after the first
+        batches a batch costs little more than one comparison per active entry."""
+        c = _codes(codes)
+        keep = c.vals > self.values[-1][c.cols]
+        if not keep.any():
             return
-        v, rows = codes_NS.topk(k, dim=0)                      # [k, S]
-        vals = torch.cat([self.values, v.float()])
-        toks = torch.cat([self.tokens, tokens_N.to(rows.device)[rows]])
-        best = vals.topk(self.m, dim=0).indices
-        self.values, self.tokens = vals.gather(0, best), toks.gather(0, best)
+        cols = c.cols[keep]
+        touched = torch.unique(cols)
+        vals = torch.cat([self.values[:, touched].reshape(-1), c.vals[keep].float()])
+        feats = torch.cat([touched.repeat(self.m), cols])
+        toks = torch.cat([self.tokens[:, touched].reshape(-1), tokens_N.to(cols.device)[c.rows[keep]]])
+        order = torch.argsort(vals, descending=True, stable=True)
+        order = order[torch.argsort(feats[order], stable=True)]  # by feature, highest first within one
+        f = feats[order]
+        _, counts = torch.unique_consecutive(f, return_counts=True)
+        rank = torch.arange(f.numel(), device=f.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
+                                                                                 counts)
+        top = rank < self.m  # every touched feature brings its m current entries, so ranks 0..m-1 exist
+        self.values[rank[top], f[top]] = vals[order][top]
+        self.tokens[rank[top], f[top]] = toks[order][top]
 
     def sets(self) -> list[set[int]]:
         """Per feature: the distinct tokens of its top activations that are above 0."""

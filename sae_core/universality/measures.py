@@ -159,7 +159,8 @@ class SVCCA(Measure):
 # --- matrices of all row pairs (RSA, CKA, kNN) -----------------------------------------------------
 
 class _RowPairs(Measure):
-    """A measure over an n x n matrix of the rows (similarity or Gram): ``take`` is a sub-block."""
+    """A measure over an n x n matrix of the rows (similarity or Gram), kept up to ``CACHE_ROWS``
+    rows; each measure's ``take`` reuses it for the rows taken."""
 
     def matrix(self, M: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -167,11 +168,6 @@ class _RowPairs(Measure):
     def prepare(self, M) -> State:
         M = _check(_np(M), self.least, self.name)
         return State(M, self.matrix(M) if M.shape[0] <= CACHE_ROWS else None)
-
-    def take(self, s: State, rows: np.ndarray) -> State:
-        if s.derived is None:
-            return self.prepare(s.M[rows])
-        return State(s.M[rows], s.derived[np.ix_(rows, rows)])
 
     def _matrix(self, s: State) -> np.ndarray:
         return s.derived if s.derived is not None else self.matrix(s.M)
@@ -191,6 +187,10 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RSA(_RowPairs):
+    """``derived``: ``(sim, idx, ranks)``: the similarity matrix of the prepared rows, which of
+    them this state's rows are (None: all, in order), and the ranks this state compares (computed
+    once for a prepared side, which a shuffled null compares a hundred times). ``take`` only
+    composes indices, so a null run gathers the ``max_rows`` sub-block it ranks, not all n x n."""
     max_rows: int = 2000
     seed: int = 0
     name = "rsa"
@@ -201,39 +201,124 @@ class RSA(_RowPairs):
             raise UniversalityError("rsa: a matched row is constant, so its Pearson similarity is undefined")
         return np.corrcoef(M)
 
+    def prepare(self, M) -> State:
+        s = super().prepare(M)
+        if s.derived is None:
+            return s
+        return replace(s, derived=(s.derived, None, self._ranks(s.derived, None, s.M.shape[0])))
+
+    def take(self, s: State, rows: np.ndarray) -> State:
+        if s.derived is None:
+            return self.prepare(s.M[rows])
+        sim, idx, _ = s.derived
+        return State(s.M[rows], (sim, rows if idx is None else idx[rows], None))
+
+    def _rows(self, n: int) -> np.ndarray:
+        if n > self.max_rows:
+            return np.sort(np.random.default_rng(self.seed).choice(n, self.max_rows, replace=False))
+        return np.arange(n)
+
+    def _ranks(self, sim: np.ndarray, idx: np.ndarray | None, n: int) -> np.ndarray:
+        rows = self._rows(n)
+        base = rows if idx is None else idx[rows]
+        return _ranks(sim[np.ix_(base, base)][np.tril_indices(rows.size, -1)])
+
+    def _ranks_of(self, s: State) -> np.ndarray:
+        n = s.M.shape[0]
+        if s.derived is None:
+            rows = self._rows(n)
+            return _ranks(_lower(self.matrix(s.M[rows])))
+        sim, idx, ranks = s.derived
+        return ranks if ranks is not None else self._ranks(sim, idx, n)
+
     def compare(self, sx: State, sy: State) -> Score:
         n = sx.M.shape[0]
-        rows = np.arange(n)
-        if n > self.max_rows:
-            rows = np.sort(np.random.default_rng(self.seed).choice(n, self.max_rows, replace=False))
-        tri = np.tril_indices(rows.size, -1)
-        sub = [(self._matrix(s)[np.ix_(rows, rows)] if s.derived is not None else self.matrix(s.M[rows]))[tri]
-               for s in (sx, sy)]
-        value = float(np.corrcoef(_ranks(sub[0]), _ranks(sub[1]))[0, 1])
-        return Score("rsa", value, n, {"rows_used": int(rows.size), "subsampled": bool(n > self.max_rows),
+        value = float(np.corrcoef(self._ranks_of(sx), self._ranks_of(sy))[0, 1])
+        used = min(n, self.max_rows)
+        return Score("rsa", value, n, {"rows_used": int(used), "subsampled": bool(n > self.max_rows),
                                        "seed": self.seed})
 
 
-def _hsic_unbiased(K: np.ndarray, L: np.ndarray) -> float:
-    """Song et al.'s unbiased HSIC of two Gram matrices, in O(n^2) (translation invariant, so the
-    Gram of uncentred rows serves)."""
-    n = K.shape[0]
-    K, L = K.copy(), L.copy()
-    np.fill_diagonal(K, 0)
-    np.fill_diagonal(L, 0)
-    ones_K, ones_L = K.sum(0), L.sum(0)
-    return float((np.sum(K * L) + ones_K.sum() * ones_L.sum() / ((n - 1) * (n - 2))
-                  - 2.0 / (n - 2) * ones_K @ ones_L) / (n * (n - 3)))
+@dataclass(frozen=True)
+class _Gram:
+    """A Gram matrix with the sums CKA's HSIC estimators need, so that a comparison costs one
+    elementwise product of the two Grams (``cross``) and no centred copies."""
+    K: np.ndarray
+    diag: np.ndarray
+    sums: np.ndarray   # row sums (= column sums)
+    total: float
+    self_dot: float    # sum(K * K)
+
+    @classmethod
+    def of(cls, K: np.ndarray) -> "_Gram":
+        K = np.ascontiguousarray(K)
+        return cls(K, np.diag(K).copy(), K.sum(0), float(K.sum()), float(K.ravel() @ K.ravel()))
+
+    def permuted(self, rows: np.ndarray) -> "_Gram":
+        return _Gram(self.K[rows][:, rows], self.diag[rows], self.sums[rows], self.total, self.self_dot)
+
+    def cross(self, other: "_Gram") -> float:
+        return self.self_dot if other is self else float(self.K.ravel() @ other.K.ravel())
 
 
-def _centred(G: np.ndarray) -> np.ndarray:
-    """H G H for the centring matrix H: the Gram of the centred rows."""
-    r = G.mean(0)
-    return G - r[None, :] - r[:, None] + r.mean()
+def _hsic(g: _Gram, h: _Gram, debiased: bool) -> float:
+    """HSIC of two Grams up to a factor common to all three terms of CKA. Biased: <HKH, HLH> =
+    <K, L> - 2/n s_K.s_L + T_K T_L / n^2 (H the centring matrix, s row sums, T totals). Debiased:
+    Song et al.'s unbiased estimator of the Grams with zeroed diagonals, in O(n^2) (translation
+    invariant, so the Gram of uncentred rows serves)."""
+    n, kl = g.K.shape[0], g.cross(h)
+    if not debiased:
+        return kl - 2.0 / n * float(g.sums @ h.sums) + g.total * h.total / n ** 2
+    sg, sh = g.sums - g.diag, h.sums - h.diag
+    tg, th = g.total - g.diag.sum(), h.total - h.diag.sum()
+    return ((kl - float(g.diag @ h.diag)) + tg * th / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(sg @ sh)) \
+        / (n * (n - 3))
 
 
 @dataclass(frozen=True)
-class CKA(_RowPairs):
+class _Centred:
+    """One side's centred rows ``Xc`` with the sums CKA needs in feature space: HSIC terms become
+    ``||Xc^T Yc||_F^2`` (``n d_x d_y`` multiply-adds) instead of sums over two n x n Grams."""
+    Xc: np.ndarray
+    sq: np.ndarray      # squared row norms (the Gram's diagonal)
+    self_dot: float     # ||Xc^T Xc||_F^2 (= sum of the squared centred Gram)
+
+    @classmethod
+    def of(cls, M: np.ndarray) -> "_Centred":
+        Xc = M - M.mean(0)
+        G = Xc.T @ Xc
+        return cls(Xc, np.einsum("ij,ij->i", Xc, Xc), float(np.sum(G * G)))
+
+    def permuted(self, rows: np.ndarray) -> "_Centred":
+        return _Centred(self.Xc[rows], self.sq[rows], self.self_dot)
+
+    def cross(self, other: "_Centred") -> float:
+        return self.self_dot if other is self else float(np.sum((self.Xc.T @ other.Xc) ** 2))
+
+
+def _hsic_centred(f: _Centred, g: _Centred, debiased: bool) -> float:
+    """``_hsic`` of centred rows: their Gram's row sums and total are 0, which leaves (debiased)
+    ``<K, L> - (1 + 2/(n-2)) d_K.d_L + sum(d_K) sum(d_L) / ((n-1)(n-2))`` over ``n(n-3)``."""
+    kl = f.cross(g)
+    if not debiased:
+        return kl
+    n = f.Xc.shape[0]
+    dd = float(f.sq @ g.sq)
+    return (kl - (1 + 2.0 / (n - 2)) * dd + f.sq.sum() * g.sq.sum() / ((n - 1) * (n - 2))) / (n * (n - 3))
+
+
+# A comparison reads each Gram entry gathered for the rows taken: about as costly as this many
+# multiply-adds of the feature-space product (measured: gathering 1196 x 1196 of 4096 x 4096 rows
+# ~60 ms against ~2 ms for a 1196 x 128 x 256 product), so CKA works in feature space unless
+# d_x d_y exceeds this many times the number of rows.
+GRAM_ENTRY_IN_MACS = 1000
+
+
+@dataclass(frozen=True)
+class CKA(Measure):
+    """``derived``: a dict of the forms computed so far for this side: ``"centred"`` (feature
+    space, the usual choice) and ``"gram"`` (n x n, chosen for rows much wider than they are many),
+    filled when a comparison first needs one; a permutation reorders them, a subset starts over."""
     debiased: bool = False
 
     @property
@@ -244,24 +329,44 @@ class CKA(_RowPairs):
     def least(self) -> int:  # type: ignore[override]
         return 5 if self.debiased else 2
 
-    def matrix(self, M: np.ndarray) -> np.ndarray:
-        return M @ M.T
+    def prepare(self, M) -> State:
+        """Computes the form its own width suggests at once, so permuted takes reuse it."""
+        s = State(_check(_np(M), self.least, self.name), {})
+        n, d = s.M.shape
+        self._form(s, "centred" if d * d <= GRAM_ENTRY_IN_MACS * n else "gram")
+        return s
+
+    def take(self, s: State, rows: np.ndarray) -> State:
+        if _is_permutation(rows, s.M.shape[0]):
+            return State(s.M[rows], {k: v.permuted(rows) for k, v in s.derived.items()})
+        return State(s.M[rows], {})
+
+    @staticmethod
+    def _form(s: State, kind: str):
+        if kind not in s.derived:
+            s.derived[kind] = _Centred.of(s.M) if kind == "centred" else _Gram.of(s.M @ s.M.T)
+        return s.derived[kind]
 
     def compare(self, sx: State, sy: State) -> Score:
-        K, L = self._matrix(sx), self._matrix(sy)
-        if self.debiased:
-            xy, xx, yy = _hsic_unbiased(K, L), _hsic_unbiased(K, K), _hsic_unbiased(L, L)
-        else:
-            Kc, Lc = _centred(K), _centred(L)
-            xy, xx, yy = float(np.sum(Kc * Lc)), float(np.sum(Kc * Kc)), float(np.sum(Lc * Lc))
-        if xx <= 0 or yy <= 0:
+        n = sx.M.shape[0]
+        centred = sx.M.shape[1] * sy.M.shape[1] <= GRAM_ENTRY_IN_MACS * n
+        hsic = _hsic_centred if centred else _hsic
+        g, h = (self._form(s, "centred" if centred else "gram") for s in (sx, sy))
+        xy, xx, yy = (hsic(p, q, self.debiased) for p, q in ((g, h), (g, g), (h, h)))
+        if xx <= 1e-12 * g.self_dot or yy <= 1e-12 * h.self_dot:  # zero, up to the sums' rounding
             raise UniversalityError("linear_cka: one side has no variance (all matched rows are equal)")
-        return Score(self.name, float(xy / np.sqrt(xx * yy)), K.shape[0], {"debiased": self.debiased})
+        return Score(self.name, float(xy / np.sqrt(xx * yy)), n, {"debiased": self.debiased})
 
 
 @dataclass(frozen=True)
 class MutualKNN(_RowPairs):
+    """``derived`` of a prepared side: ``(sim, nb, order)``: cosine similarities, each row's k
+    neighbours, and each row's nearest ``prefix * k`` rows, nearest first. A subset's neighbours
+    are then the first k members of the subset in that order (the exact answer; rows with fewer
+    than k members in their prefix are computed from ``sim``), with no sub-block copied or
+    partitioned. A taken state keeps only its neighbours."""
     k: int = 10
+    prefix: int = 8
     name = "mutual_knn"
 
     def matrix(self, M: np.ndarray) -> np.ndarray:
@@ -273,30 +378,48 @@ class MutualKNN(_RowPairs):
 
     def prepare(self, M) -> State:
         s = super().prepare(M)
-        return replace(s, derived=(s.derived, self._neighbours(s))) if s.derived is not None else s
+        if s.derived is None:
+            return s
+        sim = s.derived
+        length = min(sim.shape[0] - 1, self.prefix * self.k)
+        near = np.argpartition(-sim, length - 1, axis=1)[:, :length]
+        order = np.take_along_axis(near, np.argsort(-np.take_along_axis(sim, near, 1), axis=1), 1)
+        return replace(s, derived=(sim, self._neighbours(sim), order))
 
     def take(self, s: State, rows: np.ndarray) -> State:
-        if s.derived is None:
+        if s.derived is None or s.derived[0] is None:  # unprepared, or already a taken state
             return self.prepare(s.M[rows])
-        sim, nb = s.derived
-        if sim is None:  # already a reordered state
-            return self.prepare(s.M[rows])
-        if _is_permutation(rows, s.M.shape[0]):  # neighbours of row i in M[rows]: inv[nb[rows[i]]]
-            inv = np.empty_like(rows)
-            inv[rows] = np.arange(rows.size)
-            return State(s.M[rows], (None, inv[nb[rows]]))
-        sub = State(s.M[rows], sim[np.ix_(rows, rows)])
-        return State(sub.M, (sub.derived, self._neighbours(sub)))
+        sim, nb, order = s.derived
+        n = s.M.shape[0]
+        pos = np.full(n, -1)
+        pos[rows] = np.arange(rows.size)
+        if _is_permutation(rows, n):  # neighbours of row i in M[rows]: pos[nb[rows[i]]]
+            return State(s.M[rows], (None, pos[nb[rows]], None))
+        if np.unique(rows).size != rows.size:  # repeated rows: from the sub-block
+            return State(s.M[rows], (None, self._neighbours(sim[np.ix_(rows, rows)]), None))
+        self._check_k(rows.size)
+        member = pos[order[rows]] >= 0                 # [m, prefix]: the prefix's rows in the subset
+        seen = np.cumsum(member, 1)
+        first = member & (seen <= self.k)
+        out = np.empty((rows.size, self.k), dtype=np.int64)
+        full = seen[:, -1] >= self.k
+        out[full] = pos[order[rows[full]]][first[full]].reshape(-1, self.k)
+        if not full.all():                             # too few subset members among the prefix
+            out[~full] = self._neighbours(sim[np.ix_(rows[~full], rows)])
+        return State(s.M[rows], (None, out, None))
 
-    def _neighbours(self, s: State) -> np.ndarray:
-        sim = s.derived if s.derived is not None else self.matrix(s.M)
-        n = sim.shape[0]
+    def _check_k(self, n: int) -> None:
         if not 1 <= self.k < n:
             raise UniversalityError(f"mutual_knn: k={self.k} neighbours needs 1 <= k < the {n} pairs")
+
+    def _neighbours(self, sim: np.ndarray) -> np.ndarray:
+        """Each row's k largest entries of ``sim`` (rows: points, columns: candidates; a point's
+        own column holds -inf)."""
+        self._check_k(sim.shape[1])
         return np.argpartition(-sim, self.k - 1, axis=1)[:, :self.k]
 
     def compare(self, sx: State, sy: State) -> Score:
-        nx, ny = (s.derived[1] if isinstance(s.derived, tuple) else self._neighbours(s) for s in (sx, sy))
+        nx, ny = (s.derived[1] if s.derived is not None else self._neighbours(self.matrix(s.M)) for s in (sx, sy))
         n = nx.shape[0]
         shared = (np.sort(nx, 1)[:, :, None] == np.sort(ny, 1)[:, None, :]).sum((1, 2))
         jaccard = shared / (2 * self.k - shared)
