@@ -19,6 +19,15 @@ def open_feature(j: int) -> None:
     st.session_state[FEATURE_KEY] = int(j)
 
 
+def open_later(model_name: str, hook: str, sae_name: str, feature: int) -> None:
+    """From another page's widget callback: the feature browser opens on this SAE's feature (the
+    caller then switches to ``views/features.py``)."""
+    from sae_app import sidebar
+
+    sidebar.request(model_name, hook)
+    st.session_state["fb_open_sae"], st.session_state["fb_goto"] = sae_name, int(feature)
+
+
 def apply_pending_jump() -> None:
     """A jump requested after the number input was drawn (map clicks) takes effect on this run."""
     if (j := st.session_state.pop("fb_goto", None)) is not None:

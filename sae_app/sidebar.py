@@ -32,7 +32,28 @@ class Selection:
         return not (self.workspace_error or self.model_error) and bool(self.hook)
 
 
+GOTO = "sb_goto"
+
+
+def request(model_name: str, hook: str) -> None:
+    """Select this model and hook on the next run (from a widget callback: the sidebar's widgets
+    take the new values before they are drawn)."""
+    st.session_state[GOTO] = (model_name, hook)
+
+
+def _apply_request() -> None:
+    if (goto := st.session_state.pop(GOTO, None)) is None:
+        return
+    model_name, hook = goto
+    if model_name in {e.name for e in listing.zoo_entries()}:
+        st.session_state["sb_zoo_model"], st.session_state["sb_model_text"] = model_name, ""
+    else:
+        st.session_state["sb_model_text"] = model_name
+    st.session_state[f"sb_hook::{model_name}"] = hook
+
+
 def render() -> Selection:
+    _apply_request()
     with st.sidebar:
         root, ws_error = _workspace_picker()
         st.divider()

@@ -32,6 +32,26 @@ def pairs_table(path: str, created: float) -> pd.DataFrame:
     return df.sort_values("correlation", ascending=False, ignore_index=True) if len(df) else df
 
 
+def pair_options(path: str, created: float) -> list[int]:
+    """Pair indices, strongest correlation first (the table's order)."""
+    pairs = open_result(path, created).results["pairs"]
+    return sorted(range(len(pairs)), key=lambda i: -pairs[i]["corr"])
+
+
+def pair_label(pair: dict) -> str:
+    return f"A {pair['a']} ↔ B {pair['b']} (r = {pair['corr']:.3f}; {token_counts(pair['top_a'])})"
+
+
+@st.cache_data(max_entries=64, show_spinner="Reading the contexts…")
+def pair_contexts(root: str, path: str, created: float, i: int):
+    """Both features of pair ``i`` in context (``universality.contexts.pair_contexts``)."""
+    from sae_core.universality.contexts import pair_contexts as contexts
+
+    u = open_result(path, created)
+    tokenizer = session.load_model(u.config["model_a"]).tokenizer
+    return contexts(listing.open_workspace(root), u, i, tokenizer)
+
+
 def token_counts(tokens: list[str]) -> str:
     """A feature's top-activation tokens, distinct, most frequent first: ``the ×3, a ×2``."""
     from collections import Counter

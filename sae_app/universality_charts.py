@@ -83,27 +83,36 @@ def filter_funnel(results: dict) -> go.Figure:
     return _layout(fig, f"Pairs through the filters ({results['match_label']})", "pairs", "", height=300)
 
 
-def layer_heatmap(grid: dict, measure: str, model_a: str, model_b: str) -> go.Figure:
-    """The measure for every layer pair (hover: value, shuffled-null p, pairs); the best cell boxed."""
+HEAT_SHOWS = {"value": "score", "p": "p-value (shuffled null)", "n_pairs": "matched pairs"}
+
+
+def layer_heatmap(grid: dict, measure: str, model_a: str, model_b: str, show: str = "value") -> go.Figure:
+    """For every layer pair, the measure (``show="value"``), its shuffled-null p-value (``"p"``)
+    or the number of pairs kept (``"n_pairs"``); hover gives all three; the best cell boxed."""
     from sae_core.universality.grid import heat
 
     v, p, n = heat(grid, measure), heat(grid, measure, "p"), heat(grid, measure, "n_pairs")
+    z = {"value": v, "p": p, "n_pairs": n}[show]
     xs = [h.split(".")[1] for h in grid["hooks_b"]]
     ys = [h.split(".")[1] for h in grid["hooks_a"]]
-    text = [[("failed" if np.isnan(v[i, j]) else f"{v[i, j]:.3f}") for j in range(len(xs))] for i in range(len(ys))]
-    custom = np.dstack([np.nan_to_num(p, nan=-1), np.nan_to_num(n, nan=0)]).tolist()
+    fmt = {"value": "{:.3f}", "p": "{:.3g}", "n_pairs": "{:.0f}"}[show]
+    text = [[("failed" if np.isnan(z[i, j]) else fmt.format(z[i, j])) for j in range(len(xs))] for i in range(len(ys))]
+    custom = np.dstack([np.nan_to_num(v, nan=-1), np.nan_to_num(p, nan=-1), np.nan_to_num(n, nan=0)]).tolist()
+    label = MEASURE_NAMES.get(measure, measure)
     fig = go.Figure(go.Heatmap(
-        z=np.where(np.isnan(v), None, v).tolist(), x=xs, y=ys, text=text, texttemplate="%{text}",
-        customdata=custom, colorscale="Viridis", colorbar=dict(title=MEASURE_NAMES.get(measure, measure)),
-        hovertemplate=f"{model_a} layer %{{y}}, {model_b} layer %{{x}}<br>{measure} %{{z:.3f}}"
-                      "<br>p (shuffled) %{customdata[0]:.3g}<br>%{customdata[1]} pairs<extra></extra>"))
+        z=np.where(np.isnan(z), None, z).tolist(), x=xs, y=ys, text=text, texttemplate="%{text}",
+        customdata=custom, colorscale={"value": "Viridis", "p": "Viridis_r", "n_pairs": "Blues"}[show],
+        colorbar=dict(title=label if show == "value" else HEAT_SHOWS[show]),
+        hovertemplate=f"{model_a} layer %{{y}}, {model_b} layer %{{x}}<br>{measure} %{{customdata[0]:.3f}}"
+                      "<br>p (shuffled) %{customdata[1]:.3g}<br>%{customdata[2]} pairs<extra></extra>"))
     b = grid["best"][measure]
     fig.add_shape(type="rect", x0=b["j"] - 0.5, x1=b["j"] + 0.5, y0=b["i"] - 0.5, y1=b["i"] + 0.5,
                   line=dict(color="red", width=3))
     fig.update_xaxes(type="category")  # layer numbers are names here, not positions on a scale
     fig.update_yaxes(type="category")
-    return _layout(fig, f"{MEASURE_NAMES.get(measure, measure)} per layer pair (best boxed: p={b['max_null']['p']:.3g} "
-                   "against the maximum over all pairs)", f"{model_b} layer", f"{model_a} layer")
+    what = label if show == "value" else f"{HEAT_SHOWS[show]} of {label}"
+    return _layout(fig, f"{what} per layer pair (best {label} boxed: p={b['max_null']['p']:.3g} against the maximum "
+                   "over all pairs)", f"{model_b} layer", f"{model_a} layer")
 
 
 def subspaces(results: dict, measure: str = "svcca") -> go.Figure:

@@ -70,6 +70,37 @@ def test_zoo_models_share_features_far_above_chance(uni):
     assert universality_to_workspace(ws, SMALL).path == art.path
 
 
+def test_a_pairs_top_activations_in_context_on_both_sides(uni, tiny_a):
+    """Each side's contexts peak on that feature's top tokens, in order, with the values the SAE
+    gives when the whole store is encoded afresh."""
+    import torch
+
+    from sae_core.activations.paired import open_paired
+    from sae_core.sae.io import load_sae
+    from sae_core.universality.contexts import pair_contexts
+
+    ws, art, _ = uni
+    u = Universality.open(art.path)
+    i = max(range(len(u.results["pairs"])), key=lambda j: u.results["pairs"][j]["corr"])
+    p = u.results["pairs"][i]
+    ctx = pair_contexts(ws, u, i, tiny_a.tokenizer)
+    pair = open_paired(ws, ws.get("paired", u.results["paired"]))
+    for side, store in (("a", pair.a), ("b", pair.b)):
+        examples = ctx[side]
+        assert [e.tokens[e.peak] for e in examples] == p[f"top_{side}"] and len(examples) == len(p[f"rows_{side}"])
+        with torch.no_grad():
+            codes = load_sae(ws.get("sae", u.results["saes"][side]).path).encode(store.read_all())[:, p[side]]
+        codes[torch.isin(store.token_ids(), torch.tensor(tiny_a.tokenizer.all_special_ids))] = 0  # not compared
+        want = codes.topk(len(examples)).values  # the highest activations of the whole stream
+        assert [e.value for e in examples] == pytest.approx(want.tolist(), rel=1e-4)
+        doc, pos = store.row_keys()
+        for e, r in zip(examples, p[f"rows_{side}"]):
+            assert (e.sequence, e.position) == (int(doc[r]), int(pos[r])) and 1 <= len(e.tokens) <= 14
+            assert e.acts[e.peak] == e.value
+    with pytest.raises(UniversalityError, match="matched pairs"):
+        pair_contexts(ws, u, len(u.results["pairs"]), tiny_a.tokenizer)
+
+
 def test_named_saes_are_checked_against_their_hooks(uni):
     ws, art, _ = uni
     u = Universality.open(art.path)
@@ -138,7 +169,7 @@ def test_cli_prints_the_librarys_scores(uni):
     assert bad.exit_code == 2 and "matching rule 'greedy'" in bad.output
 
 
-def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch, tmp_path):
+def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch, tmp_path, tiny_a):
     import json
     import os
 
@@ -177,6 +208,21 @@ def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch,
     at.selectbox(key="uni_null_measure").set_value("rsa").run()
     hist = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][2]  # left column, under the selector
     assert hist["data"][0]["x"] == pytest.approx(r["scores"]["rsa"]["shuffled"]["null"])
+    # the strongest pair in context: each side's contexts peak on its top tokens
+    pick = at.selectbox(key="uni_pair")
+    assert pick.value == r["pairs"].index(best) and pick.options[0].startswith(f"A {best['a']} ↔ B {best['b']}")
+    from sae_core.universality.contexts import pair_contexts
+    ctx = pair_contexts(ws, Universality.open(art.path), pick.value, tiny_a.tokenizer)
+    blocks = [h.proto.body for h in at.get("html")]
+    assert len(blocks) == 2 and all(blocks)
+    for body, side in zip(blocks, "ab"):
+        assert body.count('class="tok"') == sum(len(e.tokens) for e in ctx[side])
+        assert all(f"<code" in body and f"{e.value:.3g}" in body for e in ctx[side])
+    # ... and B's feature opens in the feature browser, at B's model and hook, on B's SAE
+    at.button(key="uni_open_b").click().run()
+    assert not at.exception
+    assert (at.session_state["model_name"], at.session_state["hook"]) == ("zoo:tiny-b", "blocks.3.hook_resid_post")
+    assert at.session_state["fb_sae"] == r["saes"]["b"] and at.title[0].value == "Feature browser"
     # an empty workspace offers to build the comparison
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(tmp_path / "empty"))
     at = AppTest.from_file(app, default_timeout=120).run()
@@ -241,3 +287,8 @@ def test_universality_page_draws_the_layer_grid(uni, monkeypatch):
     b = g["best"]["cka_debiased"]
     assert fig["layout"]["shapes"][0]["x0"] == b["j"] - 0.5 and fig["layout"]["shapes"][0]["y0"] == b["i"] - 0.5
     assert f"p={b['max_null']['p']:.3g}" in fig["layout"]["title"]["text"]
+    for show, title in (("p", "p-value (shuffled null) of CKA (debiased)"), ("n_pairs", "matched pairs of CKA")):
+        at.segmented_control(key="uni_grid_show").set_value(show).run()
+        fig = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][-1]
+        np.testing.assert_allclose(np.array(fig["data"][0]["z"], dtype=float), heat(g, "cka_debiased", show))
+        assert fig["layout"]["title"]["text"].startswith(title)

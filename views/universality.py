@@ -3,7 +3,8 @@ import json
 
 import streamlit as st
 
-from sae_app import jobs, sidebar, universality_cache as uc, universality_charts as charts
+from sae_app import contexts, feature_panels as fp, jobs, sidebar, universality_cache as uc, universality_charts as charts
+from sae_core.errors import SAECoreError
 from sae_core.universality.job import pairs_csv
 
 sel = sidebar.current()
@@ -68,6 +69,23 @@ if few:
 st.subheader(f"Matched pairs ({r['n_pairs']})")
 st.dataframe(uc.pairs_table(str(art.path), art.created), hide_index=True, width="stretch", height=320,
              column_config={"correlation": st.column_config.NumberColumn(format="%.3f")})
+pick = st.selectbox("Pair in context", uc.pair_options(str(art.path), art.created), key="uni_pair",
+                    format_func=lambda i: uc.pair_label(r["pairs"][i]))
+pair = r["pairs"][pick]
+try:
+    ctx = uc.pair_contexts(sel.workspace_root, str(art.path), art.created, pick)
+except SAECoreError as e:
+    st.warning(str(e))
+    ctx = None
+sides = st.columns(2)
+for col, side, model, hook in zip(sides, "ab", (cfg["model_a"], cfg["model_b"]), (cfg["hook_a"], cfg["hook_b"])):
+    col.markdown(f"**{model}** `{hook}`, feature **{pair[side]}** (fires on {pair[f'fires_{side}']:,} tokens)")
+    if ctx is not None:
+        scale = max((e.value for e in ctx[side]), default=0.0)
+        col.html(contexts.examples_html(ctx[side], scale))
+    if col.button(f"Open feature {pair[side]} in the feature browser", key=f"uni_open_{side}",
+                  on_click=fp.open_later, args=(model, hook, r["saes"][side], pair[side])):
+        st.switch_page("views/features.py")
 d1, d2 = st.columns(2)
 d1.download_button("Download all results (JSON)", json.dumps({"config": cfg, "results": r}),
                    file_name=f"{art.name}.json", mime="application/json", key="uni_json")
@@ -86,9 +104,13 @@ if not grids:
 else:
     grid = uc.open_grid(str(grids[0].path), grids[0].created)
     g, base = grid.results, grid.config["base"]
-    gm = st.selectbox("Measure", [m for m in charts.MEASURE_NAMES if m in g["measures"]], key="uni_grid_measure",
+    c1, c2 = st.columns([1, 2])
+    gm = c1.selectbox("Measure", [m for m in charts.MEASURE_NAMES if m in g["measures"]], key="uni_grid_measure",
                       format_func=lambda m: charts.MEASURE_NAMES[m])
-    st.plotly_chart(charts.layer_heatmap(g, gm, base["model_a"], base["model_b"]), width="stretch", key="uni_heat")
+    show = c2.segmented_control("Cells show", list(charts.HEAT_SHOWS), default="value", key="uni_grid_show",
+                                format_func=charts.HEAT_SHOWS.get) or "value"
+    st.plotly_chart(charts.layer_heatmap(g, gm, base["model_a"], base["model_b"], show), width="stretch",
+                    key="uni_heat")
     st.caption(f"Each cell: {base['d_sae']}-feature SAEs on {base['n_tokens']:,} paired tokens, its own matching "
                "and shuffled null; the best cell is tested against the null of the maximum over all cells.")
     for c in g["cells"]:

@@ -30,6 +30,8 @@ class CodePass:
     top_b: list[set[int]]
     top_ids_a: torch.Tensor      # [m, S_a] token ids of the top activations, highest first (-1: none)
     top_ids_b: torch.Tensor
+    top_rows_a: torch.Tensor     # [m, S_a] the store rows of those activations (-1: none)
+    top_rows_b: torch.Tensor
     fires_a: torch.Tensor        # [S_a] tokens on which each A feature fired
     fires_b: torch.Tensor
     n_tokens: int
@@ -65,13 +67,15 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
     fires = torch.zeros(S_a, dtype=torch.int64, device=device), torch.zeros(S_b, dtype=torch.int64, device=device)
     total = min(pair.n_tokens, max_tokens) if max_tokens else pair.n_tokens
     drop = torch.tensor(sorted(drop_ids), dtype=torch.int64)
-    done = 0
+    done, offset = 0, 0
     for shard in range(len(pair.a.shard_rows)):
         if done >= total:
             break
         xa, ta = pair.a.read_shard(shard)
         xb, _ = pair.b.read_shard(shard)
         keep = ~torch.isin(ta, drop) if drop.numel() else torch.ones_like(ta, dtype=torch.bool)
+        where = offset + keep.nonzero().squeeze(1)  # the kept rows' rows in the stores
+        offset += ta.numel()
         xa, xb, ta = xa[keep], xb[keep], ta[keep]
         for s in range(0, xa.shape[0], batch_size):
             n = min(batch_size, total - done, xa.shape[0] - s)
@@ -79,7 +83,7 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
                 break
             za = Codes.encode(sae_a, xa[s:s + n].to(device))
             zb = Codes.encode(sae_b, xb[s:s + n].to(device))
-            tok = ta[s:s + n].to(device)
+            tok, rows = ta[s:s + n].to(device), where[s:s + n].to(device)
             acc.update(za, zb)
             if null_every and prev_za is not None and batch % null_every == 0:
                 m = min(prev_za.n, n)
@@ -87,7 +91,7 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
                 acc_null.update(prev_za.head(m), zb.head(m))
             prev_za, batch = za, batch + 1
             for t, f, z in ((tops[0], fires[0], za), (tops[1], fires[1], zb)):
-                t.update(z, tok)
+                t.update(z, tok, rows)
                 f += torch.bincount(z.cols, minlength=f.numel())
             done += n
             if on_progress:
@@ -96,4 +100,4 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
         raise UniversalityError(f"the paired harvest gave {done} usable token(s); harvest more tokens")
     sub, null = (acc_sub.result(), acc_null.result()) if acc_null is not None and acc_null.n >= 2 else (None, None)
     return CodePass(acc.result(), tops[0].sets(), tops[1].sets(), tops[0].tokens.cpu(), tops[1].tokens.cpu(),
-                    fires[0].cpu(), fires[1].cpu(), done, sub, null)
+                    tops[0].rows.cpu(), tops[1].rows.cpu(), fires[0].cpu(), fires[1].cpu(), done, sub, null)

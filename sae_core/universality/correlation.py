@@ -160,18 +160,24 @@ class Correlation:
 
 
 class TopTokens:
-    """Each feature's ``m`` highest activations over the stream and the token id at each."""
+    """Each feature's ``m`` highest activations over the stream, highest first, with the token id
+    and the stream row (e.g. the activation store's row, for its context) of each; -1 where a
+    feature fired fewer than ``m`` times."""
 
     def __init__(self, d: int, m: int = 5, device: str | torch.device = "cpu"):
         self.m = m
         self.values = torch.full((m, d), -torch.inf, device=device)
         self.tokens = torch.full((m, d), -1, dtype=torch.int64, device=device)
+        self.rows = torch.full((m, d), -1, dtype=torch.int64, device=device)
 
-    def update(self, codes: Codes | torch.Tensor, tokens_N: torch.Tensor) -> None:
-        """Merge one batch (``Codes`` or dense ``[n, S]``; ``tokens_N`` its token ids). Only the
-        active entries above a feature's current m-th best are looked at, so after the first
-        batches a batch costs little more than one comparison per active entry."""
+    def update(self, codes: Codes | torch.Tensor, tokens_N: torch.Tensor, rows_N: torch.Tensor | None = None) -> None:
+        """Merge one batch (``Codes`` or dense ``[n, S]``; ``tokens_N`` its token ids, ``rows_N``
+        its rows in the stream, default ``0..n-1``). Only the active entries above a feature's
+        current m-th best are looked at, so after the first batches a batch costs little more
+        than one comparison per active entry."""
         c = _codes(codes)
+        if rows_N is None:
+            rows_N = torch.arange(c.n)
         keep = c.vals > self.values[-1][c.cols]
         if not keep.any():
             return
@@ -180,6 +186,7 @@ class TopTokens:
         vals = torch.cat([self.values[:, touched].reshape(-1), c.vals[keep].float()])
         feats = torch.cat([touched.repeat(self.m), cols])
         toks = torch.cat([self.tokens[:, touched].reshape(-1), tokens_N.to(cols.device)[c.rows[keep]]])
+        where = torch.cat([self.rows[:, touched].reshape(-1), rows_N.to(cols.device)[c.rows[keep]]])
         order = torch.argsort(vals, descending=True, stable=True)
         order = order[torch.argsort(feats[order], stable=True)]  # by feature, highest first within one
         f = feats[order]
@@ -189,6 +196,7 @@ class TopTokens:
         top = rank < self.m  # every touched feature brings its m current entries, so ranks 0..m-1 exist
         self.values[rank[top], f[top]] = vals[order][top]
         self.tokens[rank[top], f[top]] = toks[order][top]
+        self.rows[rank[top], f[top]] = where[order][top]
 
     def sets(self) -> list[set[int]]:
         """Per feature: the distinct tokens of its top activations that are above 0."""

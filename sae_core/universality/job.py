@@ -8,7 +8,8 @@
 4. ``match`` with ``cfg.match``, then ``analyse`` the matched decoder rows, all of them and
    within each semantic subspace (``subspaces``);
 5. writes a ``universality`` artifact: ``universality.json`` (config and results, with each pair's
-   correlation and top tokens) and ``pairs.csv``. It lists both models and hooks as its inputs.
+   correlation, top tokens and the paired harvest's rows of its top activations, from which
+   ``contexts.pair_contexts`` shows them in context) and ``pairs.csv``. It lists both models and hooks as its inputs.
 
 It returns at once when the artifact exists (the name is a hash of the configuration).
 """
@@ -32,7 +33,7 @@ from sae_core.universality.subspaces import subspace_scores, zoo_groups
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "universality"
-REVISION = 2  # 2: semantic subspaces
+REVISION = 3  # 2: semantic subspaces; 3: each pair's top rows (for its contexts)
 Progress = Callable[[int, int, str], None]
 HIST_BINS = np.linspace(-0.2, 1.0, 49)
 NULL_EVERY = 4  # the correlation histogram's batches: one in four
@@ -118,8 +119,12 @@ def _hist(values: torch.Tensor) -> list[int]:
 def _pairs_rows(m: Matches, cp: CodePass, decode: Callable[[int], str]) -> list[dict]:
     def tops(ids: torch.Tensor, f: int) -> list[str]:
         return [decode(int(t)) for t in ids[:, f].tolist() if t >= 0]
+
+    def rows(r: torch.Tensor, f: int) -> list[int]:
+        return [int(x) for x in r[:, f].tolist() if x >= 0]
     return [{"a": int(a), "b": int(b), "corr": float(c), "fires_a": int(cp.fires_a[a]), "fires_b": int(cp.fires_b[b]),
-             "top_a": tops(cp.top_ids_a, a), "top_b": tops(cp.top_ids_b, b)} for a, b, c in zip(m.a, m.b, m.corr)]
+             "top_a": tops(cp.top_ids_a, a), "top_b": tops(cp.top_ids_b, b),
+             "rows_a": rows(cp.top_rows_a, a), "rows_b": rows(cp.top_rows_b, b)} for a, b, c in zip(m.a, m.b, m.corr)]
 
 
 def paired_harvest(ws: Workspace, cfg: UniversalityConfig, *, load: Callable[[str], object] | None = None,
@@ -180,7 +185,7 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
                 "null": _hist(null.corr.max(0).values[null.alive_b])}
     results = {
         **scores, "steps": [list(s) for s in m.steps], "match_label": cfg.match.label,
-        "n_tokens": cp.n_tokens, "saes": {"a": sae_a_name, "b": sae_b_name},
+        "n_tokens": cp.n_tokens, "saes": {"a": sae_a_name, "b": sae_b_name}, "paired": pair_art.name,
         "d_sae": {"a": sae_a.cfg.d_sae, "b": sae_b.cfg.d_sae},
         "alive": {"a": int(cp.correlation.alive_a.sum()), "b": int(cp.correlation.alive_b.sum())},
         "best_corr_hist": hist,

@@ -1,6 +1,8 @@
 """Drive the real app in Chromium: every page renders its data without an exception."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -287,6 +289,11 @@ def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
     expect(main.get_by_role("heading", name=f"Matched pairs ({r['n_pairs']})")).to_be_visible()
     expect(main.get_by_test_id("stDownloadButton")).to_have_count(2)
     expect(charts.nth(4)).to_contain_text("within semantic subspaces")
+    best = max(r["pairs"], key=lambda p: p["corr"])
+    # the pair in context, strongest first
+    expect(main).to_contain_text(f"feature {best['a']} (fires on {best['fires_a']:,} tokens)")
+    expect(main.locator("div.ctx").first).to_be_visible()
+    expect(main).to_contain_text(f"feature {best['b']} (fires on {best['fires_b']:,} tokens)")
     expect(main).to_contain_text("No layer grid yet")
     # the layer grid (its cells become results too, so it is built after the single result is checked)
     g = Grid.open(grid_to_workspace(Workspace(workspace_dir), GridConfig(base=SMALL)).path).results
@@ -299,3 +306,7 @@ def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
     cell = next(c for c in g["cells"] if (c["i"], c["j"]) == (0, 0))
     expect(heat).to_contain_text(f"{cell['scores']['svcca']['value']:.3f}")  # a cell's label
     check_and_shoot(page, screenshot_dir, "universality")
+    # a pair's B feature opens in the feature browser, at B's model
+    main.get_by_role("button", name=re.compile(r"Open feature \d+ in the feature browser")).last.click()
+    expect(main.get_by_role("heading", name="Feature browser")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stSidebar")).to_contain_text("4 layers · d_model 256")  # zoo:tiny-b
