@@ -89,22 +89,19 @@ def open_grid(path: str, created: float):
 
 
 def build_grid(root: str, on_progress=None):
-    """The default layer grid (zoo:tiny-a x zoo:tiny-b). Every cell's paired harvest runs first,
-    under the models' locks; the SAEs and comparisons then run without them."""
+    """The default layer grid (zoo:tiny-a x zoo:tiny-b). Both models' harvests (each model once, at
+    every hook) run first, under the models' locks; the SAEs and comparisons then run without them."""
     from dataclasses import replace
 
-    from sae_core.universality.grid import GridConfig, grid_to_workspace, resid_hooks
-    from sae_core.universality.job import paired_harvest
+    from sae_core.universality.grid import GridConfig, grid_to_workspace, harvest_grid, resid_hooks
 
     cfg = GridConfig()
     ws = listing.open_workspace(root)
     base = cfg.base
     with session.using(base.model_a, base.model_b) as (a, b):
-        cells = [(ha, hb) for ha in resid_hooks(a) for hb in resid_hooks(b)]
-        for i, (ha, hb) in enumerate(cells):
-            if on_progress:
-                on_progress(i, len(cells), f"harvesting {ha} and {hb}")
-            paired_harvest(ws, replace(base, hook_a=ha, hook_b=hb), load=session.load_model)
+        full = replace(cfg, hooks_a=resid_hooks(a), hooks_b=resid_hooks(b))
+        harvest_grid(ws, full, load=session.load_model, on_progress=on_progress and (
+            lambda d, t: on_progress(d, t, "harvesting both models at every layer")))
     art = grid_to_workspace(ws, cfg, load=session.load_model, on_progress=on_progress)
     listing.changed()
     return art

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import save_file
 
 from sae_core.activations import (
-    ActivationStore, harvest_activations, harvest_to_workspace, import_activation_file,
-    iter_batches, load_activation_file)
+    ActivationStore, harvest_activations, harvest_hooks, harvest_hooks_to_workspace, harvest_to_workspace,
+    import_activation_file, iter_batches, load_activation_file)
 from sae_core.models.texts import corpus_texts
-from sae_core.errors import ActivationFileError, ArtifactError, HookNotFoundError
+from sae_core.errors import ActivationFileError, ArtifactError, HookNotFoundError, SAECoreError
 from sae_core.workspace import Workspace
 from tests.conftest import numbered_store
 
@@ -120,6 +120,51 @@ def test_interrupted_harvest_resumes_exactly(model, texts, tmp_path):
         harvest_activations(model, "blocks.1.hook_resid_post", texts, tmp_path / "part", **kw)
 
 
+MANY = [HOOK, "blocks.1.hook_mlp_out", "blocks.0.attn.hook_z"]
+
+
+def test_several_hooks_in_one_pass_equal_one_harvest_each(model, texts, tmp_path, monkeypatch):
+    from sae_core.activations import harvest
+
+    kw = dict(model_name="zoo:tiny-a", batch_size=5, shard_tokens=97, exclude_special=True)
+    single = [harvest_activations(model, h, texts, tmp_path / f"one{i}", **kw) for i, h in enumerate(MANY)]
+    passes = []
+    real = harvest.capture
+    monkeypatch.setattr(harvest, "capture", lambda *a, **k: passes.append(1) or real(*a, **k))
+    many = harvest_hooks(model, MANY, texts, [tmp_path / f"many{i}" for i in range(3)], **kw)
+    assert len(passes) == -(-len(texts) // 5)  # one forward pass per batch for all three hooks
+    for one, got, hook in zip(single, many, MANY):
+        assert got.meta.hook == hook and got.shard_rows == one.shard_rows and got.d == one.d
+        assert torch.equal(got.read_all(), one.read_all()) and torch.equal(got.token_ids(), one.token_ids())
+        assert all(torch.equal(x, y) for x, y in zip(got.row_keys(), one.row_keys()))
+    with pytest.raises(SAECoreError, match="one out_dir per hook"):
+        harvest_hooks(model, MANY, texts, [tmp_path / "x"], **kw)
+
+
+def test_several_hooks_resume_from_the_store_that_got_least_far(model, texts, tmp_path):
+    kw = dict(model_name="zoo:tiny-a", batch_size=5, shard_tokens=41, exclude_special=True)
+    full = harvest_hooks(model, MANY[:2], texts, [tmp_path / "f0", tmp_path / "f1"], **kw)
+    dirs = [tmp_path / "p0", tmp_path / "p1"]
+
+    def crash_after(n):
+        calls = []
+
+        def on_progress(done, total):
+            calls.append(done)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+        return on_progress
+    with pytest.raises(KeyboardInterrupt):
+        harvest_hooks(model, MANY[:2], texts, dirs, on_progress=crash_after(2), **kw)
+    with pytest.raises(KeyboardInterrupt):  # the second store alone gets further
+        harvest_activations(model, MANY[1], texts, dirs[1], on_progress=crash_after(2), **kw)
+    shards = [len(json.loads((d / "progress.json").read_text())["shard_rows"]) for d in dirs]
+    assert shards[0] < shards[1]
+    resumed = harvest_hooks(model, MANY[:2], texts, dirs, **kw)
+    for got, want in zip(resumed, full):
+        assert got.shard_rows == want.shard_rows and torch.equal(got.read_all(), want.read_all())
+
+
 def test_harvest_to_workspace_is_idempotent(model, tmp_path):
     ws = Workspace(tmp_path / "ws")
     art = harvest_to_workspace(ws, "zoo:tiny-a", HOOK, n_tokens=400, seed=1, model=model)
@@ -131,6 +176,16 @@ def test_harvest_to_workspace_is_idempotent(model, tmp_path):
     again = harvest_to_workspace(ws, "zoo:tiny-a", HOOK, n_tokens=400, seed=1, model=model,
                                  on_progress=lambda d, t: pytest.fail("recomputed"))
     assert again.name == art.name and len(ws.list("activations")) == 1
+    # several hooks: the existing one is reused, the others harvested together, all registered
+    arts = harvest_hooks_to_workspace(ws, "zoo:tiny-a", [MANY[1], HOOK, MANY[2]], n_tokens=400, seed=1, model=model)
+    assert arts[1].name == art.name and [a.hook for a in arts] == [MANY[1], HOOK, MANY[2]]
+    assert len(ws.list("activations")) == 3
+    stores = [ActivationStore.open(a.path) for a in arts]
+    assert stores[0].shard_rows == stores[1].shard_rows == stores[2].shard_rows
+    assert torch.equal(stores[0].row_keys()[0], stores[1].row_keys()[0])
+    alone = harvest_to_workspace(Workspace(tmp_path / "ws2"), "zoo:tiny-a", MANY[2], n_tokens=400, seed=1,
+                                 model=model)
+    assert torch.equal(ActivationStore.open(alone.path).read_all(), stores[2].read_all())
 
 
 # --- store and reader ---------------------------------------------------------------------------

@@ -231,12 +231,18 @@ def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch,
     assert at.button(key="uni_build").label == "Compare zoo:tiny-a with zoo:tiny-b"
 
 
-def test_layer_grid_holds_every_hook_pair_and_tests_the_best_against_the_max(uni):
+def test_layer_grid_holds_every_hook_pair_and_tests_the_best_against_the_max(uni, monkeypatch):
+    from sae_core.activations import harvest
     from sae_core.universality.grid import KIND as GRID, Grid, GridConfig, grid_to_workspace, heat
 
     ws, art, _ = uni
-    seen = []
+    seen, runs = [], []
+    real = harvest.harvest_hooks
+    monkeypatch.setattr(harvest, "harvest_hooks", lambda model, hooks, *a, **k: runs.append(hooks) or real(
+        model, hooks, *a, **k))
     g_art = grid_to_workspace(ws, GridConfig(base=SMALL), on_progress=lambda d, t, text: seen.append((d, t)))
+    # each model ran once, for the hooks the module's single result had not harvested yet
+    assert runs == [["blocks.0.hook_resid_post"], [f"blocks.{j}.hook_resid_post" for j in range(3)]]
     g = Grid.open(g_art.path).results
     assert g["hooks_a"] == [f"blocks.{i}.hook_resid_post" for i in range(2)]
     assert g["hooks_b"] == [f"blocks.{j}.hook_resid_post" for j in range(4)]
@@ -260,7 +266,7 @@ def test_layer_grid_holds_every_hook_pair_and_tests_the_best_against_the_max(uni
         # the means differ only by the noise of two 20-run samples
         assert b["max_null"]["null_mean"] >= own["null_mean"] - 3 * sd * np.sqrt(2 / 20)
         assert b["max_null"]["p"] >= own["p"] - 1e-12 and b["max_null"]["kind"] == "max over pairs"
-    assert seen[-1][0] == 8 and seen[-1][1] == 9
+    assert seen[0][0] < 1 and seen[-1][0] == 9 and seen[-1][1] == 10  # the harvest, 8 cells, the max null
     assert ws.list(GRID)[0].name == g_art.name
 
 

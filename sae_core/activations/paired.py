@@ -4,7 +4,8 @@ same (document, position).
 ``paired_to_workspace(ws, (model_a, hook_a), (model_b, hook_b), n_tokens=...)`` harvests both sides
 with one text config (so both tokenize the same documents into the same rows: the tokenizers must
 be the same, checked) and registers a ``paired`` artifact that names the two activation artifacts
-and lists both inputs. ``PairedStores.open`` checks what makes the pairing true rather than
+and lists both inputs; ``paired_grid_to_workspace`` does it for every hook pair of two hook lists,
+running each model once for all its hooks. ``PairedStores.open`` checks what makes the pairing true rather than
 assuming it: both stores' row keys (``ActivationStore.row_keys``) are equal, and so are their shard
 layouts, so one seeded shuffle (``iter_batches``) draws the same rows from both.
 """
@@ -81,6 +82,28 @@ def paired_to_workspace(ws: Workspace, side_a: tuple[str, str], side_b: tuple[st
     with ws.create(KIND, name, model=model_b, hook=hook_b, meta=meta, overwrite=True):
         pass
     return ws.get(KIND, name)
+
+
+def paired_grid_to_workspace(ws: Workspace, model_a: str, hooks_a: list[str], model_b: str, hooks_b: list[str], *,
+                             n_tokens: int, seed: int = 0, context_size: int = 64, text: TextSource | None = None,
+                             load: Callable[[str], object] | None = None,
+                             on_progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, str], Artifact]:
+    """A ``paired`` artifact for every hook pair of ``hooks_a`` x ``hooks_b``, each model run once
+    for all its hooks (``harvest_hooks_to_workspace``); the same artifacts ``paired_to_workspace``
+    makes one pair at a time. ``on_progress`` counts model A's texts, then model B's."""
+    from sae_core.activations.harvest import harvest_hooks_to_workspace
+
+    text = text or TextSource()
+    if load is None:
+        from sae_core.models.loading import load_model as load
+    ma, mb = load(model_a), load(model_b)
+    same_tokenizer(ma.tokenizer, mb.tokenizer, SAECoreError)
+    kw = dict(n_tokens=n_tokens, seed=seed, context_size=context_size, text=text)
+    for i, (name, model, hooks) in enumerate(((model_a, ma, hooks_a), (model_b, mb, hooks_b))):
+        harvest_hooks_to_workspace(ws, name, list(hooks), model=model, **kw, on_progress=on_progress and (
+            lambda d, t, i=i: on_progress(i * t + d, 2 * t)))
+    return {(ha, hb): paired_to_workspace(ws, (model_a, ha), (model_b, hb), load=load, **kw)
+            for ha in hooks_a for hb in hooks_b}
 
 
 def open_paired(ws: Workspace, art: Artifact) -> PairedStores:

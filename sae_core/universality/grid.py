@@ -1,8 +1,10 @@
 """Layer by layer: a universality result for every hook pair of model A x model B, as heatmaps.
 
-``grid_to_workspace(ws, cfg)`` runs ``universality_to_workspace`` for each pair of ``hooks_a`` x
-``hooks_b`` (default: every block's residual stream of each model). Each (model, hook) is harvested
-once and its SAE trained once, whatever pair it is in: the cell jobs find them in the workspace.
+``grid_to_workspace(ws, cfg)`` first harvests each model once, at all its hooks in one pass
+(``paired_grid_to_workspace``), then runs ``universality_to_workspace`` for each pair of
+``hooks_a`` x ``hooks_b`` (default: every block's residual stream of each model). Each (model,
+hook)'s SAE is trained once, whatever pair it is in: the cell jobs find the harvests and SAEs in
+the workspace.
 A cell whose filters leave too few pairs is kept as a message, not a failure of the grid.
 
 The grid's best cell per measure is tested against the null of the maximum: each run shuffles
@@ -50,6 +52,18 @@ def resid_hooks(model) -> tuple[str, ...]:
     return tuple(f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers))
 
 
+def harvest_grid(ws: Workspace, cfg: GridConfig, *, load: Callable[[str], object] | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """Every cell's paired harvest, each model run once (``cfg``'s hooks must be filled in): the
+    grid's only pass that runs the models, so an app can hold the models' locks for it alone."""
+    from sae_core.activations.paired import paired_grid_to_workspace
+
+    b = cfg.base
+    return paired_grid_to_workspace(ws, b.model_a, list(cfg.hooks_a), b.model_b, list(cfg.hooks_b),
+                                    n_tokens=b.n_tokens, seed=b.seed, context_size=b.context_size, load=load,
+                                    on_progress=on_progress)
+
+
 def _matched_rows(ws: Workspace, u: Universality) -> tuple[np.ndarray, np.ndarray]:
     from sae_core.sae.io import load_sae
 
@@ -72,11 +86,13 @@ def grid_to_workspace(ws: Workspace, cfg: GridConfig = GridConfig(), *, load: Ca
     if (existing := ws.get(KIND, name)) is not None:
         return existing
     report = on_progress or (lambda done, total, text: None)
-    total = len(hooks_a) * len(hooks_b) + 1
+    total = len(hooks_a) * len(hooks_b) + 2
+    harvest_grid(ws, full, load=load, on_progress=lambda d, t: report(d / t, total, "harvesting both models at "
+                                                                                     "every hook"))
     cells, opened = [], {}
     for i, ha in enumerate(hooks_a):
         for j, hb in enumerate(hooks_b):
-            step = i * len(hooks_b) + j
+            step = 1 + i * len(hooks_b) + j
             where = f"{ha} x {hb}"
 
             def sub(done, n, text, step=step, where=where):
