@@ -22,6 +22,14 @@ def tiny_a():
     return load_model("zoo:tiny-a")
 
 
+@pytest.fixture(scope="session")
+def tiny_b():
+    """The zoo's model B (4 layers x 8 heads), loaded once per session; do not mutate."""
+    from sae_core.models.loading import load_model
+
+    return load_model("zoo:tiny-b")
+
+
 def small_sweep(workspace, ls=(1.0, 4.0)):
     """A tiny real l-sweep on zoo:tiny-a (seconds): what the Sampled-SAE page tests display."""
     from sae_core.activations import harvest_to_workspace

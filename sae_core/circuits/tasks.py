@@ -1,0 +1,169 @@
+"""Sequence-continuation tasks as circuit discovery needs them: clean prompts, corrupted
+counterparts of the same token length, the answer and the distractor of each.
+
+Following arXiv 2311.04131: a clean prompt shows ``shown`` consecutive members of a sequence
+(digits, number words, months; days and letters from the zoo corpus too) in a template, and asks
+for the next; the distractor is the last member shown (the paper's ``s4``). Its corrupted
+counterpart keeps everything but the members, which are drawn at random from the sequence's
+first 12 (the paper's "random members 1-12"). A prompt is kept only when the model's top-1 is the
+answer and p(answer) > 2 p(distractor), as in the authors' code; ``FilterStats`` reports what the
+filter dropped.
+
+Templates: ``sentence`` is the paper's shape in the zoo's words ("Van done in March . Hat done in
+April . Sun done in"), ``paper`` the paper's own ("Van was born in March . ..."), ``bare`` and
+``comma`` plain runs. Every member and word must be one token of the model's tokenizer (a word the
+tokenizer splits or does not know is a clear error), so that all prompts of a task have the same
+positions and a mean over the corrupted set per position is defined.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from sae_core.errors import SAECoreError
+from sae_core.models.corpus import NOUNS, SEQUENCE_TASKS
+
+TEMPLATES = ("sentence", "paper", "bare", "comma")
+CORRUPT_POOL = 12  # corrupted members come from each sequence's first 12 (the paper's 1-12)
+
+
+class CircuitError(SAECoreError):
+    """A circuit task or analysis that cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    task: str = "digits"
+    template: str = "sentence"
+    n_prompts: int = 64            # candidates generated; the filter keeps some of them
+    shown: int = 4                 # members shown before the one asked for
+    starts: tuple[int, ...] = ()   # first members allowed (indices; () = every start that fits)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.task not in SEQUENCE_TASKS:
+            raise CircuitError(f"task {self.task!r}: choose one of {', '.join(SEQUENCE_TASKS)}")
+        if self.template not in TEMPLATES:
+            raise CircuitError(f"template {self.template!r}: choose one of {', '.join(TEMPLATES)}")
+        items, cyclic = SEQUENCE_TASKS[self.task]
+        if not 2 <= self.shown < len(items):
+            raise CircuitError(f"shown={self.shown}: show between 2 and {len(items) - 1} members of {self.task}")
+        if self.n_prompts < 2:
+            raise CircuitError(f"n_prompts={self.n_prompts}: give at least 2 (64 is usual)")
+        last = len(items) - 1 if cyclic else len(items) - self.shown - 1
+        if bad := [s for s in self.starts if not 0 <= s <= last]:
+            raise CircuitError(f"starts {bad}: {self.task} with {self.shown} shown starts at 0..{last}")
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "starts": list(self.starts)}
+
+
+@dataclass(frozen=True)
+class FilterStats:
+    generated: int
+    kept: int
+    wrong_top1: int        # the model's top-1 was not the answer
+    weak_margin: int       # top-1 right, but p(answer) <= 2 p(distractor)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """The kept prompts of one task, all of one token length ``T``."""
+    cfg: TaskConfig
+    clean_BT: torch.Tensor
+    corrupt_BT: torch.Tensor
+    answer_B: torch.Tensor       # token id of the next member
+    distractor_B: torch.Tensor   # token id of the last member shown
+    texts: list[str]
+    corrupt_texts: list[str]
+    stats: FilterStats
+    members: list[str] = field(default_factory=list)  # the sequence, for head analyses
+
+    def __len__(self) -> int:
+        return self.clean_BT.shape[0]
+
+
+def _render(template: str, words: list[str], members: list[str], ask: str | None) -> str:
+    """``members`` in ``template``; ``ask``: the word whose member is asked for (sentence forms)."""
+    if template == "bare":
+        return " ".join(members)
+    if template == "comma":
+        return " , ".join(members) + " ,"
+    verb = "done in" if template == "sentence" else "was born in"
+    return " ".join(f"{w} {verb} {m} ." for w, m in zip(words, members)) + f" {ask} {verb}"
+
+
+def one_token_ids(tokenizer, words: list[str]) -> dict[str, int]:
+    """Each word's token id as it appears after a space; a clear error naming every word that is
+    not a single known token."""
+    ids, bad = {}, []
+    unk = tokenizer.unk_token_id
+    for w in dict.fromkeys(words):
+        enc = tokenizer.encode(" " + w, add_special_tokens=False)
+        if len(enc) != 1 or (unk is not None and enc[0] == unk and unk != tokenizer.bos_token_id):
+            bad.append(w)
+        else:
+            ids[w] = enc[0]
+    if bad:
+        raise CircuitError(f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not one token of this "
+                           "tokenizer; circuit tasks need single-token members and words (choose another "
+                           "template or task)")
+    return ids
+
+
+def _candidates(cfg: TaskConfig) -> list[tuple[list[str], list[str], str, list[str]]]:
+    """``(words, shown members, answer, corrupted members)`` per candidate prompt."""
+    items, cyclic = SEQUENCE_TASKS[cfg.task]
+    last = len(items) - 1 if cyclic else len(items) - cfg.shown - 1
+    starts = list(cfg.starts) or list(range(last + 1))
+    pool = items[:CORRUPT_POOL]
+    rng = random.Random(f"circuit-{cfg.task}-{cfg.template}-{cfg.seed}")
+    out = []
+    for _ in range(cfg.n_prompts):
+        s = rng.choice(starts)
+        run = [items[(s + i) % len(items)] for i in range(cfg.shown + 1)]
+        words = rng.sample(NOUNS, cfg.shown + 1)
+        corrupt = [rng.choice(pool) for _ in range(cfg.shown)]
+        out.append((words, run[:-1], run[-1], corrupt))
+    return out
+
+
+@torch.no_grad()
+def make_task(model, cfg: TaskConfig = TaskConfig()) -> TaskSet:
+    """Generate ``cfg.n_prompts`` candidates, tokenize, and keep those the model gets right by the
+    paper's rule (module doc)."""
+    from sae_core.models.loading import to_tokens
+
+    tok = model.tokenizer
+    items, _ = SEQUENCE_TASKS[cfg.task]
+    cands = _candidates(cfg)
+    words = [w for c in cands for w in c[0]] if cfg.template in ("sentence", "paper") else []
+    ids = one_token_ids(tok, list(items) + words + (["done", "in"] if cfg.template == "sentence" else []))
+    texts = [_render(cfg.template, w, shown, w[-1]) for w, shown, _, _ in cands]
+    corrupt = [_render(cfg.template, w, c, w[-1]) for w, _, _, c in cands]
+    clean_BT, corrupt_BT = to_tokens(model, texts), to_tokens(model, corrupt)
+    if clean_BT.shape != corrupt_BT.shape or (tok.pad_token_id is not None and tok.pad_token_id != tok.bos_token_id
+                                              and (clean_BT[:, 1:] == tok.pad_token_id).any()):
+        raise CircuitError(f"the {cfg.template} prompts of {cfg.task} do not all have one token length; a per-position "
+                           "mean needs them aligned (a word of the template is split by this tokenizer)")
+    answer = torch.tensor([ids[a] for _, _, a, _ in cands])
+    distractor = torch.tensor([ids[shown[-1]] for _, shown, _, _ in cands])
+    device = next(model.parameters()).device
+    probs = torch.softmax(model(clean_BT.to(device))[:, -1].float(), -1).cpu()
+    rows = torch.arange(len(cands))
+    right = probs.argmax(-1) == answer
+    margin = probs[rows, answer] > 2 * probs[rows, distractor]
+    keep = right & margin
+    stats = FilterStats(len(cands), int(keep.sum()), int((~right).sum()), int((right & ~margin).sum()))
+    if stats.kept < 2:
+        raise CircuitError(f"the model got {stats.kept} of {stats.generated} {cfg.task} prompts right ({cfg.template} "
+                           f"template; {stats.wrong_top1} wrong top-1, {stats.weak_margin} below the 2x margin); a "
+                           "circuit needs a task the model does: try another template or model")
+    k = keep.nonzero().squeeze(1)
+    return TaskSet(cfg, clean_BT[k], corrupt_BT[k], answer[k], distractor[k], [texts[i] for i in k.tolist()],
+                   [corrupt[i] for i in k.tolist()], stats, list(items))
