@@ -3,8 +3,8 @@ import json
 
 import streamlit as st
 
-from sae_app import contexts, feature_panels as fp, jobs, sidebar, universality_cache as uc, universality_charts as charts
-from sae_core.errors import SAECoreError
+from sae_app import jobs, sidebar, universality_cache as uc, universality_charts as charts
+from sae_app import universality_panels as panels
 from sae_core.universality.job import pairs_csv
 
 sel = sidebar.current()
@@ -69,23 +69,7 @@ if few:
 st.subheader(f"Matched pairs ({r['n_pairs']})")
 st.dataframe(uc.pairs_table(str(art.path), art.created), hide_index=True, width="stretch", height=320,
              column_config={"correlation": st.column_config.NumberColumn(format="%.3f")})
-pick = st.selectbox("Pair in context", uc.pair_options(str(art.path), art.created), key="uni_pair",
-                    format_func=lambda i: uc.pair_label(r["pairs"][i]))
-pair = r["pairs"][pick]
-try:
-    ctx = uc.pair_contexts(sel.workspace_root, str(art.path), art.created, pick)
-except SAECoreError as e:
-    st.warning(str(e))
-    ctx = None
-sides = st.columns(2)
-for col, side, model, hook in zip(sides, "ab", (cfg["model_a"], cfg["model_b"]), (cfg["hook_a"], cfg["hook_b"])):
-    col.markdown(f"**{model}** `{hook}`, feature **{pair[side]}** (fires on {pair[f'fires_{side}']:,} tokens)")
-    if ctx is not None:
-        scale = max((e.value for e in ctx[side]), default=0.0)
-        col.html(contexts.examples_html(ctx[side], scale))
-    if col.button(f"Open feature {pair[side]} in the feature browser", key=f"uni_open_{side}",
-                  on_click=fp.open_later, args=(model, hook, r["saes"][side], pair[side])):
-        st.switch_page("views/features.py")
+panels.pair_in_context(sel.workspace_root, art, r, cfg)
 d1, d2 = st.columns(2)
 d1.download_button("Download all results (JSON)", json.dumps({"config": cfg, "results": r}),
                    file_name=f"{art.name}.json", mime="application/json", key="uni_json")
