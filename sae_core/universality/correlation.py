@@ -3,8 +3,9 @@
 ``CorrelationAccumulator.update(a, b)`` takes the two SAEs' codes of the same token rows (``[n,
 S_a]`` and ``[n, S_b]``) and adds to running sums kept in float64 (count, per-feature sums and
 sums of squares, and the ``S_a x S_b`` cross sums, which gather each block of up to
-``FLUSH_ROWS`` tokens in float32 first); nothing of size tokens x features outlives a batch. ``result()`` turns the sums into the correlation matrix, the same as z-scoring each feature
-over all tokens and taking ``Z_a^T Z_b / n`` (the paper's computation), with 0 for a feature that
+``FLUSH_ROWS`` tokens in float32 first); nothing of size tokens x features outlives a batch.
+``result()`` turns the sums into the correlation matrix, the same as z-scoring each feature over
+all tokens and taking ``Z_a^T Z_b / n`` (the paper's computation), with 0 for a feature that
 never varies (a dead latent), which is reported.
 
 Codes arrive as their active entries (``Codes``: an SAE's ``encode_coords``), so the sums touch only
@@ -12,8 +13,8 @@ those. The cross sums of a batch are computed on the codes' device (``add_cross`
 float32 matmul on a GPU, and on the CPU as sparse x dense when the codes are sparse enough (an
 SAE's usually are), a small fraction of the dense product's work.
 
-``TopTokens`` keeps each feature's ``m`` highest activations and the token at each, for the
-"non-concept" and shared-token filters of matching.
+``TopTokens`` keeps each feature's ``m`` highest activations with the token and the row of each,
+for the "non-concept" and shared-token filters of matching and for showing a pair in context.
 """
 from __future__ import annotations
 
