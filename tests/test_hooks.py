@@ -75,3 +75,31 @@ def test_hooks_of_any_width_harvest_and_splice(tiny_a, tmp_path):
         assert m.ce_loss_recovered == pytest.approx(1.0, abs=1e-4) and m.ce_zero > m.ce_clean
     with pytest.raises(SAECoreError, match="blocks.0.attn.hook_pattern' is not per token"):
         harvest_activations(tiny_a, "blocks.0.attn.hook_pattern", texts, tmp_path / "pat", model_name="zoo:tiny-a")
+
+
+def test_patching_replaces_activations_everywhere_or_at_positions(tiny_a):
+    from sae_core.models.hooks import patching
+
+    clean = to_tokens(tiny_a, ["Tom done in March . Mia done in"])
+    other = to_tokens(tiny_a, ["Sam done in June . Ben done in"])
+    hook = "blocks.0.hook_resid_post"
+    got_clean = capture(tiny_a, clean, [hook], logits=True)
+    got_other = capture(tiny_a, other, [hook], logits=True)
+    with torch.no_grad(), patching(tiny_a, {hook: lambda acts: acts}):
+        torch.testing.assert_close(tiny_a(clean), got_clean["logits"], rtol=0, atol=0)  # identity: unchanged
+    donor = got_other[hook]
+    with torch.no_grad(), patching(tiny_a, {hook: lambda acts: donor}):
+        # everything downstream of layer 0 reads the donor's residual: the donor's logits
+        torch.testing.assert_close(tiny_a(clean), got_other["logits"], rtol=1e-5, atol=1e-5)
+    last = clean.shape[1] - 1
+    with torch.no_grad(), patching(tiny_a, {hook: lambda acts: donor}, positions=torch.tensor([last])):
+        out = tiny_a(clean)
+    # causal: earlier positions keep their clean logits; the patched last position does not
+    torch.testing.assert_close(out[:, :last], got_clean["logits"][:, :last], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out[:, last], got_clean["logits"][:, last], atol=1e-3)
+    with pytest.raises(SAECoreError, match="returned shape"), torch.no_grad(), \
+            patching(tiny_a, {hook: lambda acts: acts[:, :1]}):
+        tiny_a(clean)
+    with pytest.raises(HookNotFoundError):
+        with patching(tiny_a, {"blocks.7.hook_resid_post": lambda a: a}):
+            pass

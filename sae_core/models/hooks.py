@@ -7,6 +7,9 @@
   optionally with gradients kept, so a later quantity can be differentiated with respect to them
   (attribution patching); the pass stops once every hook has fired unless the logits are wanted.
 
+- ``patching``: a context in which chosen hooks' activations are replaced, everywhere or only at
+  given absolute positions (mean ablation, activation and path patching build on it).
+
 Hook names are checked against the model first (``check_hook``), so a typo is one clear error.
 """
 from __future__ import annotations
@@ -106,3 +109,33 @@ def capture(model, tokens_BT: torch.Tensor, hooks: list[str], *, grad: bool = Fa
     if missing := [n for n in names if n not in got]:
         raise SAECoreError(f"hooks {missing} never fired during the forward pass; they cannot be captured")
     return got
+
+
+Edit = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def patching(model, edits: dict[str, Edit], positions: torch.Tensor | None = None) -> Iterator[None]:
+    """Inside the block, each forward pass has the activation at every hook of ``edits`` replaced
+    by ``edits[hook](acts)`` (same shape: ``[B, T, ...]``, ``hook_z`` as ``[B, T, H, d_head]``).
+    ``positions`` (absolute token positions, ``[P]``) limits the replacement to those positions;
+    the other positions keep the model's own values. The edits see the whole activation, so an
+    edit may read the clean values it replaces."""
+    for name in edits:
+        check_hook(model, name)
+
+    def hook_fn(edit: Edit):
+        def fn(acts, hook):
+            new = edit(acts)
+            if tuple(new.shape) != tuple(acts.shape):
+                raise SAECoreError(f"a patch at {hook.name} returned shape {tuple(new.shape)} for an activation of "
+                                   f"shape {tuple(acts.shape)}; return a tensor of the same shape")
+            if positions is None:
+                return new
+            out = acts.clone()
+            out[:, positions] = new[:, positions]
+            return out
+        return fn
+
+    with model.hooks(fwd_hooks=[(name, hook_fn(edit)) for name, edit in edits.items()]):
+        yield
