@@ -26,6 +26,7 @@ from sae_core.errors import SAECoreError
 from sae_core.models.corpus import NOUNS, SEQUENCE_TASKS
 
 TEMPLATES = ("sentence", "paper", "bare", "comma")
+TEMPLATE_WORDS = {"sentence": ["done", "in"], "paper": ["was", "born", "in"], "bare": [], "comma": []}
 CORRUPT_POOL = 12  # corrupted members come from each sequence's first 12 (the paper's 1-12)
 
 
@@ -143,7 +144,7 @@ def make_task(model, cfg: TaskConfig = TaskConfig()) -> TaskSet:
     items, _ = SEQUENCE_TASKS[cfg.task]
     cands = _candidates(cfg)
     words = [w for c in cands for w in c[0]] if cfg.template in ("sentence", "paper") else []
-    ids = one_token_ids(tok, list(items) + words + (["done", "in"] if cfg.template == "sentence" else []))
+    ids = one_token_ids(tok, list(items) + words + TEMPLATE_WORDS[cfg.template])
     texts = [_render(cfg.template, w, shown, w[-1]) for w, shown, _, _ in cands]
     corrupt = [_render(cfg.template, w, c, w[-1]) for w, _, _, c in cands]
     clean_BT, corrupt_BT = to_tokens(model, texts), to_tokens(model, corrupt)

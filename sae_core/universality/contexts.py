@@ -78,7 +78,7 @@ def pair_contexts(ws: Workspace, result, i: int, tokenizer, *, before: int = BEF
     from sae_core.sae.io import load_sae
 
     r = result.results
-    if "paired" not in r or "rows_a" not in (r["pairs"][0] if r["pairs"] else {"rows_a": 1}):
+    if "paired" not in r or any("rows_a" not in p for p in r["pairs"][:1]):
         raise UniversalityError(f"the result {result.path.name} was computed before pairs kept their rows; "
                                 "build it again to see contexts")
     if not 0 <= i < len(r["pairs"]):
