@@ -139,3 +139,31 @@ def patching(model, edits: dict[str, Edit], positions: torch.Tensor | None = Non
 
     with model.hooks(fwd_hooks=[(name, hook_fn(edit)) for name, edit in edits.items()]):
         yield
+
+
+def gradients(model, tokens_BT: torch.Tensor, hooks: list[str], metric: Callable[[torch.Tensor], torch.Tensor]
+              ) -> tuple[float, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(metric(logits), acts, grads)``: one forward and one backward pass. ``grads[hook]`` is the
+    gradient of the scalar ``metric`` with respect to the activation at ``hook`` *as its consumer
+    reads it*: the hook's output gets a zero probe added, so where a tensor feeds several modules
+    (a parallel-residual layer's attention and MLP both read ``resid_pre``) the gradient at
+    ``blocks.{l}.ln2.hook_in`` is the MLP's alone. ``acts`` are the activations, detached."""
+    names = list(dict.fromkeys(hooks))
+    for name in names:
+        check_hook(model, name)
+    probes: dict[str, torch.Tensor] = {}
+    acts: dict[str, torch.Tensor] = {}
+
+    def prober(name: str):
+        def probe(a, hook):
+            acts[name] = a.detach()
+            probes[name] = torch.zeros_like(a, requires_grad=True)
+            return a + probes[name]
+        return probe
+
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(n, prober(n)) for n in names]):
+        value = metric(model(tokens_BT))
+    if missing := [n for n in names if n not in probes]:
+        raise SAECoreError(f"hooks {missing} never fired during the forward pass; no gradient can be taken there")
+    grads = torch.autograd.grad(value, [probes[n] for n in names], allow_unused=True)
+    return float(value.detach()), acts, {n: (g if g is not None else torch.zeros_like(probes[n])) for n, g in zip(names, grads)}
