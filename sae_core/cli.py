@@ -839,3 +839,8 @@ def steer_generate(model: str = typer.Option(..., help="The model to generate wi
     typer.echo(f"fired:   {shown}")
     for label in rec.unmatched:
         typer.secho(f"warning: {label} matched no position of the prompt", fg=typer.colors.YELLOW, err=True)
+
+
+from sae_core.cli_circuits import circuit_app  # noqa: E402  (its commands use the helpers above)
+
+app.add_typer(circuit_app, name="circuit")

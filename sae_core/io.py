@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -95,3 +96,17 @@ def load_tensors(path: Path, device: str = "cpu") -> dict:
             f"{path} is not a readable safetensors file ({e}). It may be truncated or in another "
             "format; re-download or rebuild it.") from None
 
+
+
+@dataclass(frozen=True)
+class JsonResult:
+    """A result directory whose ``FILE`` holds ``{"config": ..., "results": ...}``."""
+    path: Path
+    config: dict
+    results: dict
+    FILE: ClassVar[str] = ""
+
+    @classmethod
+    def open(cls, path):
+        d = read_json(Path(path) / cls.FILE)
+        return cls(Path(path), d["config"], d["results"])

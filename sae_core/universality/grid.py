@@ -20,9 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from sae_core.io import atomic_write_json
+from sae_core.io import JsonResult, atomic_write_json
 from sae_core.universality import nulls
-from sae_core.universality.job import JsonResult, Universality, UniversalityConfig, universality_to_workspace
+from sae_core.universality.job import Universality, UniversalityConfig, universality_to_workspace
 from sae_core.universality.measures import UniversalityError
 from sae_core.workspace import Artifact, Workspace, artifact_name
 

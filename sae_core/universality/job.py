@@ -18,13 +18,12 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable
 
 import numpy as np
 import torch
 
-from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
+from sae_core.io import JsonResult, atomic_write_bytes, atomic_write_json
 from sae_core.universality.analysis import AnalysisConfig, analyse
 from sae_core.universality.codes import CodePass, code_pass
 from sae_core.universality.matching import MatchConfig, Matches, match, nonconcept_ids
@@ -68,20 +67,6 @@ class UniversalityConfig:
         d = asdict(self)
         d["match"], d["analysis"] = self.match.to_json(), self.analysis.to_json()
         return d
-
-
-@dataclass(frozen=True)
-class JsonResult:
-    """A result directory whose ``FILE`` holds ``{"config": ..., "results": ...}``."""
-    path: Path
-    config: dict
-    results: dict
-    FILE: ClassVar[str] = ""
-
-    @classmethod
-    def open(cls, path):
-        d = read_json(Path(path) / cls.FILE)
-        return cls(Path(path), d["config"], d["results"])
 
 
 class Universality(JsonResult):

@@ -1,0 +1,105 @@
+"""Head analyses of the sequence-continuation paper (arXiv 2311.04131, after Gould et al.'s
+successor heads): attention patterns on the task's prompts, and OV "next" / "copy" scores.
+
+OV scores: each member's layer-0 residual (the model run on ``BOS member``, ``blocks.0.
+hook_resid_post`` at the member) goes through the head's layer norm, ``W_V W_O`` and the
+unembedding (with the final layer norm). A member counts towards the head's *next* score when the
+next member is among the top ``k`` tokens (5 in the paper), towards its *copy* score when the member
+itself is. The successor ranking orders heads by next score, ties broken by the mean margin of the
+next member's logit over the other members'.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from sae_core.circuits.tasks import CORRUPT_POOL, CircuitError, TaskSet, one_token_ids
+from sae_core.models.corpus import SEQUENCE_TASKS
+from sae_core.models.hooks import capture
+
+
+def member_positions(model, task: TaskSet) -> list[int]:
+    """Positions of the shown members in the task's prompts (all prompts are aligned)."""
+    ids = set(one_token_ids(model.tokenizer, task.members).values())
+    row = task.clean_BT[0].tolist()
+    pos = [i for i, t in enumerate(row) if t in ids]
+    if len(pos) != task.cfg.shown:
+        raise CircuitError(f"found {len(pos)} members in the first {task.cfg.task} prompt, expected {task.cfg.shown}")
+    return pos
+
+
+@torch.no_grad()
+def attention_patterns(model, task: TaskSet, heads: list[tuple[int, int]], prompt: int | None = None
+                       ) -> dict[str, torch.Tensor]:
+    """``{"a{L}.h{H}": [query, key]}``: one prompt's pattern, or the mean over the task's prompts."""
+    layers = sorted({layer for layer, _ in heads})
+    tokens = task.clean_BT if prompt is None else task.clean_BT[prompt:prompt + 1]
+    got = capture(model, tokens.to(next(model.parameters()).device), [f"blocks.{l}.attn.hook_pattern" for l in layers])
+    return {f"a{l}.h{h}": got[f"blocks.{l}.attn.hook_pattern"][:, h].float().mean(0).cpu() for l, h in heads}
+
+
+@dataclass(frozen=True)
+class AttentionSummary:
+    head: str
+    last_to_last_member: float      # attention from the final position to the last member shown
+    member_to_previous: float       # mean attention from each member to the member before it
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def attention_summary(model, task: TaskSet) -> list[AttentionSummary]:
+    """For every head, the two attention scores the paper reads off its patterns."""
+    n_l, n_h = model.cfg.n_layers, model.cfg.n_heads
+    pats = attention_patterns(model, task, [(l, h) for l in range(n_l) for h in range(n_h)])
+    pos = member_positions(model, task)
+    out = []
+    for name, p in pats.items():
+        prev = sum(float(p[b, a]) for a, b in zip(pos, pos[1:])) / (len(pos) - 1)
+        out.append(AttentionSummary(name, float(p[-1, pos[-1]]), prev))
+    return out
+
+
+@dataclass(frozen=True)
+class OVScore:
+    head: str
+    next_score: float      # fraction of members whose next member is in the head's top k
+    copy_score: float      # fraction whose own token is
+    next_margin: float     # mean logit of the next member minus the mean over the other members
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def ov_scores(model, task_name: str, k: int = 5, n_members: int = CORRUPT_POOL) -> list[OVScore]:
+    """OV next and copy scores of every head, ranked as successor heads (best first)."""
+    from sae_core.models.loading import to_tokens
+
+    if k < 1:
+        raise CircuitError(f"k={k}: the top-k cut needs k >= 1 (5 in the paper)")
+    items, cyclic = SEQUENCE_TASKS[task_name]
+    members = list(items[:n_members]) if cyclic else list(items[:min(n_members, len(items) - 1)])
+    ids = one_token_ids(model.tokenizer, members + [items[(len(members)) % len(items)]])
+    cur = torch.tensor([ids[m] for m in members])
+    nxt = torch.tensor([ids[items[(i + 1) % len(items)]] for i in range(len(members))])
+    device = next(model.parameters()).device
+    tokens = to_tokens(model, members)                      # [BOS, member] per row
+    x = capture(model, tokens.to(device), ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"][:, -1]
+    member_ids = cur.to(device)
+    scores = []
+    for layer in range(model.cfg.n_layers):
+        attn = model.blocks[layer].attn
+        h_in = model.blocks[layer].ln1(x)                   # [M, d]
+        for head in range(model.cfg.n_heads):
+            out = h_in @ attn.W_V[head] @ attn.W_O[head]    # [M, d]
+            logits = (model.ln_final(out) @ model.W_U).float()
+            top = logits.topk(k, -1).indices.cpu()
+            rows = torch.arange(len(members))
+            nxt_in = (top == nxt[:, None]).any(-1).float().mean()
+            cur_in = (top == cur[:, None]).any(-1).float().mean()
+            sub = logits[:, member_ids].cpu()               # logits of the members only
+            margin = (logits.cpu()[rows, nxt] - (sub.sum(-1) - logits.cpu()[rows, nxt]) / (len(members) - 1)).mean()
+            scores.append(OVScore(f"a{layer}.h{head}", float(nxt_in), float(cur_in), float(margin)))
+    return sorted(scores, key=lambda s: (-s.next_score, -s.next_margin))
