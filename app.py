@@ -18,6 +18,7 @@ PAGES = [
     st.Page("views/features.py", title="Features", icon=":material/search:"),
     st.Page("views/steering.py", title="Steering & switches", icon=":material/toggle_on:"),
     st.Page("views/universality.py", title="Universality", icon=":material/compare_arrows:"),
+    st.Page("views/circuits.py", title="Circuits", icon=":material/account_tree:"),
 ]
 
 page = st.navigation(PAGES)

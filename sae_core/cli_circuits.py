@@ -1,7 +1,8 @@
 """``sae-core circuit discover|edges|compare|heads``: the circuits study from the shell.
 
-``discover``, ``edges`` and ``compare`` build (or find: the artifact is named by its configuration)
-one study with the options given and print their part of it; ``heads`` reads a model directly.
+``discover`` builds (or finds: the artifact is named by its configuration) one study and prints its
+circuits; ``edges`` and ``compare`` print parts of a study (``--study NAME``, default the newest);
+``heads`` reads a model directly.
 """
 from __future__ import annotations
 
@@ -26,21 +27,28 @@ ReferenceOpt = typer.Option("full", help="Drop measured from the full model (the
 MethodOpt = typer.Option("eap", help="Edge scores: eap | eap-ig | patching (exact, one pass per edge).")
 BaselineOpt = typer.Option("mean", help="Edge senders replaced by their mean (as node ablation) or the corrupt run.")
 JsonOpt = typer.Option(False, "--json", help="Print nodes, edges and performance as JSON.")
+StudyOpt = typer.Option(None, "--study", help="A circuits study in the workspace [default: the newest].")
 
 
-def _study(model, tasks, template, prompts, threshold, reference, method, baseline, workspace, quiet):
-    from sae_core.circuits.discovery import DiscoveryConfig
-    from sae_core.circuits.job import CircuitStudy, CircuitStudyConfig, circuits_to_workspace
+def _floats(text: str) -> tuple[float, ...]:
+    from sae_core.circuits.tasks import CircuitError
+
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise CircuitError(f"{text!r}: give comma-separated numbers, such as 10,20,40") from None
+
+
+def _open(study: Optional[str], workspace):
+    from sae_core.circuits.job import KIND, CircuitStudy
+    from sae_core.circuits.tasks import CircuitError
     from sae_core.workspace import Workspace
 
-    cfg = CircuitStudyConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
-                             template=template, n_prompts=prompts, method=method, baseline=baseline,
-                             discovery=DiscoveryConfig(threshold=threshold, reference=reference))
-    bar = None if quiet else _Bar("circuits", unit="task")
-    art = circuits_to_workspace(Workspace(workspace), cfg, on_progress=bar)
-    if bar:
-        bar.close()
-        typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    arts = Workspace(workspace).list(KIND)
+    art = next((a for a in arts if study in (None, a.name)), None)
+    if art is None:
+        raise CircuitError(f"no circuits study {study or ''} in the workspace: build one with `sae-core circuit "
+                           "discover`" + (f" (it has {', '.join(a.name for a in arts)})" if arts else ""))
     return art, CircuitStudy.open(art.path)
 
 
@@ -48,9 +56,31 @@ def _study(model, tasks, template, prompts, threshold, reference, method, baseli
 @_friendly
 def discover(model: str = ModelOpt, tasks: str = TasksOpt, template: str = TemplateOpt, prompts: int = PromptsOpt,
              threshold: float = ThresholdOpt, reference: str = ReferenceOpt, method: str = MethodOpt,
-             baseline: str = BaselineOpt, as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
-    """Find each task's circuit by iterative mean-ablation pruning (arXiv 2311.04131)."""
-    art, st = _study(model, tasks, template, prompts, threshold, reference, method, baseline, workspace, as_json)
+             baseline: str = BaselineOpt,
+             ig_steps: int = typer.Option(5, "--ig-steps", help="Integration steps of eap-ig."),
+             edge_threshold: float = typer.Option(0.01, "--edge-threshold", help="Circuit edges: |score| at least "
+                                                  "this fraction of the model's logit difference."),
+             validate: int = typer.Option(20, help="Top attribution edges checked by exact path patching."),
+             curve: str = typer.Option("10,20,40", help="Thresholds of the size vs performance curve."),
+             random_circuits: int = typer.Option(8, "--random", help="Random circuits per size on the curve."),
+             seed: int = typer.Option(0, help="Prompt and random-circuit seed."),
+             as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
+    """Find each task's circuit by iterative mean-ablation pruning (arXiv 2311.04131), score its edges."""
+    from sae_core.circuits.discovery import DiscoveryConfig
+    from sae_core.circuits.job import CircuitStudy, CircuitStudyConfig, circuits_to_workspace
+    from sae_core.workspace import Workspace
+
+    cfg = CircuitStudyConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+                             template=template, n_prompts=prompts, method=method, baseline=baseline,
+                             discovery=DiscoveryConfig(threshold=threshold, reference=reference), ig_steps=ig_steps,
+                             edge_threshold=edge_threshold, validate_top=validate, curve_thresholds=_floats(curve),
+                             n_random=random_circuits, seed=seed)
+    bar = None if as_json else _Bar("circuits", unit="task")
+    art = circuits_to_workspace(Workspace(workspace), cfg, on_progress=bar)
+    if bar:
+        bar.close()
+        typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    st = CircuitStudy.open(art.path)
     r = st.results["tasks"]
     if as_json:
         typer.echo(json.dumps({"artifact": art.name, "tasks": {
@@ -76,11 +106,9 @@ def discover(model: str = ModelOpt, tasks: str = TasksOpt, template: str = Templ
 def edges(task: str = typer.Option("digits", help="The task whose edges to print."), top: int = typer.Option(
               20, help="Edges to print, largest |score| first."),
           export: Optional[Path] = typer.Option(None, help="Write the task's graph here (EAP-IG's JSON layout)."),
-          model: str = ModelOpt, tasks: str = TasksOpt, template: str = TemplateOpt, prompts: int = PromptsOpt,
-          threshold: float = ThresholdOpt, reference: str = ReferenceOpt, method: str = MethodOpt,
-          baseline: str = BaselineOpt, as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
+          study: Optional[str] = StudyOpt, as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Edge scores of a task's graph (attribution or path patching), and its circuit's edges."""
-    art, st = _study(model, tasks, template, prompts, threshold, reference, method, baseline, workspace, as_json)
+    art, st = _open(study, workspace)
     g = st.graph(task)
     if export:
         g.save(export)
@@ -107,11 +135,9 @@ def edges(task: str = typer.Option("digits", help="The task whose edges to print
 
 @circuit_app.command("compare")
 @_friendly
-def compare(model: str = ModelOpt, tasks: str = TasksOpt, template: str = TemplateOpt, prompts: int = PromptsOpt,
-            threshold: float = ThresholdOpt, reference: str = ReferenceOpt, method: str = MethodOpt,
-            baseline: str = BaselineOpt, as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
+def compare(study: Optional[str] = StudyOpt, as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
     """The tasks' circuits compared: node and edge IoU, shared nodes, each circuit on every task."""
-    art, st = _study(model, tasks, template, prompts, threshold, reference, method, baseline, workspace, as_json)
+    art, st = _open(study, workspace)
     c = st.results["compare"]
     if as_json:
         typer.echo(json.dumps({"artifact": art.name, **c}))

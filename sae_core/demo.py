@@ -95,6 +95,24 @@ def _demo_universality(ws: Workspace, on_progress: Progress | None) -> Artifact:
         ws, UniversalityConfig(), on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))
 
 
+DEMO_CIRCUIT_PROMPTS = 32  # per task (the filter keeps ~31): the study took 60 s on the 2-core machine
+
+
+def demo_circuits_config():
+    from sae_core.circuits.job import CircuitStudyConfig
+
+    return CircuitStudyConfig(n_prompts=DEMO_CIRCUIT_PROMPTS)
+
+
+def _demo_circuits(ws: Workspace, on_progress: Progress | None) -> Artifact:
+    """The Circuits page's study: digits, number words and months on zoo:tiny-b (nodes, EAP edges,
+    validation, size curve, head analyses, cross-task comparison)."""
+    from sae_core.circuits.job import circuits_to_workspace
+
+    return circuits_to_workspace(ws, demo_circuits_config(),
+                                 on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))
+
+
 @dataclass(frozen=True)
 class DemoStep:
     name: str
@@ -110,6 +128,8 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep("corrupted capabilities: per-layer removal on zoo:tiny-b-corrupt", _demo_capabilities),
     DemoStep("feature universality: zoo:tiny-a against zoo:tiny-b (SAEs, matching, measures, nulls)",
              _demo_universality),
+    DemoStep("circuits: digits, number words and months on zoo:tiny-b (nodes, edges, heads, tasks compared)",
+             _demo_circuits),
 ]
 
 

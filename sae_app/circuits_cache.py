@@ -1,0 +1,101 @@
+"""The Circuits page's cached reads and its build job.
+
+Only attention patterns run the model (inside ``session.using``); the graph, its threshold and the
+comparison are read from the study, so moving the slider redraws without touching a model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from sae_app import listing, session
+
+
+def list_studies(root: str):
+    from sae_core.circuits.job import KIND
+
+    return listing.list_artifacts(root, KIND)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def open_study(path: str, created: float):
+    from sae_core.circuits.job import CircuitStudy
+
+    return CircuitStudy.open(Path(path))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def graph(path: str, created: float, task: str):
+    return open_study(path, created).graph(task)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def edges_at(path: str, created: float, task: str, percent: float, circuit_only: bool) -> list[str]:
+    """The task's edges at ``percent`` of the model's logit difference, between the circuit's
+    components (or any components), pruned to paths from input to logits."""
+    from sae_core.circuits.ablation import ModelShape
+    from sae_core.circuits.job import circuit_edges
+
+    study, g = open_study(path, created), graph(path, created, task)
+    nodes = study.circuit(task).nodes if circuit_only else \
+        ModelShape(g.cfg.n_layers, g.cfg.n_heads, g.cfg.parallel_attn_mlp).components()
+    return sorted(circuit_edges(g, nodes, percent / 100))
+
+
+def node_text(path: str, created: float, task: str) -> dict[str, str]:
+    """Hover text per component: ablation performance, attribution and OV scores."""
+    r = open_study(path, created).results["tasks"][task]
+    g = graph(path, created, task)
+    ov = {s["head"]: s for s in r["ov"]}
+    out = {}
+    for name, perf in r["ablation"].items():
+        text = f"{name}<br>ablated alone: {perf:.1f}% performance"
+        if name in g.node_scores:
+            text += f"<br>attribution: {g.node_scores[name]:+.3f} LD"
+        if name in ov:
+            text += f"<br>OV next {ov[name]['next_score']:.2f}, copy {ov[name]['copy_score']:.2f}"
+        out[name] = text
+    return out
+
+
+def node_table(path: str, created: float, task: str) -> pd.DataFrame:
+    """One row per head and MLP: in the circuit, ablation, attribution, OV and attention scores."""
+    study = open_study(path, created)
+    r, g = study.results["tasks"][task], graph(path, created, task)
+    ov = {s["head"]: s for s in r["ov"]}
+    att = {s["head"]: s for s in r["attention"]}
+    nodes = set(study.circuit(task).nodes)
+    rows = [{"component": n, "in circuit": n in nodes, "ablated alone (%)": perf,
+             "attribution (LD)": g.node_scores.get(n), "OV next": ov.get(n, {}).get("next_score"),
+             "OV copy": ov.get(n, {}).get("copy_score"),
+             "last -> last member": att.get(n, {}).get("last_to_last_member"),
+             "member -> previous": att.get(n, {}).get("member_to_previous")} for n, perf in r["ablation"].items()]
+    return pd.DataFrame(rows)
+
+
+@st.cache_data(max_entries=64, show_spinner="Running the model for the attention pattern…")
+def attention(model_name: str, task: str, template: str, n_prompts: int, seed: int, head: str, prompt: int):
+    """(pattern [query, key], token strings) of ``head`` on the task's prompt number ``prompt``."""
+    from sae_core.circuits.ablation import parse_node
+    from sae_core.circuits.heads import attention_patterns
+    from sae_core.circuits.tasks import TaskConfig, make_task
+
+    layer, h = parse_node(head)
+    with session.using(model_name) as (model,):
+        ts = make_task(model, TaskConfig(task=task, template=template, n_prompts=n_prompts, seed=seed))
+        pat = attention_patterns(model, ts, [(layer, h)], prompt=min(prompt, len(ts) - 1))[head]
+        tokens = [model.tokenizer.decode([t]) for t in ts.clean_BT[min(prompt, len(ts) - 1)].tolist()]
+    return pat.numpy(), tokens
+
+
+def build_demo(root: str, on_progress=None):
+    from sae_core.circuits.job import circuits_to_workspace
+    from sae_core.demo import demo_circuits_config
+
+    cfg = demo_circuits_config()
+    with session.using(cfg.model):
+        art = circuits_to_workspace(listing.open_workspace(root), cfg, load=session.load_model,
+                                    on_progress=on_progress)
+    listing.changed()
+    return art

@@ -1,0 +1,154 @@
+"""The circuits study end to end on zoo:tiny-b: the artifact, its CLI and its page show the same
+numbers the library computed."""
+import json
+import os
+
+import pytest
+
+from sae_core.circuits.discovery import DiscoveryConfig
+from sae_core.circuits.graph import CircuitGraph, Edge
+from sae_core.circuits.job import KIND, CircuitStudy, CircuitStudyConfig, circuit_edges, circuits_to_workspace
+from sae_core.circuits.tasks import CircuitError
+from sae_core.workspace import Workspace
+
+SMALL = CircuitStudyConfig(tasks=("digits", "months"), n_prompts=24, curve_thresholds=(20.0, 40.0), n_random=3,
+                           validate_top=8)
+CLI_ARGS = ["--tasks", "digits,months", "--prompts", "24", "--curve", "20,40", "--random", "3", "--validate", "8"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("circ") / "ws")
+    seen = []
+    art = circuits_to_workspace(ws, SMALL, on_progress=lambda d, t, text: seen.append((d, t, text)))
+    return ws, art, seen
+
+
+def test_study_holds_consistent_circuits_graphs_and_comparison(study):
+    ws, art, seen = study
+    st = CircuitStudy.open(art.path)
+    r = st.results
+    assert list(r["tasks"]) == ["digits", "months"] and seen[-1][2] == "done"
+    cmp = r["compare"]
+    for i, t in enumerate(["digits", "months"]):
+        v = r["tasks"][t]
+        c = st.circuit(t)
+        assert c.performance >= 80 and len(c.heads()) <= 16          # the issue's target on zoo B
+        # the diagonal of the cross-task matrix re-evaluates each circuit on its own task
+        assert cmp["cross_performance"][i][i] == pytest.approx(c.performance, abs=1e-6)
+        assert cmp["node_iou"][i][i] == 1.0
+        g = st.graph(t)
+        assert g.meta["task"] == t and set(g.in_graph) == set(v["edges_in_graph"])
+        allowed = set(c.nodes) | {"input", "logits"}
+        assert all({Edge.parse(e).sender, Edge.parse(e).receiver} <= allowed for e in g.in_graph)
+        assert g.in_graph == circuit_edges(g, c.nodes, SMALL.edge_threshold)
+        assert len(v["validation"]["edges"]) == 8 and -1 <= v["validation"]["spearman"] <= 1
+        assert [p["threshold"] for p in v["curve"]] == [20.0, 40.0]
+        assert v["curve"][0]["size"] == len(c.nodes)                     # T=20 is the study's own threshold
+        assert v["ov"][0]["next_score"] >= v["ov"][-1]["next_score"]
+    shared = set(st.circuit("digits").nodes) & set(st.circuit("months").nodes)
+    union = set(st.circuit("digits").nodes) | set(st.circuit("months").nodes)
+    assert cmp["node_iou"][0][1] == pytest.approx(len(shared) / len(union))
+    assert set(cmp["shared_nodes"]) == shared and set(cmp["membership"]) == union
+    assert circuits_to_workspace(ws, SMALL).name == art.name and len(ws.list(KIND)) == 1  # found, not rebuilt
+
+
+def test_bad_study_configurations():
+    for kwargs, words in [({"tasks": ("primes",)}, "tasks"), ({"method": "acdc"}, "method"),
+                          ({"baseline": "zero"}, "baseline"), ({"edge_threshold": 2.0}, "fraction"),
+                          ({"template": "poem"}, "template")]:
+        with pytest.raises(CircuitError, match=words):
+            CircuitStudyConfig(**kwargs)
+    assert CircuitStudyConfig.from_json(SMALL.to_json()) == SMALL
+
+
+def test_cli_prints_the_studys_circuits_edges_and_comparison(study, tmp_path):
+    from typer.testing import CliRunner
+
+    from sae_core.cli import app
+
+    ws, art, _ = study
+    st = CircuitStudy.open(art.path)
+    run = lambda *a: CliRunner().invoke(app, ["circuit", *a, "-w", str(ws.root)], env={"COLUMNS": "300"})
+    out = run("discover", *CLI_ARGS, "--json")
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert got["artifact"] == art.name   # the same configuration finds the same study
+    for t in ["digits", "months"]:
+        assert got["tasks"][t]["nodes"] == st.circuit(t).nodes
+        assert got["tasks"][t]["metrics"]["performance"] == pytest.approx(st.circuit(t).performance)
+    text = run("discover", *CLI_ARGS)
+    assert f"performance {st.circuit('months').performance:.1f}%" in text.output
+    export = tmp_path / "digits.json"
+    edges = run("edges", "--task", "digits", "--top", "5", "--export", str(export), "--study", art.name)
+    assert edges.exit_code == 0, edges.output
+    g = st.graph("digits")
+    best = max(g.scores, key=lambda n: abs(g.scores[n]))
+    assert any(line.startswith(best) and f"{g.scores[best]:.3f}" in line for line in edges.output.splitlines())
+    assert CircuitGraph.load(export) == g
+    cmp = run("compare")
+    assert f"{st.results['compare']['node_iou'][0][1]:.2f}" in cmp.output and "shared by all tasks" in cmp.output
+    bad = run("discover", "--method", "acdc")
+    assert bad.exit_code == 2 and "method 'acdc'" in bad.output
+    missing = run("edges", "--study", "nope")
+    assert missing.exit_code == 2 and "no circuits study nope" in missing.output
+
+
+def test_cli_heads_ranks_successor_heads(tiny_b):
+    from typer.testing import CliRunner
+
+    from sae_core.circuits.heads import ov_scores
+    from sae_core.cli import app
+
+    out = CliRunner().invoke(app, ["circuit", "heads", "--task", "months", "--json"], env={"COLUMNS": "300"})
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert [s["head"] for s in got["ov"]] == [s.head for s in ov_scores(tiny_b, "months")]
+    assert len(got["attention"]) == 32
+
+
+def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    ws, art, _ = study
+    st = CircuitStudy.open(art.path)
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    at = AppTest.from_file(app, default_timeout=120).run()
+    at.switch_page("views/circuits.py").run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m for m in at.metric}
+    for t in ["digits", "months"]:
+        assert metrics[t].value == f"{st.circuit(t).performance:.1f}%"
+    charts = lambda: [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    g = st.graph("digits")
+
+    def drawn_edges(fig):
+        lines = [tr for tr in fig["data"] if tr.get("mode") == "lines"]
+        return sum(tr["x"].count(None) for tr in lines)
+
+    assert drawn_edges(charts()[0]) == len(circuit_edges(g, st.circuit("digits").nodes, SMALL.edge_threshold))
+    nodes = next(tr for tr in charts()[0]["data"] if tr.get("name") == "components")
+    assert "a0.h0" in nodes["customdata"] and "logits" in nodes["customdata"]
+    at.slider(key="circ_thr").set_value(0.2).run()
+    assert drawn_edges(charts()[0]) == len(circuit_edges(g, st.circuit("digits").nodes, 0.002))
+    # the component panel: the chosen head's ablation score and OV scores, from the study
+    r = st.results["tasks"]["digits"]
+    head = r["ov"][0]["head"]
+    at.selectbox(key="circ_node").set_value(head).run()
+    assert not at.exception
+    panel = {m.label: m.value for m in at.metric}
+    assert panel["Performance, ablated alone"] == f"{r['ablation'][head]:.1f}%"
+    assert panel["OV next / copy"] == f"{r['ov'][0]['next_score']:.2f} / {r['ov'][0]['copy_score']:.2f}"
+    attn = next(c for c in charts() if c["layout"]["title"]["text"].startswith(f"{head}: attention"))
+    assert len(attn["data"][0]["z"]) == len(attn["data"][0]["x"])          # query x key over the prompt
+    heat = next(c for c in charts() if c["layout"]["title"]["text"] == "Node IoU")
+    assert heat["data"][0]["z"] == st.results["compare"]["node_iou"]
+    at.segmented_control(key="circ_view").set_value("union").run()
+    assert not at.exception and any("Union view" in c.value for c in at.caption)
+    # an empty workspace offers to build the study
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(tmp_path / "empty"))
+    at = AppTest.from_file(app, default_timeout=120).run()
+    at.switch_page("views/circuits.py").run()
+    assert not at.exception and "No circuits study" in at.info[0].value
+    assert at.button(key="circ_build").label == "Find the circuits on zoo:tiny-b"

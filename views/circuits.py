@@ -1,0 +1,97 @@
+"""Circuits: the heads and MLPs a model continues sequences with, their edges, and tasks compared."""
+import json
+
+import streamlit as st
+
+from sae_app import circuits_cache as cc, circuits_charts as charts, jobs, sidebar
+from sae_app.circuits_panels import component_panel
+
+sel = sidebar.current()
+st.title("Circuits")
+st.write("Which components continue a sequence (\"March . April . May\" -> June)? Every head and MLP outside a "
+         "circuit is replaced by its mean over corrupted prompts; pruning keeps what the logit difference needs "
+         "(arXiv 2311.04131). Edges are scored by attribution patching and checked against exact path patching.")
+if sel.workspace_error:
+    st.error(sel.workspace_error)
+    st.stop()
+studies = cc.list_studies(sel.workspace_root)
+if not studies:
+    st.info("No circuits study in this workspace yet: digits, number words and months on zoo:tiny-b take about a "
+            "minute, or `sae-core circuit discover` / `sae-core demo`.")
+    if st.button("Find the circuits on zoo:tiny-b", type="primary", key="circ_build"):
+        if jobs.run_job("Finding circuits…", lambda bar: cc.build_demo(
+                sel.workspace_root, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)), select_key="circ"):
+            st.rerun()
+    st.stop()
+by_label = {f"{a.model}: {', '.join(a.meta['tasks'])} ({a.meta['method']}, {a.name})": a for a in studies}
+art = by_label[st.selectbox("Study", list(by_label), key="circ")]
+path, created = str(art.path), art.created
+study = cc.open_study(path, created)
+r, cfg = study.results, study.config
+tasks = list(r["tasks"])
+st.caption(f"{cfg['model']}, {cfg['template']} template, {cfg['n_prompts']} candidate prompts per task; pruning at "
+           f"T = {cfg['discovery']['threshold']:g} points from the {cfg['discovery']['reference']} model, means over "
+           f"the {cfg['discovery']['means_from']} prompts; edges by {cfg['method']} ({cfg['baseline']} baseline).")
+for col, t in zip(st.columns(len(tasks)), tasks):
+    v = r["tasks"][t]
+    heads = sum(n.startswith("a") for n in v["circuit"]["nodes"])
+    col.metric(t, f"{v['circuit']['metrics']['performance']:.1f}%",
+               f"{len(v['circuit']['nodes'])} components ({heads} heads); {v['n_prompts']} prompts", delta_color="off")
+
+st.subheader("Circuit graph")
+c1, c2, c3 = st.columns([3, 3, 2])
+view = c1.segmented_control("Show", tasks + ["union"], default=tasks[0], key="circ_view",
+                            format_func=lambda v: "all tasks (union)" if v == "union" else v) or tasks[0]
+percent = c2.slider("Edge threshold (% of the model's logit difference)", 0.1, 10.0,
+                    float(100 * cfg["edge_threshold"]), 0.1, key="circ_thr")
+only = c3.toggle("Only the circuit's components", True, key="circ_only")
+task = tasks[0] if view == "union" else view
+g = cc.graph(path, created, task)
+if view == "union":
+    edges = {e for t in tasks for e in cc.edges_at(path, created, t, percent, only)}
+    nodes = sorted(r["compare"]["membership"])
+    fig = charts.circuit_graph(g, edges, nodes, cc.node_text(path, created, task), r["compare"]["membership"], tasks,
+                               selected=st.session_state.get("circ_node"))
+    st.caption("Union view: black = in every task's circuit, grey = in some, a colour = in one task's only ("
+               + ", ".join(f"{t}: {c}" for t, c in zip(tasks, charts.TASK_COLORS)) + ").")
+else:
+    edges, nodes = set(cc.edges_at(path, created, task, percent, only)), study.circuit(task).nodes
+    fig = charts.circuit_graph(g, edges, nodes, cc.node_text(path, created, task),
+                               selected=st.session_state.get("circ_node"))
+event = st.plotly_chart(fig, width="stretch", key="circ_graph", on_select="rerun", selection_mode="points",
+                        config={"toImageButtonOptions": {"format": "png", "filename": f"circuit-{task}"}})
+clicked = [p.get("customdata") for p in (event.selection.points if event else []) if p.get("customdata")]
+components = list(r["tasks"][task]["ablation"])
+if clicked and clicked[0] in components:
+    st.session_state["circ_node"] = clicked[0]
+if st.session_state.get("circ_node") not in components:
+    st.session_state["circ_node"] = next((n for n in nodes if n in components), components[0])
+node = st.selectbox("Component (or click one in the graph)", components, key="circ_node")
+component_panel(art, task, node)
+
+st.subheader("Tasks compared")
+cmp = r["compare"]
+h1, h2, h3 = st.columns(3)
+h1.plotly_chart(charts.matrix_heatmap(cmp["node_iou"], tasks, tasks, "Node IoU", "{:.2f}", 0, 1), key="circ_niou")
+h2.plotly_chart(charts.matrix_heatmap(cmp["edge_iou"], tasks, tasks, "Edge IoU", "{:.2f}", 0, 1), key="circ_eiou")
+h3.plotly_chart(charts.matrix_heatmap(cmp["cross_performance"], tasks, tasks, "Circuit (row) on task (column), %",
+                                      "{:.0f}", 0, 100, "RdYlGn"), key="circ_cross")
+st.caption(f"In every task's circuit ({len(cmp['shared_nodes'])}): {' '.join(cmp['shared_nodes']) or 'none'}.")
+
+st.subheader(f"Validation: {task}")
+v = r["tasks"][task]
+l, rcol = st.columns(2)
+if v["validation"]:
+    l.plotly_chart(charts.validation_scatter(v["validation"]), width="stretch", key="circ_valid")
+rcol.plotly_chart(charts.size_curve(v["curve"], len(v["circuit"]["nodes"]), v["circuit"]["metrics"]["performance"]),
+                  width="stretch", key="circ_curve")
+st.subheader(f"Heads: {task}")
+st.plotly_chart(charts.ov_bars(v["ov"]), width="stretch", key="circ_ov")
+st.dataframe(cc.node_table(path, created, task), hide_index=True, width="stretch", height=300)
+d1, d2, d3 = st.columns(3)
+d1.download_button(f"{task} graph (EAP-IG JSON)", json.dumps(g.to_eap_json()), file_name=f"{art.name}-{task}.json",
+                   mime="application/json", key="circ_json")
+d2.download_button(f"{task} graph (SVG)", charts.circuit_svg(g, edges, nodes, f"{cfg['model']}: {task}"),
+                   file_name=f"{art.name}-{task}.svg", mime="image/svg+xml", key="circ_svg")
+d3.download_button("Whole study (JSON)", json.dumps({"config": cfg, "results": r}), file_name=f"{art.name}.json",
+                   mime="application/json", key="circ_all")
