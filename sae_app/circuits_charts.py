@@ -90,7 +90,7 @@ def circuit_graph(graph: CircuitGraph, edges: set[str], nodes: list[str], node_t
                              hovertext=[node_text.get(n, n) for n in everything], hoverinfo="text",
                              marker=dict(color=colors, symbol=symbols, size=sizes,
                                          line=dict(color="#222222", width=lines)), name="components",
-                             showlegend=False))
+                             unselected=dict(marker=dict(opacity=1.0)), showlegend=False))  # a click dims nothing
     fig.update_yaxes(tickvals=list(range(-1, n_l + 1)), ticktext=["input"] + [f"layer {l}" for l in range(n_l)]
                      + ["logits"], range=[-1.6, n_l + 0.6], showgrid=False, zeroline=False)
     fig.update_xaxes(tickvals=list(range(n_h)) + [n_h + 0.4], ticktext=[f"h{h}" for h in range(n_h)] + ["MLP"],

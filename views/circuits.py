@@ -47,25 +47,25 @@ percent = c2.slider("Edge threshold (% of the model's logit difference)", 0.1, 1
 only = c3.toggle("Only the circuit's components", True, key="circ_only")
 task = tasks[0] if view == "union" else view
 g = cc.graph(path, created, task)
+components = list(r["tasks"][task]["ablation"])
+if st.session_state.get("circ_node") not in components:  # before the figure, so a click's rerun draws the same one
+    st.session_state["circ_node"] = next((n for n in study.circuit(task).nodes if n in components), components[0])
 if view == "union":
     edges = {e for t in tasks for e in cc.edges_at(path, created, t, percent, only)}
     nodes = sorted(r["compare"]["membership"])
     fig = charts.circuit_graph(g, edges, nodes, cc.node_text(path, created, task), r["compare"]["membership"], tasks,
-                               selected=st.session_state.get("circ_node"))
+                               selected=st.session_state["circ_node"])
     st.caption("Union view: black = in every task's circuit, grey = in some, a colour = in one task's only ("
                + ", ".join(f"{t}: {c}" for t, c in zip(tasks, charts.TASK_COLORS)) + ").")
 else:
     edges, nodes = set(cc.edges_at(path, created, task, percent, only)), study.circuit(task).nodes
     fig = charts.circuit_graph(g, edges, nodes, cc.node_text(path, created, task),
-                               selected=st.session_state.get("circ_node"))
+                               selected=st.session_state["circ_node"])
 event = st.plotly_chart(fig, width="stretch", key="circ_graph", on_select="rerun", selection_mode="points",
                         config={"toImageButtonOptions": {"format": "png", "filename": f"circuit-{task}"}})
 clicked = [p.get("customdata") for p in (event.selection.points if event else []) if p.get("customdata")]
-components = list(r["tasks"][task]["ablation"])
-if clicked and clicked[0] in components:
-    st.session_state["circ_node"] = clicked[0]
-if st.session_state.get("circ_node") not in components:
-    st.session_state["circ_node"] = next((n for n in nodes if n in components), components[0])
+if clicked and clicked[0] in components and clicked[0] != st.session_state.get("circ_clicked"):
+    st.session_state["circ_node"] = st.session_state["circ_clicked"] = clicked[0]  # a new click, not a kept one
 node = st.selectbox("Component (or click one in the graph)", components, key="circ_node")
 component_panel(art, task, node)
 

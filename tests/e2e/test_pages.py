@@ -310,3 +310,38 @@ def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
     main.get_by_role("button", name=re.compile(r"Open feature \d+ in the feature browser")).last.click()
     expect(main.get_by_role("heading", name="Feature browser")).to_be_visible(timeout=60_000)
     expect(page.get_by_test_id("stSidebar")).to_contain_text("4 layers · d_model 256")  # zoo:tiny-b
+
+
+def test_circuits_page(page, app_url, workspace_dir, screenshot_dir):
+    from sae_core.circuits.job import CircuitStudy, circuit_edges, circuits_to_workspace
+    from sae_core.workspace import Workspace
+    from tests.test_circuits_study import SMALL
+
+    art = circuits_to_workspace(Workspace(workspace_dir), SMALL)
+    study = CircuitStudy.open(art.path)
+    page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
+    open_page(page, f"{app_url}/circuits")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="Circuits", exact=True)).to_be_visible()
+    for t in SMALL.tasks:
+        expect(main.get_by_test_id("stMetric").filter(has_text=t).first).to_contain_text(
+            f"{study.circuit(t).performance:.1f}%")
+    digits = study.circuit("digits")
+    g = study.graph("digits")
+    n_edges = len(circuit_edges(g, digits.nodes, SMALL.edge_threshold))
+    graph = main.get_by_test_id("stPlotlyChart").first
+    expect(graph).to_contain_text(f"{n_edges} edges, {len(digits.nodes)} components in the circuit")
+    check_and_shoot(page, screenshot_dir, "circuits")
+    # a click on the best successor head opens its panel: ablation score, OV scores, attention pattern
+    r = study.results["tasks"]["digits"]
+    head = r["ov"][0]["head"]
+    layer, h = (int(x) for x in head[1:].split(".h"))
+    point = graph.locator(".scatterlayer .trace").last.locator("path.point").nth(1 + layer * g.cfg.n_heads + h)
+    point.click(force=True)
+    wait_idle(page)
+    expect(main).to_contain_text(f"{head} (in the digits circuit)" if head in digits.nodes
+                                 else f"{head} (not in the digits circuit)")
+    panel = main.get_by_test_id("stMetric").filter(has_text="Performance, ablated alone")
+    expect(panel).to_contain_text(f"{r['ablation'][head]:.1f}%")
+    expect(main.get_by_test_id("stPlotlyChart").filter(has_text=f"{head}: attention")).to_be_visible(timeout=60_000)
+    check_and_shoot(page, screenshot_dir, "circuits-head")

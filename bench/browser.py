@@ -1,0 +1,81 @@
+"""What the browser benchmarks share: a real ``streamlit run app.py`` on a workspace, headless
+Debian Chromium (``/usr/bin/chromium``; Playwright never downloads a browser), and reruns timed in
+the page's own clock (a MutationObserver on the app's script state)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+STATE = "[data-testid='stApp']"
+OBSERVE = """() => {
+  window.__states = [];
+  const app = document.querySelector("[data-testid='stApp']");
+  new MutationObserver(() => window.__states.push(
+      [performance.now(), app.getAttribute('data-test-script-state')]))
+    .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+# the time the first idle state after a running one was reached, counted from t0
+FINISHED = """(t0) => {
+  const s = window.__states.filter(([t]) => t >= t0);
+  const run = s.findIndex(([, v]) => v === 'running');
+  if (run < 0) return null;
+  const done = s.slice(run).find(([, v]) => v === 'notRunning');
+  return done ? done[0] - t0 : null;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"streamlit did not answer at {url} within {timeout_s:.0f} s")
+
+
+def timed(page, act, prepare=None) -> float:
+    """Seconds from ``act()`` until the rerun it started has finished, in the page's own clock
+    (``prepare()``, such as typing the prompt, runs before the clock starts)."""
+    if prepare:
+        prepare()
+    t0 = page.evaluate("() => performance.now()")
+    act()
+    page.wait_for_function(f"() => ({FINISHED})({t0}) !== null", timeout=120_000)
+    return page.evaluate(FINISHED, t0) / 1000
+
+
+
+@contextmanager
+def streamlit_server(workspace: Path):
+    """Yields the URL of ``streamlit run app.py`` serving ``workspace``; stopped on exit."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAE_STUDIO_WORKSPACE": str(workspace)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats",
+         "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(url)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
