@@ -74,19 +74,49 @@ def node_table(path: str, created: float, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _task(model, cfg: dict, task: str):
+    """The study's prompts of ``task`` again (``make_task`` is deterministic in its config)."""
+    from sae_core.circuits.tasks import TaskConfig, make_task
+
+    return make_task(model, TaskConfig(task=task, template=cfg["template"], n_prompts=cfg["n_prompts"],
+                                       seed=cfg["seed"]))
+
+
 @st.cache_data(max_entries=64, show_spinner="Running the model for the attention pattern…")
-def attention(model_name: str, task: str, template: str, n_prompts: int, seed: int, head: str, prompt: int):
+def attention(path: str, created: float, task: str, head: str, prompt: int):
     """(pattern [query, key], token strings) of ``head`` on the task's prompt number ``prompt``."""
     from sae_core.circuits.ablation import parse_node
     from sae_core.circuits.heads import attention_patterns
-    from sae_core.circuits.tasks import TaskConfig, make_task
 
+    cfg = open_study(path, created).config
     layer, h = parse_node(head)
-    with session.using(model_name) as (model,):
-        ts = make_task(model, TaskConfig(task=task, template=template, n_prompts=n_prompts, seed=seed))
+    with session.using(cfg["model"]) as (model,):
+        ts = _task(model, cfg, task)
         pat = attention_patterns(model, ts, [(layer, h)], prompt=min(prompt, len(ts) - 1))[head]
         tokens = [model.tokenizer.decode([t]) for t in ts.clean_BT[min(prompt, len(ts) - 1)].tolist()]
     return pat.numpy(), tokens
+
+
+def saes_for(root: str, model_name: str, node: str):
+    """The workspace's SAEs of ``model_name`` at a hook ``node`` writes to (``features.hooks_for``)."""
+    from sae_core.circuits.features import hooks_for
+
+    hooks = hooks_for(node)
+    return [a for a in listing.list_artifacts(root, "sae") if a.model == model_name and a.hook in hooks]
+
+
+@st.cache_data(max_entries=64, show_spinner="Attributing the task to the SAE's features…")
+def features(path: str, created: float, task: str, sae_path: str, sae_created: float, hook: str) -> pd.DataFrame:
+    """The SAE's features with the largest attribution to the task's logit difference."""
+    from sae_core.circuits.features import feature_attributions
+    from sae_core.sae.io import load_sae
+
+    cfg = open_study(path, created).config
+    sae = load_sae(Path(sae_path))
+    with session.using(cfg["model"]) as (model,):
+        rows = feature_attributions(model, _task(model, cfg, task), sae, hook)
+    return pd.DataFrame([{"feature": f.feature, "attribution (LD)": f.score, "fires on": f.fires,
+                          "mean activation": f.mean_act} for f in rows])
 
 
 def build_demo(root: str, on_progress=None):

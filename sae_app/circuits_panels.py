@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from sae_app import circuits_cache as cc, circuits_charts as charts
+from sae_app import circuits_cache as cc, circuits_charts as charts, feature_panels as fp
+from sae_core.circuits.features import hooks_for
 
 
-def component_panel(art, task: str, node: str) -> None:
+def component_panel(root: str, art, task: str, node: str) -> None:
     study = cc.open_study(str(art.path), art.created)
-    r, cfg = study.results["tasks"][task], study.config
+    r = study.results["tasks"][task]
     g = cc.graph(str(art.path), art.created, task)
     in_c = node in study.circuit(task).nodes
     st.markdown(f"**{node}** ({'in' if in_c else 'not in'} the {task} circuit)")
@@ -18,9 +19,12 @@ def component_panel(art, task: str, node: str) -> None:
         c[1].metric("Attribution", f"{g.node_scores[node]:+.3f} LD",
                     f"{100 * g.node_scores[node] / g.meta['ld_clean']:+.1f}% of LD", delta_color="off")
     ov = next((s for s in r["ov"] if s["head"] == node), None)
-    if ov is None:
-        st.caption("An MLP: no attention pattern or OV scores.")
-        return
+    if ov is not None:
+        _head_details(art, r, task, node, ov, c)
+    sae_features(root, art, task, node)
+
+
+def _head_details(art, r: dict, task: str, node: str, ov: dict, c) -> None:
     rank = [s["head"] for s in r["ov"]].index(node) + 1
     c[2].metric("OV next / copy", f"{ov['next_score']:.2f} / {ov['copy_score']:.2f}",
                 f"successor rank {rank} of {len(r['ov'])}", delta_color="off")
@@ -29,5 +33,27 @@ def component_panel(art, task: str, node: str) -> None:
                 f"member -> previous {att['member_to_previous']:.2f}", delta_color="off")
     prompt = st.selectbox("Prompt", list(range(len(r["examples"]))), key="circ_prompt",
                           format_func=lambda i: r["examples"][i])
-    pattern, tokens = cc.attention(cfg["model"], task, cfg["template"], cfg["n_prompts"], cfg["seed"], node, prompt)
+    pattern, tokens = cc.attention(str(art.path), art.created, task, node, prompt)
     st.plotly_chart(charts.attention_heatmap(pattern, tokens, node), width="stretch", key="circ_attn")
+
+
+def sae_features(root: str, art, task: str, node: str) -> None:
+    """The SAE features at the hooks ``node`` writes to, by attribution to the task, each a link
+    into the feature browser."""
+    model = cc.open_study(str(art.path), art.created).config["model"]
+    saes = cc.saes_for(root, model, node)
+    if not saes:
+        st.caption(f"No SAE of {model} at {' or '.join(hooks_for(node))} in this workspace: train one (page "
+                   "Sampled-SAE, or `sae-core train`) to see which of its features carry the task here.")
+        return
+    for sae in saes:
+        table = cc.features(str(art.path), art.created, task, str(sae.path), sae.created, sae.hook)
+        st.markdown(f"**SAE features at `{sae.hook}`** (`{sae.name}`): attribution = sum of activation x gradient "
+                    "of the logit difference")
+        st.dataframe(table, hide_index=True, width="stretch", height=220,
+                     column_config={"attribution (LD)": st.column_config.NumberColumn(format="%+.4f")})
+        cols = st.columns(min(3, len(table)) or 1)
+        for col, f in zip(cols, table["feature"].tolist()[:3]):
+            if col.button(f"Open feature {f} in the feature browser", key=f"circ_open_{sae.name}_{f}",
+                          on_click=fp.open_later, args=(model, sae.hook, sae.name, int(f))):
+                st.switch_page("views/features.py")

@@ -142,10 +142,42 @@ def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, 
     assert panel["OV next / copy"] == f"{r['ov'][0]['next_score']:.2f} / {r['ov'][0]['copy_score']:.2f}"
     attn = next(c for c in charts() if c["layout"]["title"]["text"].startswith(f"{head}: attention"))
     assert len(attn["data"][0]["z"]) == len(attn["data"][0]["x"])          # query x key over the prompt
+    assert any("No SAE of zoo:tiny-b" in c.value for c in at.caption)   # none in this workspace yet
+    # an SAE at a hook the head writes to: its features, by attribution, as the library ranks them
+    import torch
+
+    from sae_core.circuits.features import feature_attributions
+    from sae_core.circuits.tasks import TaskConfig, make_task
+    from sae_core.models.loading import load_model
+    from sae_core.sae.config import SAEConfig
+    from sae_core.sae.io import save_sae
+    from sae_core.sae.registry import create_sae
+
+    layer = int(head[1:].split(".")[0])
+    hook = f"blocks.{layer}.hook_resid_post"
+    torch.manual_seed(1)
+    sae = create_sae(SAEConfig(arch="topk", d_in=256, d_sae=256, k=8, model_name="zoo:tiny-b", hook_name=hook))
+    with ws.create("sae", "circuit-test-sae", model="zoo:tiny-b", hook=hook) as d:
+        save_sae(sae, d)
+    model = load_model("zoo:tiny-b")
+    want = feature_attributions(model, make_task(model, TaskConfig(task="digits", n_prompts=SMALL.n_prompts)), sae, hook)
+    from sae_app import listing
+    listing.changed()
+    at.run()
+    table = next(d.value for d in at.dataframe if "attribution (LD)" in d.value.columns)
+    assert table["feature"].tolist() == [f.feature for f in want]
+    assert table["attribution (LD)"].tolist() == pytest.approx([f.score for f in want], rel=1e-4)
+    assert at.button(key=f"circ_open_circuit-test-sae_{want[0].feature}").label == \
+        f"Open feature {want[0].feature} in the feature browser"
     heat = next(c for c in charts() if c["layout"]["title"]["text"] == "Node IoU")
     assert heat["data"][0]["z"] == st.results["compare"]["node_iou"]
     at.segmented_control(key="circ_view").set_value("union").run()
     assert not at.exception and any("Union view" in c.value for c in at.caption)
+    at.segmented_control(key="circ_view").set_value("digits").run()
+    at.button(key=f"circ_open_circuit-test-sae_{want[0].feature}").click().run()   # into the feature browser
+    assert not at.exception and at.title[0].value == "Feature browser"
+    assert (at.session_state["model_name"], at.session_state["hook"]) == ("zoo:tiny-b", hook)
+    assert at.session_state["fb_sae"] == "circuit-test-sae"
     # an empty workspace offers to build the study
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(tmp_path / "empty"))
     at = AppTest.from_file(app, default_timeout=120).run()

@@ -67,7 +67,7 @@ clicked = [p.get("customdata") for p in (event.selection.points if event else []
 if clicked and clicked[0] in components and clicked[0] != st.session_state.get("circ_clicked"):
     st.session_state["circ_node"] = st.session_state["circ_clicked"] = clicked[0]  # a new click, not a kept one
 node = st.selectbox("Component (or click one in the graph)", components, key="circ_node")
-component_panel(art, task, node)
+component_panel(sel.workspace_root, art, task, node)
 
 st.subheader("Tasks compared")
 cmp = r["compare"]
