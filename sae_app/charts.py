@@ -30,6 +30,16 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, log_x: bool,
     return fig
 
 
+def titled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", height: int = 360) -> go.Figure:
+    """The pages' usual layout: the title on its own line at the top, a horizontal legend below it."""
+    fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height,
+                      margin=dict(t=75, b=45, l=55, r=10),
+                      legend=dict(orientation="h", y=1.01, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_xaxes(title=x_title)
+    fig.update_yaxes(title=y_title)
+    return fig
+
+
 def _axis_type(log: bool) -> dict:
     """Log axes label their 2s and 5s in full ("20", not a small "2" after "10")."""
     return dict(type="log", minorloglabels="complete") if log else dict(type="linear")

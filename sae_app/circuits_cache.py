@@ -34,13 +34,11 @@ def graph(path: str, created: float, task: str):
 def edges_at(path: str, created: float, task: str, percent: float, circuit_only: bool) -> list[str]:
     """The task's edges at ``percent`` of the model's logit difference, between the circuit's
     components (or any components), pruned to paths from input to logits."""
-    from sae_core.circuits.ablation import ModelShape
     from sae_core.circuits.job import circuit_edges
 
-    study, g = open_study(path, created), graph(path, created, task)
-    nodes = study.circuit(task).nodes if circuit_only else \
-        ModelShape(g.cfg.n_layers, g.cfg.n_heads, g.cfg.parallel_attn_mlp).components()
-    return sorted(circuit_edges(g, nodes, percent / 100))
+    study = open_study(path, created)
+    nodes = study.circuit(task).nodes if circuit_only else study.components(task)
+    return sorted(circuit_edges(graph(path, created, task), nodes, percent / 100))
 
 
 def node_text(path: str, created: float, task: str) -> dict[str, str]:
@@ -66,11 +64,11 @@ def node_table(path: str, created: float, task: str) -> pd.DataFrame:
     ov = {s["head"]: s for s in r["ov"]}
     att = {s["head"]: s for s in r["attention"]}
     nodes = set(study.circuit(task).nodes)
-    rows = [{"component": n, "in circuit": n in nodes, "ablated alone (%)": perf,
+    rows = [{"component": n, "in circuit": n in nodes, "ablated alone (%)": r["ablation"][n],
              "attribution (LD)": g.node_scores.get(n), "OV next": ov.get(n, {}).get("next_score"),
              "OV copy": ov.get(n, {}).get("copy_score"),
              "last -> last member": att.get(n, {}).get("last_to_last_member"),
-             "member -> previous": att.get(n, {}).get("member_to_previous")} for n, perf in r["ablation"].items()]
+             "member -> previous": att.get(n, {}).get("member_to_previous")} for n in study.components(task)]
     return pd.DataFrame(rows)
 
 

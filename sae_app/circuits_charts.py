@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from sae_app.charts import titled as _layout
 from sae_core.circuits.graph import CircuitGraph, Edge
 
 EDGE_COLORS = {("-", "q"): "#d62728", ("-", "k"): "#ff7f0e", ("-", "v"): "#8c564b", ("-", None): "#e377c2",
@@ -27,15 +28,6 @@ def node_xy(graph: CircuitGraph, name: str) -> tuple[float, float]:
         return (n_h / 2, float(n_l))
     layer = int(name[1:].split(".")[0])
     return (float(n_h) + 0.4, float(layer)) if name.startswith("m") else (float(name.split(".h")[1]), float(layer))
-
-
-def _layout(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", height: int = 380) -> go.Figure:
-    fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height,
-                      margin=dict(t=70, b=45, l=60, r=10),
-                      legend=dict(orientation="h", y=1.01, x=1, xanchor="right", yanchor="bottom"))
-    fig.update_xaxes(title=x_title)
-    fig.update_yaxes(title=y_title)
-    return fig
 
 
 def circuit_graph(graph: CircuitGraph, edges: set[str], nodes: list[str], node_text: dict[str, str],

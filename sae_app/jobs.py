@@ -25,3 +25,14 @@ def run_job(title: str, job: Callable[[object], Artifact], *, select_key: str) -
         status.update(label=f"Done: `{art.name}`", state="complete", expanded=False)
         st.session_state[select_key] = art.name
         return art
+
+
+def offer_build(info: str, label: str, *, key: str, title: str, build: Callable, root: str, select_key: str) -> None:
+    """A page with nothing to show yet: say so, offer a button that runs ``build(root, on_progress)``
+    with a live progress bar, and stop the page here (it reruns with the result on success)."""
+    st.info(info)
+    if st.button(label, type="primary", key=key):
+        if run_job(title, lambda bar: build(root, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)),
+                   select_key=select_key):
+            st.rerun()
+    st.stop()

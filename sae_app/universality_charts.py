@@ -4,18 +4,11 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from sae_app.charts import titled as _layout
+
 MEASURE_NAMES = {"svcca": "SVCCA", "rsa": "RSA", "cka": "CKA (biased)", "cka_debiased": "CKA (debiased)",
                  "mutual_knn": "mutual kNN"}
 PAIRED, SHUFFLED, SUBSETS = "#1f77b4", "#7f7f7f", "#bcbd22"
-
-
-def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 360) -> go.Figure:
-    fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=height,
-                      margin=dict(t=75, b=45, l=55, r=10),
-                      legend=dict(orientation="h", y=1.01, x=1, xanchor="right", yanchor="bottom"))
-    fig.update_xaxes(title=x_title)
-    fig.update_yaxes(title=y_title)
-    return fig
 
 
 def ordered(results: dict) -> list[str]:

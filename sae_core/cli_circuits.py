@@ -81,7 +81,7 @@ def discover(model: str = ModelOpt, tasks: str = TasksOpt, template: str = Templ
         bar.close()
         typer.echo(f"{art.kind}/{art.name} -> {art.path}")
     st = CircuitStudy.open(art.path)
-    r = st.results["tasks"]
+    r = {t: st.results["tasks"][t] for t in st.tasks}
     if as_json:
         typer.echo(json.dumps({"artifact": art.name, "tasks": {
             t: {"nodes": v["circuit"]["nodes"], "metrics": v["circuit"]["metrics"], "edges": v["edges_in_graph"],

@@ -58,3 +58,23 @@ def successor_model(directory):
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return load_model(str(directory))
+
+
+def random_sequential_model(directory, seed: int = 0):
+    """A random 2-layer GPT-NeoX with a sequential residual (GPT-2's shape: a layer's MLP reads its
+    heads' output), loaded through ``load_model``: for checks that do not need a competent model."""
+    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from sae_core.models.loading import load_model
+    from sae_core.models.zoo import zoo_dir
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(zoo_dir() / "tiny-b")
+    cfg = GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, rotary_pct=0.25,
+                        use_parallel_residual=False, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0,
+                        pad_token_id=1, initializer_range=0.3)
+    model = GPTNeoXForCausalLM(cfg).eval()
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return load_model(str(directory))

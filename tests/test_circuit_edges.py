@@ -11,7 +11,7 @@ from sae_core.circuits.discovery import ablation_scores
 from sae_core.circuits.edges import EdgeScorer
 from sae_core.circuits.graph import CircuitGraph, Edge, GraphConfig, all_edges, prune
 from sae_core.circuits.tasks import CircuitError, TaskConfig, make_task
-from tests.planted_circuit import successor_model
+from tests.planted_circuit import random_sequential_model, successor_model
 
 
 def test_edge_counts_match_eap_ig_construction():
@@ -117,3 +117,28 @@ def test_planted_successor_edges_rank_first(tmp_path):
     assert g.scores["a1.h1->logits"] > 0.5
     assert max(abs(s) for n, s in g.scores.items() if n.startswith(("a0.", "m0", "m1"))) < 1e-5
     assert torch.isfinite(torch.tensor(list(g.scores.values()))).all()
+
+
+def test_sequential_residual_edges_are_the_small_step_limit_too(tmp_path):
+    """GPT-2's layout: a layer's MLP reads that layer's heads; no filter (a random model)."""
+    from sae_core.circuits.tasks import FilterStats, TaskSet
+    from sae_core.models.loading import to_tokens
+
+    model = random_sequential_model(tmp_path / "seq")
+    clean = to_tokens(model, ["3 4 5 6", "1 2 3 4", "5 6 7 8"])
+    corrupt = to_tokens(model, ["9 1 4 2", "7 7 3 1", "2 8 6 5"])
+    ids = lambda ws: torch.tensor([model.tokenizer.encode(" " + w, add_special_tokens=False)[0] for w in ws])
+    task = TaskSet(TaskConfig(task="digits", template="bare"), clean, corrupt, ids("759"), ids("648"), [], [],
+                   FilterStats(3, 3, 0, 0))
+    sc = EdgeScorer(model, task)
+    assert not sc.cfg.parallel_attn_mlp and Edge("a0.h1", "m0") in all_edges(sc.cfg)
+    eap = sc.attribute()
+    edges = [Edge.parse(n) for n in ["a0.h1->m0", "a1.h0->m1", "input->a1.h0<k>", "m0->a1.h1<q>", "a0.h0->a1.h1<v>",
+                                     "a1.h0->logits"]]
+    full = dict(sc.delta)
+    eps = 1e-3
+    sc.delta = {s: eps * d for s, d in full.items()}
+    small = sc.patch_edges(edges)
+    for e in edges:
+        assert small.scores[e.name] / eps == pytest.approx(eap.scores[e.name], rel=0.05, abs=1e-3), e.name
+    assert max(abs(eap.scores[e.name]) for e in edges) > 1e-2     # not a vacuous 0 = 0

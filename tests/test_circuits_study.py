@@ -11,9 +11,14 @@ from sae_core.circuits.job import KIND, CircuitStudy, CircuitStudyConfig, circui
 from sae_core.circuits.tasks import CircuitError
 from sae_core.workspace import Workspace
 
-SMALL = CircuitStudyConfig(tasks=("digits", "months"), n_prompts=24, curve_thresholds=(20.0, 40.0), n_random=3,
+# tasks not in alphabetical order: the stored JSON sorts task keys, the matrices follow the config
+SMALL = CircuitStudyConfig(tasks=("months", "digits"), n_prompts=24, curve_thresholds=(20.0, 40.0), n_random=3,
                            validate_top=8)
-CLI_ARGS = ["--tasks", "digits,months", "--prompts", "24", "--curve", "20,40", "--random", "3", "--validate", "8"]
+CLI_ARGS = ["--tasks", "months,digits", "--prompts", "24", "--curve", "20,40", "--random", "3", "--validate", "8"]
+
+
+def cmp_tasks(results: dict) -> list[str]:
+    return results["compare"]["tasks"]
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +33,9 @@ def test_study_holds_consistent_circuits_graphs_and_comparison(study):
     ws, art, seen = study
     st = CircuitStudy.open(art.path)
     r = st.results
-    assert list(r["tasks"]) == ["digits", "months"] and seen[-1][2] == "done"
+    assert st.tasks == ["months", "digits"] == cmp_tasks(r) and seen[-1][2] == "done"
     cmp = r["compare"]
-    for i, t in enumerate(["digits", "months"]):
+    for i, t in enumerate(st.tasks):
         v = r["tasks"][t]
         c = st.circuit(t)
         assert c.performance >= 80 and len(c.heads()) <= 16          # the target on zoo B
@@ -46,6 +51,7 @@ def test_study_holds_consistent_circuits_graphs_and_comparison(study):
         assert [p["threshold"] for p in v["curve"]] == [20.0, 40.0]
         assert v["curve"][0]["size"] == len(c.nodes)                     # T=20 is the study's own threshold
         assert v["ov"][0]["next_score"] >= v["ov"][-1]["next_score"]
+    assert st.components("digits")[:9] == [f"a0.h{h}" for h in range(8)] + ["m0"]
     shared = set(st.circuit("digits").nodes) & set(st.circuit("months").nodes)
     union = set(st.circuit("digits").nodes) | set(st.circuit("months").nodes)
     assert cmp["node_iou"][0][1] == pytest.approx(len(shared) / len(union))
@@ -121,6 +127,8 @@ def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, 
     for t in ["digits", "months"]:
         assert metrics[t].value == f"{st.circuit(t).performance:.1f}%"
     charts = lambda: [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert at.segmented_control(key="circ_view").value == "months"      # the first task of the study
+    at.segmented_control(key="circ_view").set_value("digits").run()
     g = st.graph("digits")
 
     def drawn_edges(fig):
@@ -170,7 +178,7 @@ def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, 
     assert at.button(key=f"circ_open_circuit-test-sae_{want[0].feature}").label == \
         f"Open feature {want[0].feature} in the feature browser"
     heat = next(c for c in charts() if c["layout"]["title"]["text"] == "Node IoU")
-    assert heat["data"][0]["z"] == st.results["compare"]["node_iou"]
+    assert heat["data"][0]["z"] == st.results["compare"]["node_iou"] and heat["data"][0]["x"] == st.tasks
     at.segmented_control(key="circ_view").set_value("union").run()
     assert not at.exception and any("Union view" in c.value for c in at.caption)
     at.segmented_control(key="circ_view").set_value("digits").run()

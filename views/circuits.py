@@ -16,19 +16,16 @@ if sel.workspace_error:
     st.stop()
 studies = cc.list_studies(sel.workspace_root)
 if not studies:
-    st.info("No circuits study in this workspace yet: digits, number words and months on zoo:tiny-b take about a "
-            "minute, or `sae-core circuit discover` / `sae-core demo`.")
-    if st.button("Find the circuits on zoo:tiny-b", type="primary", key="circ_build"):
-        if jobs.run_job("Finding circuits…", lambda bar: cc.build_demo(
-                sel.workspace_root, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)), select_key="circ"):
-            st.rerun()
-    st.stop()
+    jobs.offer_build("No circuits study in this workspace yet: digits, number words and months on zoo:tiny-b take "
+                     "about a minute, or `sae-core circuit discover` / `sae-core demo`.",
+                     "Find the circuits on zoo:tiny-b", key="circ_build", title="Finding circuits…",
+                     build=cc.build_demo, root=sel.workspace_root, select_key="circ")
 by_label = {f"{a.model}: {', '.join(a.meta['tasks'])} ({a.meta['method']}, {a.name})": a for a in studies}
 art = by_label[st.selectbox("Study", list(by_label), key="circ")]
 path, created = str(art.path), art.created
 study = cc.open_study(path, created)
 r, cfg = study.results, study.config
-tasks = list(r["tasks"])
+tasks = study.tasks
 st.caption(f"{cfg['model']}, {cfg['template']} template, {cfg['n_prompts']} candidate prompts per task; pruning at "
            f"T = {cfg['discovery']['threshold']:g} points from the {cfg['discovery']['reference']} model, means over "
            f"the {cfg['discovery']['means_from']} prompts; edges by {cfg['method']} ({cfg['baseline']} baseline).")
@@ -47,7 +44,7 @@ percent = c2.slider("Edge threshold (% of the model's logit difference)", 0.1, 1
 only = c3.toggle("Only the circuit's components", True, key="circ_only")
 task = tasks[0] if view == "union" else view
 g = cc.graph(path, created, task)
-components = list(r["tasks"][task]["ablation"])
+components = study.components(task)
 if st.session_state.get("circ_node") not in components:  # before the figure, so a click's rerun draws the same one
     st.session_state["circ_node"] = next((n for n in study.circuit(task).nodes if n in components), components[0])
 if view == "union":

@@ -19,12 +19,9 @@ if sel.workspace_error:
     st.stop()
 studies = steering_cache.list_studies(sel.workspace_root)
 if not studies:
-    st.info("No steering study in this workspace yet: build one (about a minute), or `sae-core demo`.")
-    if st.button("Build the steering study", type="primary", key="st_build"):
-        if jobs.run_job("Building the steering study…", lambda bar: steering_cache.build_study(
-                sel.workspace_root, lambda d, t, text: bar.progress(d / t, text=text)), select_key="st_study"):
-            st.rerun()
-    st.stop()
+    jobs.offer_build("No steering study in this workspace yet: build one (about a minute), or `sae-core demo`.",
+                     "Build the steering study", key="st_build", title="Building the steering study…",
+                     build=steering_cache.build_study, root=sel.workspace_root, select_key="st_study")
 art = studies[0]
 study = steering_cache.open_study(str(art.path), art.created)
 cfg = study.config

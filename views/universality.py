@@ -18,13 +18,10 @@ if sel.workspace_error:
     st.stop()
 results = uc.list_results(sel.workspace_root)
 if not results:
-    st.info("No universality result in this workspace yet: compare zoo:tiny-a with zoo:tiny-b (trains an SAE "
-            "for each, about two minutes), or `sae-core universality` / `sae-core demo`.")
-    if st.button("Compare zoo:tiny-a with zoo:tiny-b", type="primary", key="uni_build"):
-        if jobs.run_job("Comparing features…", lambda bar: uc.build_demo(
-                sel.workspace_root, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)), select_key="uni"):
-            st.rerun()
-    st.stop()
+    jobs.offer_build("No universality result in this workspace yet: compare zoo:tiny-a with zoo:tiny-b (trains an "
+                     "SAE for each, about two minutes), or `sae-core universality` / `sae-core demo`.",
+                     "Compare zoo:tiny-a with zoo:tiny-b", key="uni_build", title="Comparing features…",
+                     build=uc.build_demo, root=sel.workspace_root, select_key="uni")
 by_label = {f"{a.meta['inputs'][0]['model']} {a.meta['inputs'][0]['hook']} vs {a.model} {a.hook} ({a.name})": a
             for a in results}
 art = by_label[st.selectbox("Result", list(by_label), key="uni")]

@@ -82,6 +82,19 @@ class CircuitStudyConfig:
 class CircuitStudy(JsonResult):
     FILE = "circuits.json"
 
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks in the configuration's order (the comparison matrices' rows and columns; the
+        stored JSON sorts ``results["tasks"]`` by name)."""
+        return list(self.config["tasks"])
+
+    def components(self, task: str) -> list[str]:
+        """Every head and MLP of the model, in layer order."""
+        from sae_core.circuits.ablation import ModelShape
+
+        cfg = self.graph(task).cfg
+        return ModelShape(cfg.n_layers, cfg.n_heads, cfg.parallel_attn_mlp).components()
+
     def graph(self, task: str) -> CircuitGraph:
         if task not in self.results["tasks"]:
             raise CircuitError(f"no circuit for {task!r} in this study; it has {', '.join(self.results['tasks'])}")

@@ -326,21 +326,22 @@ def test_circuits_page(page, app_url, workspace_dir, screenshot_dir):
     for t in SMALL.tasks:
         expect(main.get_by_test_id("stMetric").filter(has_text=t).first).to_contain_text(
             f"{study.circuit(t).performance:.1f}%")
-    digits = study.circuit("digits")
-    g = study.graph("digits")
-    n_edges = len(circuit_edges(g, digits.nodes, SMALL.edge_threshold))
+    first = study.tasks[0]            # the page opens on the study's first task
+    circuit = study.circuit(first)
+    g = study.graph(first)
+    n_edges = len(circuit_edges(g, circuit.nodes, SMALL.edge_threshold))
     graph = main.get_by_test_id("stPlotlyChart").first
-    expect(graph).to_contain_text(f"{n_edges} edges, {len(digits.nodes)} components in the circuit")
+    expect(graph).to_contain_text(f"{n_edges} edges, {len(circuit.nodes)} components in the circuit")
     check_and_shoot(page, screenshot_dir, "circuits")
     # a click on the best successor head opens its panel: ablation score, OV scores, attention pattern
-    r = study.results["tasks"]["digits"]
+    r = study.results["tasks"][first]
     head = r["ov"][0]["head"]
     layer, h = (int(x) for x in head[1:].split(".h"))
     point = graph.locator(".scatterlayer .trace").last.locator("path.point").nth(1 + layer * g.cfg.n_heads + h)
     point.click(force=True)
     wait_idle(page)
-    expect(main).to_contain_text(f"{head} (in the digits circuit)" if head in digits.nodes
-                                 else f"{head} (not in the digits circuit)")
+    expect(main).to_contain_text(f"{head} (in the {first} circuit)" if head in circuit.nodes
+                                 else f"{head} (not in the {first} circuit)")
     panel = main.get_by_test_id("stMetric").filter(has_text="Performance, ablated alone")
     expect(panel).to_contain_text(f"{r['ablation'][head]:.1f}%")
     expect(main.get_by_test_id("stPlotlyChart").filter(has_text=f"{head}: attention")).to_be_visible(timeout=60_000)
