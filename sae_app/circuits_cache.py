@@ -118,10 +118,15 @@ def features(path: str, created: float, task: str, sae_path: str, sae_created: f
 
 
 def build_demo(root: str, on_progress=None):
-    from sae_core.circuits.job import circuits_to_workspace
     from sae_core.demo import demo_circuits_config
 
-    cfg = demo_circuits_config()
+    return build_study(root, demo_circuits_config(), on_progress)
+
+
+def build_study(root: str, cfg, on_progress=None):
+    """The circuits study of ``cfg`` into the workspace (it runs the model throughout: its lock is held)."""
+    from sae_core.circuits.job import circuits_to_workspace
+
     with session.using(cfg.model):
         art = circuits_to_workspace(listing.open_workspace(root), cfg, load=session.load_model,
                                     on_progress=on_progress)

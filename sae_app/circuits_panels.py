@@ -1,10 +1,40 @@
-"""The Circuits page's component panel: what one head or MLP does for the task, and its attention."""
+"""The Circuits page's panels: a new study's settings, and what one head or MLP does for the task."""
 from __future__ import annotations
 
 import streamlit as st
 
-from sae_app import circuits_cache as cc, circuits_charts as charts, feature_panels as fp
+from sae_app import circuits_cache as cc, circuits_charts as charts, feature_panels as fp, jobs
 from sae_core.circuits.features import hooks_for
+
+
+def new_study_form(sel, expanded: bool) -> None:
+    """Choose model, tasks, template, method and threshold; run with progress (the artifact is
+    found instead when the same settings ran before)."""
+    from sae_core.circuits.discovery import DiscoveryConfig
+    from sae_core.circuits.job import METHODS, CircuitStudyConfig
+    from sae_core.circuits.tasks import TEMPLATES
+    from sae_core.models.corpus import SEQUENCE_TASKS
+
+    with st.expander(f"Run a new study on {sel.model_name or 'a model'}", expanded=expanded):
+        c1, c2, c3 = st.columns(3)
+        tasks = c1.multiselect("Tasks", list(SEQUENCE_TASKS), ["digits", "number_words", "months"], key="circ_new_tasks")
+        template = c1.selectbox("Template", TEMPLATES, key="circ_new_template")
+        method = c2.selectbox("Edge scores", METHODS, key="circ_new_method",
+                              help="eap: attribution patching; eap-ig: with integrated gradients; patching: exact "
+                                   "path patching of every edge (one forward pass each: slow)")
+        prompts = c2.number_input("Candidate prompts per task", 8, 1024, 64, step=8, key="circ_new_prompts")
+        threshold = c3.slider("Pruning threshold T (points)", 1.0, 60.0, 20.0, 1.0, key="circ_new_t")
+        reference = c3.selectbox("Drop measured from", ["full", "current"], key="circ_new_ref",
+                                 format_func=lambda r: {"full": "the full model (the authors')",
+                                                        "current": "the current circuit"}[r])
+        if st.button("Find the circuits", type="primary", key="circ_new_run", disabled=not (tasks and sel.model_name)):
+            cfg = CircuitStudyConfig(model=sel.model_name, tasks=tuple(tasks), template=template, method=method,
+                                     n_prompts=int(prompts), discovery=DiscoveryConfig(threshold=threshold,
+                                                                                       reference=reference))
+            if jobs.run_job("Finding circuits…", lambda bar: cc.build_study(
+                    sel.workspace_root, cfg, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)),
+                    select_key="circ_new_done"):
+                st.rerun()
 
 
 def component_panel(root: str, art, task: str, node: str) -> None:

@@ -192,3 +192,25 @@ def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, 
     at.switch_page("views/circuits.py").run()
     assert not at.exception and "No circuits study" in at.info[0].value
     assert at.button(key="circ_build").label == "Find the circuits on zoo:tiny-b"
+
+
+def test_circuits_page_runs_a_new_study_on_the_sidebars_model(study, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    ws, _, _ = study
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    at = AppTest.from_file(app, default_timeout=300).run()
+    at.switch_page("views/circuits.py").run()
+    assert at.session_state["model_name"] == "zoo:tiny-a"       # the sidebar's default model
+    at.multiselect(key="circ_new_tasks").set_value(["digits"])
+    at.number_input(key="circ_new_prompts").set_value(16)
+    at.button(key="circ_new_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    new = next(a for a in ws.list(KIND) if a.model == "zoo:tiny-a")
+    assert new.name in at.selectbox(key="circ").value            # the new study is the one shown
+    built = CircuitStudy.open(new.path)
+    assert built.config["n_prompts"] == 16 and built.tasks == ["digits"]
+    assert {m.label: m.value for m in at.metric}["digits"] == f"{built.circuit('digits').performance:.1f}%"
+    assert built.components("digits") == ["a0.h0", "a0.h1", "a0.h2", "a0.h3", "m0", "a1.h0", "a1.h1", "a1.h2",
+                                          "a1.h3", "m1"]

@@ -4,7 +4,7 @@ import json
 import streamlit as st
 
 from sae_app import circuits_cache as cc, circuits_charts as charts, jobs, sidebar
-from sae_app.circuits_panels import component_panel
+from sae_app.circuits_panels import component_panel, new_study_form
 
 sel = sidebar.current()
 st.title("Circuits")
@@ -19,9 +19,13 @@ if not studies:
     jobs.offer_build("No circuits study in this workspace yet: digits, number words and months on zoo:tiny-b take "
                      "about a minute, or `sae-core circuit discover` / `sae-core demo`.",
                      "Find the circuits on zoo:tiny-b", key="circ_build", title="Finding circuits…",
-                     build=cc.build_demo, root=sel.workspace_root, select_key="circ")
+                     build=cc.build_demo, root=sel.workspace_root, select_key="circ_new_done")
 by_label = {f"{a.model}: {', '.join(a.meta['tasks'])} ({a.meta['method']}, {a.name})": a for a in studies}
+new = st.session_state.pop("circ_new_done", None)  # a study just built: show it
+if label := next((label for label, a in by_label.items() if a.name == new), None):
+    st.session_state["circ"] = label
 art = by_label[st.selectbox("Study", list(by_label), key="circ")]
+new_study_form(sel, expanded=False)
 path, created = str(art.path), art.created
 study = cc.open_study(path, created)
 r, cfg = study.results, study.config
