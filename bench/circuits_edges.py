@@ -4,7 +4,8 @@ EAP >= 20x faster than patching each edge exactly), side by side in one run.
 For each task: the EdgeScorer's shared setup (sender outputs on the clean and corrupted prompts)
 once, then EAP (2 forward + 1 backward pass per batch), EAP-IG, and exact path patching of every
 edge (one forward pass each), all on the same prompts; Spearman rho of EAP and EAP-IG against the
-exact scores over all edges and over the exact top 50. Writes ``bench/results/circuits_edges.json``.
+exact scores over all edges and over the exact top 50, and of their node scores against exact
+single-component patching (mean ablation). Writes ``bench/results/circuits_edges.json``.
 
     .venv/bin/python bench/circuits_edges.py [--model zoo:tiny-b] [--tasks digits] [--prompts 64]
 """
@@ -53,20 +54,23 @@ def main() -> None:
         t = time.perf_counter()
         exact = scorer.patch_edges()
         t_exact = time.perf_counter() - t
+        nodes = scorer.patch_nodes()  # exact single-component patching, against EAP's node scores
+        comps = list(nodes)
         names = list(exact.scores)
         top = sorted(names, key=lambda n: -abs(exact.scores[n]))[:50]
         rows.append({"task": task_name, "prompts": len(task), "edges": len(names), "eap_s": t_eap, "eap_ig_s": t_ig,
                      "exact_s": t_exact, "speedup": t_exact / t_eap, "speedup_ig": t_exact / t_ig,
                      "rho_eap_all": _rho(eap.scores, exact.scores, names), "rho_ig_all": _rho(ig.scores, exact.scores, names),
-                     "rho_eap_top50": _rho(eap.scores, exact.scores, top), "rho_ig_top50": _rho(ig.scores, exact.scores, top)})
+                     "rho_eap_top50": _rho(eap.scores, exact.scores, top), "rho_ig_top50": _rho(ig.scores, exact.scores, top),
+                     "rho_eap_nodes": _rho(eap.node_scores, nodes, comps), "rho_ig_nodes": _rho(ig.node_scores, nodes, comps)})
     print(f"{args.model}: every edge, EAP vs EAP-IG ({args.ig_steps} steps) vs exact path patching "
           f"(load {os.getloadavg()[0]:.2f})")
     print(f"{'task':14}{'prompts':>8}{'edges':>7}{'EAP s':>8}{'IG s':>7}{'exact s':>9}{'speedup':>9}{'IG x':>7}"
-          f"{'rho EAP':>9}{'rho IG':>8}{'top50 EAP':>11}{'top50 IG':>10}")
+          f"{'rho EAP':>9}{'rho IG':>8}{'top50 EAP':>11}{'top50 IG':>10}{'nodes EAP':>11}{'nodes IG':>10}")
     for r in rows:
         print(f"{r['task']:14}{r['prompts']:>8}{r['edges']:>7}{r['eap_s']:>8.2f}{r['eap_ig_s']:>7.2f}{r['exact_s']:>9.1f}"
               f"{r['speedup']:>8.0f}x{r['speedup_ig']:>6.0f}x{r['rho_eap_all']:>9.3f}{r['rho_ig_all']:>8.3f}"
-              f"{r['rho_eap_top50']:>11.3f}{r['rho_ig_top50']:>10.3f}")
+              f"{r['rho_eap_top50']:>11.3f}{r['rho_ig_top50']:>10.3f}{r['rho_eap_nodes']:>11.3f}{r['rho_ig_nodes']:>10.3f}")
     res = REPO / "bench" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / "circuits_edges.json").write_text(json.dumps({"model": args.model, "load": os.getloadavg()[0],

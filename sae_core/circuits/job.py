@@ -89,11 +89,13 @@ class CircuitStudy(JsonResult):
         return list(self.config["tasks"])
 
     def components(self, task: str) -> list[str]:
-        """Every head and MLP of the model, in layer order."""
-        from sae_core.circuits.ablation import ModelShape
+        """Every head and MLP of the model (each has an ablation score), in layer order."""
+        from sae_core.circuits.ablation import parse_node
 
-        cfg = self.graph(task).cfg
-        return ModelShape(cfg.n_layers, cfg.n_heads, cfg.parallel_attn_mlp).components()
+        def order(name: str) -> tuple[int, int]:
+            layer, head = parse_node(name)
+            return layer, (10**6 if head is None else head)
+        return sorted(self.results["tasks"][task]["ablation"], key=order)
 
     def graph(self, task: str) -> CircuitGraph:
         if task not in self.results["tasks"]:
