@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from sae_app.charts import titled as _layout
-from sae_core.circuits.graph import CircuitGraph, Edge
+from sae_core.circuits.graph import CircuitGraph, Edge, senders
 
 EDGE_COLORS = {("-", "q"): "#d62728", ("-", "k"): "#ff7f0e", ("-", "v"): "#8c564b", ("-", None): "#e377c2",
                ("+", "q"): "#1f77b4", ("+", "k"): "#17becf", ("+", "v"): "#2ca02c", ("+", None): "#9467bd"}
@@ -62,8 +62,7 @@ def circuit_graph(graph: CircuitGraph, edges: set[str], nodes: list[str], node_t
                                  opacity=0.75, name=label, legendgroup=label, showlegend=label not in seen,
                                  hoverinfo="skip"))
         seen.add(label)
-    everything = ["input"] + [f"a{l}.h{h}" for l in range(n_l) for h in range(n_h)] + \
-                 [f"m{l}" for l in range(n_l)] + ["logits"]
+    everything = senders(graph.cfg) + ["logits"]
     in_c = set(nodes) | {"input", "logits"}
     colors, symbols, sizes, lines = [], [], [], []
     for n in everything:
@@ -170,8 +169,7 @@ def circuit_svg(graph: CircuitGraph, edges: set[str], nodes: list[str], title: s
                    f'stroke-opacity="0.75" stroke-width="{1 + 5 * abs(graph.scores[name]) / top:.2f}">'
                    f'<title>{escape(name)}: {graph.scores[name]:+.4f}</title></line>')
     in_c = set(nodes)
-    everything = ["input"] + [f"a{l}.h{h}" for l in range(n_l) for h in range(n_h)] + \
-                 [f"m{l}" for l in range(n_l)] + ["logits"]
+    everything = senders(graph.cfg) + ["logits"]
     for n in everything:
         x, y = at(n)
         fill = "#444444" if n in ("input", "logits") else ("#ffbf00" if n in in_c else "white")

@@ -89,7 +89,7 @@ def discover(model: str = ModelOpt, tasks: str = TasksOpt, template: str = Templ
         return
     for t, v in r.items():
         m, s = v["circuit"]["metrics"], v["stats"]
-        heads = [n for n in v["circuit"]["nodes"] if n.startswith("a")]
+        heads = st.circuit(t).heads()
         typer.echo(f"\n{t}: {s['kept']} of {s['generated']} prompts kept ({s['wrong_top1']} wrong top-1, "
                    f"{s['weak_margin']} below the 2x margin); model LD {v['ld_model']:.2f}")
         typer.echo(f"  circuit: {len(v['circuit']['nodes'])} components ({len(heads)} heads): "

@@ -34,10 +34,9 @@ st.caption(f"{cfg['model']}, {cfg['template']} template, {cfg['n_prompts']} cand
            f"T = {cfg['discovery']['threshold']:g} points from the {cfg['discovery']['reference']} model, means over "
            f"the {cfg['discovery']['means_from']} prompts; edges by {cfg['method']} ({cfg['baseline']} baseline).")
 for col, t in zip(st.columns(len(tasks)), tasks):
-    v = r["tasks"][t]
-    heads = sum(n.startswith("a") for n in v["circuit"]["nodes"])
-    col.metric(t, f"{v['circuit']['metrics']['performance']:.1f}%",
-               f"{len(v['circuit']['nodes'])} components ({heads} heads); {v['n_prompts']} prompts", delta_color="off")
+    c = study.circuit(t)
+    col.metric(t, f"{c.performance:.1f}%", f"{len(c.nodes)} components ({len(c.heads())} heads); "
+               f"{r['tasks'][t]['n_prompts']} prompts", delta_color="off")
 
 st.subheader("Circuit graph")
 c1, c2, c3 = st.columns([3, 3, 2])

@@ -140,8 +140,9 @@ class CurvePoint:
 
 def size_curve(model, task: TaskSet, thresholds: list[float], base: DiscoveryConfig = DiscoveryConfig(),
                n_random: int = 8, seed: int = 0, evaluator: Evaluator | None = None,
-               on_progress: Progress | None = None) -> list[CurvePoint]:
-    """Discovery at each threshold, and ``n_random`` random component sets of each found size."""
+               on_progress: Progress | None = None, found: NodeCircuit | None = None) -> list[CurvePoint]:
+    """Discovery at each threshold, and ``n_random`` random component sets of each found size.
+    ``found``: a circuit already discovered on this task (used as is at its own settings)."""
     ev = evaluator or Evaluator(model, task, means_from=base.means_from)
     every = ev.shape.components()
     rng = random.Random(seed)
@@ -149,8 +150,8 @@ def size_curve(model, task: TaskSet, thresholds: list[float], base: DiscoveryCon
     for i, t in enumerate(thresholds):
         if on_progress:
             on_progress(i, len(thresholds), f"threshold {t:g}")
-        found = discover_nodes(model, task, DiscoveryConfig(**{**base.to_json(), "threshold": t,
-                                                               "sweeps": base.sweeps}), ev)
-        rand = [ev.performance(rng.sample(every, len(found.nodes))) for _ in range(n_random)]
-        points.append(CurvePoint(t, len(found.nodes), len(found.heads()), found.performance, rand))
+        cfg = DiscoveryConfig(**{**base.to_json(), "threshold": t, "sweeps": base.sweeps})
+        c = found if found is not None and found.cfg == cfg else discover_nodes(model, task, cfg, ev)
+        rand = [ev.performance(rng.sample(every, len(c.nodes))) for _ in range(n_random)]
+        points.append(CurvePoint(t, len(c.nodes), len(c.heads()), c.performance, rand))
     return points

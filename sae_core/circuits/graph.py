@@ -102,7 +102,7 @@ class CircuitGraph:
 
     def nodes(self) -> list[str]:
         """Nodes touched by an edge in the circuit (input and logits included when reached)."""
-        touched = {x for name in self.in_graph for x in (Edge.parse(name).sender, Edge.parse(name).receiver)}
+        touched = {x for e in map(Edge.parse, self.in_graph) for x in (e.sender, e.receiver)}
         return [n for n in senders(self.cfg) + ["logits"] if n in touched]
 
     def with_threshold(self, threshold: float, absolute: bool = True) -> "CircuitGraph":

@@ -87,19 +87,18 @@ def ov_scores(model, task_name: str, k: int = 5, n_members: int = CORRUPT_POOL) 
     device = next(model.parameters()).device
     tokens = to_tokens(model, members)                      # [BOS, member] per row
     x = capture(model, tokens.to(device), ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"][:, -1]
-    member_ids = cur.to(device)
+    rows = torch.arange(len(members))
     scores = []
     for layer in range(model.cfg.n_layers):
         attn = model.blocks[layer].attn
         h_in = model.blocks[layer].ln1(x)                   # [M, d]
         for head in range(model.cfg.n_heads):
             out = h_in @ attn.W_V[head] @ attn.W_O[head]    # [M, d]
-            logits = (model.ln_final(out) @ model.W_U).float()
-            top = logits.topk(k, -1).indices.cpu()
-            rows = torch.arange(len(members))
+            logits = (model.ln_final(out) @ model.W_U).float().cpu()
+            top = logits.topk(k, -1).indices
             nxt_in = (top == nxt[:, None]).any(-1).float().mean()
             cur_in = (top == cur[:, None]).any(-1).float().mean()
-            sub = logits[:, member_ids].cpu()               # logits of the members only
-            margin = (logits.cpu()[rows, nxt] - (sub.sum(-1) - logits.cpu()[rows, nxt]) / (len(members) - 1)).mean()
+            own = logits[rows, nxt]                        # the next member's logit
+            margin = (own - (logits[:, cur].sum(-1) - own) / (len(members) - 1)).mean()
             scores.append(OVScore(f"a{layer}.h{head}", float(nxt_in), float(cur_in), float(margin)))
     return sorted(scores, key=lambda s: (-s.next_score, -s.next_margin))

@@ -117,9 +117,13 @@ def circuit_edges(graph: CircuitGraph, nodes: list[str], fraction: float) -> fro
     pruned to paths from input to logits."""
     allowed = set(nodes) | {"input", "logits"}
     cut = fraction * abs(graph.meta.get("ld_clean", 1.0))
-    keep = {n for n, s in graph.scores.items()
-            if abs(s) >= cut and {Edge.parse(n).sender, Edge.parse(n).receiver} <= allowed}
+    keep = {n for n, s in graph.scores.items() if abs(s) >= cut and _ends(n) <= allowed}
     return frozenset(prune(keep))
+
+
+def _ends(name: str) -> set[str]:
+    e = Edge.parse(name)
+    return {e.sender, e.receiver}
 
 
 def _validation(scorer: EdgeScorer, graph: CircuitGraph, top: int) -> dict | None:
@@ -141,7 +145,7 @@ def _one_task(model, task_name: str, cfg: CircuitStudyConfig, step: Callable[[st
     single = ablation_scores(ev)
     step("size vs performance curve", 0.5)
     curve = size_curve(model, task, list(cfg.curve_thresholds), cfg.discovery, cfg.n_random, cfg.seed, ev,
-                       on_progress=lambda d, t, _: step("size vs performance curve", 0.5 + 0.25 * d / t))
+                       on_progress=lambda d, t, _: step("size vs performance curve", 0.5 + 0.25 * d / t), found=found)
     step(f"edge scores ({cfg.method})", 0.75)
     scorer = EdgeScorer(model, task, baseline=cfg.baseline)
     graph = _edge_graph(scorer, cfg)

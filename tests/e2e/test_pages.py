@@ -337,7 +337,8 @@ def test_circuits_page(page, app_url, workspace_dir, screenshot_dir):
     r = study.results["tasks"][first]
     head = r["ov"][0]["head"]
     layer, h = (int(x) for x in head[1:].split(".h"))
-    point = graph.locator(".scatterlayer .trace").last.locator("path.point").nth(1 + layer * g.cfg.n_heads + h)
+    from sae_core.circuits.graph import senders
+    point = graph.locator(".scatterlayer .trace").last.locator("path.point").nth(senders(g.cfg).index(head))
     point.click(force=True)
     wait_idle(page)
     expect(main).to_contain_text(f"{head} (in the {first} circuit)" if head in circuit.nodes
