@@ -68,11 +68,12 @@ def read_rows(store: ActivationStore, ids: torch.Tensor) -> torch.Tensor:
 def iter_batches(store: ActivationStore, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  epochs: int = 1, buffer_tokens: int = 2**18, device: str | torch.device = "cpu",
                  drop_last: bool = False, rows: tuple[int, int] | None = None,
-                 start: int = 0) -> Iterator[torch.Tensor]:
+                 start: int = 0, shards: list[int] | None = None) -> Iterator[torch.Tensor]:
     """Yield ``[batch_size, d]`` float32 batches (the epoch's last may be smaller, see module doc).
 
     Deterministic for a given ``seed``; ``shuffle=False`` reads rows in store order. ``rows`` and
-    ``start``: see the module doc (``start`` counts batches over all epochs).
+    ``start``: see the module doc (``start`` counts batches over all epochs). ``shards``: read
+    only these shards' rows (of ``rows``): a data-parallel rank's own part of the store.
     """
     lo, hi = rows if rows is not None else (0, store.n_tokens)
     if batch_size <= 0 or epochs < 0 or buffer_tokens <= 0 or start < 0:
@@ -80,7 +81,7 @@ def iter_batches(store: ActivationStore, batch_size: int, *, shuffle: bool = Tru
                            f"positive and epochs ({epochs}) and start ({start}) non-negative")
     if not 0 <= lo <= hi <= store.n_tokens:
         raise SAECoreError(f"rows={rows} is not a range of the store's {store.n_tokens} rows")
-    spans = _spans(store, lo, hi)
+    spans = [sp for sp in _spans(store, lo, hi) if shards is None or sp[0] in shards]
     gen = torch.Generator().manual_seed(seed)
     done = 0  # batches of the stream so far, yielded or skipped
 

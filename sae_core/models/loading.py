@@ -18,6 +18,7 @@ import torch
 
 from sae_core.errors import HookNotFoundError, ModelNotAvailableError
 from sae_core.io import TORCH_DTYPES
+from sae_core.models.random_arch import boot_random, is_random
 from sae_core.models.zoo import ZOO_PREFIX, resolve_zoo_name, zoo_dir
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def resolve_model_path(name_or_dir: str) -> str:
 
 def load_model(name_or_dir: str, device: str | None = None, dtype: str | torch.dtype = "float32",
                trust_remote_code: bool = False):
-    """A ``TransformerBridge`` for ``zoo:NAME``, a local ``save_pretrained`` dir, or a hub name.
+    """A ``TransformerBridge`` for ``zoo:NAME``, ``random:ARCH`` (a hub architecture with seeded
+    random weights, ``random_arch``), a local ``save_pretrained`` dir, or a hub name.
 
     Hub names are only looked up in the local Hugging Face cache unless ``HF_HUB_OFFLINE=0`` is set
     explicitly; a name that is not there raises ``ModelNotAvailableError`` at once.
@@ -53,8 +55,10 @@ def load_model(name_or_dir: str, device: str | None = None, dtype: str | torch.d
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     hf_logging.disable_progress_bar()  # library code reports no progress bars of its own  # never hang on a network that is not there
-    target = resolve_model_path(name_or_dir)
     torch_dtype = TORCH_DTYPES[dtype] if isinstance(dtype, str) else dtype
+    if is_random(name_or_dir):
+        return boot_random(name_or_dir, device or default_device(), torch_dtype).eval()
+    target = resolve_model_path(name_or_dir)
     try:
         model = TransformerBridge.boot_transformers(
             target, device=device or default_device(), dtype=torch_dtype,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from sae_core.sae import kernels
+from sae_core.sae import distributed, kernels
 from sae_core.sae.base import SAE
 
 
@@ -17,6 +17,15 @@ def batch_topk(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
     """Zero all but the ``k_total`` largest entries of the whole matrix; among values equal to
     the k_total-th largest, the lowest flat indices are kept (so the fast kernels can agree)."""
     return kernels.batch_topk_dense(acts_NS, k_total)
+
+
+def min_kept(kept_M: torch.Tensor) -> torch.Tensor | None:
+    """The smallest of ``kept_M`` (over every rank's, data-parallel), or None when none is kept."""
+    if distributed.active() is None:
+        return kept_M.min() if kept_M.numel() else None
+    low = kept_M.min() if kept_M.numel() else kept_M.new_tensor(float("inf"))
+    low = distributed.all_min_(low.reshape(1))[0]
+    return low if torch.isfinite(low) else None
 
 
 class BatchTopKSAE(SAE):
@@ -62,10 +71,11 @@ class BatchTopKSAE(SAE):
 
     @torch.no_grad()
     def _update_threshold(self, kept: torch.Tensor) -> None:
-        """EMA of the smallest kept (positive) activation ``kept [M]`` of a training batch."""
-        if kept.numel() == 0:
+        """EMA of the smallest kept (positive) activation ``kept [M]`` of a training batch
+        (data-parallel: of the global batch)."""
+        low = min_kept(kept)
+        if low is None:
             return
-        low = kept.min()
         if not self.threshold_initialized:
             self.threshold.copy_(low)
             self.threshold_initialized.fill_(True)

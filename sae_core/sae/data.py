@@ -137,6 +137,52 @@ class StreamSplit:
 Split = MemorySplit | StreamSplit
 
 
+def rank_shards(store: "ActivationStore", n_train: int, world: int) -> list[list[int]]:
+    """The shards each of ``world`` data-parallel ranks reads: of the shards holding training rows
+    (rows < ``n_train``), rank r takes shards r, r + world, ...; ``SAECoreError`` when there are
+    fewer such shards than ranks."""
+    train = [i for i, start in enumerate(_starts(store.shard_rows)) if start < n_train]
+    if len(train) < world:
+        raise SAECoreError(
+            f"the store has {len(train)} shard(s) of training rows but {world} ranks were started, and each "
+            f"rank reads its own shards; use at most {len(train)} ranks (--nproc-per-node), or harvest "
+            f"into smaller shards (sae-core harvest --shard-tokens {max(1, n_train // (2 * world))})")
+    return [train[r::world] for r in range(world)]
+
+
+def _starts(rows: list[int]) -> list[int]:
+    out, at = [], 0
+    for n in rows:
+        out.append(at)
+        at += n
+    return out
+
+
+def shard_batches(store: "ActivationStore", n_train: int, batch_size: int, rank: int, world: int) -> EpochBatches:
+    """Rank ``rank``'s parts (``batch_size / world`` rows) of the global training batches: its own
+    shards' training rows (``rank_shards``), shuffled per epoch and rank. The global batch is the
+    ranks' parts in rank order. Every rank gets the same ``per_epoch``, the least over the ranks,
+    so all of them start a new epoch together."""
+    from sae_core.activations import iter_batches
+
+    local = batch_size // world
+    owned = rank_shards(store, n_train, world)
+    starts = _starts(store.shard_rows)
+    train_rows = [sum(max(0, min(n_train, starts[i] + store.shard_rows[i]) - starts[i]) for i in mine)
+                  for mine in owned]
+    per_epoch = min(n // local for n in train_rows)
+    buffer_tokens = max(local, min(2**18, SHUFFLE_BUFFER_BYTES // (4 * store.d)))
+
+    def make(seed: int, start: int) -> Iterator[torch.Tensor]:
+        stream = iter_batches(store, local, seed=seed * 1_000_003 + rank, rows=(0, n_train), start=start,
+                              drop_last=True, buffer_tokens=buffer_tokens, shards=owned[rank])
+        for i, x in enumerate(stream, start):
+            if i >= per_epoch:
+                return
+            yield x
+    return EpochBatches(make, per_epoch)
+
+
 def open_split(store: "ActivationStore", eval_fraction: float = 0.1, budget: int | None = None) -> Split:
     """The store's split: in memory when its float32 rows fit ``budget`` bytes (default
     ``memory_budget()``), else streamed."""

@@ -38,6 +38,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from sae_core.sae import distributed
+
 _MODE = os.environ.get("SAE_STUDIO_KERNELS", "fast")
 if _MODE not in ("plain", "fast"):
     raise ValueError(f"SAE_STUDIO_KERNELS={_MODE!r}; choose 'plain' or 'fast'")
@@ -79,8 +81,14 @@ class SparseCodes(NamedTuple):
 # --- selection (no grad) ---------------------------------------------------------------------
 
 def batch_topk_dense(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
-    """Plain BatchTopK: zero all but the ``k_total`` largest entries (ties: lowest flat index)."""
+    """Plain BatchTopK: zero all but the ``k_total`` largest entries (ties: lowest flat index).
+    Data-parallel (``distributed.active()``): the cut is global, as in ``batch_topk_indices``;
+    ``acts`` is then relu'd (only positive entries are kept)."""
     flat = acts_NS.flatten()
+    if distributed.active() is not None:
+        keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        keep[batch_topk_indices(acts_NS.detach(), k_total)] = True
+        return torch.where(keep, flat, torch.zeros_like(flat)).view_as(acts_NS)
     k_total = min(k_total, flat.numel())
     t = flat.detach().topk(k_total, sorted=False).values.min()
     keep = _keep_with_ties(flat.detach(), t, k_total)
@@ -101,7 +109,20 @@ _STRIDES = (251, 127, 61, 31, 13)  # primes, so a strided sample cycles through 
 def batch_topk_indices(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
     """Ascending flat indices of the positive entries ``batch_topk_dense`` keeps, without a full
     topk: a strided sample gives a threshold a little below the k_total-th value (aiming at ~1.25x
-    k_total candidates), and the exact cut is made among the candidates only."""
+    k_total candidates), and the exact cut is made among the candidates only.
+
+    Data-parallel (``distributed.active()``): ``acts`` is this rank's part of the global batch
+    and ``k_total`` its share (k x its rows); the cut is over the global batch: this rank's own
+    top ``k_total x world`` are the candidates, and ``distributed.global_cut`` keeps those above
+    the global cut-off."""
+    if distributed.active() is not None:
+        k_global = k_total * distributed.world()
+        cand = _batch_topk_local(acts_NS, k_global)
+        return cand[distributed.global_cut(acts_NS.reshape(-1).index_select(0, cand), k_global)]
+    return _batch_topk_local(acts_NS, k_total)
+
+
+def _batch_topk_local(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
     flat = acts_NS.reshape(-1)
     k_total = min(k_total, flat.numel())
     cand = None

@@ -76,7 +76,7 @@ from typing import Iterator
 
 import torch
 
-from sae_core.sae import kernels
+from sae_core.sae import distributed, kernels
 from sae_core.sae.batchtopk import BatchTopKSAE, batch_topk
 
 
@@ -132,7 +132,7 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str, floor: float = 0.0) -> to
         sumsq_S = acts_NS.new_zeros(d_sae, dtype=dtype)
         for a_RS, _ in _clamped_chunks(acts_NS, floor, 0.0):
             sumsq_S += torch.linalg.vecdot(a_RS, a_RS, dim=0)
-        return sumsq_S.sqrt_()
+        return distributed.all_sum_(sumsq_S).sqrt_()  # data-parallel: over the global batch
     # 0 log 0 = 0: entries <= floor become the smallest normal float, not 0 (log2 of an exact 0
     # is a slow path on CPU, ~12x slower: 10.3 against 0.86 ns), so the cut and the log's guard
     # are one pass. Each such entry adds tiny to m_j and tiny*log2(tiny) (~ -1.5e-36) to
@@ -143,8 +143,11 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str, floor: float = 0.0) -> to
     for a_RS, log_RS in _clamped_chunks(acts_NS, max(floor, tiny), tiny, scratch=True):
         mass_S += a_RS.sum(0)
         alog_S += torch.log2(a_RS, out=log_RS).mul_(a_RS).sum(0)
+    if distributed.active() is not None:  # the global batch's sums (one collective)
+        both_2S = distributed.all_sum_(torch.stack([mass_S, alog_S]))
+        mass_S, alog_S = both_2S[0], both_2S[1]
     entropy_S = math.log(2) * (mass_S.log2() - alog_S / mass_S)
-    has_mass_S = mass_S > 2 * acts_NS.shape[0] * tiny  # more than the clamped floor alone
+    has_mass_S = mass_S > 2 * acts_NS.shape[0] * distributed.world() * tiny  # more than the clamped floor alone
     return torch.where(has_mass_S, entropy_S, torch.full_like(entropy_S, float("-inf")))
 
 

@@ -42,10 +42,12 @@ import torch
 
 from sae_core.errors import ActivationFileError, SAECoreError
 from sae_core.io import TORCH_DTYPES
-from sae_core.sae import kernels
+from sae_core.sae import distributed, kernels
 from sae_core.sae.base import SAE, ForwardOutput
+from sae_core.sae.batchtopk import min_kept
 from sae_core.sae.checkpoint import TrainState, load_latest_checkpoint, save_checkpoint
 from sae_core.sae.config import SAEConfig
+from sae_core.sae.distributed import DataParallel
 from sae_core.sae.registry import create_sae
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,9 @@ def geometric_median(x_ND: torch.Tensor, iters: int = 30, eps: float = 1e-6) -> 
 
 def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S, rows_R=None) -> torch.Tensor:
     """AuxK: dead latents' top pre-activations reconstruct the detached residual (no b_dec),
-    on the tokens ``rows_R`` of the batch (all when None)."""
+    on the tokens ``rows_R`` of the batch (all when None). Data-parallel: this rank's share of
+    the global AuxK loss (its rows' error over the global rows' count and residual variance), so
+    the ranks' shares sum to the loss of one process on the global batch."""
     n_dead = int(dead_S.sum())
     if n_dead == 0:
         return x_ND.new_zeros(())
@@ -152,9 +156,26 @@ def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S, rows_R=None) -> torch
     resid_ND = (x_ND - out.x_hat).detach()
     if rows_R is not None:
         resid_ND = resid_ND.index_select(0, rows_R)
+    if distributed.active() is not None:
+        return _aux_share(sae, x_ND, out, dead_S, k_aux, rows_R, resid_ND)
     aux_hat_ND = kernels.aux_decode(sae, x_ND, out, dead_S, k_aux, rows_R)  # sparse when out is
     denom = (resid_ND - resid_ND.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
     return (aux_hat_ND - resid_ND).pow(2).sum(-1).mean() / denom
+
+
+def _aux_share(sae, x_ND, out, dead_S, k_aux, rows_R, resid_ND) -> torch.Tensor:
+    """``aux_k_loss``'s data-parallel form: the global rows' count, mean and variance of the
+    residual from one all-reduce of [sum of rows, sum of squares, count]."""
+    R_local = resid_ND.shape[0]
+    stats = distributed.all_sum_(torch.cat([resid_ND.sum(0), resid_ND.pow(2).sum().reshape(1),
+                                            resid_ND.new_tensor([R_local])]))
+    n = stats[-1]
+    mean_D = stats[:-2] / n
+    denom = ((stats[-2] - n * mean_D.dot(mean_D)) / n).clamp_min(1e-12)
+    if R_local == 0:
+        return x_ND.new_zeros(())
+    aux_hat_ND = kernels.aux_decode(sae, x_ND, out, dead_S, k_aux, rows_R)
+    return (aux_hat_ND - resid_ND).pow(2).sum() / n / denom
 
 
 @torch.no_grad()
@@ -231,9 +252,9 @@ def calibrate_inference(sae: SAE, batches_ND: list[torch.Tensor]) -> None:
         sae.calibrate_pool(batches_ND)
     lows = []
     for x_ND in batches_ND:
-        kept_M = sae.batch_rule_coords(sae.pre_acts(x_ND))[2]
-        if kept_M.numel():
-            lows.append(kept_M.min())
+        low = min_kept(sae.batch_rule_coords(sae.pre_acts(x_ND))[2])
+        if low is not None:
+            lows.append(low)
     if lows:
         sae.threshold.copy_(torch.stack(lows).mean())
 
@@ -258,11 +279,19 @@ def _check_finite(x_ND: torch.Tensor, step: int) -> None:
                                   "of the batch); clean the activations before training")
 
 
-def _aux_rows(n: int, fraction: float, device, generator: torch.Generator) -> torch.Tensor | None:
-    """A random ``fraction`` of a batch's rows, ascending (memory order), for AuxK; None = all."""
-    r = max(1, round(n * fraction))
+def _aux_rows(n: int, fraction: float, device, generator: torch.Generator,
+              dp: DataParallel | None = None) -> torch.Tensor | None:
+    """A random ``fraction`` of a batch's rows, ascending (memory order), for AuxK; None = all.
+    Data-parallel: drawn over the global batch (``n`` rows per rank), this rank's part of them."""
+    world = dp.world if dp else 1
+    r = max(1, round(n * world * fraction))
+    if r >= n * world:
+        return None
     # drawn on the run's CPU generator, whose state the checkpoints keep (resume stays exact on CUDA)
-    return None if r >= n else torch.randperm(n, generator=generator)[:r].sort().values.to(device)
+    rows_R = torch.randperm(n * world, generator=generator)[:r].sort().values
+    if dp:
+        rows_R = rows_R[(rows_R >= dp.rank * n) & (rows_R < (dp.rank + 1) * n)] - dp.rank * n
+    return rows_R.to(device)
 
 
 def _lr_at(step: int, tcfg: TrainerConfig, base: float) -> float:
@@ -307,8 +336,8 @@ class _Run:
 
     def __init__(self, cfg: SAEConfig, tcfg: TrainerConfig, device: torch.device,
                  ckpt_dir: Path | None, on_step: Callable[[StepLog, int], None] | None,
-                 buffers: dict[tuple, torch.Tensor]):
-        self.cfg, self.tcfg, self.device = cfg, tcfg, device
+                 buffers: dict[tuple, torch.Tensor], dp: DataParallel | None = None):
+        self.cfg, self.tcfg, self.device, self.dp = cfg, tcfg, device, dp
         self.ckpt_dir, self.on_step = ckpt_dir, on_step
         self.gen = torch.Generator().manual_seed(tcfg.seed)
         with torch.random.fork_rng(devices=[]):  # creation draws from the global RNG: leave it as it was
@@ -329,7 +358,8 @@ class _Run:
         if self.sae.sparse_rule:
             key = (cfg.d_sae, self.sae.W_enc.dtype)
             if key not in buffers:
-                buffers[key] = torch.empty(tcfg.batch_size, cfg.d_sae, device=device, dtype=key[1])
+                rows = tcfg.batch_size // (dp.world if dp else 1)
+                buffers[key] = torch.empty(rows, cfg.d_sae, device=device, dtype=key[1])
             self.pre_buf = buffers[key]
 
     def checkpoint(self, at_most: int | None = None) -> TrainState | None:
@@ -352,8 +382,10 @@ class _Run:
         log.info("initial encoder scale %.3g (least-squares fit on the first batch)", enc_scale)
 
     def step(self, step: int, x_ND: torch.Tensor) -> None:
-        """One training step on the scaled batch ``x_ND``."""
-        sae, tcfg = self.sae, self.tcfg
+        """One training step on the scaled batch ``x_ND`` (data-parallel: this rank's part of the
+        global batch; see ``distributed``)."""
+        sae, tcfg, dp = self.sae, self.tcfg, self.dp
+        share = 1.0 / dp.world if dp else 1.0  # this rank's fraction of the global batch
         sae.train()
         for group in self.opt.param_groups:
             group["lr"] = _lr_at(step, tcfg, self.lr)
@@ -367,30 +399,38 @@ class _Run:
         if self.cfg.arch == "relu" or tcfg.aux_k_coeff == 0 or not bool(dead_S.any()):
             aux = mse.new_zeros(())
         else:
-            rows_R = _aux_rows(x_ND.shape[0], tcfg.aux_fraction, self.device, self.gen)
-            aux = aux_k_loss(sae, x_ND, out, dead_S, rows_R)
-        loss = mse + (extra if extra is not None else 0.0) + tcfg.aux_k_coeff * aux
+            rows_R = _aux_rows(x_ND.shape[0], tcfg.aux_fraction, self.device, self.gen, dp)
+            aux = aux_k_loss(sae, x_ND, out, dead_S, rows_R)  # data-parallel: this rank's share
+        loss = share * (mse + (extra if extra is not None else 0.0)) + tcfg.aux_k_coeff * aux
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.sum_grads_(sae.parameters())
         sae.remove_parallel_grads()
         self.opt.step()
         sae.normalize_decoder()
+        n_rows = x_ND.shape[0] * (dp.world if dp else 1)
         with torch.no_grad():
             if eligible_S is None:
-                self.since_fired_S += x_ND.shape[0]
+                self.since_fired_S += n_rows
             else:  # a latent's clock runs only while the rule could fire it
-                self.since_fired_S.add_(eligible_S, alpha=x_ND.shape[0])
-            self.since_fired_S[out.fired()] = 0
-        loss_v, aux_v = loss.item(), aux.item()
-        entry = StepLog(step + 1, (step + 1) * tcfg.batch_size, loss_v, mse.item(), aux_v,
-                        out.l0(), dead_S.float().mean().item(), self.opt.param_groups[0]["lr"],
+                self.since_fired_S.add_(eligible_S, alpha=n_rows)
+            fired_S = out.fired()
+            if dp:
+                fired_S = distributed.all_max_(fired_S.to(torch.uint8)).bool()
+            self.since_fired_S[fired_S] = 0
+        # one read of the step's numbers (data-parallel: summed over the ranks first)
+        stats = torch.stack([loss.detach(), share * mse.detach(), aux.detach(),
+                             mse.new_tensor(share * out.l0())])
+        loss_v, mse_v, aux_v, l0_v = distributed.all_sum_(stats).tolist()
+        entry = StepLog(step + 1, (step + 1) * tcfg.batch_size, loss_v, mse_v, aux_v,
+                        l0_v, dead_S.float().mean().item(), self.opt.param_groups[0]["lr"],
                         tcfg.aux_k_coeff * aux_v / loss_v if loss_v > 0 else 0.0, sae.pool_churn)
         self.history.append(entry)
         if self.on_step:
             self.on_step(entry, tcfg.steps)
 
     def save(self, step: int, scale: float) -> None:
-        if self.ckpt_dir:
+        if self.ckpt_dir and (self.dp is None or self.dp.is_main):  # every rank holds the same state
             save_checkpoint(self.ckpt_dir, TrainState(step, step * self.tcfg.batch_size, self.sae.state_dict(),
                                                       self.opt.state_dict(), self.since_fired_S,
                                                       self.gen.get_state(), scale), self.config_key)
@@ -431,24 +471,30 @@ def _resume_states(runs: list[_Run]) -> list[TrainState | None]:
 
 def train_sae(batches: BatchSource, cfg: SAEConfig, tcfg: TrainerConfig, *,
               ckpt_dir: Path | None = None,
-              on_step: Callable[[StepLog, int], None] | None = None) -> TrainResult:
+              on_step: Callable[[StepLog, int], None] | None = None,
+              dp: DataParallel | None = None) -> TrainResult:
     """Train an SAE of ``cfg`` on ``batches(seed)`` (raw activations ``[B, d_in]``).
 
     Resumes from ``ckpt_dir`` when it holds a checkpoint of the same configuration.
     ``on_step(log, total_steps)`` is called after every step. The returned SAE reads raw
     activations (the input scale is folded in) and is in eval mode.
     """
-    return train_many(batches, [cfg], tcfg, ckpt_dirs=[ckpt_dir], on_steps=[on_step])[0]
+    return train_many(batches, [cfg], tcfg, ckpt_dirs=[ckpt_dir], on_steps=[on_step], dp=dp)[0]
 
 
 def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig, *,
                ckpt_dirs: list[Path | None] | None = None,
-               on_steps: list[Callable[[StepLog, int], None] | None] | None = None) -> list[TrainResult]:
+               on_steps: list[Callable[[StepLog, int], None] | None] | None = None,
+               dp: DataParallel | None = None) -> list[TrainResult]:
     """Train one SAE per configuration in lockstep on one stream of batches: each batch is read
     (and moved to the device) once and every SAE takes a step on it. Each SAE ends exactly as
     ``train_sae`` would have trained it alone (its own RNG, ``_Run``). ``ckpt_dirs`` and
     ``on_steps``: one per configuration (or None); a crashed group resumes at the newest step all
-    its checkpoints share."""
+    its checkpoints share.
+
+    ``dp``: data-parallel (``distributed``): ``batches`` yields this rank's parts of the global
+    batches (``batch_size / world`` rows each); the ranks take identical steps on the global
+    batch, only rank 0 writes checkpoints, and every rank returns the same SAE."""
     if not cfgs:
         return []
     ckpt_dirs = ckpt_dirs or [None] * len(cfgs)
@@ -456,10 +502,13 @@ def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig,
     if len({c.d_in for c in cfgs}) > 1 or len(ckpt_dirs) != len(cfgs) or len(on_steps) != len(cfgs):
         raise SAECoreError("train_many needs SAEs of one d_in, with one checkpoint directory and one "
                            "callback (or None) per configuration")
-    device = device_for(tcfg)
+    device = dp.device if dp else device_for(tcfg)
+    if dp and tcfg.batch_size % dp.world:
+        raise SAECoreError(f"batch_size={tcfg.batch_size} cannot be split evenly over {dp.world} ranks; "
+                           f"use a multiple of {dp.world}")
     d_in = cfgs[0].d_in
     buffers: dict[tuple, torch.Tensor] = {}
-    runs = [_Run(cfg, tcfg, device, ckpt, cb, buffers) for cfg, ckpt, cb in zip(cfgs, ckpt_dirs, on_steps)]
+    runs = [_Run(cfg, tcfg, device, ckpt, cb, buffers, dp) for cfg, ckpt, cb in zip(cfgs, ckpt_dirs, on_steps)]
     states = _resume_states(runs)
     start = states[0].step if states[0] is not None else 0
     # the batch stream is a pure function of the seed: a resumed run skips what it used
@@ -468,7 +517,11 @@ def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig,
 
     def next_batch() -> torch.Tensor:
         return (ahead.pop(0) if ahead else next(data)).to(device)
-    first_ND = next_batch()
+    local_first_ND = next_batch()
+    if dp and local_first_ND.shape[0] * dp.world != tcfg.batch_size:
+        raise SAECoreError(f"rank {dp.rank} got a batch of {local_first_ND.shape[0]} rows; with {dp.world} ranks "
+                           f"each part of a {tcfg.batch_size}-row batch has {tcfg.batch_size // dp.world}")
+    first_ND = distributed.gather_rows(local_first_ND, dp)  # the global batch: the init reads it
     if first_ND.shape[1] != d_in:
         raise SAECoreError(f"width mismatch: the activations have d={first_ND.shape[1]} but the SAE "
                            f"expects d_in={d_in}; set d_in to the hook's width")
@@ -488,21 +541,23 @@ def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig,
             ahead.append(next(data))
             _check_finite(ahead[-1], len(ahead))
         for run, n in zip(runs, n_ahead):
-            rows_ND = (torch.cat([first_ND] + [b.to(device) for b in ahead[:n]]) * scale
-                       if tcfg.decoder_init == "data" else None)
+            rows_ND = (torch.cat([first_ND] + [distributed.gather_rows(b.to(device), dp) for b in ahead[:n]])
+                       * scale if tcfg.decoder_init == "data" else None)
             run.init(sample_ND, rows_ND)
             del rows_ND
 
-    x_ND = first_ND
-    for step in range(start, tcfg.steps):
-        if step > start:
-            x_ND = next_batch()
-            _check_finite(x_ND, step)
-        x_ND = x_ND * scale
-        for run in runs:
-            run.step(step, x_ND)
-        if tcfg.checkpoint_every and (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps:
+    del first_ND
+    x_ND = local_first_ND
+    with distributed.collective(dp):  # data-parallel: the SAE rules reduce over the ranks from here
+        for step in range(start, tcfg.steps):
+            if step > start:
+                x_ND = next_batch()
+                _check_finite(x_ND, step)
+            x_ND = x_ND * scale
             for run in runs:
-                run.save(step + 1, scale)
-    calib_ND = [next_batch() * scale for _ in range(CALIBRATION_BATCHES)]
-    return [run.finish(calib_ND, scale) for run in runs]
+                run.step(step, x_ND)
+            if tcfg.checkpoint_every and (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps:
+                for run in runs:
+                    run.save(step + 1, scale)
+        calib_ND = [next_batch() * scale for _ in range(CALIBRATION_BATCHES)]
+        return [run.finish(calib_ND, scale) for run in runs]
