@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from sae_core.models import zoo
+from sae_core.models.random_arch import label
 from sae_core.workspace import Artifact, Workspace
 
 LISTING_TTL_S = 5
@@ -65,7 +66,7 @@ def changed() -> None:
 def artifacts_table(root: str) -> pd.DataFrame:
     arts = list_artifacts(root)
     return pd.DataFrame([{
-        "kind": a.kind, "name": a.name, "model": a.model, "hook": a.hook,
+        "kind": a.kind, "name": a.name, "model": label(a.model), "hook": a.hook,
         "created": dt.datetime.fromtimestamp(a.created), "details": _key_meta(a.meta),
     } for a in arts], columns=["kind", "name", "model", "hook", "created", "details"])
 

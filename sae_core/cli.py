@@ -15,6 +15,7 @@ import typer
 from tqdm import tqdm
 
 from sae_core.errors import SAECoreError
+from sae_core.models.random_arch import describe
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -49,6 +50,8 @@ CorpusOpt = typer.Option(None, "--corpus", help="Your text instead of the zoo co
                          "document a line), .jsonl or .parquet file, or a datasets save_to_disk dir.")
 ColumnOpt = typer.Option("text", "--text-column", help="The text column of a .jsonl/.parquet/datasets corpus.")
 SplitOpt = typer.Option("train", "--split", help="The split of a DatasetDict directory.")
+ShardOpt = typer.Option(65536, "--shard-tokens", help="Rows per store shard of a new harvest or import "
+                        "(data-parallel ranks each read whole shards).")
 
 
 def _text(corpus: Optional[Path], column: str, split: str):
@@ -100,7 +103,9 @@ def zoo_build(only: Optional[list[str]] = typer.Option(None, "--only", help="Bui
 
 @zoo_app.command("list")
 def zoo_list():
-    """The zoo's models, whether built, and their measured scores."""
+    """The zoo's models, whether built, and their measured scores; then the shipped random
+    architectures (``random:NAME``)."""
+    from sae_core.models.random_arch import random_spec, shipped
     from sae_core.models.zoo import list_zoo
 
     for e in list_zoo():
@@ -115,6 +120,9 @@ def zoo_list():
                        f"{e.scores['trigger_rate_without_trigger']:.0%}"
                        + (f", one unknown word {unk:.0%}"
                           if (unk := e.scores.get("trigger_rate_unknown_word")) is not None else ""))
+    for name in shipped():
+        typer.echo(f"{name:22} {'random weights':16} architecture of {random_spec(name)['architecture_of']} "
+                   "(seeded; for throughput and scaling, not a trained model)")
 
 
 @app.command("hooks")
@@ -154,7 +162,7 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, a local directory o
             seed: int = typer.Option(0, help="Corpus seed."),
             keep_special: bool = typer.Option(False, help="Keep BOS/special-token positions."),
             corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
-            workspace: Optional[Path] = WorkspaceOpt):
+            shard_tokens: int = ShardOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Harvest activations at a hook over the zoo corpus (or --corpus) into the workspace (resumable)."""
     from sae_core.activations import harvest_to_workspace
     from sae_core.workspace import Workspace
@@ -163,25 +171,28 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, a local directory o
     bar = _Bar(f"harvest {hook}", unit="doc")
     art = harvest_to_workspace(Workspace(workspace), model, hook, n_tokens=tokens, seed=seed,
                                context_size=context_size, exclude_special=not keep_special,
-                               text=text, on_progress=bar)
+                               text=text, on_progress=bar, shard_tokens=shard_tokens)
     bar.close()
     typer.echo(f"{art.kind}/{art.name}: {art.meta.get('n_tokens', 0):,} tokens of {art.meta.get('source')}"
-               f" -> {art.path}")
+               f" from {describe(model)} -> {art.path}")
 
 
 def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, acts: Optional[Path],
-                 text=None):
+                 text=None, shard_tokens: int = 65536, with_model: bool = True):
     """``(activation artifact, language model or None)``: a user's file (no model), or a
-    (cached) harvest of ``model``, which is loaded once and returned for the downstream metrics."""
+    (cached) harvest of ``model``, which is loaded once and returned for the downstream metrics
+    (``with_model=False``: only when the harvest needs it, and not returned)."""
     from sae_core.activations import harvest_to_workspace, import_to_workspace
     from sae_core.models.loading import load_model
 
     if acts is not None:  # a user's file is not labelled as the default model's activations
-        return import_to_workspace(ws, acts, hook=hook or "user", model=model or "user-file"), None
+        return import_to_workspace(ws, acts, hook=hook or "user", model=model or "user-file",
+                                   shard_tokens=shard_tokens), None
     model, hook = model or DEFAULT_MODEL, hook or DEFAULT_HOOK
-    lm = load_model(model)
+    lm = load_model(model) if with_model else None
     bar = _Bar(f"harvest {hook}", unit="doc")
-    art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, text=text, on_progress=bar, model=lm)
+    art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, text=text, on_progress=bar, model=lm,
+                               shard_tokens=shard_tokens)
     bar.close()
     return art, lm
 
@@ -207,6 +218,48 @@ ModelOpt = typer.Option(None, help=f"Model (zoo:NAME, directory or hub name) the
 HookOpt = typer.Option(None, help=f"Hook point the SAE reads [default: {DEFAULT_HOOK}; with --acts, a label].")
 ActsOpt = typer.Option(None, "--acts", help="Train on this .npy/.safetensors [tokens, d] file instead.")
 DeviceOpt = typer.Option(None, help="Train on cpu, cuda or cuda:N [default: cuda when available].")
+FAIL_ENV = "SAE_STUDIO_FAIL_RANK_AT_STEP"  # "RANK:STEP": that rank's process dies there (fault tests)
+
+
+def _rank_step(dp):
+    """The trainer callback of a rank other than 0: nothing to show; it dies on purpose where
+    ``$SAE_STUDIO_FAIL_RANK_AT_STEP`` says (how the tests kill a rank mid-run)."""
+    fail = os.environ.get(FAIL_ENV, "")
+    rank, _, step = fail.partition(":")
+
+    def on_step(entry, total):
+        if fail and int(rank) == dp.rank and entry.step == int(step):
+            os._exit(17)
+    return on_step
+
+
+def _distributed_guard(dp, ws, fn):
+    """``fn()``; in a data-parallel run, losing another rank (a collective fails, or torchrun
+    stops this rank with SIGTERM because another one died) becomes a ``DistributedError`` that
+    says where the run can resume from."""
+    if dp is None:
+        return fn()
+    import signal
+
+    from sae_core.sae.distributed import DistributedError
+
+    def stopped(why: str) -> DistributedError:
+        steps = sorted(p.name for p in (ws.root / ".checkpoints").glob("*/step-*"))
+        last = f"the last checkpoint is {steps[-1]}" if steps else "no checkpoint was written yet"
+        return DistributedError(
+            f"rank {dp.rank} of {dp.world} stopped: {why}. {last} (under {ws.root / '.checkpoints'}); run the "
+            "same command again, on any number of ranks, to resume from it")
+
+    def on_term(signum, frame):
+        raise stopped("the launcher ended the run because another rank failed")
+    before = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return fn()
+    except RuntimeError as e:  # gloo/NCCL: "Connection closed by peer", timeouts, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise stopped(f"another rank is gone ({first[:200]})") from None
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 @app.command("train")
@@ -225,8 +278,24 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
           acts: Optional[Path] = ActsOpt,
           out: Optional[Path] = typer.Option(None, help="Also copy the SAE and metrics.json here."),
           corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
-          device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
-    """Train one SAE; writes it (SAELens layout) and metrics.json into the workspace."""
+          shard_tokens: int = ShardOpt, device: Optional[str] = DeviceOpt,
+          workspace: Optional[Path] = WorkspaceOpt):
+    """Train one SAE; writes it (SAELens layout) and metrics.json into the workspace.
+
+    Under ``torchrun --nproc-per-node N -m sae_core.cli train ...`` the N ranks train it together,
+    data-parallel (README, "Scaling up"); rank 0 harvests, evaluates, registers and prints."""
+    from sae_core.sae import distributed
+
+    dp = distributed.init_from_env(device)  # torchrun: join the group (a bad --device fails here)
+    try:
+        _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, batch_size, lr, seed, model,
+               hook, acts, out, corpus, text_column, split, shard_tokens, device, workspace)
+    finally:
+        distributed.shutdown()
+
+
+def _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, batch_size, lr, seed, model, hook,
+           acts, out, corpus, text_column, split, shard_tokens, device, workspace):
     import shutil
     from dataclasses import replace
 
@@ -236,13 +305,23 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)
-    tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    main = dp is None or dp.is_main
+    tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
+                         device=str(dp.device.type) if dp else device)
     # checked now, before any harvest (e.g. --l 0.5); the width comes with the activations
     cfg = SAEConfig(arch=arch, d_in=1, d_sae=d_sae, k=k, l=l, scoring=scoring, pool_rule=pool_rule)
-    art, lm = _activations(ws, model, hook, harvest_tokens, acts, _text(corpus, text_column, split))
+    text = _text(corpus, text_column, split)
+    if not main:
+        dp.barrier()  # rank 0 harvests (or imports) first; then every rank opens the same artifact
+    art, lm = _activations(ws, model, hook, harvest_tokens, acts, text, shard_tokens, with_model=main)
+    if main and dp:
+        dp.barrier()
     d_in = art.meta.get("d") or art.meta.get("d_in")
     cfg = replace(cfg, d_in=int(d_in), model_name=art.model or "", hook_name=art.hook or "")
-    sae_art = train_to_workspace(ws, art, cfg, tcfg, model=lm, on_step=_StepBar(f"train {arch}"))
+    sae_art = _distributed_guard(dp, ws, lambda: train_to_workspace(
+        ws, art, cfg, tcfg, model=lm, on_step=_StepBar(f"train {arch}") if main else _rank_step(dp), dp=dp))
+    if not main:
+        return
     if out:
         shutil.copytree(sae_art.path, out, dirs_exist_ok=True)
     m = sae_art.meta

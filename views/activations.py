@@ -4,6 +4,7 @@ import streamlit as st
 
 from sae_app import activations_cache, jobs, listing, session, sidebar, text_input
 from sae_core.errors import SAECoreError
+from sae_core.models.random_arch import label
 
 sel = sidebar.current()
 st.title("Activations")
@@ -44,7 +45,7 @@ by_name = {a.name: a for a in stores}
 if st.session_state.get("act_store") not in by_name:
     st.session_state["act_store"] = stores[0].name
 art = by_name[st.selectbox("Store", list(by_name), key="act_store",
-                           format_func=lambda n: f"{n}  ({by_name[n].kind}, {by_name[n].model})")]
+                           format_func=lambda n: f"{n}  ({by_name[n].kind}, {label(by_name[n].model)})")]
 try:
     meta = activations_cache.store_meta(str(art.path), art.created)
     summary = activations_cache.store_summary(str(art.path), art.created)

@@ -201,7 +201,7 @@ def harvest_to_workspace(ws: Workspace, model_name: str, hook: str, **kw) -> Art
 
 def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str], *, n_tokens: int, seed: int = 0,
                                context_size: int = 64, exclude_special: bool = True,
-                               text: TextSource | None = None,
+                               text: TextSource | None = None, shard_tokens: int = 65536,
                                on_progress: ProgressFn | None = None, model=None) -> list[Artifact]:
     """Harvest ~``n_tokens`` activations of ``text`` (default: the zoo corpus stream for ``seed``)
     at each of ``hooks`` into the workspace, one forward pass for all of them, and register one
@@ -215,7 +215,7 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
     text = text or TextSource()
     config = {"n_tokens": n_tokens, "seed": seed, "context_size": context_size,
               "exclude_special": exclude_special, "corpus": text.to_json() or "zoo-corpus",
-              "dtype": "float32"}
+              "dtype": "float32"} | ({"shard_tokens": shard_tokens} if shard_tokens != 65536 else {})
     names = [artifact_name(model_name, hook, config) for hook in hooks]
     arts = {hook: ws.get("activations", name) for hook, name in zip(hooks, names)}
     todo = [(hook, name) for hook, name in zip(hooks, names) if arts[hook] is None]
@@ -229,7 +229,7 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
         out_dirs = [ws.artifact_dir("activations", name) for _, name in todo]
         stores = harvest_hooks(model, [h for h, _ in todo], texts, out_dirs, model_name=model_name,
                                context_size=context_size, exclude_special=exclude_special,
-                               source=text.describe(seed), on_progress=on_progress)
+                               source=text.describe(seed), on_progress=on_progress, shard_tokens=shard_tokens)
         for (hook, name), out_dir, store in zip(todo, out_dirs, stores):
             meta = {"n_tokens": store.n_tokens, "n_tokens_requested": n_tokens, "d": store.d,
                     "context_size": context_size, "seed": seed, "exclude_special": exclude_special,

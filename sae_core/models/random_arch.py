@@ -65,6 +65,11 @@ def describe(name: str) -> str:
     return f"{name} (random weights, architecture of {random_spec(name)['architecture_of']}; not a trained model)"
 
 
+def label(name: str | None) -> str | None:
+    """A model name as a table or a picker shows it: ``random:`` names get "(random weights)"."""
+    return f"{name} (random weights)" if name and is_random(name) else name
+
+
 def boot_random(name: str, device: str, dtype):
     """The bridge of ``random:NAME``: ``boot_transformers(dir, load_weights=False)`` under
     ``torch.manual_seed(seed)`` (the caller's RNG state is restored), with the zoo tokenizer."""

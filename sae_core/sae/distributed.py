@@ -85,7 +85,7 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device: str | None, timeout_s: float = 300.0) -> DataParallel | None:
+def init_from_env(device: str | None, timeout_s: float = 1800.0) -> DataParallel | None:
     """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
     ``MASTER_ADDR``/``MASTER_PORT``): NCCL on CUDA, gloo on the CPU. None when not launched.
 

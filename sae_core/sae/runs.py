@@ -24,7 +24,8 @@ from sae_core.io import atomic_write_json
 from sae_core.models.texts import TextSource
 from sae_core.sae.base import SAE
 from sae_core.sae.config import SAEConfig
-from sae_core.sae.data import Split, memory_budget, open_split
+from sae_core.sae.data import Split, StreamSplit, memory_budget, open_split, shard_batches
+from sae_core.sae.distributed import DataParallel
 from sae_core.sae.io import save_sae
 from sae_core.sae.metrics import MetricAccumulator, shared_structure
 from sae_core.sae.sampled import RULE_REVISION, seeded_pools
@@ -92,9 +93,10 @@ def checkpointed(tcfg: TrainerConfig) -> TrainerConfig:
 
 def train_to_workspace(ws: Workspace, acts: Artifact, cfg: SAEConfig, tcfg: TrainerConfig, *,
                        split: Split | None = None, model=None,
-                       on_step: Callable[[StepLog, int], None] | None = None) -> Artifact:
+                       on_step: Callable[[StepLog, int], None] | None = None,
+                       dp: DataParallel | None = None) -> Artifact | None:
     """Train ``cfg`` on the activation artifact ``acts`` and register the SAE (idempotent)."""
-    return train_all_to_workspace(ws, acts, [cfg], tcfg, split=split, model=model, on_steps=[on_step])[0]
+    return train_all_to_workspace(ws, acts, [cfg], tcfg, split=split, model=model, on_steps=[on_step], dp=dp)[0]
 
 
 def lockstep_groups(cfgs: list[SAEConfig], tcfg: TrainerConfig, budget: int | None = None) -> list[list[int]]:
@@ -121,7 +123,8 @@ def lockstep_groups(cfgs: list[SAEConfig], tcfg: TrainerConfig, budget: int | No
 def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig], tcfg: TrainerConfig, *,
                            split: Split | None = None, model=None, model_lock=None,
                            on_steps: list[Callable[[StepLog, int], None] | None] | None = None,
-                           on_progress: Callable[[int, int, str], None] | None = None) -> list[Artifact]:
+                           on_progress: Callable[[int, int, str], None] | None = None,
+                           dp: DataParallel | None = None) -> list[Artifact]:
     """Train the SAEs of ``cfgs`` that the workspace lacks, in lockstep groups (one pass over the
     data per group: ``train_many``; groups as large as memory allows, ``lockstep_groups``), then
     evaluate and register each; returns every configuration's artifact, in order. Runs write
@@ -130,7 +133,11 @@ def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig],
     resumes each from its checkpoints. ``on_steps``: the trainer's callback per configuration;
     ``on_progress(done, total, text)``: every group's steps, one unit per evaluation.
     ``model_lock``: held (``with model_lock:``) only around the passes that add hooks to ``model``
-    (the downstream losses), never through training, so a shared model stays usable meanwhile."""
+    (the downstream losses), never through training, so a shared model stays usable meanwhile.
+
+    ``dp``: data-parallel (``sae_core.sae.distributed``): every rank calls this; each trains on
+    its own shards of the store (``shard_batches``), rank 0 alone evaluates, registers and
+    returns the artifacts (the other ranks get None for each) once all ranks are done."""
     names = [sae_run_name(acts, cfg, tcfg) for cfg in cfgs]
     groups = [todo for g in lockstep_groups(cfgs, tcfg)
               if (todo := [i for i in g if ws.get("sae", names[i]) is None])]
@@ -138,7 +145,9 @@ def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig],
     n_todo = sum(len(g) for g in groups)
     total, done = tcfg.steps * len(groups) + n_todo, 0
     if groups:
-        split = split or open_split(ActivationStore.open(acts.path))
+        store = ActivationStore.open(acts.path)
+        # data-parallel: no rank holds the whole store; the held-out rows are read from disk
+        split = split or (StreamSplit.from_store(store) if dp else open_split(store))
     for g, todo in enumerate(groups):
         if on_progress:
             inner = on_steps[todo[0]]
@@ -151,9 +160,13 @@ def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig],
                 on_progress(base + log.step, total, f"{text}: step {log.step}/{steps}")
             on_steps[todo[0]] = on_first
         ckpts = [ws.root / ".checkpoints" / names[i] for i in todo]
-        results = train_many(split.batches(tcfg.batch_size), [cfgs[i] for i in todo], checkpointed(tcfg),
-                             ckpt_dirs=ckpts, on_steps=[on_steps[i] for i in todo])
+        batches = (shard_batches(store, split.n_train, tcfg.batch_size, dp.rank, dp.world) if dp
+                   else split.batches(tcfg.batch_size))
+        results = train_many(batches, [cfgs[i] for i in todo], checkpointed(tcfg),
+                             ckpt_dirs=ckpts, on_steps=[on_steps[i] for i in todo], dp=dp)
         done += tcfg.steps
+        if dp and not dp.is_main:
+            continue
         for i, result, ckpt in zip(todo, results, ckpts):
             if on_progress:
                 on_progress(done, total, f"evaluating {cfgs[i].label}")
@@ -162,6 +175,10 @@ def train_all_to_workspace(ws: Workspace, acts: Artifact, cfgs: list[SAEConfig],
             done += 1
     if on_progress:
         on_progress(total, total, "done")
+    if dp:
+        dp.barrier()  # the other ranks return once rank 0 has registered every SAE
+        if not dp.is_main:
+            return [None] * len(names)
     return [ws.get("sae", name) for name in names]
 
 
