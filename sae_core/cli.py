@@ -155,26 +155,43 @@ def generate(model: str = typer.Argument(..., help="zoo:NAME, a local directory 
 
 @app.command("harvest")
 @_friendly
-def harvest(model: str = typer.Argument(..., help="zoo:NAME, a local directory or a hub name."),
+def harvest(model: str = typer.Argument(..., help="zoo:NAME, random:ARCH, a local directory or a hub name."),
             hook: str = typer.Option(..., help="Hook point, e.g. blocks.1.hook_resid_post."),
             tokens: int = typer.Option(100_000, help="How many tokens to harvest."),
             context_size: int = typer.Option(64, help="Tokens per sequence."),
             seed: int = typer.Option(0, help="Corpus seed."),
             keep_special: bool = typer.Option(False, help="Keep BOS/special-token positions."),
             corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
-            shard_tokens: int = ShardOpt, workspace: Optional[Path] = WorkspaceOpt):
-    """Harvest activations at a hook over the zoo corpus (or --corpus) into the workspace (resumable)."""
+            shard_tokens: int = ShardOpt,
+            device: Optional[str] = typer.Option(None, help="Run the model on cpu, cuda or cuda:N "
+                                                 "[default: cuda when available]."),
+            workspace: Optional[Path] = WorkspaceOpt):
+    """Harvest activations at a hook over the zoo corpus (or --corpus) into the workspace (resumable).
+
+    Under ``torchrun --nproc-per-node N -m sae_core.cli harvest ...`` the N ranks each harvest a
+    share of the texts into one store (rank r on cuda:r when on GPUs); rank 0 merges and reports."""
     from sae_core.activations import harvest_to_workspace
+    from sae_core.models.loading import load_model
+    from sae_core.sae import distributed
     from sae_core.workspace import Workspace
 
-    text = _text(corpus, text_column, split)
-    bar = _Bar(f"harvest {hook}", unit="doc")
-    art = harvest_to_workspace(Workspace(workspace), model, hook, n_tokens=tokens, seed=seed,
-                               context_size=context_size, exclude_special=not keep_special,
-                               text=text, on_progress=bar, shard_tokens=shard_tokens)
-    bar.close()
-    typer.echo(f"{art.kind}/{art.name}: {art.meta.get('n_tokens', 0):,} tokens of {art.meta.get('source')}"
-               f" from {describe(model)} -> {art.path}")
+    dp = distributed.init_from_env(device)
+    try:
+        text = _text(corpus, text_column, split)
+        # data-parallel: each rank its own copy on its own device; else loaded only if needed
+        lm = load_model(model, device=str(dp.device) if dp else device) if dp or device else None
+        main = dp is None or dp.is_main
+        bar = _Bar(f"harvest {hook}" + (f" (rank 0 of {dp.world})" if dp else ""), unit="doc") if main else None
+        art = harvest_to_workspace(Workspace(workspace), model, hook, n_tokens=tokens, seed=seed,
+                                   context_size=context_size, exclude_special=not keep_special,
+                                   text=text, on_progress=bar, shard_tokens=shard_tokens, model=lm, dp=dp)
+        if not main:
+            return
+        bar.close()
+        typer.echo(f"{art.kind}/{art.name}: {art.meta.get('n_tokens', 0):,} tokens of {art.meta.get('source')}"
+                   f" from {describe(model)} -> {art.path}")
+    finally:
+        distributed.shutdown()
 
 
 def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, acts: Optional[Path],

@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 from contextlib import nullcontext
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from sae_core.activations.parallel import harvest_parallel
 from sae_core.activations.store import (
     META_FILE, PROGRESS_FILE, ActivationStore, StoreMeta, remove_shards_from,
     write_meta, write_shard)
@@ -97,7 +99,7 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, **kw)
 def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path], *, model_name: str,
                   batch_size: int = 32, context_size: int = 64, shard_tokens: int = 65536,
                   exclude_special: bool = True, dtype: str = "float32", source: str = "",
-                  on_progress: ProgressFn | None = None) -> list[ActivationStore]:
+                  on_progress: ProgressFn | None = None, doc_offset: int = 0) -> list[ActivationStore]:
     """Store the activations at each of ``hooks`` for every kept token of ``texts``, hook i into
     ``out_dirs[i]``, from one forward pass per batch (one hook: stopped right at it; several:
     stopped once the last has fired). The stores have the same rows, so they pair.
@@ -105,7 +107,8 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
     Calling it again with the same arguments resumes an interrupted run (or returns the finished
     stores at once); the stores move in lockstep, and a resume starts every unfinished store from
     the one that got least far. ``on_progress(texts_done, n_texts)`` is called after every batch;
-    if it raises, the harvest stops and can be resumed.
+    if it raises, the harvest stops and can be resumed. ``doc_offset``: the index of ``texts[0]``
+    in a longer list (the row keys' documents count from it; ``parallel``'s ranks).
     """
     if len(hooks) != len(out_dirs) or not hooks or len(set(hooks)) != len(hooks):
         raise SAECoreError(f"give one out_dir per hook, each hook once (got {len(hooks)} hooks, {len(out_dirs)} "
@@ -119,7 +122,8 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
                            f"positive and context_size ({context_size}) at least 2")
     common = {"model": model_name, "batch_size": batch_size, "context_size": context_size,
               "shard_tokens": shard_tokens, "exclude_special": exclude_special, "dtype": dtype,
-              "source": source, "n_texts": len(texts), "texts_sha256": _texts_digest(texts)}
+              "source": source, "n_texts": len(texts), "texts_sha256": _texts_digest(texts)} \
+        | ({"doc_offset": doc_offset} if doc_offset else {})
     done: dict[int, ActivationStore] = {}
     writers: dict[int, _Writer] = {}
     states = []
@@ -141,13 +145,14 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
             w.start_from(first["shard_rows"])
         _run(model, [hooks[i] for i in writers], list(writers.values()), texts, first, batch_size=batch_size,
              context_size=context_size, shard_tokens=shard_tokens, exclude_special=exclude_special,
-             on_progress=on_progress)
+             on_progress=on_progress, doc_offset=doc_offset)
         done.update({i: w.finish(len(texts)) for i, w in writers.items()})
     return [done[i] for i in range(len(hooks))]
 
 
 def _run(model, hooks: list[str], writers: list[_Writer], texts: list[str], state: dict, *, batch_size: int,
-         context_size: int, shard_tokens: int, exclude_special: bool, on_progress: ProgressFn | None) -> None:
+         context_size: int, shard_tokens: int, exclude_special: bool, on_progress: ProgressFn | None,
+         doc_offset: int = 0) -> None:
     """The hot loop: batches from ``state``'s position, every hook's rows into its writer."""
     tok = model.tokenizer
     special_ids = sorted(set(getattr(tok, "all_special_ids", []) or []))
@@ -170,7 +175,8 @@ def _run(model, hooks: list[str], writers: list[_Writer], texts: list[str], stat
             acts_ND = [a[mask_BT] for a in acts]
             tok_N = tokens_BT[mask_BT]
             B, T = tokens_BT.shape
-            key_2N = torch.stack([torch.arange(start, start + B, device=device)[:, None].expand(B, T)[mask_BT],
+            docs_B = torch.arange(doc_offset + start, doc_offset + start + B, device=device)
+            key_2N = torch.stack([docs_B[:, None].expand(B, T)[mask_BT],
                                   torch.arange(T, device=device)[None, :].expand(B, T)[mask_BT]]).cpu()
             used, skip = skip, 0  # rows of this batch already in shards (only on resume)
             while used < tok_N.shape[0]:
@@ -202,7 +208,7 @@ def harvest_to_workspace(ws: Workspace, model_name: str, hook: str, **kw) -> Art
 def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str], *, n_tokens: int, seed: int = 0,
                                context_size: int = 64, exclude_special: bool = True,
                                text: TextSource | None = None, shard_tokens: int = 65536,
-                               on_progress: ProgressFn | None = None, model=None) -> list[Artifact]:
+                               on_progress: ProgressFn | None = None, model=None, dp=None) -> list[Artifact]:
     """Harvest ~``n_tokens`` activations of ``text`` (default: the zoo corpus stream for ``seed``)
     at each of ``hooks`` into the workspace, one forward pass for all of them, and register one
     ``activations`` artifact per hook; each artifact's meta records the text (``source``, and
@@ -211,6 +217,10 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
     Idempotent: hooks whose artifact exists (same model, hook and config, however it was made)
     are returned without running the model, and the model is not loaded when all exist. An
     interrupted build resumes in place in ``ws.artifact_dir("activations", name)``.
+
+    ``dp`` (``sae_core.sae.distributed.DataParallel``): every rank calls this with its own model
+    and harvests its share of the texts (``parallel.harvest_parallel``); rank 0 merges and
+    registers, and every rank returns the artifacts.
     """
     text = text or TextSource()
     config = {"n_tokens": n_tokens, "seed": seed, "context_size": context_size,
@@ -227,13 +237,19 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
         if not texts:
             raise TextSourceError(f"{text.describe(seed)} holds no documents to harvest")
         out_dirs = [ws.artifact_dir("activations", name) for _, name in todo]
-        stores = harvest_hooks(model, [h for h, _ in todo], texts, out_dirs, model_name=model_name,
-                               context_size=context_size, exclude_special=exclude_special,
-                               source=text.describe(seed), on_progress=on_progress, shard_tokens=shard_tokens)
+        run = harvest_hooks if dp is None else partial(harvest_parallel, dp=dp)
+        stores = run(model, [h for h, _ in todo], texts, out_dirs, model_name=model_name,
+                     context_size=context_size, exclude_special=exclude_special,
+                     source=text.describe(seed), on_progress=on_progress, shard_tokens=shard_tokens)
+        if dp is not None and not dp.is_main:
+            dp.barrier()  # rank 0 registers the merged stores
+            return [ws.get("activations", name) for name in names]
         for (hook, name), out_dir, store in zip(todo, out_dirs, stores):
             meta = {"n_tokens": store.n_tokens, "n_tokens_requested": n_tokens, "d": store.d,
                     "context_size": context_size, "seed": seed, "exclude_special": exclude_special,
                     "dtype": store.meta.dtype, "source": store.meta.source, "n_texts": len(texts),
                     "text_source": text.to_json()}
             arts[hook] = ws.adopt(out_dir, "activations", name, model=model_name, hook=hook, meta=meta)
+        if dp is not None:
+            dp.barrier()
     return [arts[hook] for hook in hooks]

@@ -9,7 +9,8 @@ Layout of a store directory::
     shard_00001.safetensors    ...
     progress.json              only while (or after) a harvest builds it: resume position
 
-Every shard has ``shard_tokens`` rows except the last. Shards are safetensors written atomically
+Every shard has ``shard_tokens`` rows except the last (a distributed harvest, ``parallel``, merges
+its ranks' parts: there the last shard of each part may be short too). Shards are safetensors written atomically
 (``sae_core.io``), so a crash never leaves a half shard that looks whole. ``meta.json`` says
 ``complete: true`` only once every shard is on disk; ``ActivationStore.open`` refuses anything
 else, so training can never silently read a partial harvest.
