@@ -89,7 +89,13 @@ SIZES = {
                   data="zoo:tiny-a blocks.1.hook_resid_post (real activations)"),
     "large": dict(d_in=512, d_sae=16384, k=32, batch=4096, steps=5, warmup=2,
                   data="synthetic, planted sparse structure (no zoo model is 512 wide)"),
+    # issue #15: a real width. random:pythia-160m is Pythia-160M's architecture with seeded random
+    # weights (sae_core.models.random_arch): its activations have the width and the norm profile
+    # of a real residual stream, not its learned structure
+    "full": dict(d_in=768, d_sae=24576, k=32, batch=4096, steps=6, warmup=2,
+                 data="random:pythia-160m blocks.6.hook_resid_post (random weights, real width)"),
 }
+FULL_SOURCE = ("random:pythia-160m", "blocks.6.hook_resid_post")
 EVAL_ROWS = 16384
 
 PEER_SPECS = {
@@ -148,13 +154,13 @@ def _prescale(train: np.ndarray, held_out: np.ndarray) -> tuple[np.ndarray, floa
     return np.concatenate([train, held_out]).astype(np.float32) * np.float32(s), s
 
 
-def _harvest_small(n_rows: int) -> tuple[np.ndarray, dict]:
+def _harvest_small(n_rows: int, model: str = "zoo:tiny-a", hook: str = "blocks.1.hook_resid_post"
+                   ) -> tuple[np.ndarray, dict]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sae_core.activations import ActivationStore
     from sae_core.activations.harvest import harvest_to_workspace
     from sae_core.workspace import Workspace
 
-    model, hook = "zoo:tiny-a", "blocks.1.hook_resid_post"
     with tempfile.TemporaryDirectory(prefix="sae-bench-ws-") as d:
         t0 = time.perf_counter()
         art = harvest_to_workspace(Workspace(d), model, hook, n_tokens=int(n_rows * 1.1))
@@ -202,7 +208,8 @@ def ensure_data(size: str, cfg: dict, steps_needed: int) -> tuple[Path, dict]:
         if meta["rows"] >= n_rows:
             return path, meta
     print(f"[setup] writing {path} ({n_rows} rows x {cfg['d_in']}) ...", flush=True)
-    arr, meta = _harvest_small(n_rows) if size == "small" else _synthetic(n_rows, cfg["d_in"])
+    arr, meta = (_harvest_small(n_rows) if size == "small" else _harvest_small(n_rows, *FULL_SOURCE)
+                 if size == "full" else _synthetic(n_rows, cfg["d_in"]))
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, arr)
     os.replace(tmp, path)
@@ -257,7 +264,8 @@ def run_trainer(t: dict, data: Path, cfg: dict, args, lr: float) -> dict:
            "--k", str(cfg["k"]), "--batch", str(cfg["batch"]), "--lr", repr(lr),
            "--warmup", str(cfg["warmup"]), "--steps", str(cfg["steps"]),
            "--max-seconds", str(args.max_seconds), "--eval-rows", str(EVAL_ROWS),
-           "--threads", str(args.threads)] + t["extra"]
+           "--threads", str(args.threads), "--device", args.device] + t["extra"] \
+        + (["--autocast", args.autocast] if args.autocast and t["script"] == "run_ours.py" else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "SPARSIFY_DISABLE_TRITON": "1",
            "TOKENIZERS_PARALLELISM": "false", **t.get("env", {})}
@@ -297,14 +305,14 @@ def _fmt(v, spec):
 
 def print_table(size: str, block: dict) -> None:
     cfg = block["config"]
-    print(f"\n== {size}: d_in {cfg['d_in']}, d_sae {cfg['d_sae']}, k {cfg['k']}, batch {cfg['batch']}, "
+    print(f"\n== {size} on {block.get('device', 'cpu')}: d_in {cfg['d_in']}, d_sae {cfg['d_sae']}, k {cfg['k']}, batch {cfg['batch']}, "
           f"lr {block['lr']:.3g}, {cfg['warmup']} warm-up + up to {cfg['steps']} timed steps, "
           f"{block['threads']} threads, best of {block['rounds']} rounds ==")
     print(f"data: {block['data']['source']} ({block['data']['kind']}; {block['data']['rows']} rows, "
           f"{EVAL_ROWS} held out; pre-scaled x{block['data']['prescale']:.4g})")
     print(f"fp32 matmul [{cfg['batch']}x{cfg['d_in']}]x[{cfg['d_in']}x{cfg['d_sae']}]: "
           f"{block['matmul_gflops']:.1f} GFLOP/s; fraction = tok/s * 6*d_in*d_sae / that rate")
-    head = (f"{'trainer':<36} {'tok/s':>9} {'tok/s mean':>10} {'x sparsify':>10} {'step/BTK':>8} {'FVU':>7} {'L0':>7} {'FVU batch':>9} "
+    head = (f"{'trainer':<36} {'tok/s':>9} {'tok/s mean':>10} {'x sparsify':>10} {'x SAELens':>9} {'step/BTK':>8} {'FVU':>7} {'L0':>7} {'FVU batch':>9} "
             f"{'steps':>5} {'peak RSS MB':>11} {'RSS load':>8} {'frac mm':>7} {'load1m':>6}")
     print(head)
     print("-" * len(head))
@@ -313,6 +321,7 @@ def print_table(size: str, block: dict) -> None:
             print(f"{row['trainer']:<36} ERROR: {row['error']}")
             continue
         print(f"{row['trainer']:<36} {row['tokens_per_s']:>9.0f} {row['tokens_per_s_mean']:>10.0f} {_fmt(row.get('x_vs_sparsify'), '>10.2f')} "
+              f"{_fmt(row.get('x_vs_saelens'), '>9.2f')} "
               f"{_fmt(row.get('step_vs_ours_batchtopk'), '>8.2f')} "
               f"{row['fvu']:>7.3f} {row['l0']:>7.1f} {_fmt(row.get('fvu_train_rule'), '>9.3f')} "
               f"{row['steps']:>5d} {row['peak_rss_mb']:>11.0f} {row['rss_after_load_mb']:>8.0f} "
@@ -333,6 +342,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2,
                    help="timed runs per trainer, interleaved across trainers; the best is kept")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (every trainer, data on the device)")
+    p.add_argument("--autocast", default=None, help="bf16: ours with TrainerConfig(autocast='bf16')")
     p.add_argument("--exclude", default="", help="comma-separated parts of trainer names to skip, "
                    "e.g. 'SAELens,signum' for long quality runs at the large size")
     p.add_argument("--timeout", type=float, default=900.0, help="per-trainer subprocess timeout")
@@ -388,10 +399,13 @@ def main() -> None:
             row["fraction_of_matmul"] = row["tokens_per_s"] * 6 * cfg["d_in"] * cfg["d_sae"] / mm
             rows.append(row)
         ref = next((r for r in rows if r["trainer"] == "sparsify topk (adam)" and "error" not in r), None)
+        lens = next((r for r in rows if r["trainer"] == "SAELens batchtopk" and "error" not in r), None)
         btk = next((r for r in rows if r["trainer"] == "ours batchtopk" and "error" not in r), None)
         for r in rows:
             if ref and "error" not in r:
                 r["x_vs_sparsify"] = r["tokens_per_s"] / ref["tokens_per_s"]
+            if lens and "error" not in r:
+                r["x_vs_saelens"] = r["tokens_per_s"] / lens["tokens_per_s"]
             if btk and "error" not in r:  # tok/s come from median steps: the ratio of step times
                 r["step_vs_ours_batchtopk"] = btk["tokens_per_s"] / r["tokens_per_s"]
         block = {"config": {k: cfg[k] for k in ("d_in", "d_sae", "k", "batch", "steps", "warmup")},
@@ -399,7 +413,8 @@ def main() -> None:
                  "fraction_definition": "tokens_per_s * 6 * d_in * d_sae / matmul FLOP/s",
                  "data": {**meta, "file": str(data.relative_to(REPO))}, "rows": rows,
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        results["sizes"][size] = block
+        block["device"] = args.device
+        results["sizes"][size if args.device == "cpu" else f"{size}@{args.device}"] = block
         print_table(size, block)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1))

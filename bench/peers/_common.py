@@ -39,6 +39,7 @@ def parse_args(extra=None) -> argparse.Namespace:
     p.add_argument("--eval-rows", type=int, default=16384)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda: the data, the SAE and its steps live there")
     if extra:
         extra(p)
     return p.parse_args()
@@ -68,7 +69,7 @@ def setup(args) -> tuple[torch.Tensor, torch.Tensor]:
     arr = np.load(args.data)  # fully in memory: the same cost for every trainer
     if arr.dtype != np.float32 or arr.ndim != 2:
         raise SystemExit(f"{args.data}: expected a 2-D float32 array, got {arr.dtype} {arr.shape}")
-    data = torch.from_numpy(arr)
+    data = torch.from_numpy(arr).to(args.device)  # on a GPU the whole file sits in its memory
     train, held_out = data[:-args.eval_rows], data[-args.eval_rows:]
     if train.shape[0] < args.batch:
         raise SystemExit(f"{args.data}: {train.shape[0]} training rows, fewer than one batch")
@@ -84,13 +85,16 @@ def batch_at(train: torch.Tensor, i: int, batch: int) -> torch.Tensor:
 def timed_loop(step_fn, train, args) -> list[float]:
     """Run ``args.warmup`` untimed then up to ``args.steps`` timed calls of ``step_fn(x)``;
     returns the timed steps' durations in seconds."""
+    sync = torch.cuda.synchronize if train.is_cuda else (lambda: None)  # time the GPU's work, not the launch
     for i in range(args.warmup):
         step_fn(batch_at(train, i, args.batch))
+    sync()
     t0 = time.perf_counter()
     durations = []
     for j in range(args.steps):
         t = time.perf_counter()
         step_fn(batch_at(train, args.warmup + j, args.batch))
+        sync()
         durations.append(time.perf_counter() - t)
         if len(durations) >= 2 and time.perf_counter() - t0 > args.max_seconds:
             break

@@ -34,6 +34,7 @@ def main() -> None:
         p.add_argument("--arch", choices=["batchtopk", "topk", "sampled"], required=True)
         p.add_argument("--l", type=float, default=4.0)
         p.add_argument("--scoring", default="l2")
+        p.add_argument("--autocast", default=None, help="bf16: the SAE's matmuls in bfloat16 (TrainerConfig.autocast)")
     args = _common.parse_args(extra)
     train, held_out = _common.setup(args)
     rss_base = _common.rss_mb()
@@ -43,7 +44,7 @@ def main() -> None:
     total_steps = args.warmup + args.steps
     tcfg = training.TrainerConfig(total_tokens=total_steps * args.batch, batch_size=args.batch,
                                   lr=args.lr, warmup_steps=0, decay_fraction=0.0, seed=args.seed,
-                                  device="cpu")
+                                  device=args.device, autocast=args.autocast)
     n_batches = train.shape[0] // args.batch
 
     def source(seed: int):
@@ -65,6 +66,8 @@ def main() -> None:
     stamps: list[float] = []
 
     def on_step(entry, total):
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()  # the step's GPU work is done: its end, not its launch
         stamps.append(time.perf_counter())
         timed = len(stamps) - args.warmup
         if timed >= 2 and stamps[-1] - stamps[args.warmup - 1 if args.warmup else 0] > args.max_seconds \

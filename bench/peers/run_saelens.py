@@ -49,12 +49,12 @@ def main() -> None:
     d_in = train.shape[1]
     torch.manual_seed(args.seed)
     cfg = BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=args.d_sae, k=float(args.k),
-                                     dtype="float32", device="cpu")
+                                     dtype="float32", device=args.device)
     sae = BatchTopKTrainingSAE(cfg)
     total = (args.warmup + args.steps) * args.batch
     tcfg = SAETrainerConfig(total_training_samples=total, train_batch_size_samples=args.batch,
                             lr=args.lr, lr_end=args.lr, lr_scheduler_name="constant",
-                            lr_warm_up_steps=0, device="cpu", autocast=False)
+                            lr_warm_up_steps=0, device=args.device, autocast=False)
 
     def provider():
         i = 0
@@ -62,7 +62,7 @@ def main() -> None:
             yield _common.batch_at(train, i, args.batch)
             i += 1
     trainer = SAETrainer(tcfg, sae, provider())
-    trainer.sae.to("cpu")
+    trainer.sae.to(args.device)
     pbar = tqdm(total=total, disable=True)
 
     def step(x):
@@ -79,7 +79,7 @@ def main() -> None:
         fvu_b, l0_b = _common.fvu_l0(lambda x: _recon(sae, x), held_out, args.batch)
     with tempfile.TemporaryDirectory() as d:
         sae.save_inference_model(d)
-        inf = SAE.load_from_disk(d, device="cpu")
+        inf = SAE.load_from_disk(d, device=args.device)
     inf.eval()
     with torch.no_grad():
         fvu, l0 = _common.fvu_l0(lambda x: _recon(inf, x), held_out, args.batch)

@@ -49,7 +49,7 @@ def main() -> None:
     d_in = train.shape[1]
     cfg = SparseCoderConfig(activation="topk", num_latents=args.d_sae, k=args.k)
     torch.manual_seed(args.seed)
-    sae = SparseCoder(d_in, cfg, "cpu", dtype=torch.float32)
+    sae = SparseCoder(d_in, cfg, args.device, dtype=torch.float32)
     if args.optimizer == "adam":
         try:
             from bitsandbytes.optim import Adam8bit as Adam
@@ -66,8 +66,8 @@ def main() -> None:
         opt.train()
         schedulers = []
 
-    since_fired = torch.zeros(sae.num_latents, dtype=torch.long)
-    did_fire = torch.zeros(sae.num_latents, dtype=torch.bool)
+    since_fired = torch.zeros(sae.num_latents, dtype=torch.long, device=args.device)
+    did_fire = torch.zeros(sae.num_latents, dtype=torch.bool, device=args.device)
     state = {"step": 0, "fvu_sum": 0.0}
 
     def step(x):

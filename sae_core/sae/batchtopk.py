@@ -40,7 +40,8 @@ class BatchTopKSAE(SAE):
         if not self.training:
             return relu_NS * (relu_NS > self.threshold)
         z_NS = self.batch_select(relu_NS)
-        self._update_threshold(z_NS[z_NS > 0])
+        # the smallest kept value without a data-dependent selection (no host sync on a GPU)
+        self._update_threshold(torch.where(z_NS > 0, z_NS, torch.inf).amin().detach())
         return z_NS
 
     @torch.no_grad()
@@ -55,7 +56,7 @@ class BatchTopKSAE(SAE):
     def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The fast path's training rule: coordinates of what ``batch_select`` keeps."""
         rows_M, cols_M, kept_M = self.batch_rule_coords(pre_NS)
-        self._update_threshold(kept_M)
+        self._update_threshold(kept_M.min() if kept_M.numel() else kept_M.new_tensor(torch.inf))
         return rows_M, cols_M
 
     @torch.no_grad()
@@ -70,18 +71,17 @@ class BatchTopKSAE(SAE):
         return batch_topk(relu_NS, self.cfg.k * relu_NS.shape[0])
 
     @torch.no_grad()
-    def _update_threshold(self, kept: torch.Tensor) -> None:
-        """EMA of the smallest kept (positive) activation ``kept [M]`` of a training batch
-        (data-parallel: of the global batch)."""
-        low = min_kept(kept)
-        if low is None:
-            return
-        if not self.threshold_initialized:
-            self.threshold.copy_(low)
-            self.threshold_initialized.fill_(True)
-        else:
-            m = self.cfg.threshold_momentum
-            self.threshold.mul_(m).add_((1 - m) * low)
+    def _update_threshold(self, low: torch.Tensor) -> None:
+        """EMA of ``low``, the smallest kept (positive) activation of a training batch (+inf when
+        none was kept: then nothing changes; data-parallel: the global batch's). Tensor ops only,
+        so a GPU never waits for the host here."""
+        if distributed.active() is not None:
+            low = distributed.all_min_(low.reshape(1))[0]
+        m = self.cfg.threshold_momentum
+        kept = torch.isfinite(low)
+        ema = torch.where(self.threshold_initialized, self.threshold * m + (1 - m) * low, low)
+        self.threshold.copy_(torch.where(kept, ema, self.threshold))
+        self.threshold_initialized.logical_or_(kept)
 
     def encode_batch_rule(self, x: torch.Tensor) -> torch.Tensor:
         """Encode with the training rule over the given batch (no threshold update)."""

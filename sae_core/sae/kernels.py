@@ -25,8 +25,13 @@ Ties: the batch selection keeps every value above the k*N-th largest value t and
 equal to t, those with the lowest flat index. The plain ``batch_topk_dense`` applies the same
 rule, so both paths select the same entries even with ties (torch.topk leaves ties unspecified).
 
-Switch: ``SAE_STUDIO_KERNELS=plain|fast`` in the environment (default fast) or ``set_kernels``;
-``sae_forward`` is the only place that reads it. ReLU and JumpReLU always take the plain path.
+Switch: ``SAE_STUDIO_KERNELS=plain|fast|auto`` in the environment (default auto) or
+``set_kernels``; ``sae_forward`` is the only place that reads it. ReLU and JumpReLU always take the
+plain path. ``auto`` is fast on the CPU and plain on CUDA (issue #15): the fast path's selections
+have data-dependent sizes (``nonzero``, ``bincount``), each a device-to-host synchronisation on a
+GPU, while the plain path is fixed-size dense work (``topk``, ``scatter``, matmuls) that a GPU
+queues without waiting; ``tests/test_sync_free.py`` checks that the plain training step has no
+data-dependent op at all.
 """
 from __future__ import annotations
 
@@ -40,16 +45,18 @@ import torch.nn.functional as F
 
 from sae_core.sae import distributed
 
-_MODE = os.environ.get("SAE_STUDIO_KERNELS", "fast")
-if _MODE not in ("plain", "fast"):
-    raise ValueError(f"SAE_STUDIO_KERNELS={_MODE!r}; choose 'plain' or 'fast'")
+MODES = ("plain", "fast", "auto")
+_MODE = os.environ.get("SAE_STUDIO_KERNELS", "auto")
+if _MODE not in MODES:
+    raise ValueError(f"SAE_STUDIO_KERNELS={_MODE!r}; choose 'plain', 'fast' or 'auto'")
 
 
 def set_kernels(mode: str) -> str:
-    """Select ``"plain"`` or ``"fast"`` kernels for every later forward pass; returns the old mode."""
+    """Select ``"plain"``, ``"fast"`` or ``"auto"`` kernels for every later forward pass; returns
+    the old mode."""
     global _MODE
-    if mode not in ("plain", "fast"):
-        raise ValueError(f"kernels mode {mode!r}; choose 'plain' or 'fast'")
+    if mode not in MODES:
+        raise ValueError(f"kernels mode {mode!r}; choose 'plain', 'fast' or 'auto'")
     old, _MODE = _MODE, mode
     return old
 
@@ -328,7 +335,7 @@ def sae_forward(sae, x_ND: torch.Tensor, pre_buf: torch.Tensor | None = None):
     """
     from sae_core.sae.base import ForwardOutput
 
-    if _MODE == "plain" or not sae.sparse_rule:
+    if _MODE == "plain" or not sae.sparse_rule or (_MODE == "auto" and x_ND.is_cuda):
         pre_NS = sae.pre_acts(x_ND)
         z_NS = sae.activate(pre_NS)
         return ForwardOutput(sae.decode(z_NS), z_NS, pre_NS)

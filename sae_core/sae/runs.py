@@ -78,7 +78,10 @@ def _evaluate(sae: SAE, batches: Iterable[torch.Tensor], batch_size: int) -> dic
 def sae_run_name(acts: Artifact, cfg: SAEConfig, tcfg: TrainerConfig) -> str:
     """The SAE artifact's name: a hash of everything that changes the trained weights (how often
     checkpoints are written does not)."""
-    trainer = {k: v for k, v in asdict(tcfg).items() if k != "checkpoint_every"}
+    # how often checkpoints are written or the log is read changes nothing; autocast unset is the
+    # float32 every earlier name was made with
+    trainer = {k: v for k, v in asdict(tcfg).items()
+               if k not in ("checkpoint_every", "sync_every") and not (k == "autocast" and v is None)}
     fields = {"acts": acts.name, "sae": cfg.to_json(), "trainer": trainer}
     if cfg.arch == "sampled":
         fields["rule_revision"] = RULE_REVISION

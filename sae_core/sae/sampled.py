@@ -88,12 +88,13 @@ from sae_core.sae.batchtopk import BatchTopKSAE, batch_topk
 _CHUNK_VALUES = 2**20
 
 
-def _clamped_chunks(acts_NS: torch.Tensor, floor: float, fill: float, scratch: bool = False
+def _clamped_chunks(acts_NS: torch.Tensor, floor: float | torch.Tensor, fill: float, scratch: bool = False
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Successive row chunks ``[R, d_sae]`` of ``acts`` with every entry <= ``floor`` replaced by
     ``fill`` (one fused pass, ``threshold``), each with a scratch chunk of the same shape when
     asked; both live in buffers reused from chunk to chunk (valid until the next chunk is drawn;
-    the caller may overwrite them). Half-precision input is scored in float32 (``_score_dtype``)."""
+    the caller may overwrite them). Half-precision input is scored in float32 (``_score_dtype``).
+    A tensor ``floor`` (0-dim, on the device: a GPU's, never read on the host) takes a ``where``."""
     n, d_sae = acts_NS.shape
     rows = max(1, min(n, _CHUNK_VALUES // max(1, d_sae)))
     dtype = _score_dtype(acts_NS.dtype)
@@ -102,7 +103,11 @@ def _clamped_chunks(acts_NS: torch.Tensor, floor: float, fill: float, scratch: b
     for start in range(0, n, rows):
         chunk_RS = acts_NS[start:start + rows]
         r = chunk_RS.shape[0]
-        if dtype == acts_NS.dtype:
+        if torch.is_tensor(floor):
+            fill_t = chunk_RS.new_tensor(fill)
+            a_RS = torch.where(chunk_RS > floor, chunk_RS, fill_t, out=buf_RS[:r]) if dtype == acts_NS.dtype \
+                else buf_RS[:r].copy_(torch.where(chunk_RS > floor, chunk_RS, fill_t))
+        elif dtype == acts_NS.dtype:
             a_RS = torch.ops.aten.threshold.out(chunk_RS, floor, fill, out=buf_RS[:r])
         else:  # out= cannot convert dtypes: copy (converting), then threshold in place
             a_RS = torch.nn.functional.threshold_(buf_RS[:r].copy_(chunk_RS), floor, fill)
@@ -115,7 +120,7 @@ def _score_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def latent_scores(acts_NS: torch.Tensor, scoring: str, floor: float = 0.0) -> torch.Tensor:
+def latent_scores(acts_NS: torch.Tensor, scoring: str, floor: float | torch.Tensor = 0.0) -> torch.Tensor:
     """Per-latent score ``[d_sae]`` of the columns of acts * (acts > floor) (see module doc:
     the pool passes the BatchTopK threshold as ``floor``; ``floor=0`` is relu(acts)).
 
@@ -127,7 +132,7 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str, floor: float = 0.0) -> to
     most of the entropy score's cost.
     """
     d_sae, dtype = acts_NS.shape[1], _score_dtype(acts_NS.dtype)
-    floor = max(0.0, float(floor))
+    floor = floor.clamp_min(0.0) if torch.is_tensor(floor) else max(0.0, float(floor))
     if scoring == "l2":
         sumsq_S = acts_NS.new_zeros(d_sae, dtype=dtype)
         for a_RS, _ in _clamped_chunks(acts_NS, floor, 0.0):
@@ -140,7 +145,8 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str, floor: float = 0.0) -> to
     # test below catches.
     tiny = torch.finfo(dtype).tiny
     mass_S, alog_S = acts_NS.new_zeros(d_sae, dtype=dtype), acts_NS.new_zeros(d_sae, dtype=dtype)
-    for a_RS, log_RS in _clamped_chunks(acts_NS, max(floor, tiny), tiny, scratch=True):
+    for a_RS, log_RS in _clamped_chunks(acts_NS, floor.clamp_min(tiny) if torch.is_tensor(floor) else max(floor, tiny),
+                                        tiny, scratch=True):
         mass_S += a_RS.sum(0)
         alog_S += torch.log2(a_RS, out=log_RS).mul_(a_RS).sum(0)
     if distributed.active() is not None:  # the global batch's sums (one collective)
@@ -243,7 +249,10 @@ class SampledSAE(BatchTopKSAE):
         the threshold is set; ``acts`` may be pre or relu(pre)); in training, also updates
         ``pool_freq``."""
         cfg = self.cfg
-        floor = float(self.threshold) if bool(self.threshold_initialized) else 0.0
+        if acts_NS.is_cuda:  # the floor stays on the device: reading it would make the GPU wait
+            floor = torch.where(self.threshold_initialized, self.threshold.clamp_min(0), 0.0)
+        else:
+            floor = float(self.threshold) if bool(self.threshold_initialized) else 0.0
         pool_P = select_pool(latent_scores(acts_NS, cfg.scoring, floor), cfg.pool_size, cfg.pool_rule,
                              self.pool_generator)
         # Ascending latent order: gathering sorted columns is faster (memory order), and ties at
@@ -252,8 +261,10 @@ class SampledSAE(BatchTopKSAE):
         if self.training:  # pool_freq <- m pool_freq + (1-m) [j in pool]
             if self._train_pool_P is not None and self._train_pool_P.numel() == pool_P.numel():
                 # both sorted: the fraction of this pool that the previous batch's lacked
-                kept = torch.isin(pool_P, self._train_pool_P, assume_unique=True).sum().item()
-                self.pool_churn = 1.0 - kept / pool_P.numel()
+                kept = torch.isin(pool_P, self._train_pool_P, assume_unique=True).sum()
+                # a tensor on a GPU (the trainer reads it with the step's other numbers)
+                churn = 1.0 - kept / pool_P.numel()
+                self.pool_churn = churn if churn.is_cuda else churn.item()
             self._train_pool_P = pool_P
             m = cfg.threshold_momentum
             self.pool_freq.mul_(m).index_add_(0, pool_P, self.pool_freq.new_full(pool_P.shape, 1 - m))

@@ -26,6 +26,18 @@ Choices and their sources:
 - Adam, lr = 2e-4 / sqrt(d_sae / 2^14) unless given; linear warmup; linear decay to 0 over the
   last ``decay_fraction`` of steps.
 
+GPU path (issue #15): on CUDA a step reads nothing on the host, so the GPU never waits for it:
+the step's numbers stay on the device and are read every ``sync_every`` steps (64 by default, and
+at each checkpoint and the end), one read for all of them, before ``on_step`` sees them; NaN in a
+batch is recorded on the device and raised at that read; AuxK does not ask how many latents are
+dead; the BatchTopK threshold updates with tensor ops; CPU tensors (batches, AuxK's rows) reach the
+GPU through pinned memory without blocking; and the kernels are the fixed-size plain ones
+(``kernels``: "auto"). ``tests/test_sync_free.py`` runs the step under a fake-tensor mode that
+refuses every data-dependent op (the ops that synchronise on a GPU); ``tests/test_device.py``
+checks it on a GPU with ``torch.cuda.set_sync_debug_mode``. Not sync-free: ``pool_rule="sample"``
+(its draw runs on the run's CPU generator) and data-parallel runs (the global cut's candidates).
+``autocast="bf16"``: forward and loss under bfloat16 autocast (weights and Adam in float32).
+
 ``train_sae`` trains one SAE; ``train_many`` trains several in lockstep on one stream of batches
 (the l-sweep), each exactly as it would train alone: every run draws from its own seeded CPU
 generator (``_Run``), never from torch's global RNG.
@@ -67,6 +79,8 @@ class TrainerConfig:
     seed: int = 0
     checkpoint_every: int = 0         # steps; 0 = no checkpoints
     device: str | None = None
+    autocast: str | None = None       # "bf16": the SAE's forward and loss under bfloat16 autocast
+    sync_every: int | None = None     # steps between host reads of the log (None: 1 on CPU, 64 on CUDA)
 
     def __post_init__(self):
         if self.total_tokens < self.batch_size:
@@ -78,6 +92,10 @@ class TrainerConfig:
             raise SAECoreError(f"aux_fraction={self.aux_fraction} must be in (0, 1]")
         if self.batch_size <= 0:
             raise SAECoreError(f"batch_size must be positive (got {self.batch_size})")
+        if self.autocast not in (None, "bf16"):
+            raise SAECoreError(f"autocast={self.autocast!r}; choose 'bf16' or leave it unset (float32)")
+        if self.sync_every is not None and self.sync_every < 1:
+            raise SAECoreError(f"sync_every={self.sync_every} must be at least 1 (steps between host reads)")
         if self.device is not None:
             try:
                 dev = torch.device(self.device)
@@ -102,6 +120,10 @@ class TrainerConfig:
         if self.dead_tokens is not None:
             return self.dead_tokens
         return max(self.batch_size, min(1_000_000, self.total_tokens // 16))
+
+    def sync_interval(self, device: torch.device) -> int:
+        """Steps between the host's reads of the training log (``GPU path`` in the module doc)."""
+        return self.sync_every or (64 if device.type == "cuda" else 1)
 
     def lr_for(self, d_sae: int) -> float:
         return self.lr if self.lr is not None else 2e-4 / math.sqrt(d_sae / 2**14)
@@ -144,23 +166,32 @@ def geometric_median(x_ND: torch.Tensor, iters: int = 30, eps: float = 1e-6) -> 
     return y
 
 
-def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S, rows_R=None) -> torch.Tensor:
+def aux_k_loss(sae: SAE, x_ND, out: ForwardOutput, dead_S, rows_R=None, lazy: bool = False) -> torch.Tensor:
     """AuxK: dead latents' top pre-activations reconstruct the detached residual (no b_dec),
     on the tokens ``rows_R`` of the batch (all when None). Data-parallel: this rank's share of
     the global AuxK loss (its rows' error over the global rows' count and residual variance), so
-    the ranks' shares sum to the loss of one process on the global batch."""
-    n_dead = int(dead_S.sum())
-    if n_dead == 0:
-        return x_ND.new_zeros(())
-    k_aux = min(sae.cfg.d_in // 2, n_dead)
+    the ranks' shares sum to the loss of one process on the global batch.
+
+    ``lazy`` (GPU path): no host read of how many latents are dead; k_aux is d_in/2 and picks
+    that fall on live latents are -inf, so they decode to nothing (the plain kernels' selection),
+    and the loss is 0 when none is dead."""
+    if lazy:
+        k_aux = min(sae.cfg.d_in // 2, sae.cfg.d_sae)
+    else:
+        n_dead = int(dead_S.sum())
+        if n_dead == 0:
+            return x_ND.new_zeros(())
+        k_aux = min(sae.cfg.d_in // 2, n_dead)
     resid_ND = (x_ND - out.x_hat).detach()
     if rows_R is not None:
         resid_ND = resid_ND.index_select(0, rows_R)
     if distributed.active() is not None:
-        return _aux_share(sae, x_ND, out, dead_S, k_aux, rows_R, resid_ND)
-    aux_hat_ND = kernels.aux_decode(sae, x_ND, out, dead_S, k_aux, rows_R)  # sparse when out is
-    denom = (resid_ND - resid_ND.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-    return (aux_hat_ND - resid_ND).pow(2).sum(-1).mean() / denom
+        aux = _aux_share(sae, x_ND, out, dead_S, k_aux, rows_R, resid_ND)
+    else:
+        aux_hat_ND = kernels.aux_decode(sae, x_ND, out, dead_S, k_aux, rows_R)  # sparse when out is
+        denom = (resid_ND - resid_ND.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        aux = (aux_hat_ND - resid_ND).pow(2).sum(-1).mean() / denom
+    return aux * dead_S.any() if lazy else aux
 
 
 def _aux_share(sae, x_ND, out, dead_S, k_aux, rows_R, resid_ND) -> torch.Tensor:
@@ -272,11 +303,45 @@ def fold_scale(sae: SAE, scale: float) -> None:
         sae.threshold.div_(scale)
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision results (autocast) in float32 for the loss; anything else as it is."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def _check_finite(x_ND: torch.Tensor, step: int) -> None:
     if not torch.isfinite(x_ND).all():
         bad = (~torch.isfinite(x_ND)).any(1).nonzero()[0].item()
         raise ActivationFileError(f"training batch {step} contains NaN or Inf (first bad row {bad} "
                                   "of the batch); clean the activations before training")
+
+
+class _FiniteWatch:
+    """NaN or Inf in the training batches: checked at once on the CPU; on CUDA the first bad step
+    is recorded on the device and raised at the next ``flush`` (before any checkpoint is written),
+    so the check never makes the GPU wait."""
+
+    def __init__(self, device: torch.device):
+        self.lazy = device.type == "cuda"
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device) if self.lazy else None
+
+    def check(self, x_ND: torch.Tensor, step: int) -> None:
+        if not self.lazy:
+            return _check_finite(x_ND, step)
+        bad = ~torch.isfinite(x_ND).all()
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def raise_if_bad(self) -> None:
+        if self.lazy and (step := int(self.first_bad)) >= 0:
+            raise ActivationFileError(f"training batch {step} contains NaN or Inf; clean the activations "
+                                      "before training")
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``; a CPU tensor bound for CUDA goes through pinned memory without
+    blocking, so the copy overlaps the GPU's work on the previous step."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def _aux_rows(n: int, fraction: float, device, generator: torch.Generator,
@@ -291,7 +356,7 @@ def _aux_rows(n: int, fraction: float, device, generator: torch.Generator,
     rows_R = torch.randperm(n * world, generator=generator)[:r].sort().values
     if dp:
         rows_R = rows_R[(rows_R >= dp.rank * n) & (rows_R < (dp.rank + 1) * n)] - dp.rank * n
-    return rows_R.to(device)
+    return to_device(rows_R, device)
 
 
 def _lr_at(step: int, tcfg: TrainerConfig, base: float) -> float:
@@ -351,6 +416,7 @@ class _Run:
         self.config_key = {"sae": cfg.to_json(), "trainer": asdict(tcfg)}
         self.since_fired_S = torch.zeros(cfg.d_sae, device=device)
         self.history: list[StepLog] = []
+        self.pending: list[tuple] = []  # steps whose numbers the host has not read yet (GPU)
         # one pre-activation buffer for every step of the sparse kernels (see kernels.sae_forward:
         # fresh ones cost page faults), shared by the runs of a group that have its shape (a step
         # reads it only while it runs); dense rules keep pre in the autograd graph instead
@@ -383,25 +449,29 @@ class _Run:
 
     def step(self, step: int, x_ND: torch.Tensor) -> None:
         """One training step on the scaled batch ``x_ND`` (data-parallel: this rank's part of the
-        global batch; see ``distributed``)."""
+        global batch; see ``distributed``). On CUDA nothing is read on the host (``lazy``): the
+        step's numbers wait in ``pending`` until ``flush``."""
         sae, tcfg, dp = self.sae, self.tcfg, self.dp
         share = 1.0 / dp.world if dp else 1.0  # this rank's fraction of the global batch
+        lazy = self.device.type == "cuda"
         sae.train()
         for group in self.opt.param_groups:
             group["lr"] = _lr_at(step, tcfg, self.lr)
-        out = sae(x_ND, self.pre_buf)
-        mse = (out.x_hat - x_ND).pow(2).sum(-1).mean()
-        extra = sae.extra_loss(out)
-        eligible_S = sae.aux_eligible()
-        dead_S = self.since_fired_S >= tcfg.dead_window
-        if eligible_S is not None:
-            dead_S &= eligible_S
-        if self.cfg.arch == "relu" or tcfg.aux_k_coeff == 0 or not bool(dead_S.any()):
-            aux = mse.new_zeros(())
-        else:
-            rows_R = _aux_rows(x_ND.shape[0], tcfg.aux_fraction, self.device, self.gen, dp)
-            aux = aux_k_loss(sae, x_ND, out, dead_S, rows_R)  # data-parallel: this rank's share
-        loss = share * (mse + (extra if extra is not None else 0.0)) + tcfg.aux_k_coeff * aux
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tcfg.autocast == "bf16"):
+            # the pre-activation buffer is float32: under autocast the encoder writes bfloat16
+            out = sae(x_ND, None if tcfg.autocast else self.pre_buf)
+            mse = (_wide(out.x_hat) - x_ND).pow(2).sum(-1).mean()
+            extra = sae.extra_loss(out)
+            eligible_S = sae.aux_eligible()
+            dead_S = self.since_fired_S >= tcfg.dead_window
+            if eligible_S is not None:
+                dead_S &= eligible_S
+            if self.cfg.arch == "relu" or tcfg.aux_k_coeff == 0 or (not lazy and not bool(dead_S.any())):
+                aux = mse.new_zeros(())
+            else:
+                rows_R = _aux_rows(x_ND.shape[0], tcfg.aux_fraction, self.device, self.gen, dp)
+                aux = _wide(aux_k_loss(sae, x_ND, out, dead_S, rows_R, lazy=lazy))  # data-parallel: this rank's share
+        loss = share * (mse + (_wide(extra) if extra is not None else 0.0)) + tcfg.aux_k_coeff * aux
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         distributed.sum_grads_(sae.parameters())
@@ -417,17 +487,29 @@ class _Run:
             fired_S = out.fired()
             if dp:
                 fired_S = distributed.all_max_(fired_S.to(torch.uint8)).bool()
-            self.since_fired_S[fired_S] = 0
-        # one read of the step's numbers (data-parallel: summed over the ranks first)
-        stats = torch.stack([loss.detach(), share * mse.detach(), aux.detach(),
-                             mse.new_tensor(share * out.l0())])
-        loss_v, mse_v, aux_v, l0_v = distributed.all_sum_(stats).tolist()
-        entry = StepLog(step + 1, (step + 1) * tcfg.batch_size, loss_v, mse_v, aux_v,
-                        l0_v, dead_S.float().mean().item(), self.opt.param_groups[0]["lr"],
-                        tcfg.aux_k_coeff * aux_v / loss_v if loss_v > 0 else 0.0, sae.pool_churn)
-        self.history.append(entry)
-        if self.on_step:
-            self.on_step(entry, tcfg.steps)
+            self.since_fired_S.masked_fill_(fired_S, 0)
+            l0 = out.l0() if out.codes is not None or not lazy else (out.z != 0).sum(-1).float().mean()
+            # the step's numbers in one tensor (data-parallel: summed over the ranks first)
+            stats = torch.stack([loss.detach(), share * mse.detach(), aux.detach(), mse.new_tensor(share) * l0])
+            stats = torch.cat([distributed.all_sum_(stats), dead_S.to(stats.dtype).mean().reshape(1)])
+        self.pending.append((step, stats, self.opt.param_groups[0]["lr"], sae.pool_churn))
+        if not lazy:
+            self.flush()
+
+    def flush(self) -> None:
+        """Turn the pending steps' numbers into ``StepLog`` entries (one host read for all of them)
+        and call ``on_step`` for each, in order."""
+        if not self.pending:
+            return
+        values = torch.stack([p[1] for p in self.pending]).tolist()
+        pending, self.pending = self.pending, []
+        for (step, _, lr, churn), (loss_v, mse_v, aux_v, l0_v, dead_v) in zip(pending, values):
+            entry = StepLog(step + 1, (step + 1) * self.tcfg.batch_size, loss_v, mse_v, aux_v, l0_v, dead_v, lr,
+                            self.tcfg.aux_k_coeff * aux_v / loss_v if loss_v > 0 else 0.0,
+                            float(churn) if churn is not None else None)
+            self.history.append(entry)
+            if self.on_step:
+                self.on_step(entry, self.tcfg.steps)
 
     def save(self, step: int, scale: float) -> None:
         if self.ckpt_dir and (self.dp is None or self.dp.is_main):  # every rank holds the same state
@@ -516,7 +598,7 @@ def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig,
     ahead: list[torch.Tensor] = []  # batches read early (for the init), trained on first
 
     def next_batch() -> torch.Tensor:
-        return (ahead.pop(0) if ahead else next(data)).to(device)
+        return to_device(ahead.pop(0) if ahead else next(data), device)
     local_first_ND = next_batch()
     if dp and local_first_ND.shape[0] * dp.world != tcfg.batch_size:
         raise SAECoreError(f"rank {dp.rank} got a batch of {local_first_ND.shape[0]} rows; with {dp.world} ranks "
@@ -548,15 +630,21 @@ def train_many(batches: BatchSource, cfgs: list[SAEConfig], tcfg: TrainerConfig,
 
     del first_ND
     x_ND = local_first_ND
+    watch, every = _FiniteWatch(device), tcfg.sync_interval(device)
     with distributed.collective(dp):  # data-parallel: the SAE rules reduce over the ranks from here
         for step in range(start, tcfg.steps):
             if step > start:
                 x_ND = next_batch()
-                _check_finite(x_ND, step)
+                watch.check(x_ND, step)
             x_ND = x_ND * scale
             for run in runs:
                 run.step(step, x_ND)
-            if tcfg.checkpoint_every and (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps:
+            save = tcfg.checkpoint_every and (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps
+            if save or (step + 1) % every == 0 or step + 1 == tcfg.steps:  # the host reads the log
+                watch.raise_if_bad()
+                for run in runs:
+                    run.flush()
+            if save:
                 for run in runs:
                     run.save(step + 1, scale)
         calib_ND = [next_batch() * scale for _ in range(CALIBRATION_BATCHES)]
