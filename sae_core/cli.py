@@ -50,6 +50,7 @@ CorpusOpt = typer.Option(None, "--corpus", help="Your text instead of the zoo co
                          "document a line), .jsonl or .parquet file, or a datasets save_to_disk dir.")
 ColumnOpt = typer.Option("text", "--text-column", help="The text column of a .jsonl/.parquet/datasets corpus.")
 SplitOpt = typer.Option("train", "--split", help="The split of a DatasetDict directory.")
+AutocastOpt = typer.Option(None, "--autocast", help="bf16: run under bfloat16 autocast (weights stay float32).")
 ShardOpt = typer.Option(65536, "--shard-tokens", help="Rows per store shard of a new harvest or import "
                         "(data-parallel ranks each read whole shards).")
 
@@ -162,7 +163,7 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, random:ARCH, a loca
             seed: int = typer.Option(0, help="Corpus seed."),
             keep_special: bool = typer.Option(False, help="Keep BOS/special-token positions."),
             corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
-            shard_tokens: int = ShardOpt,
+            shard_tokens: int = ShardOpt, autocast: Optional[str] = AutocastOpt,
             device: Optional[str] = typer.Option(None, help="Run the model on cpu, cuda or cuda:N "
                                                  "[default: cuda when available]."),
             workspace: Optional[Path] = WorkspaceOpt):
@@ -175,8 +176,7 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, random:ARCH, a loca
     from sae_core.sae import distributed
     from sae_core.workspace import Workspace
 
-    dp = distributed.init_from_env(device)
-    try:
+    with distributed.joined(device) as dp:
         text = _text(corpus, text_column, split)
         # data-parallel: each rank its own copy on its own device; else loaded only if needed
         lm = load_model(model, device=str(dp.device) if dp else device) if dp or device else None
@@ -184,14 +184,13 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, random:ARCH, a loca
         bar = _Bar(f"harvest {hook}" + (f" (rank 0 of {dp.world})" if dp else ""), unit="doc") if main else None
         art = harvest_to_workspace(Workspace(workspace), model, hook, n_tokens=tokens, seed=seed,
                                    context_size=context_size, exclude_special=not keep_special,
-                                   text=text, on_progress=bar, shard_tokens=shard_tokens, model=lm, dp=dp)
+                                   text=text, on_progress=bar, shard_tokens=shard_tokens, model=lm, dp=dp,
+                                   autocast=autocast)
         if not main:
             return
         bar.close()
         typer.echo(f"{art.kind}/{art.name}: {art.meta.get('n_tokens', 0):,} tokens of {art.meta.get('source')}"
                    f" from {describe(model)} -> {art.path}")
-    finally:
-        distributed.shutdown()
 
 
 def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, acts: Optional[Path],
@@ -295,24 +294,21 @@ def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | 
           acts: Optional[Path] = ActsOpt,
           out: Optional[Path] = typer.Option(None, help="Also copy the SAE and metrics.json here."),
           corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
-          shard_tokens: int = ShardOpt, device: Optional[str] = DeviceOpt,
-          workspace: Optional[Path] = WorkspaceOpt):
+          shard_tokens: int = ShardOpt, autocast: Optional[str] = AutocastOpt,
+          device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Train one SAE; writes it (SAELens layout) and metrics.json into the workspace.
 
     Under ``torchrun --nproc-per-node N -m sae_core.cli train ...`` the N ranks train it together,
     data-parallel (README, "Scaling up"); rank 0 harvests, evaluates, registers and prints."""
     from sae_core.sae import distributed
 
-    dp = distributed.init_from_env(device)  # torchrun: join the group (a bad --device fails here)
-    try:
+    with distributed.joined(device) as dp:  # torchrun: join the group (a bad --device fails here)
         _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, batch_size, lr, seed, model,
-               hook, acts, out, corpus, text_column, split, shard_tokens, device, workspace)
-    finally:
-        distributed.shutdown()
+               hook, acts, out, corpus, text_column, split, shard_tokens, device, workspace, autocast)
 
 
 def _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, batch_size, lr, seed, model, hook,
-           acts, out, corpus, text_column, split, shard_tokens, device, workspace):
+           acts, out, corpus, text_column, split, shard_tokens, device, workspace, autocast=None):
     import shutil
     from dataclasses import replace
 
@@ -324,7 +320,7 @@ def _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, ba
     ws = Workspace(workspace)
     main = dp is None or dp.is_main
     tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
-                         device=str(dp.device.type) if dp else device)
+                         device=str(dp.device.type) if dp else device, autocast=autocast)
     # checked now, before any harvest (e.g. --l 0.5); the width comes with the activations
     cfg = SAEConfig(arch=arch, d_in=1, d_sae=d_sae, k=k, l=l, scoring=scoring, pool_rule=pool_rule)
     text = _text(corpus, text_column, split)

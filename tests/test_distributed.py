@@ -56,16 +56,13 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     from sae_core.sae import distributed
 
-    dp = distributed.init_from_env("cpu", timeout_s=120)
-    try:
+    with distributed.joined("cpu") as dp:
         source = rank_part(memory_batches(_data(), BATCH), rank, world)
         for i, cfg in enumerate(CFGS):
             result = train_sae(source, cfg, TCFG, dp=dp)
             if rank == 0 or cfg.arch == "sampled":  # every rank ends with the same SAE: check one
                 torch.save({"state": result.sae.state_dict(), "history": [h._asdict() for h in result.history]},
                            os.path.join(out_dir, f"{i}-{rank}.pt"))
-    finally:
-        distributed.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -66,9 +66,11 @@ def _load_progress(out_dir: Path, config: dict) -> dict | None:
 class _Writer:
     """One store of a harvest: its shard buffer, resume state and atomic commits."""
 
-    def __init__(self, out_dir: Path, config: dict, meta: StoreMeta, shard_tokens: int, dtype: str):
+    def __init__(self, out_dir: Path, config: dict, meta: StoreMeta, shard_tokens: int, dtype: str,
+                 pin: bool = False):
         self.out_dir, self.config, self.meta = out_dir, config, meta
-        self.acts_ND = torch.empty(shard_tokens, meta.d, dtype=TORCH_DTYPES[dtype])
+        # pinned (page-locked) when the model is on a GPU: its rows come over by DMA
+        self.acts_ND = torch.empty(shard_tokens, meta.d, dtype=TORCH_DTYPES[dtype], pin_memory=pin)
         self.shard_rows: list[int] = []
 
     def start_from(self, shard_rows: list[int]) -> None:
@@ -99,7 +101,8 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, **kw)
 def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path], *, model_name: str,
                   batch_size: int = 32, context_size: int = 64, shard_tokens: int = 65536,
                   exclude_special: bool = True, dtype: str = "float32", source: str = "",
-                  on_progress: ProgressFn | None = None, doc_offset: int = 0) -> list[ActivationStore]:
+                  on_progress: ProgressFn | None = None, doc_offset: int = 0,
+                  autocast: str | None = None) -> list[ActivationStore]:
     """Store the activations at each of ``hooks`` for every kept token of ``texts``, hook i into
     ``out_dirs[i]``, from one forward pass per batch (one hook: stopped right at it; several:
     stopped once the last has fired). The stores have the same rows, so they pair.
@@ -109,7 +112,10 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
     the one that got least far. ``on_progress(texts_done, n_texts)`` is called after every batch;
     if it raises, the harvest stops and can be resumed. ``doc_offset``: the index of ``texts[0]``
     in a longer list (the row keys' documents count from it; ``parallel``'s ranks).
+    ``autocast="bf16"``: the model's forward under bfloat16 autocast (rows stored in ``dtype``).
     """
+    if autocast not in (None, "bf16"):
+        raise SAECoreError(f"autocast={autocast!r}; choose 'bf16' or leave it unset (the model's own dtype)")
     if len(hooks) != len(out_dirs) or not hooks or len(set(hooks)) != len(hooks):
         raise SAECoreError(f"give one out_dir per hook, each hook once (got {len(hooks)} hooks, {len(out_dirs)} "
                            "directories)")
@@ -123,7 +129,7 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
     common = {"model": model_name, "batch_size": batch_size, "context_size": context_size,
               "shard_tokens": shard_tokens, "exclude_special": exclude_special, "dtype": dtype,
               "source": source, "n_texts": len(texts), "texts_sha256": _texts_digest(texts)} \
-        | ({"doc_offset": doc_offset} if doc_offset else {})
+        | ({"doc_offset": doc_offset} if doc_offset else {}) | ({"autocast": autocast} if autocast else {})
     done: dict[int, ActivationStore] = {}
     writers: dict[int, _Writer] = {}
     states = []
@@ -137,7 +143,8 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
         d = hook_width(model, hook)  # per token: hook_z's heads flattened, mlp.hook_post is d_mlp
         meta = StoreMeta(model=model_name, hook=hook, d=d, dtype=dtype, n_tokens=0, context_size=context_size,
                          shard_tokens=shard_tokens, exclude_special=exclude_special, source=source, complete=False)
-        writers[i] = _Writer(out_dir, config, meta, shard_tokens, dtype)
+        writers[i] = _Writer(out_dir, config, meta, shard_tokens, dtype,
+                             pin=next(model.parameters()).device.type == "cuda")
         states.append(state)
     if writers:
         first = min(states, key=lambda st: len(st["shard_rows"]))  # the store that got least far
@@ -145,14 +152,14 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
             w.start_from(first["shard_rows"])
         _run(model, [hooks[i] for i in writers], list(writers.values()), texts, first, batch_size=batch_size,
              context_size=context_size, shard_tokens=shard_tokens, exclude_special=exclude_special,
-             on_progress=on_progress, doc_offset=doc_offset)
+             on_progress=on_progress, doc_offset=doc_offset, autocast=autocast)
         done.update({i: w.finish(len(texts)) for i, w in writers.items()})
     return [done[i] for i in range(len(hooks))]
 
 
 def _run(model, hooks: list[str], writers: list[_Writer], texts: list[str], state: dict, *, batch_size: int,
          context_size: int, shard_tokens: int, exclude_special: bool, on_progress: ProgressFn | None,
-         doc_offset: int = 0) -> None:
+         doc_offset: int = 0, autocast: str | None = None) -> None:
     """The hot loop: batches from ``state``'s position, every hook's rows into its writer."""
     tok = model.tokenizer
     special_ids = sorted(set(getattr(tok, "all_special_ids", []) or []))
@@ -162,7 +169,8 @@ def _run(model, hooks: list[str], writers: list[_Writer], texts: list[str], stat
     filled = 0
     skip = state["row_skip"]
     one = capture_at_hook(model, hooks[0]) if len(hooks) == 1 else nullcontext(None)
-    with torch.inference_mode(), one as capture_one:
+    with torch.inference_mode(), one as capture_one, \
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"):
         for start in range(state["text_pos"], len(texts), batch_size):
             end = min(start + batch_size, len(texts))
             tokens_BT = to_tokens(model, texts[start:end])[:, :context_size].to(device)
@@ -208,6 +216,7 @@ def harvest_to_workspace(ws: Workspace, model_name: str, hook: str, **kw) -> Art
 def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str], *, n_tokens: int, seed: int = 0,
                                context_size: int = 64, exclude_special: bool = True,
                                text: TextSource | None = None, shard_tokens: int = 65536,
+                               autocast: str | None = None,
                                on_progress: ProgressFn | None = None, model=None, dp=None) -> list[Artifact]:
     """Harvest ~``n_tokens`` activations of ``text`` (default: the zoo corpus stream for ``seed``)
     at each of ``hooks`` into the workspace, one forward pass for all of them, and register one
@@ -225,7 +234,8 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
     text = text or TextSource()
     config = {"n_tokens": n_tokens, "seed": seed, "context_size": context_size,
               "exclude_special": exclude_special, "corpus": text.to_json() or "zoo-corpus",
-              "dtype": "float32"} | ({"shard_tokens": shard_tokens} if shard_tokens != 65536 else {})
+              "dtype": "float32"} | ({"shard_tokens": shard_tokens} if shard_tokens != 65536 else {}) \
+        | ({"autocast": autocast} if autocast else {})
     names = [artifact_name(model_name, hook, config) for hook in hooks]
     arts = {hook: ws.get("activations", name) for hook, name in zip(hooks, names)}
     todo = [(hook, name) for hook, name in zip(hooks, names) if arts[hook] is None]
@@ -240,7 +250,8 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
         run = harvest_hooks if dp is None else partial(harvest_parallel, dp=dp)
         stores = run(model, [h for h, _ in todo], texts, out_dirs, model_name=model_name,
                      context_size=context_size, exclude_special=exclude_special,
-                     source=text.describe(seed), on_progress=on_progress, shard_tokens=shard_tokens)
+                     source=text.describe(seed), on_progress=on_progress, shard_tokens=shard_tokens,
+                     autocast=autocast)
         if dp is not None and not dp.is_main:
             dp.barrier()  # rank 0 registers the merged stores
             return [ws.get("activations", name) for name in names]

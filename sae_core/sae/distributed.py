@@ -116,11 +116,32 @@ def init_from_env(device: str | None, timeout_s: float = 1800.0) -> DataParallel
     return DataParallel(rank, world, want)
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group. ``clean`` (this rank finished its work): wait for the others
+    first, so that no rank tears down the rendezvous store while another still talks to it (that
+    aborted about every second 2-rank run at exit). After an error, leave at once: the others may
+    be waiting in another collective, and the launcher stops them when this rank exits."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if clean:
+            try:
+                dist.barrier()
+            except RuntimeError:  # another rank is gone already: nothing to wait for
+                pass
         dist.destroy_process_group()
+
+
+@contextmanager
+def joined(device: str | None) -> Iterator[DataParallel | None]:
+    """``init_from_env(device)`` for the block, then ``shutdown`` (clean unless it raised)."""
+    dp = init_from_env(device)
+    try:
+        yield dp
+    except BaseException:
+        shutdown(clean=False)
+        raise
+    shutdown()
 
 
 # --- collectives (identity outside a ``collective`` block) -----------------------------------

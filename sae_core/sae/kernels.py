@@ -65,6 +65,24 @@ def kernels_mode() -> str:
     return _MODE
 
 
+_DEFER_EVERYWHERE = False
+
+
+def defer_host_reads(t: torch.Tensor) -> bool:
+    """Whether code should keep ``t``'s values on its device instead of reading them on the host:
+    on CUDA, where every read waits for the GPU. ``emulate_gpu_host_rules`` applies the CUDA rule
+    on any device (how ``tests/test_sync_free.py`` checks the GPU step on a CPU)."""
+    return t.is_cuda or _DEFER_EVERYWHERE
+
+
+def emulate_gpu_host_rules(on: bool) -> bool:
+    """Apply the GPU's rules (``defer_host_reads``, the "auto" kernels' choice) on every device;
+    returns the old setting."""
+    global _DEFER_EVERYWHERE
+    old, _DEFER_EVERYWHERE = _DEFER_EVERYWHERE, on
+    return old
+
+
 class SparseCodes(NamedTuple):
     """Nonzero codes of a batch as coordinates; ``rows_M`` ascending, ``vals_M > 0`` (with grad);
     ``by_col_M`` sorts the entries by latent (shared by the encoder's and decoder's backward)."""
@@ -307,10 +325,11 @@ def _take(acts_NS, rows_M, cols_M) -> torch.Tensor:
 
 def sparse_codes(sae, x_ND, rows_M, cols_M, pre_NS) -> SparseCodes:
     """Codes at the selected entries (all with pre > 0, where ReLU is the identity), with the
-    encoder's gradients attached."""
+    encoder's gradients attached. Under bfloat16 autocast ``pre`` is bfloat16 (the encoder's
+    matmul); the codes are taken in the weights' dtype, so the sparse decode and backward run in it."""
     by_col_M = torch.argsort(cols_M, stable=True)
     vals_M = _EncodeAt.apply(x_ND, sae.W_enc, sae.b_enc, sae.b_dec, rows_M, cols_M, by_col_M,
-                             _take(pre_NS, rows_M, cols_M))
+                             _take(pre_NS, rows_M, cols_M).to(sae.W_enc.dtype))
     return SparseCodes(rows_M, cols_M, vals_M, x_ND.shape[0], sae.cfg.d_sae, by_col_M)
 
 
@@ -335,7 +354,7 @@ def sae_forward(sae, x_ND: torch.Tensor, pre_buf: torch.Tensor | None = None):
     """
     from sae_core.sae.base import ForwardOutput
 
-    if _MODE == "plain" or not sae.sparse_rule or (_MODE == "auto" and x_ND.is_cuda):
+    if _MODE == "plain" or not sae.sparse_rule or (_MODE == "auto" and defer_host_reads(x_ND)):
         pre_NS = sae.pre_acts(x_ND)
         z_NS = sae.activate(pre_NS)
         return ForwardOutput(sae.decode(z_NS), z_NS, pre_NS)

@@ -249,7 +249,7 @@ class SampledSAE(BatchTopKSAE):
         the threshold is set; ``acts`` may be pre or relu(pre)); in training, also updates
         ``pool_freq``."""
         cfg = self.cfg
-        if acts_NS.is_cuda:  # the floor stays on the device: reading it would make the GPU wait
+        if kernels.defer_host_reads(acts_NS):  # the floor stays on the device: reading it makes a GPU wait
             floor = torch.where(self.threshold_initialized, self.threshold.clamp_min(0), 0.0)
         else:
             floor = float(self.threshold) if bool(self.threshold_initialized) else 0.0
@@ -264,7 +264,7 @@ class SampledSAE(BatchTopKSAE):
                 kept = torch.isin(pool_P, self._train_pool_P, assume_unique=True).sum()
                 # a tensor on a GPU (the trainer reads it with the step's other numbers)
                 churn = 1.0 - kept / pool_P.numel()
-                self.pool_churn = churn if churn.is_cuda else churn.item()
+                self.pool_churn = churn if kernels.defer_host_reads(churn) else churn.item()
             self._train_pool_P = pool_P
             m = cfg.threshold_momentum
             self.pool_freq.mul_(m).index_add_(0, pool_P, self.pool_freq.new_full(pool_P.shape, 1 - m))

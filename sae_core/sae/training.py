@@ -321,7 +321,7 @@ class _FiniteWatch:
     so the check never makes the GPU wait."""
 
     def __init__(self, device: torch.device):
-        self.lazy = device.type == "cuda"
+        self.lazy = kernels.defer_host_reads(torch.empty(0, device=device))
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device) if self.lazy else None
 
     def check(self, x_ND: torch.Tensor, step: int) -> None:
@@ -453,7 +453,7 @@ class _Run:
         step's numbers wait in ``pending`` until ``flush``."""
         sae, tcfg, dp = self.sae, self.tcfg, self.dp
         share = 1.0 / dp.world if dp else 1.0  # this rank's fraction of the global batch
-        lazy = self.device.type == "cuda"
+        lazy = kernels.defer_host_reads(x_ND)
         sae.train()
         for group in self.opt.param_groups:
             group["lr"] = _lr_at(step, tcfg, self.lr)
@@ -466,11 +466,14 @@ class _Run:
             dead_S = self.since_fired_S >= tcfg.dead_window
             if eligible_S is not None:
                 dead_S &= eligible_S
-            if self.cfg.arch == "relu" or tcfg.aux_k_coeff == 0 or (not lazy and not bool(dead_S.any())):
+            uses_aux = self.cfg.arch != "relu" and tcfg.aux_k_coeff != 0
+            # drawn at every step, dead latents or not, so the run's RNG advances alike whether or
+            # not the host looks at the dead count (the GPU path never does)
+            rows_R = _aux_rows(x_ND.shape[0], tcfg.aux_fraction, self.device, self.gen, dp) if uses_aux else None
+            if not uses_aux or (not lazy and not bool(dead_S.any())):
                 aux = mse.new_zeros(())
-            else:
-                rows_R = _aux_rows(x_ND.shape[0], tcfg.aux_fraction, self.device, self.gen, dp)
-                aux = _wide(aux_k_loss(sae, x_ND, out, dead_S, rows_R, lazy=lazy))  # data-parallel: this rank's share
+            else:  # data-parallel: this rank's share
+                aux = _wide(aux_k_loss(sae, x_ND, out, dead_S, rows_R, lazy=lazy))
         loss = share * (mse + (_wide(extra) if extra is not None else 0.0)) + tcfg.aux_k_coeff * aux
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
