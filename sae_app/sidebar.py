@@ -13,6 +13,7 @@ import streamlit as st
 
 from sae_app import listing, session
 from sae_core.errors import SAECoreError
+from sae_core.models.random_arch import describe, is_random
 from sae_core.workspace import default_root
 
 NOT_BUILT = " (not built)"
@@ -92,7 +93,7 @@ def _model_picker() -> tuple[str | None, str | None]:
     zoo_choice = st.selectbox("Model", names, index=default, key="sb_zoo_model",
                               format_func=lambda n: n if n in built else n + NOT_BUILT)
     typed = st.text_input("…or a hub name or local directory", key="sb_model_text",
-                          placeholder="EleutherAI/pythia-160m or /path/to/model",
+                          placeholder="EleutherAI/pythia-160m, random:pythia-160m or /path/to/model",
                           help="Takes precedence over the zoo choice above while not empty.").strip()
     name = typed or zoo_choice
     if not name:
@@ -104,6 +105,8 @@ def _model_picker() -> tuple[str | None, str | None]:
         st.error(f"Could not load `{name}`.", icon=":material/error:")
         return name, str(e)
     st.caption(f"{info.n_layers} layers · d_model {info.d_model} · vocab {info.d_vocab:,}")
+    if is_random(name):
+        st.caption(f":orange[{describe(name)}: for timing and scaling, its features mean nothing]")
     return name, None
 
 
