@@ -19,13 +19,14 @@ def batch_topk(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
     return kernels.batch_topk_dense(acts_NS, k_total)
 
 
-def min_kept(kept_M: torch.Tensor) -> torch.Tensor | None:
-    """The smallest of ``kept_M`` (over every rank's, data-parallel), or None when none is kept."""
-    if distributed.active() is None:
-        return kept_M.min() if kept_M.numel() else None
-    low = kept_M.min() if kept_M.numel() else kept_M.new_tensor(float("inf"))
-    low = distributed.all_min_(low.reshape(1))[0]
-    return low if torch.isfinite(low) else None
+def global_min(low: torch.Tensor) -> torch.Tensor:
+    """A 0-dim minimum, over every rank's when data-parallel (itself otherwise)."""
+    return distributed.all_min_(low.reshape(1))[0] if distributed.active() is not None else low
+
+
+def min_kept(kept_M: torch.Tensor) -> torch.Tensor:
+    """The smallest of ``kept_M`` (over every rank's, data-parallel); +inf when none is kept."""
+    return global_min(kept_M.min() if kept_M.numel() else kept_M.new_tensor(torch.inf))
 
 
 class BatchTopKSAE(SAE):
@@ -41,7 +42,7 @@ class BatchTopKSAE(SAE):
             return relu_NS * (relu_NS > self.threshold)
         z_NS = self.batch_select(relu_NS)
         # the smallest kept value without a data-dependent selection (no host sync on a GPU)
-        self._update_threshold(torch.where(z_NS > 0, z_NS, torch.inf).amin().detach())
+        self._update_threshold(global_min(torch.where(z_NS > 0, z_NS, torch.inf).amin().detach()))
         return z_NS
 
     @torch.no_grad()
@@ -56,7 +57,7 @@ class BatchTopKSAE(SAE):
     def select_active(self, pre_NS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The fast path's training rule: coordinates of what ``batch_select`` keeps."""
         rows_M, cols_M, kept_M = self.batch_rule_coords(pre_NS)
-        self._update_threshold(kept_M.min() if kept_M.numel() else kept_M.new_tensor(torch.inf))
+        self._update_threshold(min_kept(kept_M))
         return rows_M, cols_M
 
     @torch.no_grad()
@@ -73,10 +74,8 @@ class BatchTopKSAE(SAE):
     @torch.no_grad()
     def _update_threshold(self, low: torch.Tensor) -> None:
         """EMA of ``low``, the smallest kept (positive) activation of a training batch (+inf when
-        none was kept: then nothing changes; data-parallel: the global batch's). Tensor ops only,
-        so a GPU never waits for the host here."""
-        if distributed.active() is not None:
-            low = distributed.all_min_(low.reshape(1))[0]
+        none was kept: then nothing changes; data-parallel: the global batch's, ``min_kept``).
+        Tensor ops only, so a GPU never waits for the host here."""
         m = self.cfg.threshold_momentum
         kept = torch.isfinite(low)
         ema = torch.where(self.threshold_initialized, self.threshold * m + (1 - m) * low, low)

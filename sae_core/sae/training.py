@@ -284,7 +284,7 @@ def calibrate_inference(sae: SAE, batches_ND: list[torch.Tensor]) -> None:
     lows = []
     for x_ND in batches_ND:
         low = min_kept(sae.batch_rule_coords(sae.pre_acts(x_ND))[2])
-        if low is not None:
+        if torch.isfinite(low):
             lows.append(low)
     if lows:
         sae.threshold.copy_(torch.stack(lows).mean())
