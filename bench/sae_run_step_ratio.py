@@ -22,7 +22,7 @@ calibrates while the others still step) are left out.
 Prints, per configuration, the mean and median step time over the kept steps, the median of the
 per-step ratio to BatchTopK's step at the same index, the dead fraction at the end and the
 held-out FVU; writes ``bench/results/sae_run_step_ratio.json``. Each run draws from its own
-generator (``training._Run``), so the turn pattern does not change what a trainer computes.
+generator (``step.TrainingRun``), so the turn pattern does not change what a trainer computes.
 """
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ import torch
 
 from sae_core.sae import SAEConfig, create_sae, kernels
 from sae_core.sae.io import load_sae, save_sae
-from sae_core.sae.training import TrainerConfig, aux_k_loss, train_sae
+from sae_core.sae.step import aux_k_loss
+from sae_core.sae.training import TrainerConfig, train_sae
 from tests.conftest import batch_source, planted, sae_state
 
 DEVICE = os.environ.get("SAE_STUDIO_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
@@ -235,18 +236,18 @@ def test_a_training_step_on_cuda_never_synchronises_with_the_host(cfg):
     """The step's hot loop under ``set_sync_debug_mode("error")``: any device-to-host wait
     (``.item()``, ``nonzero``, a blocking copy) raises. The batch comes from the CPU as in
     training (pinned, non-blocking); the numbers are read after, at ``flush``."""
-    from sae_core.sae.training import _FiniteWatch, _Run, to_device
+    from sae_core.sae.step import FiniteWatch, TrainingRun, to_device
 
     tcfg = TrainerConfig(total_tokens=1024 * 20, batch_size=1024, warmup_steps=0, dead_tokens=1024, seed=1,
                          device=DEVICE)
     device = torch.device(DEVICE)
-    run = _Run(cfg, tcfg, device, None, None, {})
+    run = TrainingRun(cfg, tcfg, device, None, None, {})
     x = _planted(8192)
     run.init(x[:4096].to(device), x[:4096].to(device))
     for step in range(3):  # the threshold is set, latents die, AuxK runs
         run.step(step, x[step * 1024:(step + 1) * 1024].to(device))
     run.flush()
-    watch = _FiniteWatch(device)
+    watch = FiniteWatch(device)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sae_core.sae import SAEConfig, create_sae, kernels
-from sae_core.sae.training import TrainerConfig, aux_k_loss, train_sae
+from sae_core.sae.step import aux_k_loss
+from sae_core.sae.training import TrainerConfig, train_sae
 from tests.conftest import batch_source, sae_state
 
 ARCHS = ["topk", "batchtopk", "sampled"]

@@ -312,7 +312,7 @@ def test_batchtopk_recovers_planted_features():
 def test_encoder_scale_fit_keeps_the_active_set_and_is_least_squares(arch):
     """fit_encoder_scale: same latents fire, x_hat - b_dec shrinks by exactly c, the residual is
     orthogonal to it (the least-squares optimum), and no buffer is touched."""
-    from sae_core.sae.training import fit_encoder_scale
+    from sae_core.sae.initialization import fit_encoder_scale
 
     x, _ = planted(512, seed=6)
     x = x * 3 + 1
@@ -337,7 +337,7 @@ def test_encoder_scale_fit_keeps_the_active_set_and_is_least_squares(arch):
 def test_decoder_init_from_data_points_rows_at_data_directions():
     """decoder_init="data": unit rows near the centred directions of data rows, W_enc = W_dec^T;
     random rows in a low-rank data subspace are far from every data direction."""
-    from sae_core.sae.training import init_decoder_from_data
+    from sae_core.sae.initialization import init_decoder_from_data
 
     torch.manual_seed(0)
     basis = torch.linalg.qr(torch.randn(64, 8))[0]            # data lives in 8 of 64 dimensions
@@ -497,7 +497,7 @@ def test_trainer_rejects_nan_and_width_mismatch():
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu"])
 def test_fold_scale_makes_the_sae_read_raw_activations(arch):
-    from sae_core.sae.training import fold_scale
+    from sae_core.sae.initialization import fold_scale
 
     torch.manual_seed(0)
     sae = create_sae(_cfg(arch)).train()

@@ -16,7 +16,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from sae_core.sae import SAEConfig, kernels
-from sae_core.sae.training import TrainerConfig, _FiniteWatch, _Run, train_sae
+from sae_core.sae.step import FiniteWatch, TrainingRun
+from sae_core.sae.training import TrainerConfig, train_sae
 from tests.conftest import batch_source, planted
 
 CFGS = [SAEConfig(arch="topk", d_in=16, d_sae=128, k=4),
@@ -42,14 +43,14 @@ def _x(n=4096) -> torch.Tensor:
 def test_a_training_step_under_the_gpu_rules_has_no_data_dependent_op(cfg, gpu_rules):
     tcfg = TrainerConfig(total_tokens=256 * 20, batch_size=256, warmup_steps=0, dead_tokens=256, seed=1,
                          device="cpu")
-    run = _Run(cfg, tcfg, torch.device("cpu"), None, None, {})
+    run = TrainingRun(cfg, tcfg, torch.device("cpu"), None, None, {})
     x = _x()
     run.init(x[:1024], x[:1024])
     for step in range(3):  # real steps first: the threshold is set, latents die, AuxK is on
         run.step(step, x[step * 256:(step + 1) * 256])
     run.flush()
     assert len(run.history) == 3 and run.sae.training
-    watch = _FiniteWatch(torch.device("cpu"))
+    watch = FiniteWatch(torch.device("cpu"))
     assert watch.lazy
     # Adam is left out: its step counter is a CPU tensor on purpose (torch's Adam keeps it on the
     # host unless capturable, so reading it costs a GPU nothing), which a fake mode cannot tell
@@ -66,7 +67,7 @@ def test_the_fake_mode_does_refuse_host_reads():
     from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 
     tcfg = TrainerConfig(total_tokens=256 * 20, batch_size=256, warmup_steps=0, seed=1, device="cpu")
-    run = _Run(CFGS[1], tcfg, torch.device("cpu"), None, None, {})
+    run = TrainingRun(CFGS[1], tcfg, torch.device("cpu"), None, None, {})
     x = _x()
     run.init(x[:1024], x[:1024])
     run.step(0, x[:256])

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import _common  # noqa: E402
-from sae_core.sae import training  # noqa: E402
+from sae_core.sae import initialization, step, training  # noqa: E402
 from sae_core.sae.config import SAEConfig  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main() -> None:
             yield _common.batch_at(train, i, args.batch)
 
     captured: dict = {}
-    real_create, real_scale = training.create_sae, training.estimate_scale
+    real_create, real_scale = step.create_sae, training.estimate_scale
 
     def create(c):
         captured["sae"] = real_create(c)
@@ -62,7 +62,7 @@ def main() -> None:
         captured["scale"] = real_scale(x)
         return captured["scale"]
 
-    training.create_sae, training.estimate_scale = create, scale
+    step.create_sae, training.estimate_scale = create, scale
     stamps: list[float] = []
 
     def on_step(entry, total):
@@ -80,7 +80,7 @@ def main() -> None:
     except _Stop:
         sae = captured["sae"]
         sae.eval()
-        training.fold_scale(sae, captured["scale"])
+        initialization.fold_scale(sae, captured["scale"])
     marks = ([stamps[args.warmup - 1]] if args.warmup else [t_start]) + stamps[args.warmup:]
     durations = [b - a for a, b in zip(marks, marks[1:])]
 
