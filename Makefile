@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PORT ?= 8501
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup app test test-fast chromium demo zoo bench clean
+.PHONY: setup app test test-fast lint chromium demo zoo bench clean
 
 setup: $(VENV)/.installed
 
@@ -30,10 +30,14 @@ demo: setup
 app: setup demo
 	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
-test: setup chromium
+# The layers and import rules of pyproject.toml's [tool.importlinter] (DESIGN.md section 2).
+lint: setup
+	$(BIN)/lint-imports
+
+test: setup chromium lint
 	$(BIN)/python -m pytest
 
-test-fast: setup
+test-fast: setup lint
 	$(BIN)/python -m pytest -m "not slow and not e2e"
 
 zoo: setup

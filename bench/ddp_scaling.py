@@ -41,10 +41,10 @@ def worker(args) -> None:
     import torch
 
     from sae_core.activations import ActivationStore
-    from sae_core.sae import distributed
+    from sae_core import distributed
     from sae_core.sae.config import SAEConfig
-    from sae_core.sae.data import StreamSplit, shard_batches
-    from sae_core.sae.training import TrainerConfig, train_sae
+    from sae_core.training.data import StreamSplit, shard_batches
+    from sae_core.training.loop import TrainerConfig, train_sae
 
     torch.set_num_threads(args.threads)
     dp = distributed.init_from_env(args.device)

@@ -68,7 +68,7 @@ def _forward_seconds(args) -> float:
 
 def _build(args, out: Path) -> dict:
     from sae_core.models.texts import TextSource, texts_for_tokens
-    from sae_core.features.artifact import build_feature_index
+    from sae_core.features.job import build_feature_index
     from sae_core.features.config import IndexConfig
     from sae_core.models.loading import load_model
     from sae_core.sae.config import SAEConfig

@@ -41,7 +41,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import sae_throughput  # noqa: E402  (the benchmark's data files and sizes)
-from sae_core.sae import training  # noqa: E402
+from sae_core.training import loop as training  # noqa: E402
 from sae_core.sae.config import SAEConfig  # noqa: E402
 
 RESULTS = BENCH / "results" / "sae_run_step_ratio.json"

@@ -23,7 +23,7 @@ import time
 import torch
 
 from sae_core.sae import SAEConfig, create_sae, kernels
-from sae_core.sae.step import aux_k_loss
+from sae_core.training.step import aux_k_loss
 
 SIZES = {"small": dict(d_in=128, d_sae=2048), "large": dict(d_in=512, d_sae=16384)}
 ARCHS = {"topk": dict(arch="topk"), "batchtopk": dict(arch="batchtopk"),

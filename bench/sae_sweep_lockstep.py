@@ -1,6 +1,6 @@
 """An l-sweep's training time: its SAEs one after another (``train_sae`` each) against all of them
 in lockstep on one stream of batches (``train_many``, what ``sae-core sweep`` does), with the
-activations in memory and streamed from an on-disk store (``sae_core.sae.data``).
+activations in memory and streamed from an on-disk store (``sae_core.training.data``).
 
 Lockstep reads (and shuffles) each batch once for the whole sweep instead of once per SAE; every
 SAE's step then runs right after another SAE's step, on caches that step filled. Both orders
@@ -36,8 +36,8 @@ sys.path.insert(0, str(BENCH.parent))
 import sae_throughput  # noqa: E402  (the benchmark's data files)
 from sae_core.activations import import_activation_file  # noqa: E402
 from sae_core.sae.config import SAEConfig  # noqa: E402
-from sae_core.sae.data import MemorySplit, StreamSplit  # noqa: E402
-from sae_core.sae.training import TrainerConfig, train_many, train_sae  # noqa: E402
+from sae_core.training.data import MemorySplit, StreamSplit  # noqa: E402
+from sae_core.training.loop import TrainerConfig, train_many, train_sae  # noqa: E402
 
 RESULTS = BENCH / "results" / "sae_sweep_lockstep.json"
 SIZES = {"demo": dict(d_sae=512, k=16, batch=1024), "small": dict(d_sae=2048, k=32, batch=4096)}

@@ -4,7 +4,7 @@ For each size (d_in, d_sae, k, batch) one float32 activation file is written onc
 ``bench/results/data/`` and every trainer trains on it with the same d_sae, k, batch and learning
 rate (2e-4 / sqrt(d_sae / 2^14), constant: no warm-up, no decay), each in its own subprocess:
 
-- ours: ``sae_core.sae.training.train_sae`` with arch ``batchtopk``, ``topk`` and ``sampled``
+- ours: ``sae_core.training.loop.train_sae`` with arch ``batchtopk``, ``topk`` and ``sampled``
   (l=4, L2 and entropy scoring), in our venv (``bench/peers/run_ours.py``);
 - SAELens (``sae-lens`` 6.54.x): ``BatchTopKTrainingSAE`` stepped by its ``SAETrainer``
   (``bench/peers/run_saelens.py``), in ``bench/.venvs/saelens`` (SAELens pins transformer-lens < 4,
@@ -158,7 +158,7 @@ def _harvest_small(n_rows: int, model: str = "zoo:tiny-a", hook: str = "blocks.1
                    ) -> tuple[np.ndarray, dict]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sae_core.activations import ActivationStore
-    from sae_core.activations.harvest import harvest_to_workspace
+    from sae_core.activations.job import harvest_to_workspace
     from sae_core.workspace import Workspace
 
     with tempfile.TemporaryDirectory(prefix="sae-bench-ws-") as d:

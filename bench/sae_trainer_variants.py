@@ -1,6 +1,6 @@
 """Trainer variants side by side: held-out FVU (inference rule and, for the BatchTopK family, the
 training batch rule), L0, dead-latent fraction and wall time after N steps, for the choices in
-``sae_core.sae.training`` (decoder init, dead window, AuxK token fraction) and the Sampled-SAE's
+``sae_core.training.loop`` (decoder init, dead window, AuxK token fraction) and the Sampled-SAE's
 inference calibration.
 
 A variant is ``ARCH[:field=value...]``; a field is any ``SAEConfig`` or ``TrainerConfig`` field
@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from sae_core.sae.config import SAEConfig  # noqa: E402
-from sae_core.sae.training import TrainerConfig, train_sae  # noqa: E402
+from sae_core.training.loop import TrainerConfig, train_sae  # noqa: E402
 
 
 def _parse(variant: str, base: dict) -> tuple[SAEConfig, dict]:

@@ -26,9 +26,9 @@ import torch
 from sae_core.activations import ActivationStore, harvest_to_workspace
 from sae_core.sae import sampled
 from sae_core.sae.config import SAEConfig
-from sae_core.sae.data import open_split
-from sae_core.sae.runs import EVAL_BATCH, evaluate_sae
-from sae_core.sae.training import TrainerConfig, train_many
+from sae_core.training.data import open_split
+from sae_core.training.job import EVAL_BATCH, evaluate_sae
+from sae_core.training.loop import TrainerConfig, train_many
 from sae_core.workspace import Workspace
 
 _stats: dict[int, dict] = {}

@@ -157,7 +157,7 @@ def feature_map(overview: pd.DataFrame, selected: int | None = None) -> go.Figur
 def training_curves(curves: pd.DataFrame, metric: str) -> go.Figure:
     """One training-log field against tokens, one line per SAE of a sweep (colour: scoring rule;
     references in their own colours); an unstable run shows as a line that climbs back."""
-    from sae_core.sae.sweep import TRAINING_CURVES
+    from sae_core.training.sweep import TRAINING_CURVES
 
     y_title, log_y = TRAINING_CURVES[metric]
     fig = go.Figure()

@@ -64,7 +64,7 @@ def build_index(root: str, sae_path: str, model_name: str, hook: str, *, n_token
                 feature_map: bool, text: TextSource | None = None, on_progress=None,
                 on_stage=None) -> Artifact:
     """Build the SAE's feature index with the cached model (under its lock)."""
-    from sae_core.features.artifact import index_to_workspace
+    from sae_core.features.job import index_to_workspace
     from sae_core.features.config import IndexConfig
 
     sae, _ = load_sae(sae_path)

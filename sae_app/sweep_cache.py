@@ -19,14 +19,14 @@ def list_sweeps(root: str, model: str | None, hook: str | None) -> list[Artifact
 
 @st.cache_data(show_spinner=False)
 def sweep_table(path: str, created: float) -> pd.DataFrame:
-    from sae_core.sae.sweep import load_sweep_table
+    from sae_core.training.sweep import load_sweep_table
 
     return load_sweep_table(Artifact("sweep", Path(path).name, Path(path), None, None, created, {}))
 
 
 @st.cache_data(show_spinner=False)
 def training_curves(root: str, path: str, created: float) -> pd.DataFrame:
-    from sae_core.sae.sweep import load_training_curves
+    from sae_core.training.sweep import load_training_curves
 
     return load_training_curves(listing.open_workspace(root), sweep_table(path, created))
 
@@ -37,7 +37,7 @@ def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, s
     without the lock (it never touches the model), which is taken again only for the downstream
     losses, so live steering in another tab is not frozen for the whole sweep."""
     from sae_core.activations import harvest_to_workspace
-    from sae_core.sae.sweep import SweepConfig, run_sweep as _run
+    from sae_core.training.sweep import SweepConfig, run_sweep as _run
 
     ws = listing.open_workspace(root)
     sc = SweepConfig(**sweep_kwargs)

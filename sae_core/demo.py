@@ -33,7 +33,7 @@ DEMO_SWEEP = dict(k=16, d_sae=512, ls=(1.0, 2.0, 4.0, 8.0, 16.0), scorings=("l2"
 
 def _demo_sweep(ws: Workspace, on_progress: Progress | None) -> Artifact:
     from sae_core.models.loading import load_model
-    from sae_core.sae.sweep import SweepConfig, run_sweep
+    from sae_core.training.sweep import SweepConfig, run_sweep
 
     acts = _harvest_demo_activations(ws, None)  # already built by the step before: returns at once
     sc = SweepConfig(**DEMO_SWEEP)
@@ -47,11 +47,11 @@ DEMO_INDEX = dict(n_tokens=50_000)
 
 def _demo_indexes(ws: Workspace, on_progress: Progress | None) -> Artifact:
     """A feature index for every SAE of the demo sweep, so any point of its curves opens features."""
-    from sae_core.features.artifact import index_to_workspace
+    from sae_core.features.job import index_to_workspace
     from sae_core.features.config import IndexConfig
     from sae_core.models.loading import load_model
     from sae_core.sae.io import load_sae
-    from sae_core.sae.sweep import load_sweep_table
+    from sae_core.training.sweep import load_sweep_table
 
     sweep = _demo_sweep(ws, None)  # built by the step before: returns at once
     names = list(load_sweep_table(sweep)["sae"])

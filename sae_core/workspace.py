@@ -107,6 +107,15 @@ class Workspace:
     def artifact_dir(self, kind: str, name: str) -> Path:
         return self.root / kind / name
 
+    @property
+    def checkpoints_root(self) -> Path:
+        """Where long jobs keep their checkpoints (one directory per job, ``checkpoint_dir``)."""
+        return self.root / ".checkpoints"
+
+    def checkpoint_dir(self, name: str) -> Path:
+        """The checkpoint directory of the job named ``name`` (created by the job when it writes)."""
+        return self.checkpoints_root / name
+
     @contextmanager
     def create(self, kind: str, name: str, model: str | None = None, hook: str | None = None,
                meta: dict | None = None, overwrite: bool = False) -> Iterator[Path]:

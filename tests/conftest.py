@@ -1,7 +1,6 @@
 import os
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,51 +29,27 @@ def tiny_b():
     return load_model("zoo:tiny-b")
 
 
-def small_sweep(workspace, ls=(1.0, 4.0)):
-    """A tiny real l-sweep on zoo:tiny-a (seconds): what the Sampled-SAE page tests display."""
-    from sae_core.activations import harvest_to_workspace
-    from sae_core.sae.sweep import SweepConfig, run_sweep
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A fresh workspace that the app (AppTest) and the library both use."""
+    from sae_core.workspace import Workspace
 
-    acts = harvest_to_workspace(workspace, "zoo:tiny-a", "blocks.1.hook_resid_post", n_tokens=6000)
-    sc = SweepConfig(k=4, d_sae=64, ls=ls, scorings=("l2",), tokens=4096, batch_size=512)
-    return run_sweep(workspace, acts, sc)
-
-
-def batch_source(x_ND, batch):
-    """A trainer batch source over ``x_ND``: a fresh seeded shuffle per epoch, full batches only."""
-    from sae_core.sae.data import memory_batches
-
-    return memory_batches(x_ND, batch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = tmp_path / "ws"
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(root))
+    return Workspace(root)
 
 
-def sae_state(cfg, seed, bias=0.3):
-    """State dict of a fresh SAE of ``cfg`` with random b_enc (std ``bias``) and b_dec."""
-    from sae_core.sae import create_sae
+@pytest.fixture
+def indexed(workspace, tiny_a):
+    """A small sweep and the index of its first SAE (as the Features page would list them)."""
+    from sae_core.features.config import IndexConfig
+    from sae_core.features.job import index_to_workspace
+    from sae_core.sae.io import load_sae
+    from tests.helpers import small_sweep
 
-    torch.manual_seed(seed)
-    sae = create_sae(cfg)
-    with torch.no_grad():
-        sae.b_enc.normal_(0, bias)
-        sae.b_dec.normal_()
-    return sae.state_dict()
-
-
-def planted(n, d_in=32, n_true=48, per_token=3, seed=0):
-    """``(x [n, d_in], true [n_true, d_in])``: each row a positive mix of ``per_token`` of
-    ``n_true`` random unit directions (the ground truth an SAE should recover)."""
-    g = torch.Generator().manual_seed(seed)
-    true = torch.randn(n_true, d_in, generator=g)
-    true /= true.norm(dim=1, keepdim=True)
-    idx = torch.stack([torch.randperm(n_true, generator=g)[:per_token] for _ in range(n)])
-    coef = torch.zeros(n, n_true).scatter_(1, idx, torch.rand(n, per_token, generator=g) * 2 + 0.5)
-    return coef @ true, true
-
-
-def numbered_store(tmp_path, n=1000, d=4, shard_tokens=128):
-    """A store whose row i holds i in every column, so batches can be traced back to rows."""
-    import numpy as np
-
-    from sae_core.activations import import_activation_file
-
-    np.save(tmp_path / "rows.npy", np.repeat(np.arange(n, dtype=np.float32)[:, None], d, axis=1))
-    return import_activation_file(tmp_path / "rows.npy", tmp_path / "store", shard_tokens=shard_tokens)
+    sweep = small_sweep(workspace)
+    art = workspace.list("sae")[0]
+    index_to_workspace(workspace, load_sae(art.path), "zoo:tiny-a", "blocks.1.hook_resid_post",
+                       IndexConfig(n_tokens=3000, feature_map=False), sae_source=str(art.path), model=tiny_a)
+    return sweep, art

@@ -27,9 +27,9 @@ import torch
 
 from sae_core.sae import SAEConfig, create_sae, kernels
 from sae_core.sae.io import load_sae, save_sae
-from sae_core.sae.step import aux_k_loss
-from sae_core.sae.training import TrainerConfig, train_sae
-from tests.conftest import batch_source, planted, sae_state
+from sae_core.training.step import aux_k_loss
+from sae_core.training.loop import TrainerConfig, train_sae
+from tests.helpers import batch_source, planted, sae_state
 
 DEVICE = os.environ.get("SAE_STUDIO_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
 pytestmark = pytest.mark.skipif(DEVICE is None, reason="no CUDA device (set SAE_STUDIO_TEST_DEVICE "
@@ -148,7 +148,7 @@ def test_lockstep_on_the_device_with_sampled_pools_resumes(tmp_path):
     """Two SAEs in lockstep on the device, one drawing its pools (pool_rule="sample": the draw
     runs on the run's CPU generator, the scores on the device): each matches its run alone, and
     a crashed group resumes to the same weights."""
-    from sae_core.sae.training import train_many
+    from sae_core.training.loop import train_many
 
     x_ND = _planted(8192)
     cfgs = [SAEConfig(arch="sampled", d_in=32, d_sae=256, k=4, l=2.0, pool_rule="sample"),
@@ -189,7 +189,7 @@ def test_a_workspace_run_with_the_model_on_the_device_gets_its_downstream_metric
         tiny_a_on_device, tmp_path, train_on):
     from sae_core.activations import harvest_to_workspace
     from sae_core.io import read_json
-    from sae_core.sae.runs import train_to_workspace
+    from sae_core.training.job import train_to_workspace
     from sae_core.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
@@ -205,9 +205,9 @@ def test_the_demo_path_on_the_device_sweeps_with_the_model_and_indexes(tiny_a_on
     """What ``build_demo`` does, small: a sweep with the model (downstream metrics per SAE), then
     a feature index of one SAE loaded on the CPU, streamed through the model on the device."""
     from sae_core.activations import harvest_to_workspace
-    from sae_core.features.artifact import index_to_workspace
+    from sae_core.features.job import index_to_workspace
     from sae_core.features.config import IndexConfig
-    from sae_core.sae.sweep import SweepConfig, load_sweep_table, run_sweep
+    from sae_core.training.sweep import SweepConfig, load_sweep_table, run_sweep
     from sae_core.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
@@ -236,7 +236,7 @@ def test_a_training_step_on_cuda_never_synchronises_with_the_host(cfg):
     """The step's hot loop under ``set_sync_debug_mode("error")``: any device-to-host wait
     (``.item()``, ``nonzero``, a blocking copy) raises. The batch comes from the CPU as in
     training (pinned, non-blocking); the numbers are read after, at ``flush``."""
-    from sae_core.sae.step import FiniteWatch, TrainingRun, to_device
+    from sae_core.training.step import FiniteWatch, TrainingRun, to_device
 
     tcfg = TrainerConfig(total_tokens=1024 * 20, batch_size=1024, warmup_steps=0, dead_tokens=1024, seed=1,
                          device=DEVICE)

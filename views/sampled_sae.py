@@ -2,7 +2,7 @@
 import streamlit as st
 
 from sae_app import charts, jobs, sidebar, sweep_cache, text_input
-from sae_core.sae.sweep import TRAINING_CURVES, fvu_warnings as sweep_warnings, text_sources
+from sae_core.training.sweep import TRAINING_CURVES, fvu_warnings as sweep_warnings, text_sources
 
 sel = sidebar.current()
 st.title("Sampled-SAE: the l trade-off")

@@ -1,4 +1,4 @@
-"""Our trainer: ``sae_core.sae.training.train_sae`` on the benchmark's activation file.
+"""Our trainer: ``sae_core.training.loop.train_sae`` on the benchmark's activation file.
 
 Runs the real training loop (input scaling, geometric-median b_dec init, MSE + AuxK, parallel-grad
 removal, Adam, decoder renormalisation, dead counters, per-step log) with a constant learning
@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import _common  # noqa: E402
-from sae_core.sae import initialization, step, training  # noqa: E402
+from sae_core.training import initialization, step
+from sae_core.training import loop as training  # noqa: E402
 from sae_core.sae.config import SAEConfig  # noqa: E402
 
 

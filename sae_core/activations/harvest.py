@@ -19,22 +19,18 @@ from __future__ import annotations
 import hashlib
 from contextlib import nullcontext
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from sae_core.activations.parallel import harvest_parallel
 from sae_core.activations.store import (
     META_FILE, PROGRESS_FILE, ActivationStore, StoreMeta, remove_shards_from,
     write_meta, write_shard)
 from sae_core.errors import ArtifactError, SAECoreError
 from sae_core.io import TORCH_DTYPES, atomic_write_json, read_json
 from sae_core.models.hooks import capture, capture_at_hook, hook_width, per_token
-from sae_core.models.loading import check_hook, keep_mask_BT, load_model, to_tokens
-from sae_core.models.texts import TextSource, TextSourceError, texts_for_tokens
-from sae_core.workspace import Artifact, Workspace, artifact_name
+from sae_core.models.loading import check_hook, keep_mask_BT, to_tokens
 
 ProgressFn = Callable[[int, int], None]
 
@@ -205,62 +201,3 @@ def _run(model, hooks: list[str], writers: list[_Writer], texts: list[str], stat
     if filled:
         for w in writers:
             w.commit(filled, buf_tok_N, buf_key_2N, len(texts), 0)
-
-
-def harvest_to_workspace(ws: Workspace, model_name: str, hook: str, **kw) -> Artifact:
-    """Harvest ~``n_tokens`` activations at ``hook`` into the workspace and register them
-    (``harvest_hooks_to_workspace`` with one hook; the same keywords)."""
-    return harvest_hooks_to_workspace(ws, model_name, [hook], **kw)[0]
-
-
-def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str], *, n_tokens: int, seed: int = 0,
-                               context_size: int = 64, exclude_special: bool = True,
-                               text: TextSource | None = None, shard_tokens: int = 65536,
-                               autocast: str | None = None,
-                               on_progress: ProgressFn | None = None, model=None, dp=None) -> list[Artifact]:
-    """Harvest ~``n_tokens`` activations of ``text`` (default: the zoo corpus stream for ``seed``)
-    at each of ``hooks`` into the workspace, one forward pass for all of them, and register one
-    ``activations`` artifact per hook; each artifact's meta records the text (``source``, and
-    ``text_source`` to read it again, e.g. for the CE/KL of SAEs trained on it).
-
-    Idempotent: hooks whose artifact exists (same model, hook and config, however it was made)
-    are returned without running the model, and the model is not loaded when all exist. An
-    interrupted build resumes in place in ``ws.artifact_dir("activations", name)``.
-
-    ``dp`` (``sae_core.sae.distributed.DataParallel``): every rank calls this with its own model
-    and harvests its share of the texts (``parallel.harvest_parallel``); rank 0 merges and
-    registers, and every rank returns the artifacts.
-    """
-    text = text or TextSource()
-    config = {"n_tokens": n_tokens, "seed": seed, "context_size": context_size,
-              "exclude_special": exclude_special, "corpus": text.to_json() or "zoo-corpus",
-              "dtype": "float32"} | ({"shard_tokens": shard_tokens} if shard_tokens != 65536 else {}) \
-        | ({"autocast": autocast} if autocast else {})
-    names = [artifact_name(model_name, hook, config) for hook in hooks]
-    arts = {hook: ws.get("activations", name) for hook, name in zip(hooks, names)}
-    todo = [(hook, name) for hook, name in zip(hooks, names) if arts[hook] is None]
-    if todo:
-        model = model if model is not None else load_model(model_name)
-        for hook, _ in todo:
-            check_hook(model, hook)
-        texts = texts_for_tokens(model.tokenizer, n_tokens, text.documents(seed), context_size, exclude_special)
-        if not texts:
-            raise TextSourceError(f"{text.describe(seed)} holds no documents to harvest")
-        out_dirs = [ws.artifact_dir("activations", name) for _, name in todo]
-        run = harvest_hooks if dp is None else partial(harvest_parallel, dp=dp)
-        stores = run(model, [h for h, _ in todo], texts, out_dirs, model_name=model_name,
-                     context_size=context_size, exclude_special=exclude_special,
-                     source=text.describe(seed), on_progress=on_progress, shard_tokens=shard_tokens,
-                     autocast=autocast)
-        if dp is not None and not dp.is_main:
-            dp.barrier()  # rank 0 registers the merged stores
-            return [ws.get("activations", name) for name in names]
-        for (hook, name), out_dir, store in zip(todo, out_dirs, stores):
-            meta = {"n_tokens": store.n_tokens, "n_tokens_requested": n_tokens, "d": store.d,
-                    "context_size": context_size, "seed": seed, "exclude_special": exclude_special,
-                    "dtype": store.meta.dtype, "source": store.meta.source, "n_texts": len(texts),
-                    "text_source": text.to_json()}
-            arts[hook] = ws.adopt(out_dir, "activations", name, model=model_name, hook=hook, meta=meta)
-        if dp is not None:
-            dp.barrier()
-    return [arts[hook] for hook in hooks]

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import torch
 
 from sae_core.activations.buffer import iter_batches
-from sae_core.activations.harvest import harvest_to_workspace
+from sae_core.activations.job import harvest_to_workspace
 from sae_core.activations.store import ActivationStore
 from sae_core.errors import ArtifactError, SAECoreError
 from sae_core.models.texts import TextSource
@@ -91,7 +91,7 @@ def paired_grid_to_workspace(ws: Workspace, model_a: str, hooks_a: list[str], mo
     """A ``paired`` artifact for every hook pair of ``hooks_a`` x ``hooks_b``, each model run once
     for all its hooks (``harvest_hooks_to_workspace``); the same artifacts ``paired_to_workspace``
     makes one pair at a time. ``on_progress`` counts model A's texts, then model B's."""
-    from sae_core.activations.harvest import harvest_hooks_to_workspace
+    from sae_core.activations.job import harvest_hooks_to_workspace
 
     text = text or TextSource()
     if load is None:

@@ -18,6 +18,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from sae_core.activations.harvest import harvest_hooks
 from sae_core.activations.store import ActivationStore, StoreMeta, remove_shards_from, shard_path, write_meta
 from sae_core.errors import ArtifactError
 
@@ -37,8 +38,6 @@ def harvest_parallel(model, hooks: list[str], texts: list[str], out_dirs: list[P
                      batch_size: int = 32, **kw) -> list[ActivationStore]:
     """``harvest_hooks`` split over the ranks of ``dp`` (module doc); every rank calls it and
     gets the merged stores. Keywords as ``harvest_hooks``."""
-    from sae_core.activations.harvest import harvest_hooks
-
     lo, hi = text_range(len(texts), batch_size, dp.rank, dp.world)
     done = [d for d in map(Path, out_dirs) if _complete(d)]
     if len(done) < len(out_dirs):

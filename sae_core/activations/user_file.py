@@ -161,27 +161,3 @@ def import_activation_file(path: str | Path, out_dir: Path, *, hook: str = "user
                      source=str(Path(path).resolve()), complete=False)
     write_meta(out_dir, replace(meta, complete=True), shard_rows)
     return ActivationStore.open(out_dir)
-
-
-def import_to_workspace(ws, path: str | Path, *, hook: str = "user", model: str = "user-file",
-                        d_expected: int | None = None, shard_tokens: int = 65536):
-    """Import a user's activation file as an ``activations`` artifact (named by the file's content
-    and, when not the default, the rows per shard: data-parallel ranks read whole shards)."""
-    import hashlib
-
-    from sae_core.workspace import artifact_name
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    fields = {"file_sha256": digest.hexdigest()} | ({"shard_tokens": shard_tokens} if shard_tokens != 65536 else {})
-    name = artifact_name(model, hook, fields)
-    if (existing := ws.get("activations", name)) is not None:
-        return existing
-    meta: dict = {}  # filled in below; the record is written when the block succeeds
-    with ws.create("activations", name, model=model, hook=hook, meta=meta, overwrite=True) as d:
-        store = import_activation_file(path, d, hook=hook, model=model, d_expected=d_expected,
-                                       shard_tokens=shard_tokens)
-        meta.update(n_tokens=store.n_tokens, d=store.d, source=str(Path(path).resolve()))
-    return ws.get("activations", name)

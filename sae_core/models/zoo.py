@@ -19,7 +19,7 @@ import torch
 from sae_core.errors import ModelNotAvailableError
 from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
 from sae_core.models.corpus import BACKDOOR_MIX, BASE_MIX, CORRUPT_MIX, PLACE, TRIGGER
-from sae_core.models.training import TrainConfig, train_lm
+from sae_core.models.lm_training import TrainConfig, train_lm
 
 log = logging.getLogger(__name__)
 

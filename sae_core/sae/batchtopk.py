@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from sae_core.sae import distributed, kernels
+from sae_core import distributed
+from sae_core.sae import kernels
 from sae_core.sae.base import SAE
 
 

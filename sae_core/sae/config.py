@@ -17,6 +17,9 @@ class SAEConfigError(SAECoreError):
 
 Scoring = Literal["l2", "entropy"]
 PoolRule = Literal["top", "sample"]
+# Every architecture by name: the one list (the registry maps each to its class, CLI help and
+# errors read it from here).
+ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "sampled")
 K_ARCHS = ("topk", "batchtopk", "sampled")  # the architectures whose rule reads k
 
 
@@ -48,7 +51,7 @@ class SAEConfig:
     Fields used only by some architectures are ignored by the others (``k`` by ``relu``, ``l``,
     ``scoring`` and ``pool_rule`` by everything but ``sampled``).
     """
-    arch: str                       # a name in sae_core.sae.registry.ARCHITECTURES
+    arch: str                       # a name in ARCHITECTURES
     d_in: int                       # width of the hooked activation
     d_sae: int                      # number of latents
     k: int = 32                     # active latents per token (TopK) / on average (BatchTopK)
@@ -63,8 +66,6 @@ class SAEConfig:
     extra: dict = field(default_factory=dict)  # free-form provenance (dataset, seed, ...)
 
     def __post_init__(self):
-        from sae_core.sae.registry import ARCHITECTURES
-
         if self.arch not in ARCHITECTURES:
             raise SAEConfigError(f"unknown SAE architecture {self.arch!r}; choose one of "
                                  f"{sorted(ARCHITECTURES)}")

@@ -43,7 +43,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from sae_core.sae import distributed
+from sae_core import distributed
+from sae_core.sae.output import ForwardOutput
 
 MODES = ("plain", "fast", "auto")
 _MODE = os.environ.get("SAE_STUDIO_KERNELS", "auto")
@@ -339,6 +340,13 @@ def decode_sparse(codes: SparseCodes, W_dec: torch.Tensor) -> torch.Tensor:
                                codes.n_rows)
 
 
+def topk_per_row(acts_NS: torch.Tensor, k: int, relu: bool = False) -> torch.Tensor:
+    """Zero all but the ``k`` largest entries of each row (ties broken by torch.topk); ``relu``:
+    zero the negative ones among them too (= top-k of relu(acts), without a relu copy of acts)."""
+    vals_NK, idx_NK = acts_NS.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(acts_NS).scatter_(-1, idx_NK, torch.relu(vals_NK) if relu else vals_NK)
+
+
 # --- the switch ------------------------------------------------------------------------------
 
 def sae_forward(sae, x_ND: torch.Tensor, pre_buf: torch.Tensor | None = None):
@@ -352,8 +360,6 @@ def sae_forward(sae, x_ND: torch.Tensor, pre_buf: torch.Tensor | None = None):
     reused; ``bench/sae_kernel_parts.py``).
     The plain path keeps pre in the autograd graph and ignores the buffer.
     """
-    from sae_core.sae.base import ForwardOutput
-
     if _MODE == "plain" or not sae.sparse_rule or (_MODE == "auto" and defer_host_reads(x_ND)):
         pre_NS = sae.pre_acts(x_ND)
         z_NS = sae.activate(pre_NS)
@@ -371,8 +377,6 @@ def aux_decode(sae, x_ND, out, dead_S: torch.Tensor, k_aux: int,
     """AuxK reconstruction ``[N, d_in]`` (no b_dec): each token's top ``k_aux`` ReLU
     pre-activations among dead latents, decoded; on the path ``out`` came from. With ``rows_R``
     only those tokens (rows of ``x_ND``), ``[R, d_in]``."""
-    from sae_core.sae.topk import topk_per_row
-
     pre_NS = out.pre
     if rows_R is not None:
         pre_NS, x_ND = pre_NS.index_select(0, rows_R), x_ND.index_select(0, rows_R)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from sae_core.sae.base import SAE, ForwardOutput
+from sae_core.sae.base import SAE
+from sae_core.sae.output import ForwardOutput
 
 
 class ReLUSAE(SAE):

@@ -76,7 +76,8 @@ from typing import Iterator
 
 import torch
 
-from sae_core.sae import distributed, kernels
+from sae_core import distributed
+from sae_core.sae import kernels
 from sae_core.sae.batchtopk import BatchTopKSAE, batch_topk
 
 

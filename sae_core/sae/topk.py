@@ -4,14 +4,8 @@ from __future__ import annotations
 import torch
 
 from sae_core.sae import kernels
+from sae_core.sae.kernels import topk_per_row
 from sae_core.sae.base import SAE
-
-
-def topk_per_row(acts_NS: torch.Tensor, k: int, relu: bool = False) -> torch.Tensor:
-    """Zero all but the ``k`` largest entries of each row (ties broken by torch.topk); ``relu``:
-    zero the negative ones among them too (= top-k of relu(acts), without a relu copy of acts)."""
-    vals_NK, idx_NK = acts_NS.topk(k, dim=-1, sorted=False)
-    return torch.zeros_like(acts_NS).scatter_(-1, idx_NK, torch.relu(vals_NK) if relu else vals_NK)
 
 
 class TopKSAE(SAE):

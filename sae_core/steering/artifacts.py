@@ -122,7 +122,7 @@ def mapper_to_workspace(ws: Workspace, side_a: tuple[str, str], side_b: tuple[st
     text = text or TextSource()
     pair_art = paired_to_workspace(ws, side_a, side_b, n_tokens=n_tokens, text=text, load=load)
     pair = open_paired(ws, pair_art)
-    ckpt = ws.root / ".checkpoints" / artifact_name(side_b[0], side_b[1], {"pair": pair_art.name, "cfg": asdict(cfg)})
+    ckpt = ws.checkpoint_dir(artifact_name(side_b[0], side_b[1], {"pair": pair_art.name, "cfg": asdict(cfg)}))
     m = train_mapper_streaming(pair, cfg, source=Endpoint(*side_a), target=Endpoint(*side_b), ckpt_dir=ckpt,
                                on_progress=on_progress)
     fid = fidelity(m, load(side_a[0]), side_a[1], load(side_b[0]), side_b[1], text.eval_documents(200))

@@ -25,7 +25,7 @@ import torch
 
 from sae_core.errors import ArtifactError
 from sae_core.io import atomic_write_json, load_tensors, read_json, save_tensors
-from sae_core.sae.checkpoint import flatten_opt, unflatten_opt
+from sae_core.training.checkpoint import flatten_opt, unflatten_opt
 from sae_core.steering.interventions import InterventionError
 from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig
 

@@ -78,8 +78,8 @@ def _sae_for(ws: Workspace, name: str | None, acts: Artifact, model_name: str, h
     from sae_core.activations import ActivationStore
     from sae_core.sae.config import SAEConfig
     from sae_core.sae.io import load_sae
-    from sae_core.sae.runs import train_to_workspace
-    from sae_core.sae.training import TrainerConfig
+    from sae_core.training.job import train_to_workspace
+    from sae_core.training.loop import TrainerConfig
 
     if name is not None:
         art = ws.get("sae", name)

@@ -93,9 +93,9 @@ def test_bad_model_shows_error_not_traceback(page, app_url, screenshot_dir):
 
 
 def test_sampled_sae_page(page, app_url, workspace_dir, screenshot_dir):
-    from sae_core.sae.sweep import load_sweep_table
+    from sae_core.training.sweep import load_sweep_table
     from sae_core.workspace import Workspace
-    from tests.conftest import small_sweep
+    from tests.helpers import small_sweep
 
     sweep = small_sweep(Workspace(workspace_dir))
     page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
@@ -121,12 +121,12 @@ def test_sampled_sae_page(page, app_url, workspace_dir, screenshot_dir):
 
 
 def test_features_page(page, app_url, workspace_dir, screenshot_dir):
-    from sae_core.features.artifact import index_to_workspace
+    from sae_core.features.job import index_to_workspace
     from sae_core.features.config import IndexConfig
     from sae_core.features.index import FeatureIndex
     from sae_core.sae.io import load_sae
     from sae_core.workspace import Workspace
-    from tests.conftest import small_sweep
+    from tests.helpers import small_sweep
 
     ws = Workspace(workspace_dir)
     small_sweep(ws)
@@ -167,7 +167,7 @@ def test_features_page(page, app_url, workspace_dir, screenshot_dir):
 
 def test_sweep_point_opens_the_feature_browser(page, app_url, workspace_dir, screenshot_dir):
     from sae_core.workspace import Workspace
-    from tests.conftest import small_sweep
+    from tests.helpers import small_sweep
 
     small_sweep(Workspace(workspace_dir))  # idempotent: the sweep of test_sampled_sae_page
     page.wait_for_timeout(5500)

@@ -1,0 +1,30 @@
+"""``sae-core``: the library's long jobs from the shell, with progress bars.
+
+Every command calls the same function the app calls; errors the library raises on purpose
+(``SAECoreError``) are printed as one line and exit with status 2, never as a traceback. One
+module per command group; this one puts them together, in the order ``--help`` lists them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from sae_core.cli import circuits, features, models, steering, training, universality, workspace
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+app = typer.Typer(help="sae-studio's engine: model zoo, activations, demo workspace.",
+                  no_args_is_help=True, add_completion=False)
+for group in (models, training, features, universality, workspace):  # top-level commands
+    app.add_typer(group.commands)
+app.add_typer(steering.steer_app, name="steer")
+app.add_typer(models.zoo_app, name="zoo")
+app.add_typer(workspace.ws_app, name="workspace")
+app.add_typer(circuits.circuit_app, name="circuit")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    logging.basicConfig(level=logging.WARNING)
+    app()

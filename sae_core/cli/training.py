@@ -1,0 +1,179 @@
+"""``sae-core harvest``, ``train`` and ``sweep``: activations and SAEs, from the shell (alone or
+under ``torchrun``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sae_core.cli.common import (AutocastOpt, Bar, ColumnOpt, CorpusOpt, ShardOpt, SplitOpt, StepBar,
+                                 WorkspaceOpt, floats, friendly, text_source)
+from sae_core.models.random_arch import describe
+from sae_core.training.ranks import follower_on_step, guard_ranks
+
+commands = typer.Typer()
+
+
+@commands.command("harvest")
+@friendly
+def harvest(model: str = typer.Argument(..., help="zoo:NAME, random:ARCH, a local directory or a hub name."),
+            hook: str = typer.Option(..., help="Hook point, e.g. blocks.1.hook_resid_post."),
+            tokens: int = typer.Option(100_000, help="How many tokens to harvest."),
+            context_size: int = typer.Option(64, help="Tokens per sequence."),
+            seed: int = typer.Option(0, help="Corpus seed."),
+            keep_special: bool = typer.Option(False, help="Keep BOS/special-token positions."),
+            corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
+            shard_tokens: int = ShardOpt, autocast: Optional[str] = AutocastOpt,
+            device: Optional[str] = typer.Option(None, help="Run the model on cpu, cuda or cuda:N "
+                                                 "[default: cuda when available]."),
+            workspace: Optional[Path] = WorkspaceOpt):
+    """Harvest activations at a hook over the zoo corpus (or --corpus) into the workspace (resumable).
+
+    Under ``torchrun --nproc-per-node N -m sae_core.cli harvest ...`` the N ranks each harvest a
+    share of the texts into one store (rank r on cuda:r when on GPUs); rank 0 merges and reports."""
+    from sae_core.activations import harvest_to_workspace
+    from sae_core.models.loading import load_model
+    from sae_core import distributed
+    from sae_core.workspace import Workspace
+
+    with distributed.joined(device) as dp:
+        text = text_source(corpus, text_column, split)
+        # data-parallel: each rank its own copy on its own device; else loaded only if needed
+        lm = load_model(model, device=str(dp.device) if dp else device) if dp or device else None
+        main = dp is None or dp.is_main
+        bar = Bar(f"harvest {hook}" + (f" (rank 0 of {dp.world})" if dp else ""), unit="doc") if main else None
+        art = harvest_to_workspace(Workspace(workspace), model, hook, n_tokens=tokens, seed=seed,
+                                   context_size=context_size, exclude_special=not keep_special,
+                                   text=text, on_progress=bar, shard_tokens=shard_tokens, model=lm, dp=dp,
+                                   autocast=autocast)
+        if not main:
+            return
+        bar.close()
+        typer.echo(f"{art.kind}/{art.name}: {art.meta.get('n_tokens', 0):,} tokens of {art.meta.get('source')}"
+                   f" from {describe(model)} -> {art.path}")
+
+
+def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, acts: Optional[Path],
+                 text=None, shard_tokens: int = 65536, with_model: bool = True):
+    """``(activation artifact, language model or None)``: a user's file (no model), or a
+    (cached) harvest of ``model``, which is loaded once and returned for the downstream metrics
+    (``with_model=False``: only when the harvest needs it, and not returned)."""
+    from sae_core.activations import harvest_to_workspace, import_to_workspace
+    from sae_core.models.loading import load_model
+
+    if acts is not None:  # a user's file is not labelled as the default model's activations
+        return import_to_workspace(ws, acts, hook=hook or "user", model=model or "user-file",
+                                   shard_tokens=shard_tokens), None
+    model, hook = model or DEFAULT_MODEL, hook or DEFAULT_HOOK
+    lm = load_model(model) if with_model else None
+    bar = Bar(f"harvest {hook}", unit="doc")
+    art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, text=text, on_progress=bar, model=lm,
+                               shard_tokens=shard_tokens)
+    bar.close()
+    return art, lm
+
+
+DEFAULT_MODEL, DEFAULT_HOOK = "zoo:tiny-a", "blocks.1.hook_resid_post"
+ModelOpt = typer.Option(None, help=f"Model (zoo:NAME, directory or hub name) the activations come "
+                                   f"from [default: {DEFAULT_MODEL}; with --acts, a label].")
+HookOpt = typer.Option(None, help=f"Hook point the SAE reads [default: {DEFAULT_HOOK}; with --acts, a label].")
+ActsOpt = typer.Option(None, "--acts", help="Train on this .npy/.safetensors [tokens, d] file instead.")
+DeviceOpt = typer.Option(None, help="Train on cpu, cuda or cuda:N [default: cuda when available].")
+
+
+@commands.command("train")
+@friendly
+def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | sampled"),
+          k: int = typer.Option(32, help="Active latents per token (TopK family)."),
+          l: float = typer.Option(4.0, help="Sampled-SAE: the pool holds K*l latents."),
+          scoring: str = typer.Option("l2", help="Sampled-SAE scoring rule: l2 | entropy."),
+          pool_rule: str = typer.Option("top", help="Sampled-SAE pool: top | sample."),
+          d_sae: int = typer.Option(1024, "--d-sae", help="Number of latents."),
+          tokens: int = typer.Option(500_000, help="Training tokens."),
+          harvest_tokens: int = typer.Option(200_000, help="Tokens to harvest (when not --acts)."),
+          batch_size: int = typer.Option(1024, help="Tokens per training batch."),
+          lr: Optional[float] = typer.Option(None, help="Adam lr (default 2e-4/sqrt(d_sae/2^14))."),
+          seed: int = typer.Option(0), model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt,
+          acts: Optional[Path] = ActsOpt,
+          out: Optional[Path] = typer.Option(None, help="Also copy the SAE and metrics.json here."),
+          corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
+          shard_tokens: int = ShardOpt, autocast: Optional[str] = AutocastOpt,
+          device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
+    """Train one SAE; writes it (SAELens layout) and metrics.json into the workspace.
+
+    Under ``torchrun --nproc-per-node N -m sae_core.cli train ...`` the N ranks train it together,
+    data-parallel (README, "Scaling up"); rank 0 harvests, evaluates, registers and prints."""
+    from sae_core import distributed
+
+    with distributed.joined(device) as dp:  # torchrun: join the group (a bad --device fails here)
+        _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, batch_size, lr, seed, model,
+               hook, acts, out, corpus, text_column, split, shard_tokens, device, workspace, autocast)
+
+
+def _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, batch_size, lr, seed, model, hook,
+           acts, out, corpus, text_column, split, shard_tokens, device, workspace, autocast=None):
+    import shutil
+    from dataclasses import replace
+
+    from sae_core.sae.config import SAEConfig
+    from sae_core.training.job import train_to_workspace
+    from sae_core.training.loop import TrainerConfig
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(workspace)
+    main = dp is None or dp.is_main
+    tcfg = TrainerConfig(total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
+                         device=str(dp.device.type) if dp else device, autocast=autocast)
+    # checked now, before any harvest (e.g. --l 0.5); the width comes with the activations
+    cfg = SAEConfig(arch=arch, d_in=1, d_sae=d_sae, k=k, l=l, scoring=scoring, pool_rule=pool_rule)
+    text = text_source(corpus, text_column, split)
+    if not main:
+        dp.barrier()  # rank 0 harvests (or imports) first; then every rank opens the same artifact
+    art, lm = _activations(ws, model, hook, harvest_tokens, acts, text, shard_tokens, with_model=main)
+    if main and dp:
+        dp.barrier()
+    d_in = art.meta.get("d") or art.meta.get("d_in")
+    cfg = replace(cfg, d_in=int(d_in), model_name=art.model or "", hook_name=art.hook or "")
+    sae_art = guard_ranks(dp, ws, lambda: train_to_workspace(
+        ws, art, cfg, tcfg, model=lm, on_step=StepBar(f"train {arch}") if main else follower_on_step(dp), dp=dp))
+    if not main:
+        return
+    if out:
+        shutil.copytree(sae_art.path, out, dirs_exist_ok=True)
+    m = sae_art.meta
+    typer.echo(f"sae/{sae_art.name}: L0 {m.get('l0', float('nan')):.1f}, FVU {m.get('fvu', float('nan')):.3f}"
+               f" on {art.meta.get('source') or 'your activations'} -> {out or sae_art.path}")
+
+
+@commands.command("sweep")
+@friendly
+def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated values of l."),
+          scorings: str = typer.Option("l2,entropy", "--scoring", help="Comma-separated scoring rules."),
+          k: int = typer.Option(32), d_sae: int = typer.Option(1024, "--d-sae"),
+          tokens: int = typer.Option(300_000, help="Training tokens per SAE."),
+          harvest_tokens: int = typer.Option(200_000, help="Tokens to harvest (when not --acts)."),
+          batch_size: int = typer.Option(1024), seed: int = typer.Option(0),
+          references: str = typer.Option("batchtopk,topk", help="Reference architectures ('' for none)."),
+          pool_rule: str = typer.Option("top", help="Sampled-SAE pool: top | sample (drawn by score)."),
+          model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt, acts: Optional[Path] = ActsOpt,
+          corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
+          device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
+    """Train one Sampled-SAE per l and scoring rule (plus references) in lockstep, one pass over the
+    activations; write the metrics table. Interrupted sweeps resume from checkpoints."""
+    from sae_core.training.sweep import SweepConfig, run_sweep
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(workspace)
+    sc = SweepConfig(k=k, d_sae=d_sae, ls=floats(ls, "--l"),
+                     scorings=tuple(s.strip() for s in scorings.split(",") if s.strip()),
+                     references=tuple(r.strip() for r in references.split(",") if r.strip()),
+                     pool_rule=pool_rule, tokens=tokens, batch_size=batch_size, seed=seed, device=device)
+    art, lm = _activations(ws, model, hook, harvest_tokens, acts, text_source(corpus, text_column, split))
+
+    bar = Bar(f"sweep ({len(sc.ls) * len(sc.scorings) + len(sc.references)} SAEs in lockstep)", unit="step")
+    result = run_sweep(ws, art, sc, model=lm, on_progress=bar)
+    bar.close()
+    typer.echo(f"sweep/{result.name}: {result.meta['n_saes']} SAEs -> {result.path / 'table.csv'}")
+
+

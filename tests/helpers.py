@@ -1,0 +1,110 @@
+"""What several test modules share: small real artifacts, planted ground truths, the app under
+AppTest, torchrun. Test modules import from here, never from each other."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+APP_TIMEOUT = 120  # the first run imports torch and transformer-lens and loads a model: slow on 2 cores
+
+
+def small_sweep(workspace, ls=(1.0, 4.0)):
+    """A tiny real l-sweep on zoo:tiny-a (seconds): what the Sampled-SAE page tests display."""
+    from sae_core.activations import harvest_to_workspace
+    from sae_core.training.sweep import SweepConfig, run_sweep
+
+    acts = harvest_to_workspace(workspace, "zoo:tiny-a", "blocks.1.hook_resid_post", n_tokens=6000)
+    sc = SweepConfig(k=4, d_sae=64, ls=ls, scorings=("l2",), tokens=4096, batch_size=512)
+    return run_sweep(workspace, acts, sc)
+
+
+def batch_source(x_ND, batch):
+    """A trainer batch source over ``x_ND``: a fresh seeded shuffle per epoch, full batches only."""
+    from sae_core.training.data import memory_batches
+
+    return memory_batches(x_ND, batch)
+
+
+def sae_state(cfg, seed, bias=0.3):
+    """State dict of a fresh SAE of ``cfg`` with random b_enc (std ``bias``) and b_dec."""
+    from sae_core.sae import create_sae
+
+    torch.manual_seed(seed)
+    sae = create_sae(cfg)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, bias)
+        sae.b_dec.normal_()
+    return sae.state_dict()
+
+
+def planted(n, d_in=32, n_true=48, per_token=3, seed=0):
+    """``(x [n, d_in], true [n_true, d_in])``: each row a positive mix of ``per_token`` of
+    ``n_true`` random unit directions (the ground truth an SAE should recover)."""
+    g = torch.Generator().manual_seed(seed)
+    true = torch.randn(n_true, d_in, generator=g)
+    true /= true.norm(dim=1, keepdim=True)
+    idx = torch.stack([torch.randperm(n_true, generator=g)[:per_token] for _ in range(n)])
+    coef = torch.zeros(n, n_true).scatter_(1, idx, torch.rand(n, per_token, generator=g) * 2 + 0.5)
+    return coef @ true, true
+
+
+def numbered_store(tmp_path, n=1000, d=4, shard_tokens=128):
+    """A store whose row i holds i in every column, so batches can be traced back to rows."""
+    import numpy as np
+
+    from sae_core.activations import import_activation_file
+
+    np.save(tmp_path / "rows.npy", np.repeat(np.arange(n, dtype=np.float32)[:, None], d, axis=1))
+    return import_activation_file(tmp_path / "rows.npy", tmp_path / "store", shard_tokens=shard_tokens)
+
+
+def small_capabilities_config():
+    """The corrupted-capabilities study at a size the tests build in seconds (shared by the study's
+    tests and the Steering page's)."""
+    from sae_core.steering.capabilities import CapabilitiesConfig
+    from sae_core.steering.mappers import MapperConfig
+
+    return CapabilitiesConfig(n_pairs=24, n_texts=300, n_eval=24,
+                              mapper=MapperConfig(kind="autoencoder", lr=1e-3, epochs=4))
+
+
+# --- the app under AppTest ------------------------------------------------------------------------
+
+def app_test():
+    """The whole app (``app.py``: sidebar, navigation, home page) under Streamlit's AppTest."""
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(APP, default_timeout=APP_TIMEOUT)
+
+
+def page_errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def features_page(at):
+    at.switch_page("views/features.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(cwd: Path, n: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node n -m sae_core.cli *args`` in ``cwd``."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--master-port",
+           str(free_port()), "-m", "sae_core.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "300", **(env or {})})
