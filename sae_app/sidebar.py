@@ -77,7 +77,9 @@ def _workspace_picker() -> tuple[str | None, str | None]:
     path = st.text_input("Workspace directory", key="sb_workspace",
                          help="Where harvested activations, SAEs and analyses are stored.")
     try:
-        ws = listing.open_workspace(path.strip() or ".")
+        # an emptied field means the default workspace, never the current directory (which put a
+        # registry.sqlite at the repository root, issue #27)
+        ws = listing.open_workspace(path.strip() or str(default_root()))
     except SAECoreError as e:
         st.error(str(e))
         return None, str(e)

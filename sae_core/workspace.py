@@ -34,7 +34,9 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS artifacts (
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("SAE_STUDIO_WORKSPACE", "workspace")).resolve()
+    """``$SAE_STUDIO_WORKSPACE``, or ``./workspace`` when it is unset or empty (an empty value
+    must not mean the current directory)."""
+    return Path(os.environ.get("SAE_STUDIO_WORKSPACE", "").strip() or "workspace").resolve()
 
 
 def config_hash(config: dict) -> str:

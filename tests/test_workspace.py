@@ -1,4 +1,5 @@
 """The workspace: atomic artifacts, an SQLite registry rebuilt from disk, clear errors."""
+import hashlib
 import os
 import sqlite3
 
@@ -6,7 +7,7 @@ import pytest
 
 from sae_core.errors import ArtifactError
 from sae_core.io import atomic_write_json, load_tensors, read_json, save_tensors
-from sae_core.workspace import Workspace, artifact_name, config_hash
+from sae_core.workspace import Workspace, artifact_name, config_hash, default_root
 
 
 def test_create_registers_and_lists(tmp_path):
@@ -66,11 +67,21 @@ def test_unwritable_workspace_is_a_clear_error(tmp_path):
 
 
 def test_names_and_hashes_are_stable():
-    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+    """Artifact names are how a rerun finds what an earlier one built (the demo, sweeps, studies):
+    a change to the hash would silently orphan every workspace, so the values are pinned."""
+    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1}) == "d8497d9d82"
     assert config_hash({"a": 1}) != config_hash({"a": 2})
-    assert artifact_name("zoo:tiny-a", "blocks.1.hook_resid_post", {"n": 1}).startswith(
-        "tiny-a__blocks.1.hook_resid_post__")
-    assert "/" not in artifact_name("EleutherAI/pythia-160m", None, {})
+    assert artifact_name("zoo:tiny-a", "blocks.1.hook_resid_post", {"n": 1}) == \
+        "tiny-a__blocks.1.hook_resid_post__e5d5f7c1d2"
+    assert artifact_name("EleutherAI/pythia-160m", None, {}) == "EleutherAI--pythia-160m__44136fa355"
+    # the definition: the first 10 hex digits of SHA-256 over the sorted-key JSON
+    assert config_hash({"b": 2, "a": 1}) == hashlib.sha256(b'{"a": 1, "b": 2}').hexdigest()[:10]
+
+
+def test_an_empty_workspace_setting_means_the_default_not_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", "  ")
+    assert default_root() == tmp_path / "workspace"
 
 
 def test_truncated_or_foreign_safetensors_is_a_clear_error(tmp_path):

@@ -1,4 +1,5 @@
-"""The hooks layer every analysis reads a model through (DESIGN.md section 2).
+"""The hooks layer every analysis reads a model through (the design notes, ``shared/DESIGN.md`` beside
+the repository, section 2).
 
 - ``capture_at_hook``: one hook, per token (``[B, T, W]``: ``hook_z``'s heads flattened), the
   forward pass stopped right there (harvest's hot loop: no later layer, final norm or unembed is
