@@ -3,7 +3,7 @@
 Each of the N ranks holds a full copy of the SAE and its optimizer and trains on its own part of
 every global batch: ``batch_size / N`` rows read from its own shards of the store
 (``sae.data.shard_batches``). A step is then exactly the single-process step on the
-concatenation of the ranks' parts, in rank order (``tests/test_distributed.py`` checks this):
+concatenation of the ranks' parts, in rank order (``tests/training/test_distributed.py`` checks this):
 
 - Gradients: each rank's loss is its share of the global loss (the MSE and the architecture's
   term weighted by its fraction of the batch, AuxK summed over its rows of the global AuxK rows

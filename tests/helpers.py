@@ -25,6 +25,13 @@ def small_sweep(workspace, ls=(1.0, 4.0)):
     return run_sweep(workspace, acts, sc)
 
 
+def sae_cfg(arch, **kw):
+    """A small SAE configuration (d_in 16, d_sae 64, k 4) with ``kw`` on top."""
+    from sae_core.sae import SAEConfig
+
+    return SAEConfig(**(dict(arch=arch, d_in=16, d_sae=64, k=4) | kw))
+
+
 def batch_source(x_ND, batch):
     """A trainer batch source over ``x_ND``: a fresh seeded shuffle per epoch, full batches only."""
     from sae_core.training.data import memory_batches

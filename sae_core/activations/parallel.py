@@ -7,7 +7,7 @@ offset to the range's start. When every rank is done, rank 0 merges: the parts' 
 order, become the store's shards (hard links, copies across file systems), their row counts the
 store's ``shard_rows``, and ``meta.json`` is written last, atomically; then the parts are removed.
 The merged store holds exactly the rows of a single-process harvest, in the same order, with the
-same tokens and (document, position) keys (``tests/test_parallel_harvest.py``); only where the
+same tokens and (document, position) keys (``tests/activations/test_parallel_harvest.py``); only where the
 shards are cut differs (each part's last shard may be short). A crash at any point reruns: parts
 resume where they stopped, and a merge is redone from the parts it left intact.
 """

@@ -30,7 +30,7 @@ Switch: ``SAE_STUDIO_KERNELS=plain|fast|auto`` in the environment (default auto)
 plain path. ``auto`` is fast on the CPU and plain on CUDA (issue #15): the fast path's selections
 have data-dependent sizes (``nonzero``, ``bincount``), each a device-to-host synchronisation on a
 GPU, while the plain path is fixed-size dense work (``topk``, ``scatter``, matmuls) that a GPU
-queues without waiting; ``tests/test_sync_free.py`` checks that the plain training step has no
+queues without waiting; ``tests/training/test_sync_free.py`` checks that the plain training step has no
 data-dependent op at all.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ _DEFER_EVERYWHERE = False
 def defer_host_reads(t: torch.Tensor) -> bool:
     """Whether code should keep ``t``'s values on its device instead of reading them on the host:
     on CUDA, where every read waits for the GPU. ``emulate_gpu_host_rules`` applies the CUDA rule
-    on any device (how ``tests/test_sync_free.py`` checks the GPU step on a CPU)."""
+    on any device (how ``tests/training/test_sync_free.py`` checks the GPU step on a CPU)."""
     return t.is_cuda or _DEFER_EVERYWHERE
 
 

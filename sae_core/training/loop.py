@@ -32,7 +32,7 @@ at each checkpoint and the end), one read for all of them, before ``on_step`` se
 batch is recorded on the device and raised at that read; AuxK does not ask how many latents are
 dead; the BatchTopK threshold updates with tensor ops; CPU tensors (batches, AuxK's rows) reach the
 GPU through pinned memory without blocking; and the kernels are the fixed-size plain ones
-(``kernels``: "auto"). ``tests/test_sync_free.py`` runs the step under a fake-tensor mode that
+(``kernels``: "auto"). ``tests/training/test_sync_free.py`` runs the step under a fake-tensor mode that
 refuses every data-dependent op (the ops that synchronise on a GPU); ``tests/test_device.py``
 checks it on a GPU with ``torch.cuda.set_sync_debug_mode``. Not sync-free: ``pool_rule="sample"``
 (its draw runs on the run's CPU generator) and data-parallel runs (the global cut's candidates).
