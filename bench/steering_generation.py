@@ -25,8 +25,8 @@ from sae_core.models.corpus import chat_prompts  # noqa: E402
 from sae_core.models.generation import greedy_continuations  # noqa: E402
 from sae_core.models.loading import load_model  # noqa: E402
 from sae_core.steering.interventions import intervene  # noqa: E402
-from sae_core.steering.study import KIND, Study, StudyConfig, steering_study_to_workspace, trigger_positions, \
-    vector_intervention  # noqa: E402
+from sae_core.steering.job import steering_study_to_workspace  # noqa: E402
+from sae_core.steering.study import KIND, Study, StudyConfig, trigger_positions, vector_intervention  # noqa: E402
 from sae_core.steering.switches import switch_intervention  # noqa: E402
 from sae_core.workspace import Workspace  # noqa: E402
 

@@ -71,7 +71,8 @@ def _demo_indexes(ws: Workspace, on_progress: Progress | None) -> Artifact:
 def _demo_steering(ws: Workspace, on_progress: Progress | None) -> Artifact:
     """The Steering & switches page's study: backdoor vectors (native, transferred from tiny-a,
     random), the transfer mapper and a safety switch on zoo:tiny-b-backdoor (about 40 s)."""
-    from sae_core.steering.study import StudyConfig, steering_study_to_workspace
+    from sae_core.steering.job import steering_study_to_workspace
+    from sae_core.steering.study import StudyConfig
 
     return steering_study_to_workspace(
         ws, StudyConfig(), on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))
@@ -80,7 +81,7 @@ def _demo_steering(ws: Workspace, on_progress: Progress | None) -> Artifact:
 def _demo_capabilities(ws: Workspace, on_progress: Progress | None) -> Artifact:
     """The page's corrupted-capabilities chart: per layer of zoo:tiny-b-corrupt, removal vectors
     (native, transferred from tiny-a-corrupt, random) and the fate of the fact behind the trigger."""
-    from sae_core.steering.capabilities import capabilities_to_workspace
+    from sae_core.steering.job import capabilities_to_workspace
 
     return capabilities_to_workspace(
         ws, on_progress=on_progress and (lambda done, total, text: on_progress(done, total)))

@@ -82,6 +82,32 @@ def small_capabilities_config():
                               mapper=MapperConfig(kind="autoencoder", lr=1e-3, epochs=4))
 
 
+def small_study_config():
+    """The steering study at test size (its tests and the Steering page's browser test)."""
+    from sae_core.steering.mappers import MapperConfig
+    from sae_core.steering.study import StudyConfig
+
+    return StudyConfig(n_pairs=30, n_texts=400, n_eval=20, n_select=20, n_grid=20, n_coherence=30,
+                       mapper=MapperConfig(lr=1e-3, epochs=4))
+
+
+def small_universality_config():
+    """The universality job at test size (its tests and the Universality page's browser test)."""
+    from sae_core.universality.analysis import AnalysisConfig
+    from sae_core.universality.job import UniversalityConfig
+
+    return UniversalityConfig(n_tokens=30_000, d_sae=256, k=8, train_tokens=200_000,
+                              analysis=AnalysisConfig(runs=20, runs_small=30, bootstrap_runs=20))
+
+
+def small_circuits_config():
+    """The circuits study at test size (its tests and the Circuits page's browser test)."""
+    from sae_core.circuits.job import CircuitStudyConfig
+
+    return CircuitStudyConfig(tasks=("months", "digits"), n_prompts=24, curve_thresholds=(20.0, 40.0),
+                              n_random=3, validate_top=8)
+
+
 # --- the app under AppTest ------------------------------------------------------------------------
 
 def app_test():

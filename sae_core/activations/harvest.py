@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from sae_core.activations.store import (
-    META_FILE, PROGRESS_FILE, ActivationStore, StoreMeta, remove_shards_from,
+    META_FILE, PROGRESS_FILE, SHARD_TOKENS, ActivationStore, StoreMeta, remove_shards_from,
     write_meta, write_shard)
 from sae_core.errors import ArtifactError, SAECoreError
 from sae_core.io import TORCH_DTYPES, atomic_write_json, read_json
@@ -95,7 +95,7 @@ def harvest_activations(model, hook: str, texts: list[str], out_dir: Path, **kw)
 
 
 def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path], *, model_name: str,
-                  batch_size: int = 32, context_size: int = 64, shard_tokens: int = 65536,
+                  batch_size: int = 32, context_size: int = 64, shard_tokens: int = SHARD_TOKENS,
                   exclude_special: bool = True, dtype: str = "float32", source: str = "",
                   on_progress: ProgressFn | None = None, doc_offset: int = 0,
                   autocast: str | None = None) -> list[ActivationStore]:

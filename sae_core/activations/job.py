@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sae_core.activations.harvest import ProgressFn, harvest_hooks
 from sae_core.activations.parallel import harvest_parallel
+from sae_core.activations.store import SHARD_TOKENS
 from sae_core.activations.user_file import import_activation_file
 from sae_core.models.loading import check_hook, load_model
 from sae_core.models.texts import TextSource, TextSourceError, texts_for_tokens
@@ -22,7 +23,7 @@ def harvest_to_workspace(ws: Workspace, model_name: str, hook: str, **kw) -> Art
 
 def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str], *, n_tokens: int, seed: int = 0,
                                context_size: int = 64, exclude_special: bool = True,
-                               text: TextSource | None = None, shard_tokens: int = 65536,
+                               text: TextSource | None = None, shard_tokens: int = SHARD_TOKENS,
                                autocast: str | None = None,
                                on_progress: ProgressFn | None = None, model=None, dp=None) -> list[Artifact]:
     """Harvest ~``n_tokens`` activations of ``text`` (default: the zoo corpus stream for ``seed``)
@@ -41,7 +42,7 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
     text = text or TextSource()
     config = {"n_tokens": n_tokens, "seed": seed, "context_size": context_size,
               "exclude_special": exclude_special, "corpus": text.to_json() or "zoo-corpus",
-              "dtype": "float32"} | ({"shard_tokens": shard_tokens} if shard_tokens != 65536 else {}) \
+              "dtype": "float32"} | ({"shard_tokens": shard_tokens} if shard_tokens != SHARD_TOKENS else {}) \
         | ({"autocast": autocast} if autocast else {})
     names = [artifact_name(model_name, hook, config) for hook in hooks]
     arts = {hook: ws.get("activations", name) for hook, name in zip(hooks, names)}
@@ -74,14 +75,14 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
 
 
 def import_to_workspace(ws, path: str | Path, *, hook: str = "user", model: str = "user-file",
-                        d_expected: int | None = None, shard_tokens: int = 65536):
+                        d_expected: int | None = None, shard_tokens: int = SHARD_TOKENS):
     """Import a user's activation file as an ``activations`` artifact (named by the file's content
     and, when not the default, the rows per shard: data-parallel ranks read whole shards)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    fields = {"file_sha256": digest.hexdigest()} | ({"shard_tokens": shard_tokens} if shard_tokens != 65536 else {})
+    fields = {"file_sha256": digest.hexdigest()} | ({"shard_tokens": shard_tokens} if shard_tokens != SHARD_TOKENS else {})
     name = artifact_name(model, hook, fields)
     if (existing := ws.get("activations", name)) is not None:
         return existing

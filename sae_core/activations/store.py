@@ -34,6 +34,8 @@ from sae_core.io import TORCH_DTYPES, atomic_write_json, load_tensors, read_json
 FORMAT = "sae-studio-activations/1"
 META_FILE = "meta.json"
 PROGRESS_FILE = "progress.json"
+# rows per shard unless asked otherwise (harvests and imports; a store's name records any other value)
+SHARD_TOKENS = 65536
 _SHARD_RE = re.compile(r"shard_(\d{5})\.safetensors")
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from sae_core.activations.store import (
-    META_FILE, PROGRESS_FILE, ActivationStore, StoreMeta, remove_shards_from, write_meta, write_shard)
+    META_FILE, PROGRESS_FILE, SHARD_TOKENS, ActivationStore, StoreMeta, remove_shards_from, write_meta,
+    write_shard)
 from sae_core.errors import ActivationFileError
 
 SUFFIXES = (".npy", ".safetensors")
@@ -137,7 +138,7 @@ def load_activation_file(path: str | Path, d_expected: int | None = None) -> tor
 
 
 def import_activation_file(path: str | Path, out_dir: Path, *, hook: str = "user",
-                           model: str = "user-file", shard_tokens: int = 65536,
+                           model: str = "user-file", shard_tokens: int = SHARD_TOKENS,
                            d_expected: int | None = None) -> ActivationStore:
     """Check a user's file and write it as a store in ``out_dir`` (token ids -1: unknown), one
     shard at a time: the file is never whole in memory. Half-precision files stay half precision

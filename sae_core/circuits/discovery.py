@@ -26,8 +26,10 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class DiscoveryConfig:
-    threshold: float = 20.0                         # percentage points of performance
-    reference: str = "full"                         # what the drop is measured from
+    threshold: float = field(default=20.0, metadata={  # percentage points of performance
+        "help": "Pruning threshold T, in percentage points of performance."})
+    reference: str = field(default="full", metadata={  # what the drop is measured from
+        "help": "Drop measured from the full model (the authors') or the current circuit."})
     sweeps: tuple[str, ...] = ("backward", "forward")
     max_rounds: int = 10
     means_from: str = "corrupt"                     # the prompts the ablation means are taken over

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from scipy.stats import spearmanr
 
 from sae_core.circuits.ablation import Evaluator
 from sae_core.circuits.compare import cross_performance, iou_matrix, membership, shared_by_all
@@ -40,19 +39,29 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class CircuitStudyConfig:
-    model: str = "zoo:tiny-b"
-    tasks: tuple[str, ...] = ("digits", "number_words", "months")
-    template: str = "sentence"
-    n_prompts: int = 64
+    model: str = field(default="zoo:tiny-b", metadata={"help": "Model (zoo:NAME, directory or hub name)."})
+    tasks: tuple[str, ...] = field(default=("digits", "number_words", "months"), metadata={
+        "help": "Comma-separated tasks: digits, number_words, months, days, letters."})
+    template: str = field(default="sentence", metadata={"help": "Prompt template: sentence | paper | bare | comma."})
+    n_prompts: int = field(default=64, metadata={
+        "help": "Candidate prompts per task (the filter keeps the right ones)."})
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
-    method: str = "eap"                 # edge scores: eap, eap-ig or patching (exact, one pass per edge)
-    baseline: str = "mean"              # what an edge's sender is replaced by
-    ig_steps: int = 5
-    edge_threshold: float = 0.01        # circuit edges: |score| >= this fraction of the model's LD
-    validate_top: int = 20              # attribution edges checked by exact patching
-    curve_thresholds: tuple[float, ...] = (10.0, 20.0, 40.0)
-    n_random: int = 8
-    seed: int = 0
+    # edge scores: eap, eap-ig or patching (exact, one pass per edge)
+    method: str = field(default="eap", metadata={
+        "help": "Edge scores: eap | eap-ig | patching (exact, one pass per edge)."})
+    # what an edge's sender is replaced by
+    baseline: str = field(default="mean", metadata={
+        "help": "Edge senders replaced by their mean (as node ablation) or the corrupt run."})
+    ig_steps: int = field(default=5, metadata={"help": "Integration steps of eap-ig."})
+    # circuit edges: |score| >= this fraction of the model's LD
+    edge_threshold: float = field(default=0.01, metadata={
+        "help": "Circuit edges: |score| at least this fraction of the model's logit difference."})
+    # attribution edges checked by exact patching
+    validate_top: int = field(default=20, metadata={"help": "Top attribution edges checked by exact path patching."})
+    curve_thresholds: tuple[float, ...] = field(default=(10.0, 20.0, 40.0), metadata={
+        "help": "Thresholds of the size vs performance curve."})
+    n_random: int = field(default=8, metadata={"help": "Random circuits per size on the curve."})
+    seed: int = field(default=0, metadata={"help": "Prompt and random-circuit seed."})
 
     def __post_init__(self):
         if not self.tasks or (bad := [t for t in self.tasks if t not in SEQUENCE_TASKS]):
@@ -129,6 +138,10 @@ def _ends(name: str) -> set[str]:
 def _validation(scorer: EdgeScorer, graph: CircuitGraph, top: int) -> dict | None:
     if top < 2 or graph.meta["method"] == "path patching":
         return None
+    # imported here: scipy.stats takes ~1 s to import, which every `sae-core` command (even --help)
+    # paid through the CLI's import of this package's configuration
+    from scipy.stats import spearmanr
+
     names = sorted(graph.scores, key=lambda n: -abs(graph.scores[n]))[:top]
     exact = scorer.patch_edges([Edge.parse(n) for n in names]).scores
     rho = spearmanr([graph.scores[n] for n in names], [exact[n] for n in names])[0]

@@ -12,20 +12,17 @@ from typing import Optional
 
 import typer
 
-from sae_core.cli.common import Bar, WorkspaceOpt, friendly
+from sae_core.circuits.discovery import DiscoveryConfig
+from sae_core.circuits.heads import ov_scores
+from sae_core.circuits.job import CircuitStudyConfig
+from sae_core.circuits.tasks import TaskConfig
+from sae_core.cli.common import Bar, WorkspaceOpt, config_option, friendly
 
 circuit_app = typer.Typer(help="Circuits for sequence continuation: nodes, edges, heads, tasks compared.",
                           no_args_is_help=True)
 
-ModelOpt = typer.Option("zoo:tiny-b", help="Model (zoo:NAME, directory or hub name).")
-TasksOpt = typer.Option("digits,number_words,months", help="Comma-separated tasks: digits, number_words, "
-                        "months, days, letters.")
-TemplateOpt = typer.Option("sentence", help="Prompt template: sentence | paper | bare | comma.")
-PromptsOpt = typer.Option(64, "--prompts", help="Candidate prompts per task (the filter keeps the right ones).")
-ThresholdOpt = typer.Option(20.0, help="Pruning threshold T, in percentage points of performance.")
-ReferenceOpt = typer.Option("full", help="Drop measured from the full model (the authors') or the current circuit.")
-MethodOpt = typer.Option("eap", help="Edge scores: eap | eap-ig | patching (exact, one pass per edge).")
-BaselineOpt = typer.Option("mean", help="Edge senders replaced by their mean (as node ablation) or the corrupt run.")
+ModelOpt = config_option(CircuitStudyConfig, "model")
+TemplateOpt = config_option(CircuitStudyConfig, "template")
 JsonOpt = typer.Option(False, "--json", help="Print nodes, edges and performance as JSON.")
 StudyOpt = typer.Option(None, "--study", help="A circuits study in the workspace [default: the newest].")
 
@@ -54,20 +51,21 @@ def _open(study: Optional[str], workspace):
 
 @circuit_app.command("discover")
 @friendly
-def discover(model: str = ModelOpt, tasks: str = TasksOpt, template: str = TemplateOpt, prompts: int = PromptsOpt,
-             threshold: float = ThresholdOpt, reference: str = ReferenceOpt, method: str = MethodOpt,
-             baseline: str = BaselineOpt,
-             ig_steps: int = typer.Option(5, "--ig-steps", help="Integration steps of eap-ig."),
-             edge_threshold: float = typer.Option(0.01, "--edge-threshold", help="Circuit edges: |score| at least "
-                                                  "this fraction of the model's logit difference."),
-             validate: int = typer.Option(20, help="Top attribution edges checked by exact path patching."),
-             curve: str = typer.Option("10,20,40", help="Thresholds of the size vs performance curve."),
-             random_circuits: int = typer.Option(8, "--random", help="Random circuits per size on the curve."),
-             seed: int = typer.Option(0, help="Prompt and random-circuit seed."),
+def discover(model: str = ModelOpt, tasks: str = config_option(CircuitStudyConfig, "tasks"),
+             template: str = TemplateOpt, prompts: int = config_option(CircuitStudyConfig, "n_prompts", "--prompts"),
+             threshold: float = config_option(DiscoveryConfig, "threshold"),
+             reference: str = config_option(DiscoveryConfig, "reference"),
+             method: str = config_option(CircuitStudyConfig, "method"),
+             baseline: str = config_option(CircuitStudyConfig, "baseline"),
+             ig_steps: int = config_option(CircuitStudyConfig, "ig_steps", "--ig-steps"),
+             edge_threshold: float = config_option(CircuitStudyConfig, "edge_threshold", "--edge-threshold"),
+             validate: int = config_option(CircuitStudyConfig, "validate_top", "--validate"),
+             curve: str = config_option(CircuitStudyConfig, "curve_thresholds", "--curve"),
+             random_circuits: int = config_option(CircuitStudyConfig, "n_random", "--random"),
+             seed: int = config_option(CircuitStudyConfig, "seed"),
              as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Find each task's circuit by iterative mean-ablation pruning (arXiv 2311.04131), score its edges."""
-    from sae_core.circuits.discovery import DiscoveryConfig
-    from sae_core.circuits.job import CircuitStudy, CircuitStudyConfig, circuits_to_workspace
+    from sae_core.circuits.job import CircuitStudy, circuits_to_workspace
     from sae_core.workspace import Workspace
 
     cfg = CircuitStudyConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
@@ -103,8 +101,8 @@ def discover(model: str = ModelOpt, tasks: str = TasksOpt, template: str = Templ
 
 @circuit_app.command("edges")
 @friendly
-def edges(task: str = typer.Option("digits", help="The task whose edges to print."), top: int = typer.Option(
-              20, help="Edges to print, largest |score| first."),
+def edges(task: str = config_option(TaskConfig, "task", help="The task whose edges to print."),
+          top: int = typer.Option(20, help="Edges to print, largest |score| first."),
           export: Optional[Path] = typer.Option(None, help="Write the task's graph here (EAP-IG's JSON layout)."),
           study: Optional[str] = StudyOpt, as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Edge scores of a task's graph (attribution or path patching), and its circuit's edges."""
@@ -153,12 +151,14 @@ def compare(study: Optional[str] = StudyOpt, as_json: bool = JsonOpt, workspace:
 
 @circuit_app.command("heads")
 @friendly
-def heads(model: str = ModelOpt, task: str = typer.Option("digits", help="The sequence the OV scores use."),
+def heads(model: str = ModelOpt,
+          task: str = config_option(TaskConfig, "task", help="The sequence the OV scores use."),
           template: str = TemplateOpt, top: int = typer.Option(10, help="Heads to print."),
-          k: int = typer.Option(5, help="Top-k cut of the OV scores (5 in the paper)."), as_json: bool = JsonOpt):
+          k: int = config_option(ov_scores, "k", help="Top-k cut of the OV scores (5 in the paper)."),
+          as_json: bool = JsonOpt):
     """Successor-head ranking (OV next / copy scores) and each head's attention to the members."""
-    from sae_core.circuits.heads import attention_summary, ov_scores
-    from sae_core.circuits.tasks import TaskConfig, make_task
+    from sae_core.circuits.heads import attention_summary
+    from sae_core.circuits.tasks import make_task
     from sae_core.models.loading import load_model
 
     m = load_model(model)

@@ -2,13 +2,16 @@
 the one-line error format (``SAECoreError`` -> ``error: ...`` on stderr, exit status 2)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from tqdm import tqdm
 
+from sae_core.activations.job import harvest_hooks_to_workspace
 from sae_core.errors import SAECoreError
 from sae_core.models.texts import TextSource
 
@@ -30,12 +33,59 @@ def friendly(fn):
 
 CorpusOpt = typer.Option(None, "--corpus", help="Your text instead of the zoo corpus: a .txt (one "
                          "document a line), .jsonl or .parquet file, or a datasets save_to_disk dir.")
-ColumnOpt = typer.Option("text", "--text-column", help="The text column of a .jsonl/.parquet/datasets corpus.")
-SplitOpt = typer.Option("train", "--split", help="The split of a DatasetDict directory.")
-AutocastOpt = typer.Option(None, "--autocast", help="bf16: run under bfloat16 autocast (weights stay float32).")
-ShardOpt = typer.Option(65536, "--shard-tokens", help="Rows per store shard of a new harvest or import "
-                        "(data-parallel ranks each read whole shards).")
 
+
+_FIELD_HELP = object()
+
+
+def config_default(config, name: str) -> Any:
+    """A config field's default: ``config`` is a dataclass (its field's default), an instance of one
+    (the value it holds, e.g. a named recipe such as ``SWITCH_CONFIG``) or a library function (its
+    keyword's default, for the jobs that take keywords rather than a config)."""
+    if not dataclasses.is_dataclass(config):
+        default = inspect.signature(config).parameters[name].default
+        if default is inspect.Parameter.empty:
+            raise TypeError(f"{config.__name__}({name}=...) has no default: give the command its own")
+        return default
+    f = {f.name: f for f in dataclasses.fields(config)}[name]
+    if not isinstance(config, type):
+        return getattr(config, name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise TypeError(f"{config.__name__}.{name} has no default: give the command its own, documented, in a "
+                    "dataclass of command defaults (e.g. TrainCommand)")
+
+
+def option_default(value: Any) -> Any:
+    """A field's default as the option shows and parses it: a tuple becomes comma-separated text."""
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return value
+
+
+def config_option(config, name: str, *param_decls: str, help: Any = _FIELD_HELP, **kw) -> Any:
+    """The ``typer.Option`` of a config field: its default is the field's (``config_default``; a tuple
+    as comma-separated text) and its help the field's doc, ``metadata={"help": ...}`` (no doc, no
+    help; ``help=`` words it for a command whose use differs, or a function's keyword). Options never
+    restate a default: the option remembers its field (``.config_field``), and
+    tests/cli/test_options.py checks every command's options against their fields."""
+    if help is _FIELD_HELP:
+        help = ({f.name: f for f in dataclasses.fields(config)}[name].metadata.get("help")
+                if dataclasses.is_dataclass(config) else None)
+    info = typer.Option(option_default(config_default(config, name)), *param_decls, help=help, **kw)
+    info.config_field = (config, name)
+    return info
+
+
+ColumnOpt = config_option(TextSource, "column", "--text-column")
+SplitOpt = config_option(TextSource, "split", "--split")
+AutocastOpt = config_option(harvest_hooks_to_workspace, "autocast", "--autocast",
+                            help="bf16: run under bfloat16 autocast (weights stay float32).")
+ShardOpt = config_option(harvest_hooks_to_workspace, "shard_tokens", "--shard-tokens",
+                         help="Rows per store shard of a new harvest or import (data-parallel ranks each read "
+                         "whole shards).")
 
 
 def text_source(corpus: Optional[Path], column: str, split: str):

@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from sae_core.cli.common import Bar, ColumnOpt, CorpusOpt, SplitOpt, WorkspaceOpt, friendly, text_source
+from sae_core.cli.common import (Bar, ColumnOpt, CorpusOpt, SplitOpt, WorkspaceOpt, config_option, friendly,
+                                 text_source)
+from sae_core.features.config import IndexConfig
 
 commands = typer.Typer()
 
@@ -26,18 +28,17 @@ def _sae_dir(ws, sae: str) -> Path:
 @commands.command("index")
 @friendly
 def index(sae: str = typer.Option(..., "--sae", help="SAE directory (ours or SAELens) or workspace SAE name."),
-          tokens: int = typer.Option(100_000, help="Corpus tokens to stream through model and SAE."),
+          tokens: int = config_option(IndexConfig, "n_tokens", "--tokens"),
           model: Optional[str] = typer.Option(None, help="Model (default: the one in the SAE's cfg.json)."),
           hook: Optional[str] = typer.Option(None, help="Hook (default: the one in the SAE's cfg.json)."),
-          feature_map: bool = typer.Option(True, "--map/--no-map", help="Compute the UMAP feature map."),
-          n_top: int = typer.Option(20, help="Top activating examples kept per feature."),
-          batch_size: int = typer.Option(32, help="Sequences per forward pass."),
+          feature_map: bool = config_option(IndexConfig, "feature_map", "--map/--no-map"),
+          n_top: int = config_option(IndexConfig, "n_top"),
+          batch_size: int = config_option(IndexConfig, "batch_size"),
           parquet: Optional[Path] = typer.Option(None, help="Also export the whole index to this parquet file."),
           corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
           workspace: Optional[Path] = WorkspaceOpt):
     """Build the feature index of an SAE (top contexts, histograms, logit effects, map)."""
     from sae_core.features.job import index_to_workspace
-    from sae_core.features.config import IndexConfig
     from sae_core.features.export import export_parquet
     from sae_core.features.index import FeatureIndex
     from sae_core.sae.io import load_sae

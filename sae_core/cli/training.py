@@ -2,15 +2,20 @@
 under ``torchrun``)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from sae_core.activations.job import harvest_hooks_to_workspace
 from sae_core.cli.common import (AutocastOpt, Bar, ColumnOpt, CorpusOpt, ShardOpt, SplitOpt, StepBar,
-                                 WorkspaceOpt, floats, friendly, text_source)
+                                 WorkspaceOpt, config_option, floats, friendly, text_source)
 from sae_core.models.random_arch import describe
+from sae_core.sae.config import ARCHITECTURES, SAEConfig
+from sae_core.training.config import TrainerConfig
 from sae_core.training.ranks import follower_on_step, guard_ranks
+from sae_core.training.sweep import SweepConfig
 
 commands = typer.Typer()
 
@@ -20,8 +25,9 @@ commands = typer.Typer()
 def harvest(model: str = typer.Argument(..., help="zoo:NAME, random:ARCH, a local directory or a hub name."),
             hook: str = typer.Option(..., help="Hook point, e.g. blocks.1.hook_resid_post."),
             tokens: int = typer.Option(100_000, help="How many tokens to harvest."),
-            context_size: int = typer.Option(64, help="Tokens per sequence."),
-            seed: int = typer.Option(0, help="Corpus seed."),
+            context_size: int = config_option(harvest_hooks_to_workspace, "context_size",
+                                              help="Tokens per sequence."),
+            seed: int = config_option(harvest_hooks_to_workspace, "seed", help="Corpus seed."),
             keep_special: bool = typer.Option(False, help="Keep BOS/special-token positions."),
             corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
             shard_tokens: int = ShardOpt, autocast: Optional[str] = AutocastOpt,
@@ -55,7 +61,7 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, random:ARCH, a loca
 
 
 def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, acts: Optional[Path],
-                 text=None, shard_tokens: int = 65536, with_model: bool = True):
+                 text=None, shard_tokens: int = ShardOpt.default, with_model: bool = True):
     """``(activation artifact, language model or None)``: a user's file (no model), or a
     (cached) harvest of ``model``, which is loaded once and returned for the downstream metrics
     (``with_model=False``: only when the harvest needs it, and not returned)."""
@@ -79,27 +85,51 @@ ModelOpt = typer.Option(None, help=f"Model (zoo:NAME, directory or hub name) the
                                    f"from [default: {DEFAULT_MODEL}; with --acts, a label].")
 HookOpt = typer.Option(None, help=f"Hook point the SAE reads [default: {DEFAULT_HOOK}; with --acts, a label].")
 ActsOpt = typer.Option(None, "--acts", help="Train on this .npy/.safetensors [tokens, d] file instead.")
-DeviceOpt = typer.Option(None, help="Train on cpu, cuda or cuda:N [default: cuda when available].")
+# jumprelu is inference-only (SAELens imports); the others train
+TRAINABLE = tuple(a for a in ARCHITECTURES if a != "jumprelu")
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    """The ``train`` and ``sweep`` commands' own defaults, where the library has none (an SAE's
+    architecture and width, a run's length) or sizes a run differently: runs from the shell are small
+    and interactive, so their batch is smaller than ``TrainerConfig.batch_size``, which suits long runs.
+    Every other option of these commands takes its default from its config field (``config_option``)."""
+    arch: str = field(default="batchtopk", metadata={"help": " | ".join(TRAINABLE)})
+    d_sae: int = field(default=1024, metadata={"help": "Number of latents."})
+    tokens: int = field(default=500_000, metadata={"help": "Training tokens."})
+    harvest_tokens: int = field(default=200_000, metadata={"help": "Tokens to harvest (when not --acts)."})
+    batch_size: int = field(default=1024, metadata={"help": "Tokens per training batch."})
+
+
+@dataclass(frozen=True)
+class SweepCommand:
+    """The ``sweep`` command's own defaults where ``SweepConfig`` has none (the values of l) or
+    another (fewer training tokens per SAE than ``SweepConfig.tokens``: runs from the shell are small)."""
+    ls: tuple[float, ...] = field(default=(1.0, 2.0, 4.0, 8.0, 16.0),
+                                  metadata={"help": "Comma-separated values of l."})
+    tokens: int = field(default=300_000, metadata={"help": "Training tokens per SAE."})
 
 
 @commands.command("train")
 @friendly
-def train(arch: str = typer.Option("batchtopk", help="relu | topk | batchtopk | sampled"),
-          k: int = typer.Option(32, help="Active latents per token (TopK family)."),
-          l: float = typer.Option(4.0, help="Sampled-SAE: the pool holds K*l latents."),
-          scoring: str = typer.Option("l2", help="Sampled-SAE scoring rule: l2 | entropy."),
-          pool_rule: str = typer.Option("top", help="Sampled-SAE pool: top | sample."),
-          d_sae: int = typer.Option(1024, "--d-sae", help="Number of latents."),
-          tokens: int = typer.Option(500_000, help="Training tokens."),
-          harvest_tokens: int = typer.Option(200_000, help="Tokens to harvest (when not --acts)."),
-          batch_size: int = typer.Option(1024, help="Tokens per training batch."),
-          lr: Optional[float] = typer.Option(None, help="Adam lr (default 2e-4/sqrt(d_sae/2^14))."),
-          seed: int = typer.Option(0), model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt,
-          acts: Optional[Path] = ActsOpt,
+def train(arch: str = config_option(TrainCommand, "arch"),
+          k: int = config_option(SAEConfig, "k"),
+          l: float = config_option(SAEConfig, "l"),
+          scoring: str = config_option(SAEConfig, "scoring"),
+          pool_rule: str = config_option(SAEConfig, "pool_rule"),
+          d_sae: int = config_option(TrainCommand, "d_sae", "--d-sae"),
+          tokens: int = config_option(TrainCommand, "tokens"),
+          harvest_tokens: int = config_option(TrainCommand, "harvest_tokens"),
+          batch_size: int = config_option(TrainCommand, "batch_size"),
+          lr: Optional[float] = config_option(TrainerConfig, "lr"),
+          seed: int = config_option(TrainerConfig, "seed"), model: Optional[str] = ModelOpt,
+          hook: Optional[str] = HookOpt, acts: Optional[Path] = ActsOpt,
           out: Optional[Path] = typer.Option(None, help="Also copy the SAE and metrics.json here."),
           corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
-          shard_tokens: int = ShardOpt, autocast: Optional[str] = AutocastOpt,
-          device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
+          shard_tokens: int = ShardOpt, autocast: Optional[str] = config_option(TrainerConfig, "autocast"),
+          device: Optional[str] = config_option(TrainerConfig, "device"),
+          workspace: Optional[Path] = WorkspaceOpt):
     """Train one SAE; writes it (SAELens layout) and metrics.json into the workspace.
 
     Under ``torchrun --nproc-per-node N -m sae_core.cli train ...`` the N ranks train it together,
@@ -116,9 +146,7 @@ def _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, ba
     import shutil
     from dataclasses import replace
 
-    from sae_core.sae.config import SAEConfig
     from sae_core.training.job import train_to_workspace
-    from sae_core.training.loop import TrainerConfig
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)
@@ -148,20 +176,22 @@ def _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, ba
 
 @commands.command("sweep")
 @friendly
-def sweep(ls: str = typer.Option("1,2,4,8,16", "--l", help="Comma-separated values of l."),
-          scorings: str = typer.Option("l2,entropy", "--scoring", help="Comma-separated scoring rules."),
-          k: int = typer.Option(32), d_sae: int = typer.Option(1024, "--d-sae"),
-          tokens: int = typer.Option(300_000, help="Training tokens per SAE."),
-          harvest_tokens: int = typer.Option(200_000, help="Tokens to harvest (when not --acts)."),
-          batch_size: int = typer.Option(1024), seed: int = typer.Option(0),
-          references: str = typer.Option("batchtopk,topk", help="Reference architectures ('' for none)."),
-          pool_rule: str = typer.Option("top", help="Sampled-SAE pool: top | sample (drawn by score)."),
+def sweep(ls: str = config_option(SweepCommand, "ls", "--l"),
+          scorings: str = config_option(SweepConfig, "scorings", "--scoring"),
+          k: int = config_option(SAEConfig, "k"), d_sae: int = config_option(TrainCommand, "d_sae", "--d-sae"),
+          tokens: int = config_option(SweepCommand, "tokens"),
+          harvest_tokens: int = config_option(TrainCommand, "harvest_tokens"),
+          batch_size: int = config_option(SweepConfig, "batch_size"),
+          seed: int = config_option(SweepConfig, "seed"),
+          references: str = config_option(SweepConfig, "references"),
+          pool_rule: str = config_option(SweepConfig, "pool_rule"),
           model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt, acts: Optional[Path] = ActsOpt,
           corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
-          device: Optional[str] = DeviceOpt, workspace: Optional[Path] = WorkspaceOpt):
+          device: Optional[str] = config_option(SweepConfig, "device"),
+          workspace: Optional[Path] = WorkspaceOpt):
     """Train one Sampled-SAE per l and scoring rule (plus references) in lockstep, one pass over the
     activations; write the metrics table. Interrupted sweeps resume from checkpoints."""
-    from sae_core.training.sweep import SweepConfig, run_sweep
+    from sae_core.training.sweep import run_sweep
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)

@@ -6,33 +6,34 @@ from typing import Optional
 
 import typer
 
-from sae_core.cli.common import Bar, WorkspaceOpt, friendly
+from sae_core.cli.common import Bar, WorkspaceOpt, config_option, friendly
+from sae_core.universality.analysis import AnalysisConfig
+from sae_core.universality.job import UniversalityConfig
+from sae_core.universality.matching import MatchConfig
 
 commands = typer.Typer()
 
 
 @commands.command("universality")
 @friendly
-def universality(model_a: str = typer.Option("zoo:tiny-a", "--model-a", help="Model A."),
-                 hook_a: str = typer.Option("blocks.1.hook_resid_post", "--hook-a", help="Model A's hook."),
-                 model_b: str = typer.Option("zoo:tiny-b", "--model-b", help="Model B (same tokenizer as A)."),
-                 hook_b: str = typer.Option("blocks.3.hook_resid_post", "--hook-b", help="Model B's hook."),
-                 sae_a: Optional[str] = typer.Option(None, "--sae-a", help="A workspace SAE for A (default: train one)."),
-                 sae_b: Optional[str] = typer.Option(None, "--sae-b", help="A workspace SAE for B (default: train one)."),
-                 tokens: int = typer.Option(200_000, help="Paired tokens the codes are compared on."),
-                 d_sae: int = typer.Option(1024, "--d-sae", help="Width of SAEs the job trains."),
-                 k: int = typer.Option(16, help="k of SAEs the job trains (BatchTopK)."),
-                 train_tokens: int = typer.Option(1_000_000, "--train-tokens", help="Training tokens per trained SAE."),
-                 rule: str = typer.Option("many_to_one", help="many_to_one (the paper's) | mutual | hungarian."),
-                 min_corr: float = typer.Option(0.1, "--min-corr", help="Keep pairs correlated above this."),
-                 nonconcept: bool = typer.Option(True, "--nonconcept-filter/--no-nonconcept-filter",
-                                                 help="Drop pairs whose top tokens include punctuation or specials."),
-                 shared: bool = typer.Option(True, "--shared-token/--no-shared-token",
-                                             help="Keep pairs whose top tokens share one."),
-                 dedupe: str = typer.Option("none", help="many_to_one only: none | best | first (the paper's)."),
-                 runs: int = typer.Option(100, help="Null runs per measure (1000 when 100 pairs or fewer)."),
-                 paper_compat: bool = typer.Option(False, "--paper-compat", help="SVCCA with one direction, as the "
-                                                   "paper's code."),
+def universality(model_a: str = config_option(UniversalityConfig, "model_a", "--model-a"),
+                 hook_a: str = config_option(UniversalityConfig, "hook_a", "--hook-a"),
+                 model_b: str = config_option(UniversalityConfig, "model_b", "--model-b"),
+                 hook_b: str = config_option(UniversalityConfig, "hook_b", "--hook-b"),
+                 sae_a: Optional[str] = config_option(UniversalityConfig, "sae_a", "--sae-a"),
+                 sae_b: Optional[str] = config_option(UniversalityConfig, "sae_b", "--sae-b"),
+                 tokens: int = config_option(UniversalityConfig, "n_tokens", "--tokens"),
+                 d_sae: int = config_option(UniversalityConfig, "d_sae", "--d-sae"),
+                 k: int = config_option(UniversalityConfig, "k"),
+                 train_tokens: int = config_option(UniversalityConfig, "train_tokens", "--train-tokens"),
+                 rule: str = config_option(MatchConfig, "rule"),
+                 min_corr: float = config_option(MatchConfig, "min_corr", "--min-corr"),
+                 nonconcept: bool = config_option(MatchConfig, "drop_nonconcept",
+                                                  "--nonconcept-filter/--no-nonconcept-filter"),
+                 shared: bool = config_option(MatchConfig, "shared_token", "--shared-token/--no-shared-token"),
+                 dedupe: str = config_option(MatchConfig, "dedupe"),
+                 runs: int = config_option(AnalysisConfig, "runs"),
+                 paper_compat: bool = config_option(AnalysisConfig, "paper_compat", "--paper-compat"),
                  as_json: bool = typer.Option(False, "--json", help="Print the scores, p-values and pair counts as JSON."),
                  layers: bool = typer.Option(False, "--layers", help="Every block's residual stream of A against "
                                              "every one of B (the hooks are ignored): heatmaps per measure."),
@@ -40,9 +41,7 @@ def universality(model_a: str = typer.Option("zoo:tiny-a", "--model-a", help="Mo
     """Feature universality of two models: match SAE features, score the matched spaces against nulls."""
     import json
 
-    from sae_core.universality.analysis import AnalysisConfig
-    from sae_core.universality.job import Universality, UniversalityConfig, universality_to_workspace
-    from sae_core.universality.matching import MatchConfig
+    from sae_core.universality.job import Universality, universality_to_workspace
     from sae_core.universality.measures import MEASURES
     from sae_core.workspace import Workspace
 

@@ -1,7 +1,7 @@
 """The feature index's build config and its error type."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sae_core.errors import SAECoreError
 
@@ -14,12 +14,13 @@ class FeatureIndexError(SAECoreError):
 class IndexConfig:
     """How an index is built. Every field but ``batch_size`` and ``checkpoint_every`` changes the
     result (see ``result_fields``), so those go into the index's name."""
-    n_tokens: int = 100_000        # corpus tokens to stream (approximate: whole documents)
+    # corpus tokens to stream (approximate: whole documents)
+    n_tokens: int = field(default=100_000, metadata={"help": "Corpus tokens to stream through model and SAE."})
     context_size: int = 64         # tokens per sequence, BOS included
-    batch_size: int = 32           # sequences per forward pass
+    batch_size: int = field(default=32, metadata={"help": "Sequences per forward pass."})
     corpus_seed: int = 1           # zoo corpus stream (the demo SAEs train on seed 0)
     exclude_special: bool = True   # BOS/pad/unk never count as activating tokens
-    n_top: int = 20                # top activating examples per feature
+    n_top: int = field(default=20, metadata={"help": "Top activating examples kept per feature."})
     n_samples: int = 24            # uniform sample of nonzero activations, grouped in quantile bins
     n_quantiles: int = 4
     before: int = 5                # context window around an example's token
@@ -29,7 +30,7 @@ class IndexConfig:
     logit_hist_bins: int = 30
     n_promoters: int = 20          # per token: features that promote it most (search)
     n_nearest: int = 10
-    feature_map: bool = True       # UMAP of decoder rows
+    feature_map: bool = field(default=True, metadata={"help": "Compute the UMAP feature map."})  # of decoder rows
     seed: int = 0                  # sampling keys and UMAP
     checkpoint_every: int = 50     # batches
 

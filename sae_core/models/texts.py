@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator
@@ -44,8 +44,9 @@ class TextSourceError(SAECoreError):
 @dataclass(frozen=True)
 class TextSource:
     path: str = ""         # "" = the zoo corpus
-    column: str = "text"   # .jsonl / .parquet / datasets: where the document is
-    split: str = "train"   # a DatasetDict directory: which split
+    # .jsonl / .parquet / datasets: where the document is
+    column: str = field(default="text", metadata={"help": "The text column of a .jsonl/.parquet/datasets corpus."})
+    split: str = field(default="train", metadata={"help": "The split of a DatasetDict directory."})
 
     def __post_init__(self):
         if not self.path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Mapping
+from typing import Literal, Mapping, get_args
 
 from sae_core.errors import SAECoreError
 
@@ -54,10 +54,13 @@ class SAEConfig:
     arch: str                       # a name in ARCHITECTURES
     d_in: int                       # width of the hooked activation
     d_sae: int                      # number of latents
-    k: int = 32                     # active latents per token (TopK) / on average (BatchTopK)
-    l: float = 4.0                  # Sampled-SAE: the pool holds K*l latents
-    scoring: Scoring = "l2"         # Sampled-SAE: how latent columns are scored (see sampled.py)
-    pool_rule: PoolRule = "top"     # Sampled-SAE: keep the top-scoring K*l, or sample them by score
+    # active latents per token (TopK) / on average (BatchTopK)
+    k: int = field(default=32, metadata={"help": "Active latents per token (TopK family)."})
+    l: float = field(default=4.0, metadata={"help": "Sampled-SAE: the pool holds K*l latents."})
+    # Sampled-SAE: how latent columns are scored (see sampled.py)
+    scoring: Scoring = field(default="l2", metadata={"help": "Sampled-SAE scoring rule: l2 | entropy."})
+    # Sampled-SAE: keep the top-scoring K*l, or sample them by score
+    pool_rule: PoolRule = field(default="top", metadata={"help": "Sampled-SAE pool: top | sample."})
     l1_coeff: float = 5.0           # ReLU SAE: sparsity penalty weight
     threshold_momentum: float = 0.99  # BatchTopK family: EMA of the inference threshold
     model_name: str = ""
@@ -80,10 +83,12 @@ class SAEConfig:
                 # points of a sweep were the same SAE (issue #11)
                 raise SAEConfigError(f"l={self.l} is not allowed: l must be a finite number >= 1 "
                                      "(the pool holds K*l latents; l=1 means K latents, the smallest pool)")
-            if self.scoring not in ("l2", "entropy"):
-                raise SAEConfigError(f"scoring={self.scoring!r}; choose 'l2' or 'entropy'")
-            if self.pool_rule not in ("top", "sample"):
-                raise SAEConfigError(f"pool_rule={self.pool_rule!r}; choose 'top' or 'sample'")
+            if self.scoring not in get_args(Scoring):
+                raise SAEConfigError(f"scoring={self.scoring!r}; choose "
+                                     f"{' or '.join(map(repr, get_args(Scoring)))}")
+            if self.pool_rule not in get_args(PoolRule):
+                raise SAEConfigError(f"pool_rule={self.pool_rule!r}; choose "
+                                     f"{' or '.join(map(repr, get_args(PoolRule)))}")
             if self.k * self.l > self.d_sae:
                 # Documented choice: clamp, since a pool of every latent is exactly BatchTopK.
                 log.warning("K*l = %g exceeds d_sae = %d; the pool is clamped to all latents "

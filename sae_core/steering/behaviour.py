@@ -7,7 +7,8 @@
 - ``refused``: harmful clean requests refused ("I cannot ...");
 - ``sequence``: next-item accuracy on digits, number words and months.
 Prompts come from ``chat_prompts`` / ``sequence_prompts`` with held-out keys, never the ones
-vectors and mappers are built from (``held_out=False``).
+vectors and mappers are built from (``held_out=False``). A user's prompts are read by ``read_prompts``
+(one a line) and ``read_pairs`` (two a line, separated by a tab).
 """
 from __future__ import annotations
 
@@ -35,6 +36,17 @@ def read_prompts(path: Path) -> list[str]:
     if not prompts:
         raise InterventionError(f"prompts file {path} holds no prompts; write one per line")
     return prompts
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """Prompt pairs from a UTF-8 file, ``a<TAB>b`` per non-empty line."""
+    pairs = []
+    for i, line in enumerate(read_prompts(path), 1):
+        parts = line.split("\t")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise InterventionError(f"{path}, pair {i}: expected two prompts separated by one tab, got {line!r}")
+        pairs.append((parts[0].strip(), parts[1].strip()))
+    return pairs
 
 
 def score_prompts(model, prompts: list[str], specs: list[Intervention], n_tokens: int = 8) -> dict:

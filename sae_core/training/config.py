@@ -3,7 +3,7 @@ a ``TrainResult`` per SAE. ``training`` documents what each choice does."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple
 
 import torch
@@ -16,7 +16,7 @@ from sae_core.sae.base import SAE
 class TrainerConfig:
     total_tokens: int                 # tokens to train on (steps = total_tokens // batch_size)
     batch_size: int = 4096
-    lr: float | None = None           # default 2e-4 / sqrt(d_sae / 2^14)
+    lr: float | None = field(default=None, metadata={"help": "Adam lr (default 2e-4/sqrt(d_sae/2^14))."})
     warmup_steps: int = 50
     decay_fraction: float = 0.2
     aux_k_coeff: float = 1 / 32
@@ -25,8 +25,11 @@ class TrainerConfig:
     aux_fraction: float = 0.25        # AuxK reads this fraction of each batch's tokens (random)
     seed: int = 0
     checkpoint_every: int = 0         # steps; 0 = no checkpoints
-    device: str | None = None
-    autocast: str | None = None       # "bf16": the SAE's forward and loss under bfloat16 autocast
+    device: str | None = field(default=None, metadata={
+        "help": "Train on cpu, cuda or cuda:N [default: cuda when available]."})
+    # "bf16": the SAE's forward and loss under bfloat16 autocast
+    autocast: str | None = field(default=None, metadata={
+        "help": "bf16: run under bfloat16 autocast (weights stay float32)."})
     sync_every: int | None = None     # steps between host reads of the log (None: 1 on CPU, 64 on CUDA)
 
     def __post_init__(self):

@@ -9,16 +9,15 @@ per SAE: its settings, metrics and the name of its ``sae`` artifact).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, get_args
 
 import pandas as pd
 
 from sae_core.activations import ActivationStore
 from sae_core.errors import SAECoreError
 from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
-from sae_core.sae.config import SAEConfig, SAEConfigError, sae_label
+from sae_core.sae.config import SAEConfig, SAEConfigError, Scoring, sae_label
 from sae_core.training.job import train_all_to_workspace
 from sae_core.sae.sampled import RULE_REVISION
 from sae_core.training.loop import TrainerConfig
@@ -32,26 +31,41 @@ class SweepConfig:
     k: int
     d_sae: int
     ls: tuple[float, ...]
-    scorings: tuple[str, ...] = ("l2", "entropy")
-    pool_rule: str = "top"
-    references: tuple[str, ...] = REFERENCE_ARCHS
+    scorings: tuple[str, ...] = field(default=get_args(Scoring),  # every rule
+                                      metadata={"help": "Comma-separated scoring rules."})
+    pool_rule: str = field(default="top", metadata={"help": "Sampled-SAE pool: top | sample (drawn by score)."})
+    references: tuple[str, ...] = field(default=REFERENCE_ARCHS,
+                                        metadata={"help": "Reference architectures ('' for none)."})
     tokens: int = 500_000
     batch_size: int = 1024
     lr: float | None = None
     seed: int = 0
-    device: str | None = None  # None: CUDA when available, else the CPU
+    # None: CUDA when available, else the CPU (the trainer's field, so its doc too)
+    device: str | None = field(default=None,
+                               metadata={f.name: f for f in fields(TrainerConfig)}["device"].metadata)
 
     def __post_init__(self):
         if not self.ls:
             raise SAECoreError("the sweep needs at least one value of l")
-        bad = [l for l in self.ls if not (l >= 1 and math.isfinite(l))]
+
+        # SAEConfig holds the rules for l, the scoring rule and the pool rule: each setting is checked
+        # by building a Sampled-SAE config with it (wide enough that only that setting can fail)
+        wide = dict(arch="sampled", d_in=1, d_sae=2**62, k=1)
+
+        def refused(**setting) -> bool:
+            try:
+                SAEConfig(**wide, **setting)
+            except SAEConfigError:
+                return True
+            return False
+        bad = [l for l in self.ls if refused(l=l)]
         if bad:
             raise SAEConfigError(f"every l must be a finite number >= 1 (got {bad}); l=1 is a pool "
                                  "of K latents, the smallest")
-        if not self.scorings or set(self.scorings) - {"l2", "entropy"}:
-            raise SAECoreError(f"scorings={list(self.scorings)}; choose one or more of 'l2', 'entropy'")
-        if self.pool_rule not in ("top", "sample"):
-            raise SAECoreError(f"pool_rule={self.pool_rule!r}; choose 'top' or 'sample'")
+        if not self.scorings or any(refused(scoring=s) for s in self.scorings):
+            raise SAECoreError(f"scorings={list(self.scorings)}; choose one or more of "
+                               f"{', '.join(map(repr, get_args(Scoring)))}")
+        SAEConfig(**wide, pool_rule=self.pool_rule)  # refused: its message names the choices
         unknown = set(self.references) - set(REFERENCE_ARCHS)
         if unknown:
             raise SAECoreError(f"reference architectures must be among {REFERENCE_ARCHS} (got {sorted(unknown)})")

@@ -8,7 +8,7 @@ Following the paper, a pair set of 100 or fewer gets ``cfg.runs_small`` null run
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -25,11 +25,12 @@ MIN_PAIRS = 10
 @dataclass(frozen=True)
 class AnalysisConfig:
     measures: tuple[str, ...] = MEASURES
-    runs: int = 100                # null runs per measure and null
+    # null runs per measure and null
+    runs: int = field(default=100, metadata={"help": "Null runs per measure (1000 when 100 pairs or fewer)."})
     runs_small: int = 1000         # ... when there are SMALL_PAIRS pairs or fewer
     bootstrap_runs: int = 100
     var_threshold: float = 0.99    # SVCCA's variance rule
-    paper_compat: bool = False     # SVCCA with one direction, as the paper's code
+    paper_compat: bool = field(default=False, metadata={"help": "SVCCA with one direction, as the paper's code."})
     rsa_rows: int = 500            # RSA subsamples rows past this (124,750 similarity pairs)
     knn_k: int = 10
     seed: int = 0

@@ -40,16 +40,18 @@ NULL_EVERY = 4  # the correlation histogram's batches: one in four
 
 @dataclass(frozen=True)
 class UniversalityConfig:
-    model_a: str = "zoo:tiny-a"
-    hook_a: str = "blocks.1.hook_resid_post"
-    model_b: str = "zoo:tiny-b"
-    hook_b: str = "blocks.3.hook_resid_post"
-    sae_a: str | None = None       # an SAE artifact in the workspace; None: trained by the job
-    sae_b: str | None = None
-    d_sae: int = 1024              # SAEs the job trains: BatchTopK of this width and k
-    k: int = 16
-    train_tokens: int = 1_000_000
-    n_tokens: int = 200_000        # paired tokens the codes are compared on
+    model_a: str = field(default="zoo:tiny-a", metadata={"help": "Model A."})
+    hook_a: str = field(default="blocks.1.hook_resid_post", metadata={"help": "Model A's hook."})
+    model_b: str = field(default="zoo:tiny-b", metadata={"help": "Model B (same tokenizer as A)."})
+    hook_b: str = field(default="blocks.3.hook_resid_post", metadata={"help": "Model B's hook."})
+    # an SAE artifact in the workspace; None: trained by the job
+    sae_a: str | None = field(default=None, metadata={"help": "A workspace SAE for A (default: train one)."})
+    sae_b: str | None = field(default=None, metadata={"help": "A workspace SAE for B (default: train one)."})
+    # SAEs the job trains: BatchTopK of this width and k
+    d_sae: int = field(default=1024, metadata={"help": "Width of SAEs the job trains."})
+    k: int = field(default=16, metadata={"help": "k of SAEs the job trains (BatchTopK)."})
+    train_tokens: int = field(default=1_000_000, metadata={"help": "Training tokens per trained SAE."})
+    n_tokens: int = field(default=200_000, metadata={"help": "Paired tokens the codes are compared on."})
     context_size: int = 64
     match: MatchConfig = field(default_factory=MatchConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)

@@ -34,11 +34,12 @@ DEDUPE = ("none", "best", "first")
 
 @dataclass(frozen=True)
 class MatchConfig:
-    rule: str = "many_to_one"
-    min_corr: float = 0.1
-    drop_nonconcept: bool = True
-    shared_token: bool = True
-    dedupe: str = "none"
+    rule: str = field(default="many_to_one", metadata={"help": "many_to_one (the paper's) | mutual | hungarian."})
+    min_corr: float = field(default=0.1, metadata={"help": "Keep pairs correlated above this."})
+    drop_nonconcept: bool = field(default=True, metadata={
+        "help": "Drop pairs whose top tokens include punctuation or specials."})
+    shared_token: bool = field(default=True, metadata={"help": "Keep pairs whose top tokens share one."})
+    dedupe: str = field(default="none", metadata={"help": "many_to_one only: none | best | first (the paper's)."})
 
     def __post_init__(self):
         if self.rule not in RULES:

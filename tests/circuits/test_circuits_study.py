@@ -4,16 +4,14 @@ import json
 
 import pytest
 
-from sae_core.circuits.discovery import DiscoveryConfig
 from sae_core.circuits.graph import CircuitGraph, Edge
 from sae_core.circuits.job import KIND, CircuitStudy, CircuitStudyConfig, circuit_edges, circuits_to_workspace
 from sae_core.circuits.tasks import CircuitError
 from sae_core.workspace import Workspace
-from tests.helpers import APP
+from tests.helpers import APP, small_circuits_config
 
 # tasks not in alphabetical order: the stored JSON sorts task keys, the matrices follow the config
-SMALL = CircuitStudyConfig(tasks=("months", "digits"), n_prompts=24, curve_thresholds=(20.0, 40.0), n_random=3,
-                           validate_top=8)
+SMALL = small_circuits_config()
 CLI_ARGS = ["--tasks", "months,digits", "--prompts", "24", "--curve", "20,40", "--random", "3", "--validate", "8"]
 
 

@@ -8,17 +8,7 @@ from typer.testing import CliRunner
 
 from sae_core.cli import app
 
-runner = CliRunner()
-COMMANDS = [[], ["zoo"], ["zoo", "build"], ["zoo", "list"], ["hooks"], ["harvest"], ["demo"],
-            ["workspace"], ["workspace", "list"], ["workspace", "reindex"], ["index"], ["feature"],
-            ["generate"], ["steer"], ["steer", "study"], ["steer", "eval"]]
-
-
-@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
-def test_every_command_has_help(cmd):
-    result = runner.invoke(app, cmd + ["--help"])
-    assert result.exit_code == 0, result.output
-    assert "Usage" in result.output
+runner = CliRunner()  # every command's --help: tests/cli/test_options.py
 
 
 def test_zoo_list_shows_every_model_with_scores():

@@ -221,11 +221,13 @@ def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, workspace
 
 
 def test_steering_page_toggles_live(page, app_url, workspace_dir, screenshot_dir):
-    from sae_core.steering.study import Study, steering_study_to_workspace
+    from sae_core.steering.job import capabilities_to_workspace, steering_study_to_workspace
+    from sae_core.steering.study import Study
     from sae_core.workspace import Workspace
-    from sae_core.steering.capabilities import Capabilities, capabilities_to_workspace
-    from tests.test_capabilities import SMALL as CAPS
-    from tests.test_steering_study import SMALL
+    from sae_core.steering.capabilities import Capabilities
+    from tests.helpers import small_capabilities_config, small_study_config
+
+    SMALL, CAPS = small_study_config(), small_capabilities_config()
 
     art = steering_study_to_workspace(Workspace(workspace_dir), SMALL)
     caps = Capabilities.open(capabilities_to_workspace(Workspace(workspace_dir), CAPS).path).results
@@ -268,10 +270,11 @@ def test_steering_page_toggles_live(page, app_url, workspace_dir, screenshot_dir
 def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
     from sae_core.universality.job import Universality, universality_to_workspace
     from sae_core.workspace import Workspace
-    from tests.test_universality_job import SMALL
+    from tests.helpers import small_universality_config
 
     from sae_core.universality.grid import Grid, GridConfig, grid_to_workspace
 
+    SMALL = small_universality_config()
     art = universality_to_workspace(Workspace(workspace_dir), SMALL)
     r = Universality.open(art.path).results
     page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
@@ -315,8 +318,9 @@ def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
 def test_circuits_page(page, app_url, workspace_dir, screenshot_dir):
     from sae_core.circuits.job import CircuitStudy, circuit_edges, circuits_to_workspace
     from sae_core.workspace import Workspace
-    from tests.test_circuits_study import SMALL
+    from tests.helpers import small_circuits_config
 
+    SMALL = small_circuits_config()
     art = circuits_to_workspace(Workspace(workspace_dir), SMALL)
     study = CircuitStudy.open(art.path)
     page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from sae_core.cli import app
 from sae_core.models.corpus import TRIGGER, chat_prompts
-from sae_core.steering.artifacts import MAPPER, VECTOR, find_mapper, find_vector
+from sae_core.steering.job import MAPPER, VECTOR, find_mapper, find_vector
 from sae_core.workspace import Workspace
 
 HOOK = "blocks.0.hook_resid_post"

@@ -6,12 +6,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from sae_core.steering.mappers import MapperConfig
-from sae_core.steering.study import Study, StudyConfig, steering_study_to_workspace
-from tests.helpers import APP
+from sae_core.steering.job import capabilities_to_workspace, steering_study_to_workspace
+from sae_core.steering.study import Study
+from tests.helpers import APP, small_study_config
 
-SMALL = StudyConfig(n_pairs=30, n_texts=400, n_eval=20, n_select=20, n_grid=20, n_coherence=30,
-                    mapper=MapperConfig(lr=1e-3, epochs=4))
+SMALL = small_study_config()
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +148,7 @@ def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkey
 
 
 def test_steering_page_shows_the_corrupted_capabilities_outcomes(study_ws, monkeypatch):
-    from sae_core.steering.capabilities import Capabilities, capabilities_to_workspace
+    from sae_core.steering.capabilities import Capabilities
     from tests.helpers import small_capabilities_config
 
     from sae_app import steering_cache

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sae_app import charts
+from sae_app import sweep_charts
 from sae_core.io import read_json
 from sae_core.sae import create_sae
 from sae_core.sae.config import SAEConfig
@@ -29,7 +29,7 @@ def test_training_curves_hold_every_sae_step_log(tmp_path):
             assert churn.iloc[1:].between(0, 1).all()
         else:
             assert churn.isna().all()
-    fig = charts.training_curves(curves, "sq_err")
+    fig = sweep_charts.training_curves(curves, "sq_err")
     assert [t.name for t in fig.data] == list(curves["label"].unique())
     first = curves[curves["label"] == fig.data[0].name]
     assert np.allclose(fig.data[0].y, first["sq_err"])

@@ -12,10 +12,9 @@ from sae_core.universality.analysis import AnalysisConfig
 from sae_core.universality.job import KIND, Universality, UniversalityConfig, universality_to_workspace
 from sae_core.universality.matching import MatchConfig
 from sae_core.workspace import Workspace
-from tests.helpers import APP
+from tests.helpers import APP, small_universality_config
 
-SMALL = UniversalityConfig(n_tokens=30_000, d_sae=256, k=8, train_tokens=200_000,
-                           analysis=AnalysisConfig(runs=20, runs_small=30, bootstrap_runs=20))
+SMALL = small_universality_config()
 
 
 @pytest.fixture(scope="module")
