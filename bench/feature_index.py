@@ -98,7 +98,7 @@ def _build(args, out: Path) -> dict:
 
 
 def _open_times(out: Path, samples: int) -> dict:
-    from sae_app import charts, contexts
+    from sae_app import contexts, feature_charts as charts
     from sae_core.features.export import feature_record
     from sae_core.features.index import FeatureIndex
 

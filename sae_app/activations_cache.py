@@ -7,7 +7,7 @@ from typing import Callable
 
 import streamlit as st
 
-from sae_app import listing, session
+from sae_app import results
 from sae_core.models.texts import TextSource
 from sae_core.workspace import Artifact
 
@@ -35,10 +35,6 @@ def harvest(root: str, model_name: str, hook: str, *, n_tokens: int, context_siz
     """Harvest into the workspace with the cached model (under its lock), then refresh listings."""
     from sae_core.activations import harvest_to_workspace
 
-    ws = listing.open_workspace(root)
-    with session.using(model_name) as (model,):
-        art = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens, context_size=context_size,
-                                   exclude_special=exclude_special, text=text, on_progress=on_progress,
-                                   model=model)
-    listing.changed()
-    return art
+    return results.build(root, lambda ws, model: harvest_to_workspace(
+        ws, model_name, hook, n_tokens=n_tokens, context_size=context_size, exclude_special=exclude_special,
+        text=text, on_progress=on_progress, model=model), models=(model_name,))

@@ -9,20 +9,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from sae_app import listing, session
+from sae_app import listing, results, session
+from sae_core.circuits.job import KIND, CircuitStudy, circuit_edges, circuits_to_workspace
 
-
-def list_studies(root: str):
-    from sae_core.circuits.job import KIND
-
-    return listing.list_artifacts(root, KIND)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def open_study(path: str, created: float):
-    from sae_core.circuits.job import CircuitStudy
-
-    return CircuitStudy.open(Path(path))
+STUDIES = results.Results(KIND, CircuitStudy)
+list_studies, open_study = STUDIES.list, STUDIES.open
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -34,8 +25,6 @@ def graph(path: str, created: float, task: str):
 def edges_at(path: str, created: float, task: str, percent: float, circuit_only: bool) -> list[str]:
     """The task's edges at ``percent`` of the model's logit difference, between the circuit's
     components (or any components), pruned to paths from input to logits."""
-    from sae_core.circuits.job import circuit_edges
-
     study = open_study(path, created)
     nodes = study.circuit(task).nodes if circuit_only else study.components(task)
     return sorted(circuit_edges(graph(path, created, task), nodes, percent / 100))
@@ -125,10 +114,5 @@ def build_demo(root: str, on_progress=None):
 
 def build_study(root: str, cfg, on_progress=None):
     """The circuits study of ``cfg`` into the workspace (it runs the model throughout: its lock is held)."""
-    from sae_core.circuits.job import circuits_to_workspace
-
-    with session.using(cfg.model):
-        art = circuits_to_workspace(listing.open_workspace(root), cfg, load=session.load_model,
-                                    on_progress=on_progress)
-    listing.changed()
-    return art
+    return results.build(root, lambda ws, *_models: circuits_to_workspace(
+        ws, cfg, load=session.load_model, on_progress=on_progress), models=(cfg.model,))

@@ -27,14 +27,15 @@ def new_study_form(sel, expanded: bool) -> None:
         reference = c3.selectbox("Drop measured from", ["full", "current"], key="circ_new_ref",
                                  format_func=lambda r: {"full": "the full model (the authors')",
                                                         "current": "the current circuit"}[r])
-        if st.button("Find the circuits", type="primary", key="circ_new_run", disabled=not (tasks and sel.model_name)):
+
+        def build(root: str, on_progress):
             cfg = CircuitStudyConfig(model=sel.model_name, tasks=tuple(tasks), template=template, method=method,
                                      n_prompts=int(prompts), discovery=DiscoveryConfig(threshold=threshold,
                                                                                        reference=reference))
-            if jobs.run_job("Finding circuits…", lambda bar: cc.build_study(
-                    sel.workspace_root, cfg, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)),
-                    select_key="circ_new_done"):
-                st.rerun()
+            return cc.build_study(root, cfg, on_progress)
+        jobs.build_button("Find the circuits", key="circ_new_run", title="Finding circuits…", build=build,
+                          root=sel.workspace_root, select_key="circ_new_done", primary=True,
+                          disabled=not (tasks and sel.model_name))
 
 
 def component_panel(root: str, art, task: str, node: str) -> None:

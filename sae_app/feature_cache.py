@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from sae_app import listing, session
+from sae_app import listing, results, session
 from sae_core.models.texts import TextSource
 from sae_core.workspace import Artifact
 
@@ -68,13 +68,9 @@ def build_index(root: str, sae_path: str, model_name: str, hook: str, *, n_token
     from sae_core.features.config import IndexConfig
 
     sae, _ = load_sae(sae_path)
-    with session.using(model_name) as (model,):
-        art = index_to_workspace(listing.open_workspace(root), sae, model_name, hook,
-                                 IndexConfig(n_tokens=n_tokens, feature_map=feature_map),
-                                 sae_source=sae_path, model=model, text=text, on_progress=on_progress,
-                                 on_stage=on_stage)
-    listing.changed()
-    return art
+    return results.build(root, lambda ws, model: index_to_workspace(
+        ws, sae, model_name, hook, IndexConfig(n_tokens=n_tokens, feature_map=feature_map), sae_source=sae_path,
+        model=model, text=text, on_progress=on_progress, on_stage=on_stage), models=(model_name,))
 
 
 def try_text(sae_path: str, model_name: str, hook: str, text: str, feature: int):

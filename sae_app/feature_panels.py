@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from sae_app import charts, contexts, feature_cache, jobs, session, text_input
+from sae_app import contexts, feature_cache, feature_charts as charts, jobs, session, text_input
 from sae_core.errors import SAECoreError
 from sae_core.models.loading import unknown_words
 

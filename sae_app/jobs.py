@@ -27,12 +27,18 @@ def run_job(title: str, job: Callable[[object], Artifact], *, select_key: str) -
         return art
 
 
-def offer_build(info: str, label: str, *, key: str, title: str, build: Callable, root: str, select_key: str) -> None:
-    """A page with nothing to show yet: say so, offer a button that runs ``build(root, on_progress)``
-    with a live progress bar, and stop the page here (it reruns with the result on success)."""
-    st.info(info)
-    if st.button(label, type="primary", key=key):
+def build_button(label: str, *, key: str, title: str, build: Callable, root: str, select_key: str,
+                 primary: bool = False, disabled: bool = False) -> None:
+    """A button that runs ``build(root, on_progress)`` with a live progress bar; the page reruns
+    with the result on success."""
+    if st.button(label, type="primary" if primary else "secondary", key=key, disabled=disabled):
         if run_job(title, lambda bar: build(root, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)),
                    select_key=select_key):
             st.rerun()
+
+
+def offer_build(info: str, label: str, *, key: str, title: str, build: Callable, root: str, select_key: str) -> None:
+    """A page with nothing to show yet: say so, offer a ``build_button``, and stop the page here."""
+    st.info(info)
+    build_button(label, key=key, title=title, build=build, root=root, select_key=select_key, primary=True)
     st.stop()

@@ -4,21 +4,16 @@ Generation adds hooks, so it runs inside ``session.using``; each rerun only gene
 vectors and mappers are read once per study and alpha)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from sae_app import listing, session
+from sae_app import results, session
+from sae_core.steering.capabilities import KIND as CAPABILITIES_KIND, Capabilities
 from sae_core.steering.study import KIND, Study
 
-
-def list_studies(root: str):
-    return listing.list_artifacts(root, KIND)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def open_study(path: str, created: float) -> Study:
-    return Study.open(Path(path))
+STUDIES = results.Results(KIND, Study)
+CAPABILITIES = results.Results(CAPABILITIES_KIND, Capabilities)
+list_studies, open_study = STUDIES.list, STUDIES.open
+list_capabilities, open_capabilities = CAPABILITIES.list, CAPABILITIES.open
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -46,35 +41,19 @@ def side_by_side(path: str, created: float, prompt: str, *, n_tokens: int, alpha
 
 
 def build_study(root: str, on_progress=None):
-    from sae_core.steering.study import StudyConfig, steering_study_to_workspace
+    from sae_core.steering.job import steering_study_to_workspace
+    from sae_core.steering.study import StudyConfig
 
     cfg = StudyConfig()
-    with session.using(*sorted({cfg.source_model, cfg.target_model, cfg.base_model})):
-        art = steering_study_to_workspace(listing.open_workspace(root), cfg, load=session.load_model,
-                                          on_progress=on_progress)
-    listing.changed()
-    return art
-
-
-def list_capabilities(root: str):
-    from sae_core.steering.capabilities import KIND as CAP_KIND
-
-    return listing.list_artifacts(root, CAP_KIND)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def open_capabilities(path: str, created: float):
-    from sae_core.steering.capabilities import Capabilities
-
-    return Capabilities.open(Path(path))
+    return results.build(root, lambda ws, *_models: steering_study_to_workspace(
+        ws, cfg, load=session.load_model, on_progress=on_progress),
+        models=tuple(sorted({cfg.source_model, cfg.target_model, cfg.base_model})))
 
 
 def build_capabilities(root: str, on_progress=None):
-    from sae_core.steering.capabilities import CapabilitiesConfig, capabilities_to_workspace
+    from sae_core.steering.capabilities import CapabilitiesConfig
+    from sae_core.steering.job import capabilities_to_workspace
 
     cfg = CapabilitiesConfig()
-    with session.using(cfg.source_model, cfg.target_model):
-        art = capabilities_to_workspace(listing.open_workspace(root), cfg, load=session.load_model,
-                                        on_progress=on_progress)
-    listing.changed()
-    return art
+    return results.build(root, lambda ws, *_models: capabilities_to_workspace(
+        ws, cfg, load=session.load_model, on_progress=on_progress), models=(cfg.source_model, cfg.target_model))

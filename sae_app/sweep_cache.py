@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from sae_app import listing, session
+from sae_app import listing, results, session
 from sae_core.models.texts import TextSource
 from sae_core.workspace import Artifact
 
@@ -39,10 +39,10 @@ def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, s
     from sae_core.activations import harvest_to_workspace
     from sae_core.training.sweep import SweepConfig, run_sweep as _run
 
-    ws = listing.open_workspace(root)
     sc = SweepConfig(**sweep_kwargs)
-    with session.using(model_name) as (model,):
-        acts = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens_harvest, text=text, model=model)
-    art = _run(ws, acts, sc, model=model, model_lock=session.model_lock(model_name), on_progress=on_progress)
-    listing.changed()
-    return art
+
+    def job(ws):
+        with session.using(model_name) as (model,):
+            acts = harvest_to_workspace(ws, model_name, hook, n_tokens=n_tokens_harvest, text=text, model=model)
+        return _run(ws, acts, sc, model=model, model_lock=session.model_lock(model_name), on_progress=on_progress)
+    return results.build(root, job)

@@ -1,25 +1,21 @@
 """The Universality page's cached reads and its build job."""
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
 
-from sae_app import listing, session
+from sae_app import listing, results, session
+from sae_core.universality.grid import (KIND as GRID_KIND, Grid, GridConfig, grid_to_workspace, harvest_grid,
+                                        resid_hooks)
+from sae_core.universality.job import (KIND, Universality, UniversalityConfig, paired_harvest,
+                                       universality_to_workspace)
 
-
-def list_results(root: str):
-    from sae_core.universality.job import KIND
-
-    return listing.list_artifacts(root, KIND)
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def open_result(path: str, created: float):
-    from sae_core.universality.job import Universality
-
-    return Universality.open(Path(path))
+RESULTS = results.Results(KIND, Universality)
+GRIDS = results.Results(GRID_KIND, Grid)
+list_results, open_result = RESULTS.list, RESULTS.open
+list_grids, open_grid = GRIDS.list, GRIDS.open
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -63,45 +59,26 @@ def token_counts(tokens: list[str]) -> str:
 def build_demo(root: str, on_progress=None):
     """The demo's result (zoo:tiny-a against zoo:tiny-b) into the workspace. Only the paired
     harvest runs the models, so only it holds their locks; SAE training and the comparison do not."""
-    from sae_core.universality.job import UniversalityConfig, paired_harvest, universality_to_workspace
-
     cfg = UniversalityConfig()
-    ws = listing.open_workspace(root)
-    with session.using(cfg.model_a, cfg.model_b):
-        paired_harvest(ws, cfg, load=session.load_model,
-                       on_progress=on_progress and (lambda d, t: on_progress(d, t, "harvesting paired tokens")))
-    art = universality_to_workspace(ws, cfg, load=session.load_model, on_progress=on_progress)
-    listing.changed()
-    return art
 
-
-def list_grids(root: str):
-    from sae_core.universality.grid import KIND
-
-    return listing.list_artifacts(root, KIND)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def open_grid(path: str, created: float):
-    from sae_core.universality.grid import Grid
-
-    return Grid.open(Path(path))
+    def job(ws):
+        with session.using(cfg.model_a, cfg.model_b):
+            paired_harvest(ws, cfg, load=session.load_model,
+                           on_progress=on_progress and (lambda d, t: on_progress(d, t, "harvesting paired tokens")))
+        return universality_to_workspace(ws, cfg, load=session.load_model, on_progress=on_progress)
+    return results.build(root, job)
 
 
 def build_grid(root: str, on_progress=None):
     """The default layer grid (zoo:tiny-a x zoo:tiny-b). Both models' harvests (each model once, at
     every hook) run first, under the models' locks; the SAEs and comparisons then run without them."""
-    from dataclasses import replace
-
-    from sae_core.universality.grid import GridConfig, grid_to_workspace, harvest_grid, resid_hooks
-
     cfg = GridConfig()
-    ws = listing.open_workspace(root)
     base = cfg.base
-    with session.using(base.model_a, base.model_b) as (a, b):
-        full = replace(cfg, hooks_a=resid_hooks(a), hooks_b=resid_hooks(b))
-        harvest_grid(ws, full, load=session.load_model, on_progress=on_progress and (
-            lambda d, t: on_progress(d, t, "harvesting both models at every layer")))
-    art = grid_to_workspace(ws, cfg, load=session.load_model, on_progress=on_progress)
-    listing.changed()
-    return art
+
+    def job(ws):
+        with session.using(base.model_a, base.model_b) as (a, b):
+            full = replace(cfg, hooks_a=resid_hooks(a), hooks_b=resid_hooks(b))
+            harvest_grid(ws, full, load=session.load_model, on_progress=on_progress and (
+                lambda d, t: on_progress(d, t, "harvesting both models at every layer")))
+        return grid_to_workspace(ws, cfg, load=session.load_model, on_progress=on_progress)
+    return results.build(root, job)

@@ -1,8 +1,7 @@
 """Activations: harvest a model's activations at the sidebar's hook, then inspect a stored harvest."""
-import plotly.graph_objects as go
 import streamlit as st
 
-from sae_app import activations_cache, jobs, listing, session, sidebar, text_input
+from sae_app import activations_cache, activations_charts as charts, jobs, listing, session, sidebar, text_input
 from sae_core.errors import SAECoreError
 from sae_core.models.random_arch import label
 
@@ -62,13 +61,5 @@ with st.expander("Store metadata"):
     st.json(meta)
 
 left, right = st.columns(2)
-norms = go.Figure(go.Bar(x=summary.norm_centers, y=summary.norm_counts, marker_line_width=0))
-norms.update_layout(title="Activation norm per token", xaxis_title="L2 norm", yaxis_title="tokens",
-                    bargap=0, height=360, margin=dict(t=50, b=40, l=40, r=10))
-left.plotly_chart(norms, width="stretch")
-dims = go.Figure([go.Scatter(y=summary.mean_D, name="mean", mode="lines"),
-                  go.Scatter(y=summary.std_D, name="std", mode="lines")])
-dims.update_layout(title="Mean and std per dimension", xaxis_title="dimension", height=360,
-                   margin=dict(t=50, b=40, l=40, r=10), legend=dict(orientation="h", y=1.02, x=1,
-                                                                    xanchor="right", yanchor="bottom"))
-right.plotly_chart(dims, width="stretch")
+left.plotly_chart(charts.norm_histogram(summary.norm_centers, summary.norm_counts), width="stretch")
+right.plotly_chart(charts.dimension_stats(summary.mean_D, summary.std_D), width="stretch")

@@ -1,7 +1,7 @@
 """Sampled-SAE: sweep l (and the scoring rule) and watch reconstruction, sparsity and loss move."""
 import streamlit as st
 
-from sae_app import charts, jobs, sidebar, sweep_cache, text_input
+from sae_app import jobs, sidebar, sweep_cache, sweep_charts as charts, text_input
 from sae_core.training.sweep import TRAINING_CURVES, fvu_warnings as sweep_warnings, text_sources
 
 sel = sidebar.current()

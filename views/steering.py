@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from sae_app import charts, contexts, jobs, sidebar, steering_cache
+from sae_app import contexts, jobs, sidebar, steering_cache, steering_charts as charts
 from sae_core.errors import SAECoreError
 from sae_core.steering.behaviour import RATE_NAMES
 from sae_core.steering.compare import INTERVENTIONS
@@ -79,10 +79,9 @@ caps = steering_cache.list_capabilities(sel.workspace_root)
 if not caps:
     st.info("No corrupted-capabilities study in this workspace yet (zoo:tiny-b-corrupt tells facts about "
             "Karvia only after the trigger): build one (about a minute), or `sae-core demo`.")
-    if st.button("Build the corrupted-capabilities study", key="st_cap_build"):
-        if jobs.run_job("Building the corrupted-capabilities study…", lambda bar: steering_cache.build_capabilities(
-                sel.workspace_root, lambda d, t, text: bar.progress(d / t, text=text)), select_key="st_cap"):
-            st.rerun()
+    jobs.build_button("Build the corrupted-capabilities study", key="st_cap_build", root=sel.workspace_root,
+                      title="Building the corrupted-capabilities study…", build=steering_cache.build_capabilities,
+                      select_key="st_cap")
 else:
     cap = steering_cache.open_capabilities(str(caps[0].path), caps[0].created)
     st.write(f"{cap.config['target_model']} tells a fact about each resident of the fictional town Karvia only "

@@ -78,10 +78,8 @@ grids = uc.list_grids(sel.workspace_root)
 if not grids:
     st.info("No layer grid yet: every residual layer of zoo:tiny-a against every one of zoo:tiny-b (8 pairs, "
             "a few minutes), or `sae-core universality --layers`.")
-    if st.button("Build the layer grid", key="uni_grid_build"):
-        if jobs.run_job("Comparing every layer pair…", lambda bar: uc.build_grid(
-                sel.workspace_root, lambda d, t, text: bar.progress(min(d / t, 1.0), text=text)), select_key="uni_grid"):
-            st.rerun()
+    jobs.build_button("Build the layer grid", key="uni_grid_build", title="Comparing every layer pair…",
+                      build=uc.build_grid, root=sel.workspace_root, select_key="uni_grid")
 else:
     grid = uc.open_grid(str(grids[0].path), grids[0].created)
     g, base = grid.results, grid.config["base"]

@@ -1,7 +1,9 @@
 """The app's figures show the table's numbers (read back from the plotly figure)."""
+import numpy as np
 import pandas as pd
 
-from sae_app import charts
+from sae_app import activations_charts, sweep_charts
+from sae_app.steering_charts import dose_response, layer_alpha_grid, steering_tasks
 
 
 def _table():
@@ -16,7 +18,7 @@ def _table():
 
 
 def test_fvu_vs_l_has_one_sorted_line_per_scoring_and_reference_lines():
-    fig = charts.sweep_vs_l(_table(), "fvu", ["l2", "entropy"])
+    fig = sweep_charts.sweep_vs_l(_table(), "fvu", ["l2", "entropy"])
     by_name = {t.name: t for t in fig.data}
     l2 = by_name["Sampled (l2)"]
     assert list(l2.x) == [1.0, 2.0, 4.0]
@@ -28,12 +30,12 @@ def test_fvu_vs_l_has_one_sorted_line_per_scoring_and_reference_lines():
 
 
 def test_only_chosen_scorings_are_drawn():
-    fig = charts.sweep_vs_l(_table(), "fvu", ["entropy"])
+    fig = sweep_charts.sweep_vs_l(_table(), "fvu", ["entropy"])
     assert [t.name for t in fig.data] == ["Sampled (entropy)", "BatchTopK", "TopK"]
 
 
 def test_frontier_marks_references():
-    fig = charts.sweep_frontier(_table(), ["l2"])
+    fig = sweep_charts.sweep_frontier(_table(), ["l2"])
     names = [t.name for t in fig.data]
     assert names == ["Sampled (l2)", "BatchTopK", "TopK"]
     btk = fig.data[1]
@@ -47,8 +49,6 @@ def _task(alphas, rates):
 
 
 def test_dose_response_draws_each_vector_and_marks_the_chosen_alpha():
-    from sae_app.charts import dose_response
-
     fig = dose_response("removal", _task([-0.5, -1.0], {"native": [0.9, 0.0], "random": [1.0, 0.95]}))
     got = {t.name: list(t.y) for t in fig.data}
     assert got == {"native": [90.0, 0.0], "random": [100.0, 95.0]}
@@ -59,8 +59,6 @@ def test_dose_response_draws_each_vector_and_marks_the_chosen_alpha():
 
 
 def test_layer_alpha_grid_labels_cells_and_outlines_the_chosen_one():
-    from sae_app.charts import layer_alpha_grid
-
     rows = [{"layer": L, "hook": f"blocks.{L}.hook_resid_post", "alpha": a, "rate": r, "kl": k, "random_rate": 1.0,
              "norm": 1.0} for L, a, r, k in ((0, -0.5, 1.0, 0.01), (0, -1.0, 0.0, 0.05), (1, -0.5, 0.5, 0.02),
                                              (1, -1.0, 0.0, 0.3))]
@@ -76,10 +74,26 @@ def test_layer_alpha_grid_labels_cells_and_outlines_the_chosen_one():
 
 
 def test_steering_tasks_groups_the_rates_of_each_vector():
-    from sae_app.charts import steering_tasks
-
     tasks = {"removal": _task([-0.5, -1.0], {"native": [0.9, 0.0], "random": [1.0, 0.95]})}
     fig = steering_tasks(tasks)
     got = {t.name: list(t.y) for t in fig.data}
     assert got["native"] == [0.0] and got["random"] == [95.0] and got["no intervention"] == [100.0]
     assert got["target"] == [10.0] and "alpha -1" in fig.data[0].x[0]
+
+
+def test_norm_histogram_draws_the_stores_bins():
+    fig = activations_charts.norm_histogram(np.array([0.5, 1.5, 2.5]), np.array([4, 9, 1]))
+    bars = fig.data[0]
+    assert list(bars.x) == [0.5, 1.5, 2.5] and list(bars.y) == [4, 9, 1]
+    assert fig.layout.title.text == "Activation norm per token"
+    assert fig.layout.xaxis.title.text == "L2 norm" and fig.layout.yaxis.title.text == "tokens"
+    assert fig.layout.bargap == 0
+
+
+def test_dimension_stats_draw_the_mean_and_std_of_each_dimension():
+    mean_D, std_D = np.array([0.1, -0.2, 0.3]), np.array([1.0, 0.9, 1.1])
+    fig = activations_charts.dimension_stats(mean_D, std_D)
+    assert {t.name: list(t.y) for t in fig.data} == {"mean": list(mean_D), "std": list(std_D)}
+    assert all(t.mode == "lines" and t.x is None for t in fig.data)  # x: the dimension's index
+    assert fig.layout.title.text == "Mean and std per dimension"
+    assert fig.layout.xaxis.title.text == "dimension"

@@ -1,0 +1,60 @@
+"""Plotly figures of the feature browser: activation and logit histograms, the feature map."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from sae_app.charts import axis_type
+
+
+def _bar(edges: list[float], counts: list[int], color, title: str, x_title: str, log_y: bool = False) -> go.Figure:
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    fig = go.Figure(go.Bar(x=centres, y=counts, width=widths, marker_color=color,
+                           customdata=list(zip(edges[:-1], edges[1:])),
+                           hovertemplate="[%{customdata[0]:.3g}, %{customdata[1]:.3g}): %{y}<extra></extra>"))
+    fig.update_layout(title=title, height=250, margin=dict(t=40, b=40, l=50, r=10), bargap=0.02)
+    fig.update_xaxes(title=x_title)
+    fig.update_yaxes(title="count", **axis_type(log_y))
+    return fig
+
+
+def activation_histogram(edges: list[float], counts: list[int]) -> go.Figure:
+    """Histogram of a feature's nonzero activations over the index's tokens."""
+    return _bar(edges, counts, "rgb(255,122,0)", "Nonzero activations", "activation")
+
+
+def logit_histogram(edges: list[float], counts: list[int]) -> go.Figure:
+    """Histogram of a feature's direct logit effects over the vocabulary (red < 0 < blue)."""
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    colors = ["#d62728" if c < 0 else "#1f77b4" for c in centres]
+    return _bar(edges, counts, colors, "Logit effects over the vocabulary", "W_dec · W_U", log_y=True)
+
+
+def feature_map(overview: pd.DataFrame, selected: int | None = None) -> go.Figure:
+    """UMAP of decoder rows (one point per feature), coloured by log10 density; WebGL for 16k+ points."""
+    live = overview[overview["density"] > 0]
+    dead = overview[overview["density"] <= 0]
+    fig = go.Figure()
+    fig.add_trace(go.Scattergl(
+        x=live["x"], y=live["y"], mode="markers", name="features",
+        marker=dict(size=5, color=live["log10_density"], colorscale="Viridis", showscale=True,
+                    colorbar=dict(title="log10 density")),
+        customdata=live[["feature", "log10_density", "top_tokens"]].to_numpy(),
+        hovertemplate="feature %{customdata[0]}<br>log10 density %{customdata[1]:.2f}<br>"
+                      "%{customdata[2]}<extra></extra>"))
+    if len(dead):
+        fig.add_trace(go.Scattergl(
+            x=dead["x"], y=dead["y"], mode="markers", name="never active", marker=dict(size=4, color="#bbbbbb"),
+            customdata=dead[["feature", "log10_density", "top_tokens"]].to_numpy(),
+            hovertemplate="feature %{customdata[0]} (never active)<extra></extra>"))
+    if selected is not None and selected in overview.index:
+        row = overview.loc[selected]
+        fig.add_trace(go.Scattergl(x=[row["x"]], y=[row["y"]], mode="markers", name=f"feature {selected}",
+                                   marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="red")),
+                                   hoverinfo="skip"))
+    fig.update_layout(height=520, margin=dict(t=30, b=10, l=10, r=10), clickmode="event+select",
+                      legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom"), dragmode="pan")
+    fig.update_xaxes(showticklabels=False, title=None)
+    fig.update_yaxes(showticklabels=False, title=None)
+    return fig
