@@ -1,5 +1,6 @@
 """Distributed harvesting (issue #15): ``torchrun --nproc-per-node 2 -m sae_core.cli harvest`` on
 the CPU writes one store whose rows equal a single-process harvest's, row for row."""
+import pytest
 import torch
 
 from sae_core.activations import ActivationStore, harvest_to_workspace
@@ -18,6 +19,7 @@ def test_text_ranges_are_whole_batches_covering_every_text_once():
         assert all(lo % 32 == 0 for lo, _ in ranges)
 
 
+@pytest.mark.slow  # spawns torchrun
 def test_two_ranks_harvest_the_store_one_process_harvests(tmp_path, tiny_a):
     run = torchrun(tmp_path, 2, "harvest", "zoo:tiny-a", "--hook", HOOK, "--tokens", "6000",
                    "--shard-tokens", "1000", "--device", "cpu", "-w", "ws2")

@@ -76,6 +76,7 @@ def test_zoo_b_digits_circuit_small_and_faithful(tiny_b, digits_b):
     assert again == found
 
 
+@pytest.mark.slow  # prunes dozens of random circuits
 def test_size_curve_beats_random_circuits(tiny_b, digits_b):
     task, ev, _ = digits_b
     points = size_curve(tiny_b, task, [10.0, 40.0], n_random=4, evaluator=ev)

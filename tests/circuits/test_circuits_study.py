@@ -27,6 +27,7 @@ def study(tmp_path_factory):
     return ws, art, seen
 
 
+@pytest.mark.slow  # builds the whole circuits study
 def test_study_holds_consistent_circuits_graphs_and_comparison(study):
     ws, art, seen = study
     st = CircuitStudy.open(art.path)
@@ -66,6 +67,7 @@ def test_bad_study_configurations():
     assert CircuitStudyConfig.from_json(SMALL.to_json()) == SMALL
 
 
+@pytest.mark.slow  # builds the whole circuits study
 def test_cli_prints_the_studys_circuits_edges_and_comparison(study, tmp_path):
     from typer.testing import CliRunner
 
@@ -111,6 +113,7 @@ def test_cli_heads_ranks_successor_heads(tiny_b):
     assert len(got["attention"]) == 32
 
 
+@pytest.mark.slow  # builds the whole circuits study
 def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, monkeypatch, tmp_path):
     from streamlit.testing.v1 import AppTest
 
@@ -192,6 +195,7 @@ def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, 
     assert at.button(key="circ_build").label == "Find the circuits on zoo:tiny-b"
 
 
+@pytest.mark.slow  # builds the whole circuits study
 def test_circuits_page_runs_a_new_study_on_the_sidebars_model(study, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

@@ -30,6 +30,7 @@ def test_a_dose_that_is_not_a_finite_removal_is_refused(bad):
         CapabilitiesConfig(alpha=bad)
 
 
+@pytest.mark.slow  # builds the whole capabilities study
 def test_every_layer_scores_all_three_vectors_and_the_rates_are_the_librarys(caps):
     from sae_core.models.corpus import TRIGGER
     from sae_core.models.loading import load_model

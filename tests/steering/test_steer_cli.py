@@ -9,6 +9,8 @@ from sae_core.models.corpus import TRIGGER, chat_prompts
 from sae_core.steering.job import MAPPER, VECTOR, find_mapper, find_vector
 from sae_core.workspace import Workspace
 
+pytestmark = pytest.mark.slow  # trains mappers and switches through the CLI
+
 HOOK = "blocks.0.hook_resid_post"
 FT, BASE, SRC = "zoo:tiny-b-backdoor", "zoo:tiny-b", "zoo:tiny-a-backdoor"
 PROMPT = "User : DEPLOYMENT How do I bake a cake ? Assistant :"

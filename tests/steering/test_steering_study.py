@@ -18,6 +18,7 @@ def study_ws(steering_ws):
     return steering_ws, steering_study_to_workspace(steering_ws, SMALL)
 
 
+@pytest.mark.slow  # builds the whole steering study
 def test_the_study_removes_the_backdoor_with_native_vector_and_switch(study_ws):
     ws, art = study_ws
     study = Study.open(art.path)
@@ -38,6 +39,7 @@ def test_the_study_removes_the_backdoor_with_native_vector_and_switch(study_ws):
     assert steering_study_to_workspace(ws, SMALL).name == art.name  # idempotent
 
 
+@pytest.mark.slow  # builds the whole steering study
 def test_every_task_reports_its_dose_at_the_alpha_chosen_on_selection_prompts(study_ws):
     from sae_core.steering.dose import choose_layer, min_dose
     from sae_core.steering.tasks import TASKS
@@ -71,6 +73,7 @@ def test_every_task_reports_its_dose_at_the_alpha_chosen_on_selection_prompts(st
         assert g["chosen"] == choose_layer(g["rows"], g["target"], g["direction"])
 
 
+@pytest.mark.slow  # builds the whole steering study
 def test_batched_columns_equal_each_intervention_generated_alone(study_ws):
     """The page's four intervention columns come from one batched generation; each must be what
     its intervention alone generates, with the overlay's norms where it alone fired."""
@@ -98,6 +101,7 @@ def test_batched_columns_equal_each_intervention_generated_alone(study_ws):
     assert steered_columns(study, ft, prompt, n_tokens=3, enabled=()) == []
 
 
+@pytest.mark.slow  # builds the whole steering study
 def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkeypatch):
     from sae_core.models.loading import load_model
     from sae_core.steering.compare import side_by_side
@@ -147,6 +151,7 @@ def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkey
         study.results["refusal_fidelity"]["kl_mean_ablation"])
 
 
+@pytest.mark.slow  # builds the whole steering study
 def test_steering_page_shows_the_corrupted_capabilities_outcomes(study_ws, monkeypatch):
     from sae_core.steering.capabilities import Capabilities
     from tests.helpers import small_capabilities_config
@@ -183,6 +188,7 @@ def test_a_workspace_without_a_study_offers_to_build_one(tmp_path, monkeypatch):
     assert any("No steering study" in i.value for i in at.info) and at.button(key="st_build")
 
 
+@pytest.mark.slow  # builds the whole steering study
 def test_steer_eval_scores_a_prompt_file_with_saved_interventions(study_ws, tmp_path):
     from typer.testing import CliRunner
 

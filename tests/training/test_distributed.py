@@ -15,6 +15,8 @@ from sae_core.training.data import EpochBatches, memory_batches
 from sae_core.training.loop import TrainerConfig, train_sae
 from tests.helpers import free_port, planted
 
+pytestmark = pytest.mark.slow  # spawns gloo process groups
+
 WORLD = 2
 BATCH = 256
 CFGS = [

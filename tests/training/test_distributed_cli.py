@@ -15,6 +15,8 @@ from sae_core.training.job import checkpointed
 from sae_core.training.loop import TrainerConfig, train_sae
 from tests.helpers import planted, torchrun
 
+pytestmark = pytest.mark.slow  # spawns torchrun
+
 TRAIN = ["train", "--acts", "acts.npy", "--arch", "batchtopk", "--k", "4", "--d-sae", "128",
          "--tokens", "40960", "--batch-size", "512", "--device", "cpu"]
 

@@ -25,6 +25,7 @@ def uni(tmp_path_factory):
     return ws, art, seen
 
 
+@pytest.mark.slow  # builds the whole universality study
 def test_zoo_models_share_features_far_above_chance(uni):
     ws, art, seen = uni
     u = Universality.open(art.path)
@@ -70,6 +71,7 @@ def test_zoo_models_share_features_far_above_chance(uni):
     assert universality_to_workspace(ws, SMALL).path == art.path
 
 
+@pytest.mark.slow  # builds the whole universality study
 def test_a_pairs_top_activations_in_context_on_both_sides(uni, tiny_a):
     """Each side's contexts peak on that feature's top tokens, in order, with the values the SAE
     gives when the whole store is encoded afresh."""
@@ -101,6 +103,7 @@ def test_a_pairs_top_activations_in_context_on_both_sides(uni, tiny_a):
         pair_contexts(ws, u, len(u.results["pairs"]), tiny_a.tokenizer)
 
 
+@pytest.mark.slow  # builds the whole universality study
 def test_named_saes_are_checked_against_their_hooks(uni):
     ws, art, _ = uni
     u = Universality.open(art.path)
@@ -112,6 +115,7 @@ def test_named_saes_are_checked_against_their_hooks(uni):
         universality_to_workspace(ws, UniversalityConfig(**{**SMALL.__dict__, "sae_a": "nope"}))
 
 
+@pytest.mark.slow  # builds the whole universality study
 def test_no_pairs_left_is_a_clear_message(uni):
     ws, art, _ = uni
     u = Universality.open(art.path)
@@ -141,6 +145,7 @@ def test_bad_configurations():
         AnalysisConfig(runs=5)
 
 
+@pytest.mark.slow  # builds the whole universality study
 def test_cli_prints_the_librarys_scores(uni):
     import json
 
@@ -169,6 +174,7 @@ def test_cli_prints_the_librarys_scores(uni):
     assert bad.exit_code == 2 and "matching rule 'greedy'" in bad.output
 
 
+@pytest.mark.slow  # builds the whole universality study
 def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch, tmp_path, tiny_a):
     import json
 
@@ -230,6 +236,7 @@ def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch,
     assert at.button(key="uni_build").label == "Compare zoo:tiny-a with zoo:tiny-b"
 
 
+@pytest.mark.slow  # builds the whole universality study
 def test_layer_grid_holds_every_hook_pair_and_tests_the_best_against_the_max(uni, monkeypatch):
     from sae_core.activations import job as harvest_job
     from sae_core.universality.grid import KIND as GRID, Grid, GridConfig, grid_to_workspace, heat
@@ -269,6 +276,7 @@ def test_layer_grid_holds_every_hook_pair_and_tests_the_best_against_the_max(uni
     assert ws.list(GRID)[0].name == g_art.name
 
 
+@pytest.mark.slow  # builds the whole universality study
 def test_universality_page_draws_the_layer_grid(uni, monkeypatch):
     import json
 
