@@ -97,7 +97,6 @@ def load_tensors(path: Path, device: str = "cpu") -> dict:
             "format; re-download or rebuild it.") from None
 
 
-
 @dataclass(frozen=True)
 class JsonResult:
     """A result directory whose ``FILE`` holds ``{"config": ..., "results": ...}``."""

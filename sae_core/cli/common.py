@@ -124,8 +124,6 @@ class StepBar:
             self.bar.close()
 
 
-
-
 def floats(text: str, option: str) -> tuple[float, ...]:
     """A comma-separated option as numbers; anything else is one clear line, not a traceback."""
     try:

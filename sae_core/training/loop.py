@@ -92,7 +92,6 @@ def _endless(batches: BatchSource, seed: int, skip: int = 0) -> Iterator[torch.T
         epoch, start = epoch + 1, 0
 
 
-
 def run_bytes(cfg: SAEConfig, tcfg: TrainerConfig, with_buffer: bool = True) -> int:
     """Memory one run holds between its steps in a lockstep group: W_enc and W_dec with their
     gradients and two Adam moments (8 matrices of d_in x d_sae) and, ``with_buffer``, the

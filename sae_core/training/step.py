@@ -133,7 +133,6 @@ def lr_at(step: int, tcfg: TrainerConfig, base: float) -> float:
     return base
 
 
-
 class TrainingRun:
     """One SAE under training: weights, Adam, its own RNG, dead counters, log and checkpoints.
 

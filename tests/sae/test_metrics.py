@@ -40,7 +40,6 @@ def test_shared_structure_matches_brute_force():
     assert top_mass == pytest.approx(np.sort(z.sum(0))[-5:].sum() / z.sum(), rel=1e-9)
 
 
-
 def test_density_histogram_matches_numpy():
     from sae_core.sae.metrics import density_histogram
 
