@@ -70,6 +70,17 @@ def test_bad_workspace_shows_error(workspace, tmp_path):
     assert at.button(key="act_harvest").disabled
 
 
+def test_an_emptied_workspace_field_uses_the_default_not_the_current_directory(workspace, tmp_path,
+                                                                                monkeypatch):
+    # it used to open "." and write a registry.sqlite into whatever directory the app ran in
+    monkeypatch.chdir(tmp_path)
+    at = app_test().run()
+    at.sidebar.text_input(key="sb_workspace").set_value("").run()
+    assert not at.exception and not page_errors(at)
+    assert f"Using `{workspace.root}`" in [c.value for c in at.sidebar.caption]
+    assert not (tmp_path / "registry.sqlite").exists()
+
+
 def test_harvest_from_activations_page(workspace):
     name = _built_zoo_model()
     at = app_test().run()
