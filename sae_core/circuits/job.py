@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-
 from sae_core.circuits.ablation import Evaluator
 from sae_core.circuits.compare import cross_performance, iou_matrix, membership, shared_by_all
 from sae_core.circuits.discovery import DiscoveryConfig, NodeCircuit, ablation_scores, discover_nodes, size_curve
@@ -46,17 +45,14 @@ class CircuitStudyConfig:
     n_prompts: int = field(default=64, metadata={
         "help": "Candidate prompts per task (the filter keeps the right ones)."})
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
-    # edge scores: eap, eap-ig or patching (exact, one pass per edge)
     method: str = field(default="eap", metadata={
         "help": "Edge scores: eap | eap-ig | patching (exact, one pass per edge)."})
     # what an edge's sender is replaced by
     baseline: str = field(default="mean", metadata={
         "help": "Edge senders replaced by their mean (as node ablation) or the corrupt run."})
     ig_steps: int = field(default=5, metadata={"help": "Integration steps of eap-ig."})
-    # circuit edges: |score| >= this fraction of the model's LD
     edge_threshold: float = field(default=0.01, metadata={
         "help": "Circuit edges: |score| at least this fraction of the model's logit difference."})
-    # attribution edges checked by exact patching
     validate_top: int = field(default=20, metadata={"help": "Top attribution edges checked by exact path patching."})
     curve_thresholds: tuple[float, ...] = field(default=(10.0, 20.0, 40.0), metadata={
         "help": "Thresholds of the size vs performance curve."})

@@ -16,7 +16,7 @@ from sae_core.circuits.discovery import DiscoveryConfig
 from sae_core.circuits.heads import ov_scores
 from sae_core.circuits.job import CircuitStudyConfig
 from sae_core.circuits.tasks import TaskConfig
-from sae_core.cli.common import Bar, WorkspaceOpt, config_option, friendly
+from sae_core.cli.common import Bar, WorkspaceOpt, config_option, friendly, words
 
 circuit_app = typer.Typer(help="Circuits for sequence continuation: nodes, edges, heads, tasks compared.",
                           no_args_is_help=True)
@@ -31,7 +31,7 @@ def _floats(text: str) -> tuple[float, ...]:
     from sae_core.circuits.tasks import CircuitError
 
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        return tuple(float(x) for x in words(text))
     except ValueError:
         raise CircuitError(f"{text!r}: give comma-separated numbers, such as 10,20,40") from None
 
@@ -68,7 +68,7 @@ def discover(model: str = ModelOpt, tasks: str = config_option(CircuitStudyConfi
     from sae_core.circuits.job import CircuitStudy, circuits_to_workspace
     from sae_core.workspace import Workspace
 
-    cfg = CircuitStudyConfig(model=model, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+    cfg = CircuitStudyConfig(model=model, tasks=words(tasks),
                              template=template, n_prompts=prompts, method=method, baseline=baseline,
                              discovery=DiscoveryConfig(threshold=threshold, reference=reference), ig_steps=ig_steps,
                              edge_threshold=edge_threshold, validate_top=validate, curve_thresholds=_floats(curve),

@@ -124,10 +124,15 @@ class StepBar:
             self.bar.close()
 
 
+def words(text: str) -> tuple[str, ...]:
+    """A comma-separated option as its non-empty items."""
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
 def floats(text: str, option: str) -> tuple[float, ...]:
     """A comma-separated option as numbers; anything else is one clear line, not a traceback."""
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        return tuple(float(v) for v in words(text))
     except ValueError:
         raise typer.BadParameter(f"{option} {text!r}: give comma-separated numbers, e.g. 1,2,4") from None
 

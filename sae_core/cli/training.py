@@ -10,7 +10,7 @@ import typer
 
 from sae_core.activations.job import harvest_hooks_to_workspace
 from sae_core.cli.common import (AutocastOpt, Bar, ColumnOpt, CorpusOpt, ShardOpt, SplitOpt, StepBar,
-                                 WorkspaceOpt, config_option, floats, friendly, text_source)
+                                 WorkspaceOpt, config_option, floats, friendly, text_source, words)
 from sae_core.models.random_arch import describe
 from sae_core.sae.config import ARCHITECTURES, SAEConfig
 from sae_core.training.config import TrainerConfig
@@ -196,8 +196,8 @@ def sweep(ls: str = config_option(SweepCommand, "ls", "--l"),
 
     ws = Workspace(workspace)
     sc = SweepConfig(k=k, d_sae=d_sae, ls=floats(ls, "--l"),
-                     scorings=tuple(s.strip() for s in scorings.split(",") if s.strip()),
-                     references=tuple(r.strip() for r in references.split(",") if r.strip()),
+                     scorings=words(scorings),
+                     references=words(references),
                      pool_rule=pool_rule, tokens=tokens, batch_size=batch_size, seed=seed, device=device)
     art, lm = _activations(ws, model, hook, harvest_tokens, acts, text_source(corpus, text_column, split))
 

@@ -59,7 +59,6 @@ class SAEConfig:
     l: float = field(default=4.0, metadata={"help": "Sampled-SAE: the pool holds K*l latents."})
     # Sampled-SAE: how latent columns are scored (see sampled.py)
     scoring: Scoring = field(default="l2", metadata={"help": "Sampled-SAE scoring rule: l2 | entropy."})
-    # Sampled-SAE: keep the top-scoring K*l, or sample them by score
     pool_rule: PoolRule = field(default="top", metadata={"help": "Sampled-SAE pool: top | sample."})
     l1_coeff: float = 5.0           # ReLU SAE: sparsity penalty weight
     threshold_momentum: float = 0.99  # BatchTopK family: EMA of the inference threshold

@@ -42,7 +42,7 @@ checks it on a GPU with ``torch.cuda.set_sync_debug_mode``. Not sync-free: ``poo
 (the l-sweep), each exactly as it would train alone: every run draws from its own seeded CPU
 generator (``TrainingRun``), never from torch's global RNG.
 
-Where things are: ``trainer_config`` (``TrainerConfig``, ``StepLog``, ``TrainResult``, also
+Where things are: ``config`` (``TrainerConfig``, ``StepLog``, ``TrainResult``, also
 importable from here), ``initialization`` (init, calibration, scale folding), ``step`` (one SAE
 under training: its step, AuxK, checkpoints), this module (the batch stream, resume, lockstep).
 """

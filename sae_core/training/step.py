@@ -1,5 +1,5 @@
 """One SAE under training (``TrainingRun``) and its step: AuxK, the learning-rate schedule, the
-NaN watch and device transfers. ``training`` drives the runs; its module doc has the choices and
+NaN watch and device transfers. ``loop`` drives the runs; its module doc has the choices and
 the GPU path (no host reads in the step on CUDA)."""
 from __future__ import annotations
 
