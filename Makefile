@@ -27,7 +27,10 @@ chromium:
 demo: setup
 	$(BIN)/sae-core demo
 
-app: setup demo
+# The server starts at once; the demo builds in a background process (resumed when interrupted)
+# whose progress the home page shows live.
+app: setup
+	$(BIN)/sae-core demo --background
 	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 # The layers and import rules of pyproject.toml's [tool.importlinter] (DESIGN.md section 2).

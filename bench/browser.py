@@ -79,3 +79,33 @@ def streamlit_server(workspace: Path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# a page is open when its script is idle and its main heading (an h1 in the main area) is shown
+OPENED = """(heading) => {
+  const app = document.querySelector("[data-testid='stApp']");
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  return [...document.querySelectorAll("[data-testid='stMain'] h1")]
+    .some(h => h.textContent.trim() === heading && h.offsetParent !== null);
+}"""
+
+
+def open_timed(page, url: str, heading: str, timeout_ms: int = 300_000) -> float:
+    """Seconds from navigating to ``url`` (a new session) until its script is idle with ``heading``
+    shown; then installs ``OBSERVE``, so ``timed`` can time the page's reruns."""
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.wait_for_function(OPENED, arg=heading, timeout=timeout_ms, polling=20)
+    seconds = time.perf_counter() - t0
+    page.evaluate(OBSERVE)
+    return seconds
+
+
+def compile_sources(prefix: Path) -> None:
+    """Compile the app's own modules into ``prefix`` and point ``PYTHONPYCACHEPREFIX`` there, so the
+    server started next reads bytecode as a user's Python does from ``__pycache__``: this machine sets
+    ``PYTHONDONTWRITEBYTECODE``, under which every server compiled every module again on its first
+    import (about 1 s on a page's first open, seen in a profile of the Features page)."""
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "app.py", "views", "sae_app", "sae_core"],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)

@@ -89,7 +89,8 @@ def saes_for(root: str, model_name: str, node: str):
     from sae_core.circuits.features import hooks_for
 
     hooks = hooks_for(node)
-    return [a for a in listing.list_artifacts(root, "sae") if a.model == model_name and a.hook in hooks]
+    return sorted((a for a in listing.list_artifacts(root, "sae") if a.model == model_name and a.hook in hooks),
+                  key=lambda a: hooks.index(a.hook))  # its own output first
 
 
 @st.cache_data(max_entries=64, show_spinner="Attributing the task to the SAE's features…")

@@ -68,9 +68,26 @@ def _head_details(art, r: dict, task: str, node: str, ov: dict, c) -> None:
     st.plotly_chart(charts.attention_heatmap(pattern, tokens, node), width="stretch", key="circ_attn")
 
 
+def features_heading(hook: str, node: str) -> tuple[str, str]:
+    """What the table of an SAE at ``hook`` is, for component ``node``: its heading, and which
+    components share it. ``feature_attributions`` attributes the task to the features at the hook
+    itself, not through one component, so only an MLP's own output SAE is the component's alone."""
+    layer = hook.split(".")[1]
+    if hook.endswith("hook_resid_post"):
+        return (f"Features of the residual-stream SAE after layer {layer} (`{hook}`)",
+                f"The residual stream sums every component up to layer {layer}: this table is the task's "
+                f"attribution to its features, the same for every head and MLP of layer {layer}, not what {node} "
+                "alone writes.")
+    if hook.endswith("attn.hook_z"):
+        return (f"Features of the attention SAE of layer {layer} (`{hook}`, all its heads' outputs together)",
+                f"The same table for every head of layer {layer}: the SAE reads all of them at once, so it does "
+                f"not separate {node} from its neighbours.")
+    return (f"Features of {node}'s output SAE (`{hook}`)", f"This SAE reads {node}'s output alone.")
+
+
 def sae_features(root: str, art, task: str, node: str) -> None:
-    """The SAE features at the hooks ``node`` writes to, by attribution to the task, each a link
-    into the feature browser."""
+    """The SAE features at the hooks ``node`` writes to (its own output first, then its layer's
+    residual stream), by attribution to the task, each a link into the feature browser."""
     model = cc.open_study(str(art.path), art.created).config["model"]
     saes = cc.saes_for(root, model, node)
     if not saes:
@@ -79,8 +96,10 @@ def sae_features(root: str, art, task: str, node: str) -> None:
         return
     for sae in saes:
         table = cc.features(str(art.path), art.created, task, str(sae.path), sae.created, sae.hook)
-        st.markdown(f"**SAE features at `{sae.hook}`** (`{sae.name}`): attribution = sum of activation x gradient "
-                    "of the logit difference")
+        heading, scope = features_heading(sae.hook, node)
+        st.markdown(f"**{heading}** (`{sae.name}`): attribution = sum of activation x gradient of the task's logit "
+                    "difference")
+        st.caption(scope)
         st.dataframe(table, hide_index=True, width="stretch", height=220,
                      column_config={"attribution (LD)": st.column_config.NumberColumn(format="%+.4f")})
         cols = st.columns(min(3, len(table)) or 1)

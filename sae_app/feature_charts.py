@@ -31,10 +31,12 @@ def logit_histogram(edges: list[float], counts: list[int]) -> go.Figure:
     return _bar(edges, counts, colors, "Logit effects over the vocabulary", "W_dec · W_U", log_y=True)
 
 
-def feature_map(overview: pd.DataFrame, selected: int | None = None) -> go.Figure:
-    """UMAP of decoder rows (one point per feature), coloured by log10 density; WebGL for 16k+ points."""
+def feature_map(overview: pd.DataFrame, selected: int | None = None, live_only: bool = False) -> go.Figure:
+    """UMAP of decoder rows (one point per feature), coloured by log10 density; WebGL for 16k+ points.
+    Features that never fired (no density to take a log of) are grey and say so; ``live_only``
+    leaves them out."""
     live = overview[overview["density"] > 0]
-    dead = overview[overview["density"] <= 0]
+    dead = overview[overview["density"] <= 0].iloc[:0 if live_only else None]
     fig = go.Figure()
     fig.add_trace(go.Scattergl(
         x=live["x"], y=live["y"], mode="markers", name="features",
@@ -45,10 +47,9 @@ def feature_map(overview: pd.DataFrame, selected: int | None = None) -> go.Figur
                       "%{customdata[2]}<extra></extra>"))
     if len(dead):
         fig.add_trace(go.Scattergl(
-            x=dead["x"], y=dead["y"], mode="markers", name="never active", marker=dict(size=4, color="#bbbbbb"),
-            customdata=dead[["feature", "log10_density", "top_tokens"]].to_numpy(),
-            hovertemplate="feature %{customdata[0]} (never active)<extra></extra>"))
-    if selected is not None and selected in overview.index:
+            x=dead["x"], y=dead["y"], mode="markers", name="never fired", marker=dict(size=4, color="#bbbbbb"),
+            customdata=dead[["feature"]].to_numpy(), hovertemplate="feature %{customdata[0]}: never fired<extra></extra>"))
+    if selected is not None and selected in (overview if not live_only else live).index:
         row = overview.loc[selected]
         fig.add_trace(go.Scattergl(x=[row["x"]], y=[row["y"]], mode="markers", name=f"feature {selected}",
                                    marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="red")),

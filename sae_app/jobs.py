@@ -5,6 +5,8 @@ from typing import Callable
 
 import streamlit as st
 
+from sae_app import demo_build
+
 from sae_core.errors import SAECoreError
 from sae_core.workspace import Artifact
 
@@ -37,8 +39,11 @@ def build_button(label: str, *, key: str, title: str, build: Callable, root: str
             st.rerun()
 
 
-def offer_build(info: str, label: str, *, key: str, title: str, build: Callable, root: str, select_key: str) -> None:
-    """A page with nothing to show yet: say so, offer a ``build_button``, and stop the page here."""
+def offer_build(info: str, label: str, *, key: str, title: str, build: Callable, root: str, select_key: str,
+                kind: str) -> None:
+    """A page with nothing of ``kind`` to show yet: while the demo build makes it, show its progress;
+    else say so, offer a ``build_button``; either way stop the page here."""
+    demo_build.wait_for(root, kind)
     st.info(info)
     build_button(label, key=key, title=title, build=build, root=root, select_key=select_key, primary=True)
     st.stop()

@@ -11,9 +11,10 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
+from sae_core.errors import ArtifactError
 from sae_core.models import zoo
 from sae_core.models.random_arch import label
-from sae_core.workspace import Artifact, Workspace
+from sae_core.workspace import Artifact, Workspace, WorkspaceNotWritable, default_root
 
 LISTING_TTL_S = 5
 ZOO_TTL_S = 30  # zoo models appear when `sae-core zoo build` finishes one
@@ -49,8 +50,14 @@ def unbuilt_zoo_models() -> list[str]:
 
 
 def open_workspace(root: str) -> Workspace:
-    """Not cached: opening checks the directory is writable, which can change at any time."""
-    return Workspace(root)
+    """Not cached: opening checks the directory is writable, which can change at any time. An
+    unusable one says what to do in the app (the library's message names the CLI's option)."""
+    try:
+        return Workspace(root)
+    except WorkspaceNotWritable as e:
+        default = "" if e.root == default_root() else f" (or empty it for the default, {default_root()})"
+        raise ArtifactError(f"workspace {e.root} is not writable ({e.reason}); type a writable directory in "
+                            f"the sidebar's \"Workspace directory\" field{default}") from None
 
 
 @st.cache_data(ttl=LISTING_TTL_S, show_spinner=False)

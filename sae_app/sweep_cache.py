@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
@@ -9,6 +10,9 @@ import streamlit as st
 from sae_app import listing, results, session
 from sae_core.models.texts import TextSource
 from sae_core.workspace import Artifact
+
+if TYPE_CHECKING:
+    from sae_core.training.sweep import SweepConfig
 
 
 def list_sweeps(root: str, model: str | None, hook: str | None) -> list[Artifact]:
@@ -31,15 +35,14 @@ def training_curves(root: str, path: str, created: float) -> pd.DataFrame:
     return load_training_curves(listing.open_workspace(root), sweep_table(path, created))
 
 
-def run_sweep(root: str, model_name: str, hook: str, *, n_tokens_harvest: int, sweep_kwargs: dict,
+def run_sweep(root: str, model_name: str, hook: str, sc: SweepConfig, *, n_tokens_harvest: int,
               text: TextSource | None = None, on_progress=None) -> Artifact:
-    """Harvest (or reuse) activations under the model's lock, then run the l-sweep; training runs
-    without the lock (it never touches the model), which is taken again only for the downstream
-    losses, so live steering in another tab is not frozen for the whole sweep."""
+    """Harvest (or reuse) activations under the model's lock, then run the l-sweep ``sc`` (built,
+    and so checked, by the page before it starts the job); training runs without the lock (it never
+    touches the model), which is taken again only for the downstream losses, so live steering in
+    another tab is not frozen for the whole sweep."""
     from sae_core.activations import harvest_to_workspace
-    from sae_core.training.sweep import SweepConfig, run_sweep as _run
-
-    sc = SweepConfig(**sweep_kwargs)
+    from sae_core.training.sweep import run_sweep as _run
 
     def job(ws):
         with session.using(model_name) as (model,):

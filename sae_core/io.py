@@ -2,12 +2,14 @@
 
 Every artifact is written to a temporary file beside its target and moved into place with
 ``os.replace``, so a reader never sees half a file and an interrupted job loses nothing already
-written. Tensor files are read only as safetensors (never unpickled); a truncated or foreign file
-raises ``ArtifactError`` with the path and what to do.
+written. JSON is strict (``dumps_json``): every file and printout parses with any JSON parser.
+Tensor files are read only as safetensors (never unpickled); a truncated or foreign file raises
+``ArtifactError`` with the path and what to do.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -43,8 +45,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda f: f.write(data))
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN and ±inf float (numpy's included: they subclass float) as None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, **kw) -> str:
+    """``json.dumps(obj, **kw)`` as strict JSON: JSON has no NaN or infinity (Python's ``NaN`` and
+    ``-Infinity`` are refused by strict parsers: JavaScript's ``JSON.parse``, jq, serde), so each
+    non-finite float becomes null. Readers treat null as "no value": a dead feature's log-density
+    (log10 0 = -inf) is null, meaning "never fired"; a z-score of a null with no spread is null."""
+    return json.dumps(_finite(obj), allow_nan=False, **kw)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, (dumps_json(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path) -> Any:

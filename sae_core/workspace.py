@@ -63,6 +63,16 @@ def versions() -> dict[str, str]:
     return out
 
 
+class WorkspaceNotWritable(ArtifactError):
+    """The workspace directory cannot be created or written. The message gives the shell's advice;
+    the app words its own from ``root`` and ``reason`` (``sae_app.listing.open_workspace``)."""
+
+    def __init__(self, root: Path, reason: str):
+        self.root, self.reason = root, reason
+        super().__init__(f"workspace {root} is not writable ({reason}); choose another directory with "
+                         "--workspace or SAE_STUDIO_WORKSPACE")
+
+
 @dataclass(frozen=True)
 class Artifact:
     kind: str
@@ -91,9 +101,7 @@ class Workspace:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
-            raise ArtifactError(
-                f"workspace {self.root} is not writable ({e.strerror}); choose another directory "
-                "with --workspace or SAE_STUDIO_WORKSPACE") from None
+            raise WorkspaceNotWritable(self.root, e.strerror or str(e)) from None
         with self._db() as db:
             db.execute(_SCHEMA)
 

@@ -5,6 +5,37 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
+def circuits_template(tmp_path_factory):
+    """The small circuits study (the small demo profile's), built once per run, and the progress it
+    reported: ``(workspace root, artifact name, [(done, total, text), ...])``."""
+    from sae_core.circuits.job import circuits_to_workspace
+    from sae_core.workspace import Workspace
+    from tests.helpers import small_circuits_config
+
+    ws = Workspace(tmp_path_factory.mktemp("circuits") / "ws")
+    seen = []
+    art = circuits_to_workspace(ws, small_circuits_config(), on_progress=lambda d, t, text: seen.append((d, t, text)))
+    return ws.root, art.name, seen
+
+
+@pytest.fixture(scope="module")
+def circuits_ws(circuits_template, tmp_path_factory):
+    """A workspace of the module's own holding that study (a copy: modules add SAEs and studies to
+    it): ``(workspace, artifact, progress seen)``."""
+    import shutil
+
+    from sae_core.circuits.job import KIND
+    from sae_core.workspace import Workspace
+
+    root, name, seen = circuits_template
+    copy = tmp_path_factory.mktemp("circuits-copy") / "ws"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("registry.sqlite"))
+    ws = Workspace(copy)
+    ws.reindex()
+    return ws, ws.get(KIND, name), seen
+
+
+@pytest.fixture(scope="session")
 def steering_ws(tmp_path_factory):
     """One workspace for the steering study and the corrupted-capabilities study, so the page test
     finds both without building either twice."""

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import torch
 
+# the studies at test size are the small demo profile's (sae_core/demo/steps.py): the studies' tests,
+# the page tests and the browser tests' shared workspace build the same artifacts
+from sae_core.demo.steps import (small_capabilities_config, small_circuits_config,  # noqa: F401
+                                 small_study_config, small_universality_config)
+
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 APP_TIMEOUT = 120  # the first run imports torch and transformer-lens and loads a model: slow on 2 cores
@@ -72,42 +77,6 @@ def numbered_store(tmp_path, n=1000, d=4, shard_tokens=128):
     return import_activation_file(tmp_path / "rows.npy", tmp_path / "store", shard_tokens=shard_tokens)
 
 
-def small_capabilities_config():
-    """The corrupted-capabilities study at a size the tests build in seconds (shared by the study's
-    tests and the Steering page's)."""
-    from sae_core.steering.capabilities import CapabilitiesConfig
-    from sae_core.steering.mappers import MapperConfig
-
-    return CapabilitiesConfig(n_pairs=24, n_texts=300, n_eval=24,
-                              mapper=MapperConfig(kind="autoencoder", lr=1e-3, epochs=4))
-
-
-def small_study_config():
-    """The steering study at test size (its tests and the Steering page's browser test)."""
-    from sae_core.steering.mappers import MapperConfig
-    from sae_core.steering.study import StudyConfig
-
-    return StudyConfig(n_pairs=30, n_texts=400, n_eval=20, n_select=20, n_grid=20, n_coherence=30,
-                       mapper=MapperConfig(lr=1e-3, epochs=4))
-
-
-def small_universality_config():
-    """The universality job at test size (its tests and the Universality page's browser test)."""
-    from sae_core.universality.analysis import AnalysisConfig
-    from sae_core.universality.job import UniversalityConfig
-
-    return UniversalityConfig(n_tokens=30_000, d_sae=256, k=8, train_tokens=200_000,
-                              analysis=AnalysisConfig(runs=20, runs_small=30, bootstrap_runs=20))
-
-
-def small_circuits_config():
-    """The circuits study at test size (its tests and the Circuits page's browser test)."""
-    from sae_core.circuits.job import CircuitStudyConfig
-
-    return CircuitStudyConfig(tasks=("months", "digits"), n_prompts=24, curve_thresholds=(20.0, 40.0),
-                              n_random=3, validate_top=8)
-
-
 # --- the app under AppTest ------------------------------------------------------------------------
 
 def app_test():
@@ -141,3 +110,37 @@ def torchrun(cwd: Path, n: int, *args: str, env: dict | None = None) -> subproce
            str(free_port()), "-m", "sae_core.cli", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "COLUMNS": "300", **(env or {})})
+
+
+# --- the app in Chromium (tests/e2e) ----------------------------------------------------------
+
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+RUN_TIMEOUT_MS = 120_000  # the first run imports torch and loads a model on a busy 2-core machine
+
+
+def wait_idle(page) -> None:
+    """Wait until the script run that the last action started has finished."""
+    page.wait_for_selector("[data-testid='stApp']")
+    page.wait_for_timeout(300)  # let a rerun the action triggered start before testing for idle
+    page.wait_for_selector(IDLE, timeout=RUN_TIMEOUT_MS)
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    wait_idle(page)
+
+
+def check_and_shoot(page, screenshot_dir, name: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("[data-testid='stException']")).to_have_count(0)
+    # Streamlit scrolls inside its own container, so full_page alone stops at the window: grow the
+    # window to the content's height for the shot, then put it back.
+    size = page.viewport_size
+    height = page.evaluate("""() => Math.max(...[...document.querySelectorAll('*')]
+        .filter(e => e.scrollHeight > e.clientHeight + 1 && getComputedStyle(e).overflowY !== 'visible')
+        .map(e => e.scrollHeight), document.documentElement.scrollHeight)""")
+    page.set_viewport_size({"width": size["width"], "height": min(max(height + 40, size["height"]), 6000)})
+    page.wait_for_timeout(500)  # charts re-lay out to the new size
+    page.screenshot(path=str(screenshot_dir / f"{name}.png"), full_page=True)
+    page.set_viewport_size(size)

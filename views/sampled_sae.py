@@ -1,8 +1,10 @@
 """Sampled-SAE: sweep l (and the scoring rule) and watch reconstruction, sparsity and loss move."""
 import streamlit as st
 
-from sae_app import jobs, sidebar, sweep_cache, sweep_charts as charts, text_input
-from sae_core.training.sweep import TRAINING_CURVES, fvu_warnings as sweep_warnings, text_sources
+from sae_app import demo_build, jobs, sidebar, sweep_cache, sweep_charts as charts, text_input
+from sae_core.errors import SAECoreError
+from sae_core.training.sweep import (TRAINING_CURVES, SweepConfig, dead_by_design, dead_by_design_caption,
+                                     fvu_warnings as sweep_warnings, text_sources)
 
 sel = sidebar.current()
 st.title("Sampled-SAE: the l trade-off")
@@ -26,25 +28,28 @@ with st.expander("Run a new sweep", expanded=False):
         "top: the K·l best-scoring latents; sample: K·l latents drawn in proportion to their score"))
     text = text_input.text_source_input("sw")
     if st.button("Run sweep", type="primary", disabled=not sel.ready or text is None, key="sw_run"):
-        def sweep(bar):
-            return sweep_cache.run_sweep(sel.workspace_root, sel.model_name, sel.hook,
-                                   n_tokens_harvest=int(harvest_tokens), text=text,
-                                   on_progress=lambda done, total, text: bar.progress(done / total, text=text),
-                                   sweep_kwargs=dict(
-                                       k=int(k), d_sae=int(d_sae), ls=tuple(float(v) for v in ls),
-                                       scorings=tuple(rules), pool_rule=pool_rule, tokens=int(tokens)))
-        jobs.run_job("Running the sweep…", sweep, select_key="sw_sweep")
+        try:  # refused here, before the harvest: K > d_sae, K·l > d_sae (plain BatchTopK), no l, ...
+            sc = SweepConfig(k=int(k), d_sae=int(d_sae), ls=tuple(float(v) for v in ls), scorings=tuple(rules),
+                             pool_rule=pool_rule, tokens=int(tokens))
+        except SAECoreError as e:
+            st.error(str(e))
+        else:
+            jobs.run_job("Running the sweep…", lambda bar: sweep_cache.run_sweep(
+                sel.workspace_root, sel.model_name, sel.hook, sc, n_tokens_harvest=int(harvest_tokens), text=text,
+                on_progress=lambda done, total, text: bar.progress(done / total, text=text)), select_key="sw_sweep")
 
 sweeps = [] if sel.workspace_error else sweep_cache.list_sweeps(sel.workspace_root, sel.model_name, sel.hook)
 if not sweeps:
+    demo_build.wait_for(sel.workspace_root, "sweep")
     st.info(f"No sweep for `{sel.model_name}` at `{sel.hook}` yet: run one above, or `sae-core demo`.")
     st.stop()
 by_name = {a.name: a for a in sweeps}
 if st.session_state.get("sw_sweep") not in by_name:
     st.session_state["sw_sweep"] = sweeps[0].name
-art = by_name[st.selectbox("Sweep", list(by_name), key="sw_sweep", format_func=lambda n: (
-    f"{n}  (K={by_name[n].meta.get('k')}, d_sae={by_name[n].meta.get('d_sae')}, {by_name[n].meta.get('n_saes')} SAEs)"))]
+art = by_name[st.selectbox("Sweep", list(by_name), key="sw_sweep",
+                           format_func=lambda n: charts.sweep_settings(by_name[n].meta))]
 table = sweep_cache.sweep_table(str(art.path), art.created)
+st.caption(f"Sweep artifact `{art.name}`")
 for warning in sweep_warnings(table):
     st.warning(warning)
 st.caption(" · ".join(text_sources(table)))
@@ -60,9 +65,11 @@ for i, (col, metric) in enumerate([(left, "fvu"), (right, "ce_loss_recovered"),
     fig = charts.sweep_vs_l(table, metric, shown) if metric else charts.sweep_frontier(table, shown)
     event = col.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=f"sw_fig{i}")
     picked += [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
-if picked:
-    st.success(f"Selected SAE `{picked[-1]}`.")
-    if st.button("Open its features in the feature browser", type="primary", key="sw_open"):
+if picked:  # named by its settings; the artifact's hash name only in the caption
+    name = charts.sae_settings(table[table["sae"] == picked[-1]].iloc[0])
+    st.success(f"Selected SAE: **{name}**.")
+    st.caption(f"SAE artifact `{picked[-1]}`")
+    if st.button(f"Open its features in the feature browser: {name}", type="primary", key="sw_open"):
         st.session_state["fb_open_sae"] = picked[-1]
         st.switch_page("views/features.py")
 
@@ -71,7 +78,7 @@ curves = sweep_cache.training_curves(sel.workspace_root, str(art.path), art.crea
 if len(curves):
     metric = st.segmented_control("Curve", list(TRAINING_CURVES), default="sq_err", key="sw_curve",
                                   format_func=lambda m: TRAINING_CURVES[m][0])
-    st.plotly_chart(charts.training_curves(curves, metric or "sq_err"), width="stretch", key="sw_curves")
+    st.plotly_chart(charts.training_curves(curves, metric or "sq_err", shown), width="stretch", key="sw_curves")
 else:
     st.info("This sweep's SAEs have no training history in the workspace.")
 
@@ -79,12 +86,15 @@ st.subheader("All SAEs of this sweep")
 cols = ["arch", "scoring", "pool_rule", "l", "k", "d_sae", "l0", "l0_batch_rule", "fvu", "fvu_batch_rule",
         "explained_variance", "ce_loss_recovered", "ce_loss_recovered_batch_rule",
         "kl_recovered", "kl_recovered_batch_rule", "distinct_latents_per_batch", "pairwise_overlap", "top_mass_fraction",
-        "dead_fraction", "dense_fraction", "sae"]
-st.dataframe(table[[c for c in cols if c in table]], hide_index=True, width="stretch", column_config={
+        "dead_fraction", "dead_note", "dense_fraction", "sae"]
+listed = table.assign(dead_note=dead_by_design(table))  # a Sampled-SAE's pool bounds its live latents
+st.dataframe(listed[[c for c in cols if c in listed]], hide_index=True, width="stretch", column_config={
     "fvu": "FVU (inference)", "fvu_batch_rule": "FVU (batch rule)", "l0": "L0 (inference)",
-    "l0_batch_rule": "L0 (batch rule)", "dead_fraction": "never active on eval",
+    "l0_batch_rule": "L0 (batch rule)", "dead_fraction": "never active on eval", "dead_note": "why so many never fire",
     "ce_loss_recovered": "CE recovered (inference, vs zero ablation)",
     "ce_loss_recovered_batch_rule": "CE recovered (batch rule)", "kl_recovered": "KL recovered (inference)",
     "kl_recovered_batch_rule": "KL recovered (batch rule)"})
+if caption := dead_by_design_caption(table):
+    st.caption(caption)
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=f"{art.name}.csv",
                    mime="text/csv", key="sw_csv")

@@ -1,10 +1,9 @@
 """Universality: do two models' SAEs find the same features? Matching, measures against nulls."""
-import json
-
 import streamlit as st
 
 from sae_app import jobs, sidebar, universality_cache as uc, universality_charts as charts
 from sae_app import universality_panels as panels
+from sae_core.io import dumps_json
 from sae_core.universality.job import pairs_csv
 
 sel = sidebar.current()
@@ -21,7 +20,7 @@ if not results:
     jobs.offer_build("No universality result in this workspace yet: compare zoo:tiny-a with zoo:tiny-b (trains an "
                      "SAE for each, about two minutes), or `sae-core universality` / `sae-core demo`.",
                      "Compare zoo:tiny-a with zoo:tiny-b", key="uni_build", title="Comparing features…",
-                     build=uc.build_demo, root=sel.workspace_root, select_key="uni")
+                     build=uc.build_demo, root=sel.workspace_root, select_key="uni", kind=uc.KIND)
 by_label = {f"{a.meta['inputs'][0]['model']} {a.meta['inputs'][0]['hook']} vs {a.model} {a.hook} ({a.name})": a
             for a in results}
 art = by_label[st.selectbox("Result", list(by_label), key="uni")]
@@ -68,7 +67,7 @@ st.dataframe(uc.pairs_table(str(art.path), art.created), hide_index=True, width=
              column_config={"correlation": st.column_config.NumberColumn(format="%.3f")})
 panels.pair_in_context(sel.workspace_root, art, r, cfg)
 d1, d2 = st.columns(2)
-d1.download_button("Download all results (JSON)", json.dumps({"config": cfg, "results": r}),
+d1.download_button("Download all results (JSON)", dumps_json({"config": cfg, "results": r}),
                    file_name=f"{art.name}.json", mime="application/json", key="uni_json")
 d2.download_button("Download the pairs (CSV)", pairs_csv(r["pairs"]), file_name=f"{art.name}-pairs.csv",
                    mime="text/csv", key="uni_csv")

@@ -98,7 +98,7 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
                   batch_size: int = 32, context_size: int = 64, shard_tokens: int = SHARD_TOKENS,
                   exclude_special: bool = True, dtype: str = "float32", source: str = "",
                   on_progress: ProgressFn | None = None, doc_offset: int = 0,
-                  autocast: str | None = None) -> list[ActivationStore]:
+                  autocast: str | None = None, max_rows: int | None = None) -> list[ActivationStore]:
     """Store the activations at each of ``hooks`` for every kept token of ``texts``, hook i into
     ``out_dirs[i]``, from one forward pass per batch (one hook: stopped right at it; several:
     stopped once the last has fired). The stores have the same rows, so they pair.
@@ -109,6 +109,8 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
     if it raises, the harvest stops and can be resumed. ``doc_offset``: the index of ``texts[0]``
     in a longer list (the row keys' documents count from it; ``parallel``'s ranks).
     ``autocast="bf16"``: the model's forward under bfloat16 autocast (rows stored in ``dtype``).
+    ``max_rows``: store the first ``max_rows`` kept tokens and stop (the texts cover at least the
+    requested count, ``texts_for_tokens``, but their last document runs past it).
     """
     if autocast not in (None, "bf16"):
         raise SAECoreError(f"autocast={autocast!r}; choose 'bf16' or leave it unset (the model's own dtype)")
@@ -119,13 +121,16 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
         check_hook(model, hook)
     if dtype not in TORCH_DTYPES:
         raise SAECoreError(f"dtype {dtype!r} is not one of {sorted(TORCH_DTYPES)}")
+    if max_rows is not None and max_rows <= 0:
+        raise SAECoreError(f"max_rows={max_rows}; give a positive number of rows, or None for every kept token")
     if batch_size <= 0 or context_size <= 1 or shard_tokens <= 0:
         raise SAECoreError(f"batch_size ({batch_size}) and shard_tokens ({shard_tokens}) must be "
                            f"positive and context_size ({context_size}) at least 2")
     common = {"model": model_name, "batch_size": batch_size, "context_size": context_size,
               "shard_tokens": shard_tokens, "exclude_special": exclude_special, "dtype": dtype,
               "source": source, "n_texts": len(texts), "texts_sha256": _texts_digest(texts)} \
-        | ({"doc_offset": doc_offset} if doc_offset else {}) | ({"autocast": autocast} if autocast else {})
+        | ({"doc_offset": doc_offset} if doc_offset else {}) | ({"autocast": autocast} if autocast else {}) \
+        | ({"max_rows": max_rows} if max_rows is not None else {})
     done: dict[int, ActivationStore] = {}
     writers: dict[int, _Writer] = {}
     states = []
@@ -148,15 +153,16 @@ def harvest_hooks(model, hooks: list[str], texts: list[str], out_dirs: list[Path
             w.start_from(first["shard_rows"])
         _run(model, [hooks[i] for i in writers], list(writers.values()), texts, first, batch_size=batch_size,
              context_size=context_size, shard_tokens=shard_tokens, exclude_special=exclude_special,
-             on_progress=on_progress, doc_offset=doc_offset, autocast=autocast)
+             on_progress=on_progress, doc_offset=doc_offset, autocast=autocast, max_rows=max_rows)
         done.update({i: w.finish(len(texts)) for i, w in writers.items()})
     return [done[i] for i in range(len(hooks))]
 
 
 def _run(model, hooks: list[str], writers: list[_Writer], texts: list[str], state: dict, *, batch_size: int,
          context_size: int, shard_tokens: int, exclude_special: bool, on_progress: ProgressFn | None,
-         doc_offset: int = 0, autocast: str | None = None) -> None:
-    """The hot loop: batches from ``state``'s position, every hook's rows into its writer."""
+         doc_offset: int = 0, autocast: str | None = None, max_rows: int | None = None) -> None:
+    """The hot loop: batches from ``state``'s position, every hook's rows into its writer, until
+    the texts end or ``max_rows`` rows are stored."""
     tok = model.tokenizer
     special_ids = sorted(set(getattr(tok, "all_special_ids", []) or []))
     device = next(model.parameters()).device
@@ -164,10 +170,13 @@ def _run(model, hooks: list[str], writers: list[_Writer], texts: list[str], stat
     buf_key_2N = torch.empty(2, shard_tokens, dtype=torch.int64)  # (document, position) of each row
     filled = 0
     skip = state["row_skip"]
+    left = None if max_rows is None else max_rows - sum(state["shard_rows"])  # rows still to store
     one = capture_at_hook(model, hooks[0]) if len(hooks) == 1 else nullcontext(None)
     with torch.inference_mode(), one as capture_one, \
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"):
         for start in range(state["text_pos"], len(texts), batch_size):
+            if left is not None and left <= 0:
+                break
             end = min(start + batch_size, len(texts))
             tokens_BT = to_tokens(model, texts[start:end])[:, :context_size].to(device)
             if capture_one is not None:
@@ -183,15 +192,18 @@ def _run(model, hooks: list[str], writers: list[_Writer], texts: list[str], stat
             key_2N = torch.stack([docs_B[:, None].expand(B, T)[mask_BT],
                                   torch.arange(T, device=device)[None, :].expand(B, T)[mask_BT]]).cpu()
             used, skip = skip, 0  # rows of this batch already in shards (only on resume)
-            while used < tok_N.shape[0]:
-                take = min(shard_tokens - filled, tok_N.shape[0] - used)
+            n_rows = tok_N.shape[0] if left is None else min(tok_N.shape[0], used + left)
+            if left is not None:
+                left -= n_rows - used
+            while used < n_rows:
+                take = min(shard_tokens - filled, n_rows - used)
                 for w, a in zip(writers, acts_ND):
                     w.acts_ND[filled:filled + take] = a[used:used + take]
                 buf_tok_N[filled:filled + take] = tok_N[used:used + take]
                 buf_key_2N[:, filled:filled + take] = key_2N[:, used:used + take]
                 filled, used = filled + take, used + take
                 if filled == shard_tokens:
-                    batch_done = used == tok_N.shape[0]
+                    batch_done = used == n_rows
                     for w in writers:
                         w.commit(filled, buf_tok_N, buf_key_2N, end if batch_done else start,
                                  0 if batch_done else used)

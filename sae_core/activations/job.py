@@ -7,16 +7,18 @@ from functools import partial
 from pathlib import Path
 
 from sae_core.activations.harvest import ProgressFn, harvest_hooks
+from sae_core.activations.limits import check_disk_room, check_token_count
 from sae_core.activations.parallel import harvest_parallel
 from sae_core.activations.store import SHARD_TOKENS
 from sae_core.activations.user_file import import_activation_file
+from sae_core.models.hooks import hook_width
 from sae_core.models.loading import check_hook, load_model
 from sae_core.models.texts import TextSource, TextSourceError, texts_for_tokens
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 
 def harvest_to_workspace(ws: Workspace, model_name: str, hook: str, **kw) -> Artifact:
-    """Harvest ~``n_tokens`` activations at ``hook`` into the workspace and register them
+    """Harvest ``n_tokens`` activations at ``hook`` into the workspace and register them
     (``harvest_hooks_to_workspace`` with one hook; the same keywords)."""
     return harvest_hooks_to_workspace(ws, model_name, [hook], **kw)[0]
 
@@ -26,7 +28,7 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
                                text: TextSource | None = None, shard_tokens: int = SHARD_TOKENS,
                                autocast: str | None = None,
                                on_progress: ProgressFn | None = None, model=None, dp=None) -> list[Artifact]:
-    """Harvest ~``n_tokens`` activations of ``text`` (default: the zoo corpus stream for ``seed``)
+    """Harvest ``n_tokens`` activations of ``text`` (default: the zoo corpus stream for ``seed``)
     at each of ``hooks`` into the workspace, one forward pass for all of them, and register one
     ``activations`` artifact per hook; each artifact's meta records the text (``source``, and
     ``text_source`` to read it again, e.g. for the CE/KL of SAEs trained on it).
@@ -38,7 +40,11 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
     ``dp`` (``sae_core.distributed.DataParallel``): every rank calls this with its own model
     and harvests its share of the texts (``parallel.harvest_parallel``); rank 0 merges and
     registers, and every rank returns the artifacts.
+
+    Each store holds exactly ``n_tokens`` rows (``limits``: MIN_TOKENS to MAX_TOKENS, and what the
+    disk can hold), fewer only when the text runs out first.
     """
+    check_token_count(n_tokens)
     text = text or TextSource()
     config = {"n_tokens": n_tokens, "seed": seed, "context_size": context_size,
               "exclude_special": exclude_special, "corpus": text.to_json() or "zoo-corpus",
@@ -51,6 +57,7 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
         model = model if model is not None else load_model(model_name)
         for hook, _ in todo:
             check_hook(model, hook)
+        check_disk_room(ws.root, n_tokens, [hook_width(model, hook) for hook, _ in todo])
         texts = texts_for_tokens(model.tokenizer, n_tokens, text.documents(seed), context_size, exclude_special)
         if not texts:
             raise TextSourceError(f"{text.describe(seed)} holds no documents to harvest")
@@ -59,7 +66,7 @@ def harvest_hooks_to_workspace(ws: Workspace, model_name: str, hooks: list[str],
         stores = run(model, [h for h, _ in todo], texts, out_dirs, model_name=model_name,
                      context_size=context_size, exclude_special=exclude_special,
                      source=text.describe(seed), on_progress=on_progress, shard_tokens=shard_tokens,
-                     autocast=autocast)
+                     autocast=autocast, max_rows=n_tokens)
         if dp is not None and not dp.is_main:
             dp.barrier()  # rank 0 registers the merged stores
             return [ws.get("activations", name) for name in names]

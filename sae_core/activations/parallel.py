@@ -19,8 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from sae_core.activations.harvest import harvest_hooks
-from sae_core.activations.store import ActivationStore, StoreMeta, remove_shards_from, shard_path, write_meta
+from sae_core.activations.store import (
+    ActivationStore, StoreMeta, remove_shards_from, shard_path, write_meta, write_shard)
 from sae_core.errors import ArtifactError
+from sae_core.io import load_tensors
 
 
 def text_range(n_texts: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
@@ -35,9 +37,10 @@ def part_dir(out_dir: Path, rank: int, world: int) -> Path:
 
 
 def harvest_parallel(model, hooks: list[str], texts: list[str], out_dirs: list[Path], dp, *,
-                     batch_size: int = 32, **kw) -> list[ActivationStore]:
+                     batch_size: int = 32, max_rows: int | None = None, **kw) -> list[ActivationStore]:
     """``harvest_hooks`` split over the ranks of ``dp`` (module doc); every rank calls it and
-    gets the merged stores. Keywords as ``harvest_hooks``."""
+    gets the merged stores. Keywords as ``harvest_hooks``; ``max_rows`` is applied when merging
+    (a rank cannot know how many rows the ranks before it keep)."""
     lo, hi = text_range(len(texts), batch_size, dp.rank, dp.world)
     done = [d for d in map(Path, out_dirs) if _complete(d)]
     if len(done) < len(out_dirs):
@@ -47,7 +50,7 @@ def harvest_parallel(model, hooks: list[str], texts: list[str], out_dirs: list[P
     if dp.is_main:
         for d in map(Path, out_dirs):
             if not _complete(d):
-                merge_parts(d, [part_dir(d, r, dp.world) for r in range(dp.world)])
+                merge_parts(d, [part_dir(d, r, dp.world) for r in range(dp.world)], max_rows)
     dp.barrier()
     return [ActivationStore.open(d) for d in out_dirs]
 
@@ -60,8 +63,9 @@ def _complete(out_dir: Path) -> bool:
         return False
 
 
-def merge_parts(out_dir: Path, parts: list[Path]) -> ActivationStore:
-    """One store in ``out_dir`` from complete part stores, their shards in order (module doc)."""
+def merge_parts(out_dir: Path, parts: list[Path], max_rows: int | None = None) -> ActivationStore:
+    """One store in ``out_dir`` from complete part stores, their shards in order (module doc), cut
+    after ``max_rows`` rows when given (the shard that crosses it is rewritten, shorter)."""
     stores = [ActivationStore.open(p) for p in parts]
     metas = {(s.meta.model, s.meta.hook, s.meta.d, s.meta.dtype, s.meta.context_size, s.meta.shard_tokens,
               s.meta.exclude_special, s.meta.source) for s in stores}
@@ -70,16 +74,30 @@ def merge_parts(out_dir: Path, parts: list[Path]) -> ActivationStore:
                             "store directory and harvest again")
     remove_shards_from(out_dir, 0)
     shard_rows: list[int] = []
+    left = sum(s.n_tokens for s in stores) if max_rows is None else max_rows
     for store in stores:
         for i, rows in enumerate(store.shard_rows):
-            _link_or_copy(shard_path(store.path, i), shard_path(out_dir, len(shard_rows)))
+            if left <= 0:
+                break
+            if rows > left:
+                _write_head(store, i, left, out_dir, len(shard_rows))
+                rows = left
+            else:
+                _link_or_copy(shard_path(store.path, i), shard_path(out_dir, len(shard_rows)))
             shard_rows.append(rows)
+            left -= rows
     meta: StoreMeta = replace(stores[0].meta, n_tokens=sum(shard_rows), complete=True)
     write_meta(out_dir, meta, shard_rows)
     merged = ActivationStore.open(out_dir)
     for p in parts:
         shutil.rmtree(p, ignore_errors=True)
     return merged
+
+
+def _write_head(store: ActivationStore, index: int, rows: int, out_dir: Path, out_index: int) -> None:
+    """Shard ``out_index`` of ``out_dir``: the first ``rows`` rows of ``store``'s shard ``index``."""
+    t = load_tensors(shard_path(store.path, index))
+    write_shard(out_dir, out_index, t["acts"][:rows], t["tokens"][:rows], t["doc"][:rows], t["pos"][:rows])
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

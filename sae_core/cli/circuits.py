@@ -6,7 +6,6 @@ circuits; ``edges`` and ``compare`` print parts of a study (``--study NAME``, de
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +16,7 @@ from sae_core.circuits.heads import ov_scores
 from sae_core.circuits.job import CircuitStudyConfig
 from sae_core.circuits.tasks import TaskConfig
 from sae_core.cli.common import Bar, WorkspaceOpt, config_option, friendly, words
+from sae_core.io import dumps_json
 
 circuit_app = typer.Typer(help="Circuits for sequence continuation: nodes, edges, heads, tasks compared.",
                           no_args_is_help=True)
@@ -81,7 +81,7 @@ def discover(model: str = ModelOpt, tasks: str = config_option(CircuitStudyConfi
     st = CircuitStudy.open(art.path)
     r = {t: st.results["tasks"][t] for t in st.tasks}
     if as_json:
-        typer.echo(json.dumps({"artifact": art.name, "tasks": {
+        typer.echo(dumps_json({"artifact": art.name, "tasks": {
             t: {"nodes": v["circuit"]["nodes"], "metrics": v["circuit"]["metrics"], "edges": v["edges_in_graph"],
                 "prompts": v["stats"], "ablation": v["ablation"]} for t, v in r.items()}}))
         return
@@ -113,7 +113,7 @@ def edges(task: str = config_option(TaskConfig, "task", help="The task whose edg
     ranked = sorted(g.scores, key=lambda n: -abs(g.scores[n]))[:top]
     v = st.results["tasks"][task]
     if as_json:
-        typer.echo(json.dumps({"artifact": art.name, "task": task, "method": g.meta["method"],
+        typer.echo(dumps_json({"artifact": art.name, "task": task, "method": g.meta["method"],
                                "nodes": v["circuit"]["nodes"], "performance": v["circuit"]["metrics"]["performance"],
                                "edges": {n: g.scores[n] for n in ranked}, "in_graph": sorted(g.in_graph),
                                "validation": v["validation"] and v["validation"]["spearman"]}))
@@ -138,7 +138,7 @@ def compare(study: Optional[str] = StudyOpt, as_json: bool = JsonOpt, workspace:
     art, st = _open(study, workspace)
     c = st.results["compare"]
     if as_json:
-        typer.echo(json.dumps({"artifact": art.name, **c}))
+        typer.echo(dumps_json({"artifact": art.name, **c}))
         return
     names = c["tasks"]
     for title, key, fmt in [("node IoU", "node_iou", "{:>14.2f}"), ("edge IoU", "edge_iou", "{:>14.2f}"),
@@ -165,7 +165,7 @@ def heads(model: str = ModelOpt,
     ov = ov_scores(m, task, k=k)
     att = {a.head: a for a in attention_summary(m, make_task(m, TaskConfig(task=task, template=template)))}
     if as_json:
-        typer.echo(json.dumps({"task": task, "ov": [s.to_json() for s in ov],
+        typer.echo(dumps_json({"task": task, "ov": [s.to_json() for s in ov],
                                "attention": [a.to_json() for a in att.values()]}))
         return
     typer.echo(f"{task} on {model}: successor heads first (OV top-{k})")

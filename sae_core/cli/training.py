@@ -2,19 +2,23 @@
 under ``torchrun``)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from sae_core.activations import ActivationStore
 from sae_core.activations.job import harvest_hooks_to_workspace
 from sae_core.cli.common import (AutocastOpt, Bar, ColumnOpt, CorpusOpt, ShardOpt, SplitOpt, StepBar,
-                                 WorkspaceOpt, config_option, floats, friendly, text_source, words)
+                                 WorkspaceOpt, config_default, config_option, floats, friendly, text_source,
+                                 words)
 from sae_core.models.random_arch import describe
-from sae_core.sae.config import ARCHITECTURES, SAEConfig
+from sae_core.sae.config import ARCHITECTURES, SAEConfig, require_partial_pool
 from sae_core.training.config import TrainerConfig
-from sae_core.training.ranks import follower_on_step, guard_ranks
+from sae_core.training.data import open_split
+from sae_core.training.ranks import check_file_ranks, follower_on_step, guard_ranks, rank_shard_tokens
 from sae_core.training.sweep import SweepConfig
 
 commands = typer.Typer()
@@ -61,17 +65,26 @@ def harvest(model: str = typer.Argument(..., help="zoo:NAME, random:ARCH, a loca
 
 
 def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, acts: Optional[Path],
-                 text=None, shard_tokens: int = ShardOpt.default, with_model: bool = True):
+                 text=None, shard_tokens: int = ShardOpt.default, with_model: bool = True, ranks: int = 1):
     """``(activation artifact, language model or None)``: a user's file (no model), or a
     (cached) harvest of ``model``, which is loaded once and returned for the downstream metrics
-    (``with_model=False``: only when the harvest needs it, and not returned)."""
+    (``with_model=False``: a rank other than 0: the model only when the harvest needs it, not
+    returned, and nothing printed). Under ``ranks`` data-parallel ranks a user's file is cut into
+    shards small enough that every rank reads some (``rank_shard_tokens``)."""
     from sae_core.activations import harvest_to_workspace, import_to_workspace
+    from sae_core.activations.user_file import open_activation_file
     from sae_core.models.loading import load_model
 
     if acts is not None:  # a user's file is not labelled as the default model's activations
+        if ranks > 1:
+            shard_tokens = rank_shard_tokens(open_activation_file(acts).n, ranks, shard_tokens)
         return import_to_workspace(ws, acts, hook=hook or "user", model=model or "user-file",
                                    shard_tokens=shard_tokens), None
+    implicit = [opt for opt, given in (("--model", model), ("--hook", hook)) if given is None]
     model, hook = model or DEFAULT_MODEL, hook or DEFAULT_HOOK
+    if implicit and with_model:
+        typer.echo(f"using {model} at {hook} (the default{'s' if len(implicit) == 2 else ''}; pass "
+                   f"{'/'.join(implicit)} to choose)")
     lm = load_model(model) if with_model else None
     bar = Bar(f"harvest {hook}", unit="doc")
     art = harvest_to_workspace(ws, model, hook, n_tokens=tokens, text=text, on_progress=bar, model=lm,
@@ -81,6 +94,17 @@ def _activations(ws, model: Optional[str], hook: Optional[str], tokens: int, act
 
 
 DEFAULT_MODEL, DEFAULT_HOOK = "zoo:tiny-a", "blocks.1.hook_resid_post"
+HARVEST_CAP = 200_000  # the most a train or sweep harvests unasked (its fixed amount before issue #28)
+
+
+def harvest_needed(tokens: int, batch_size: int) -> int:
+    """What a run of ``tokens`` harvests when ``--harvest-tokens`` is not given: the rows its steps
+    read (steps x batch size) and the held-out share on top (``open_split`` keeps the store's last
+    ``eval_fraction`` for evaluation), at most ``HARVEST_CAP``; a longer run repeats the rows."""
+    train = tokens // batch_size * batch_size
+    return min(HARVEST_CAP, math.ceil(train / (1 - config_default(open_split, "eval_fraction"))))
+
+
 ModelOpt = typer.Option(None, help=f"Model (zoo:NAME, directory or hub name) the activations come "
                                    f"from [default: {DEFAULT_MODEL}; with --acts, a label].")
 HookOpt = typer.Option(None, help=f"Hook point the SAE reads [default: {DEFAULT_HOOK}; with --acts, a label].")
@@ -98,7 +122,9 @@ class TrainCommand:
     arch: str = field(default="batchtopk", metadata={"help": " | ".join(TRAINABLE)})
     d_sae: int = field(default=1024, metadata={"help": "Number of latents."})
     tokens: int = field(default=500_000, metadata={"help": "Training tokens."})
-    harvest_tokens: int = field(default=200_000, metadata={"help": "Tokens to harvest (when not --acts)."})
+    harvest_tokens: Optional[int] = field(default=None, metadata={"help": (
+        f"Tokens to harvest (when not --acts) [default: what the run reads plus a tenth held out for "
+        f"evaluation, at most {HARVEST_CAP:,}].")})
     batch_size: int = field(default=1024, metadata={"help": "Tokens per training batch."})
 
 
@@ -120,7 +146,7 @@ def train(arch: str = config_option(TrainCommand, "arch"),
           pool_rule: str = config_option(SAEConfig, "pool_rule"),
           d_sae: int = config_option(TrainCommand, "d_sae", "--d-sae"),
           tokens: int = config_option(TrainCommand, "tokens"),
-          harvest_tokens: int = config_option(TrainCommand, "harvest_tokens"),
+          harvest_tokens: Optional[int] = config_option(TrainCommand, "harvest_tokens"),
           batch_size: int = config_option(TrainCommand, "batch_size"),
           lr: Optional[float] = config_option(TrainerConfig, "lr"),
           seed: int = config_option(TrainerConfig, "seed"), model: Optional[str] = ModelOpt,
@@ -155,12 +181,18 @@ def _train(dp, arch, k, l, scoring, pool_rule, d_sae, tokens, harvest_tokens, ba
                          device=str(dp.device.type) if dp else device, autocast=autocast)
     # checked now, before any harvest (e.g. --l 0.5); the width comes with the activations
     cfg = SAEConfig(arch=arch, d_in=1, d_sae=d_sae, k=k, l=l, scoring=scoring, pool_rule=pool_rule)
+    if arch == "sampled":  # a pool of every latent would train plain BatchTopK (issue #28)
+        require_partial_pool(k, l, d_sae)
     text = text_source(corpus, text_column, split)
     if not main:
         dp.barrier()  # rank 0 harvests (or imports) first; then every rank opens the same artifact
-    art, lm = _activations(ws, model, hook, harvest_tokens, acts, text, shard_tokens, with_model=main)
+    harvest_tokens = harvest_tokens or harvest_needed(tcfg.total_tokens, tcfg.batch_size)
+    art, lm = _activations(ws, model, hook, harvest_tokens, acts, text, shard_tokens, with_model=main,
+                           ranks=dp.world if dp else 1)
     if main and dp:
         dp.barrier()
+    if dp and acts is not None:  # harvests are cut for the ranks by harvest --shard-tokens; a file, here
+        check_file_ranks(ActivationStore.open(art.path), dp.world, acts)
     d_in = art.meta.get("d") or art.meta.get("d_in")
     cfg = replace(cfg, d_in=int(d_in), model_name=art.model or "", hook_name=art.hook or "")
     sae_art = guard_ranks(dp, ws, lambda: train_to_workspace(
@@ -180,7 +212,7 @@ def sweep(ls: str = config_option(SweepCommand, "ls", "--l"),
           scorings: str = config_option(SweepConfig, "scorings", "--scoring"),
           k: int = config_option(SAEConfig, "k"), d_sae: int = config_option(TrainCommand, "d_sae", "--d-sae"),
           tokens: int = config_option(SweepCommand, "tokens"),
-          harvest_tokens: int = config_option(TrainCommand, "harvest_tokens"),
+          harvest_tokens: Optional[int] = config_option(TrainCommand, "harvest_tokens"),
           batch_size: int = config_option(SweepConfig, "batch_size"),
           seed: int = config_option(SweepConfig, "seed"),
           references: str = config_option(SweepConfig, "references"),
@@ -199,7 +231,8 @@ def sweep(ls: str = config_option(SweepCommand, "ls", "--l"),
                      scorings=words(scorings),
                      references=words(references),
                      pool_rule=pool_rule, tokens=tokens, batch_size=batch_size, seed=seed, device=device)
-    art, lm = _activations(ws, model, hook, harvest_tokens, acts, text_source(corpus, text_column, split))
+    art, lm = _activations(ws, model, hook, harvest_tokens or harvest_needed(sc.tokens, sc.batch_size), acts,
+                           text_source(corpus, text_column, split))
 
     bar = Bar(f"sweep ({len(sc.ls) * len(sc.scorings) + len(sc.references)} SAEs in lockstep)", unit="step")
     result = run_sweep(ws, art, sc, model=lm, on_progress=bar)

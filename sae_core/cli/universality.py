@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from sae_core.cli.common import Bar, WorkspaceOpt, config_option, friendly
+from sae_core.io import dumps_json
 from sae_core.universality.analysis import AnalysisConfig
 from sae_core.universality.job import UniversalityConfig
 from sae_core.universality.matching import MatchConfig
@@ -39,8 +40,6 @@ def universality(model_a: str = config_option(UniversalityConfig, "model_a", "--
                                              "every one of B (the hooks are ignored): heatmaps per measure."),
                  workspace: Optional[Path] = WorkspaceOpt):
     """Feature universality of two models: match SAE features, score the matched spaces against nulls."""
-    import json
-
     from sae_core.universality.job import Universality, universality_to_workspace
     from sae_core.universality.measures import MEASURES
     from sae_core.workspace import Workspace
@@ -57,7 +56,7 @@ def universality(model_a: str = config_option(UniversalityConfig, "model_a", "--
         bar.close()
     r = Universality.open(art.path).results
     if as_json:
-        typer.echo(json.dumps({"artifact": art.name, "n_pairs": r["n_pairs"], "n_tokens": r["n_tokens"],
+        typer.echo(dumps_json({"artifact": art.name, "n_pairs": r["n_pairs"], "n_tokens": r["n_tokens"],
                                "steps": r["steps"], "runs": r["runs"], "warnings": r["warnings"],
                                "scores": {m: {"value": s["value"], "p": s["shuffled"]["p"], "z": s["shuffled"]["z"],
                                               "null_mean": s["shuffled"]["null_mean"],
@@ -73,8 +72,8 @@ def universality(model_a: str = config_option(UniversalityConfig, "model_a", "--
         s = r["scores"][m]
         sh, rs = s["shuffled"], s["random_subsets"]
         sub = f"{rs['null_mean']:>9.3f}{rs['p']:>8.3f}" if rs else f"{'-':>9}{'-':>8}"
-        typer.echo(f"{m:14}{s['value']:>9.3f}{sh['null_mean']:>10.3f}{sh['p']:>8.3f}{sh['z']:>8.1f}{sub}"
-                   f"  [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]")
+        typer.echo(f"{m:14}{s['value']:>9.3f}{sh['null_mean']:>10.3f}{sh['p']:>8.3f}{_num(sh['z'], '.1f'):>8}{sub}"
+                   f"  [{_num(s['ci95'][0], '.3f')}, {_num(s['ci95'][1], '.3f')}]")
     typer.echo(f"p = (1 + null runs >= paired) / (1 + {r['runs']} runs)")
     typer.echo(f"\n{'semantic subspace':18}{'pairs':>6}" + "".join(f"{m:>10}{'p shuf':>8}{'p subs':>8}"
                                                                for m in ("svcca", "rsa")))
@@ -87,9 +86,13 @@ def universality(model_a: str = config_option(UniversalityConfig, "model_a", "--
         typer.secho(f"note: {w}", fg=typer.colors.YELLOW)
 
 
-def _universality_grid(cfg, as_json: bool, workspace) -> None:
-    import json
+def _num(x: float | None, spec: str) -> str:
+    """A number of the results as printed; null (non-finite: e.g. the z-score of a null distribution
+    with no spread) is "n/a"."""
+    return "n/a" if x is None else format(x, spec)
 
+
+def _universality_grid(cfg, as_json: bool, workspace) -> None:
     import numpy as np
 
     from sae_core.universality.grid import Grid, GridConfig, grid_to_workspace, heat
@@ -101,7 +104,7 @@ def _universality_grid(cfg, as_json: bool, workspace) -> None:
         bar.close()
     g = Grid.open(art.path).results
     if as_json:
-        typer.echo(json.dumps({"artifact": art.name, "hooks_a": g["hooks_a"], "hooks_b": g["hooks_b"],
+        typer.echo(dumps_json({"artifact": art.name, "hooks_a": g["hooks_a"], "hooks_b": g["hooks_b"],
                                "cells": g["cells"], "best": {m: {k: v for k, v in b.items() if k != "max_null"}
                                                             | {"max_null_p": b["max_null"]["p"]}
                                                             for m, b in g["best"].items()}}))

@@ -1,6 +1,7 @@
 """``sae-core demo`` and ``sae-core workspace list|reindex``: the workspace and its demo."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -14,21 +15,56 @@ commands = typer.Typer()
 
 @commands.command("demo")
 @friendly
-def demo(workspace: Optional[Path] = WorkspaceOpt):
+def demo(workspace: Optional[Path] = WorkspaceOpt,
+         background: bool = typer.Option(False, "--background", help=(
+             "Start the build in a detached, lower-priority process and return at once (what `make app` "
+             "does); the app's home page shows its progress. Nothing starts when it is complete or running.")),
+         profile: Optional[str] = typer.Option(None, "--profile", help=(
+             "Step sizes: full (the app's demo) or small (the same pages at test size, about a minute); "
+             "default $SAE_STUDIO_DEMO_PROFILE or full.")),
+         quiet: bool = typer.Option(False, "--quiet", help="No progress bars (a line per step).")):
     """Build (idempotently, resumably) the artifacts the app shows on first open."""
-    from sae_core.demo import DEMO_STEPS, build_demo
+    from sae_core.demo import build_demo, start_background
     from sae_core.workspace import Workspace
 
-    bars: list[Bar] = []
-
-    def on_step(step):
-        bars.append(Bar(f"demo {len(bars) + 1}/{len(DEMO_STEPS)}: {step.name}", unit="it"))
-        return bars[-1]
-    arts = build_demo(Workspace(workspace), on_step)
-    for bar in bars:
-        bar.close()
+    ws = Workspace(workspace)
+    if background:
+        state = start_background(ws, profile)
+        typer.echo({"done": f"the demo of {ws.root} is complete",
+                    "running": f"building the demo of {ws.root} in the background (pid {state.pid}): "
+                               f"step {state.n_done + 1} of {state.n_steps}; the app's home page shows its progress",
+                    }.get(state.state, f"the demo build of {ws.root} did not start: {state.error}"))
+        return
+    steps = _StepLines(quiet)
+    arts = build_demo(ws, steps.start, profile)
+    steps.end()
     for art in arts:
         typer.echo(f"ready: {art.kind}/{art.name}")
+
+
+class _StepLines:
+    """A bar per demo step (none when quiet) and a line with its time when it ends."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.i, self.t0, self.bar = quiet, None, 0.0, None
+
+    def start(self, step):
+        from sae_core.demo import DEMO_STEPS
+
+        self.end()
+        self.i, self.t0 = DEMO_STEPS.index(step), time.perf_counter()
+        self.bar = None if self.quiet else Bar(f"demo {self.i + 1}/{len(DEMO_STEPS)}: {step.name}", unit="it")
+        return self.bar
+
+    def end(self):
+        from sae_core.demo import DEMO_STEPS
+
+        if self.bar is not None:
+            self.bar.close()
+        if self.i is not None:
+            typer.echo(f"step {self.i + 1}/{len(DEMO_STEPS)} done in {time.perf_counter() - self.t0:.1f} s: "
+                       f"{DEMO_STEPS[self.i].name}")
+        self.i, self.bar = None, None
 
 
 @ws_app.command("list")

@@ -10,11 +10,10 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sae_core.features.index import FeatureIndex, FeatureView
-from sae_core.io import atomic_write_bytes
+from sae_core.io import atomic_write_bytes, dumps_json
 
 PARQUET_BATCH = 1024
 
@@ -53,7 +52,7 @@ def feature_record(view: FeatureView, index: FeatureIndex) -> dict:
 
 
 def feature_json(view: FeatureView, index: FeatureIndex) -> str:
-    return json.dumps(feature_record(view, index), indent=1)
+    return dumps_json(feature_record(view, index), indent=1)  # a dead feature's log10_density: null
 
 
 def export_feature_json(index: FeatureIndex, feature: int, path: Path) -> Path:

@@ -128,10 +128,23 @@ class FeatureView:
     map_xy: tuple[float, float] | None
 
     @property
-    def log10_density(self) -> float:
+    def log10_density(self) -> float | None:
+        """None for a feature that never fired (not -inf: it is shown, and written to JSON)."""
         import math
 
-        return math.log10(self.density) if self.density > 0 else float("-inf")
+        return math.log10(self.density) if self.density > 0 else None
+
+
+def distinct_contexts(examples: list[Example]) -> list[Example]:
+    """``examples`` with each context (the same tokens, peaking at the same place) kept once, at
+    its first (highest) occurrence: the corpus repeats templated sentences, so a feature's top
+    examples are often one context many times over, which shows nothing new (issue #28)."""
+    seen, out = set(), []
+    for e in examples:
+        if (key := (tuple(e.tokens), e.peak)) not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
 
 
 class FeatureIndex:
@@ -201,7 +214,8 @@ class FeatureIndex:
         if not isinstance(i, int) or isinstance(i, bool):
             raise FeatureIndexError(f"feature index must be an integer, got {i!r}")
         if not 0 <= i < self.n_features:
-            raise FeatureIndexError(f"feature {i} is out of range: this SAE has features 0..{self.n_features - 1}")
+            raise FeatureIndexError(f"feature {i} is out of range: this SAE has features 0..{self.n_features - 1}; "
+                                    f"give a number from 0 to {self.n_features - 1}")
         return i
 
     def token_str(self, t: int) -> str:
@@ -243,7 +257,8 @@ class FeatureIndex:
         xy = self._row("map.xy", i).tolist() if self.info.get("has_map") else None
         return FeatureView(
             index=i, density=float(self._row("density", i)), count=int(self._row("count", i)),
-            max_act=float(self._row("max", i)), top=self._examples("top", i), quantiles=quantiles,
+            max_act=float(self._row("max", i)), top=distinct_contexts(self._examples("top", i)),
+            quantiles=quantiles,
             hist_edges=[width * j for j in range(used + 1)], hist_counts=counts[:used],
             promoted=self._logits(i, "top"), suppressed=self._logits(i, "bottom"),
             logit_hist_edges=[lo + (hi - lo) * j / len(lh) for j in range(len(lh) + 1)],
@@ -257,8 +272,8 @@ class FeatureIndex:
 
     def overview(self, n_tokens: int = 3):
         """One row per feature for the map and lists: ``feature``, ``x``, ``y`` (NaN without a
-        map), ``density``, ``log10_density``, ``max_act`` and ``top_tokens`` (the tokens its top
-        ``n_tokens`` examples peak on)."""
+        map), ``density``, ``log10_density`` (NaN where the feature never fired), ``max_act`` and
+        ``top_tokens`` (the tokens its top ``n_tokens`` examples peak on)."""
         import numpy as np
         import pandas as pd
 
@@ -267,8 +282,8 @@ class FeatureIndex:
         flat = self.tokens_NT.reshape(-1).long()
         peak = torch.where(gidx >= 0, flat[gidx.clamp_min(0)], -1).tolist()
         xy = self.column("map.xy").numpy() if self.info.get("has_map") else np.full((len(density), 2), np.nan)
-        with np.errstate(divide="ignore"):
-            log10 = np.log10(density)
+        log10 = np.full_like(density, np.nan)
+        np.log10(density, out=log10, where=density > 0)
         return pd.DataFrame({
             "feature": np.arange(len(density)), "x": xy[:, 0], "y": xy[:, 1], "density": density,
             "log10_density": log10, "max_act": self.column("max").numpy(),

@@ -44,6 +44,15 @@ def sae_label(settings: Mapping, detail: bool = False) -> str:
     return " ".join(parts)
 
 
+def require_partial_pool(k: int, l: float, d_sae: int) -> None:
+    """Refuse a Sampled-SAE whose pool of K*l latents would hold every latent: it trains as plain
+    BatchTopK under a Sampled-SAE's name (issue #28). The sweep, ``sae-core train`` and the
+    Sampled-SAE page all check new runs here, before any harvest or training."""
+    if k * l > d_sae:
+        raise SAEConfigError(f"K·l = {k}·{l:g} = {k * l:g} exceeds d_sae = {d_sae}: the pool would hold "
+                             "every latent and the run would be plain BatchTopK; lower l or raise d_sae")
+
+
 @dataclass(frozen=True)
 class SAEConfig:
     """Architecture and provenance of one SAE.
@@ -89,7 +98,9 @@ class SAEConfig:
                 raise SAEConfigError(f"pool_rule={self.pool_rule!r}; choose "
                                      f"{' or '.join(map(repr, get_args(PoolRule)))}")
             if self.k * self.l > self.d_sae:
-                # Documented choice: clamp, since a pool of every latent is exactly BatchTopK.
+                # Documented choice: clamp, since a pool of every latent is exactly BatchTopK. Kept
+                # (not refused) so that SAEs saved with such a pool still load; new runs are refused
+                # before any work by ``require_partial_pool`` (issue #28).
                 log.warning("K*l = %g exceeds d_sae = %d; the pool is clamped to all latents "
                             "(plain BatchTopK)", self.k * self.l, self.d_sae)
 

@@ -109,6 +109,8 @@ def _load_ckpt(d: Path, m: Mapper, opt, cfg_json: dict) -> tuple[dict, dict | No
     opt.load_state_dict(unflatten_opt({k: v for k, v in tensors.items() if k.startswith("opt.")}, meta["opt"]))
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     st = {k: meta[k] for k in ("epoch", "step", "global_step", "total", "rows", "best", "stale", "history")}
+    if st["best"] is None:  # no validation yet: strict JSON wrote the starting +inf as null
+        st["best"] = math.inf
     return st, best
 
 

@@ -1,16 +1,47 @@
-"""A data-parallel training run seen from one rank: what it does when another rank is lost, and
-the fault hook the tests use to lose one on purpose (README, "Scaling up")."""
+"""A data-parallel training run seen from one rank: shards of a user's file that give every rank
+rows, what it does when another rank is lost, and the fault hook the tests use to lose one on
+purpose (README, "Scaling up")."""
 from __future__ import annotations
 
+import inspect
 import os
 import signal
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from sae_core.distributed import DataParallel, DistributedError
+from sae_core.errors import SAECoreError
+from sae_core.training.data import StreamSplit, _n_eval, rank_shards
 from sae_core.workspace import Workspace
 
 T = TypeVar("T")
 FAIL_ENV = "SAE_STUDIO_FAIL_RANK_AT_STEP"  # "RANK:STEP": that rank's process dies there (fault tests)
+
+
+# the held-out share of a data-parallel run's store (the split train_all_to_workspace opens)
+EVAL_FRACTION = inspect.signature(StreamSplit.from_store).parameters["eval_fraction"].default
+
+
+def rank_shard_tokens(n_rows: int, world: int, shard_tokens: int) -> int:
+    """Rows per shard of an import of ``n_rows`` that ``world`` ranks will train on: at most
+    ``shard_tokens``, and at most an equal share of the training rows, so that each rank reads at
+    least one shard of them (``data.rank_shards``; the held-out tail is no rank's)."""
+    n_train = n_rows - _n_eval(n_rows, EVAL_FRACTION)
+    return max(1, min(shard_tokens, n_train // world))
+
+
+def check_file_ranks(store, world: int, path: Path) -> None:
+    """Before ``world`` ranks train on a user's file (imported by ``rank_shard_tokens``): each needs
+    a shard of training rows, so a file with fewer training rows than ranks is an error that says
+    what to change (fewer ranks or a larger file: its shards are already as small as they go)."""
+    n_train = StreamSplit.from_store(store, EVAL_FRACTION).n_train
+    try:
+        rank_shards(store, n_train, world)
+    except SAECoreError:
+        raise DistributedError(
+            f"--acts {path} holds {store.n_tokens:,} rows, {n_train:,} of them for training (the last "
+            f"{EVAL_FRACTION:.0%} is held out): too few for {world} ranks, which each train on their own "
+            f"rows; start at most {n_train} ranks (--nproc-per-node) or give a larger file") from None
 
 
 def last_checkpoint(ws: Workspace) -> str | None:

@@ -17,7 +17,7 @@ import pandas as pd
 from sae_core.activations import ActivationStore
 from sae_core.errors import SAECoreError
 from sae_core.io import atomic_write_bytes, atomic_write_json, read_json
-from sae_core.sae.config import SAEConfig, SAEConfigError, Scoring, sae_label
+from sae_core.sae.config import SAEConfig, SAEConfigError, Scoring, require_partial_pool, sae_label
 from sae_core.training.job import train_all_to_workspace
 from sae_core.sae.sampled import RULE_REVISION
 from sae_core.training.loop import TrainerConfig
@@ -66,6 +66,10 @@ class SweepConfig:
             raise SAECoreError(f"scorings={list(self.scorings)}; choose one or more of "
                                f"{', '.join(map(repr, get_args(Scoring)))}")
         SAEConfig(**wide, pool_rule=self.pool_rule)  # refused: its message names the choices
+        # K and the width, now rather than after the harvest (K > d_sae used to fail only once the
+        # activations were in, and K·l > d_sae trained plain BatchTopK as "sampled"; issue #28)
+        SAEConfig(arch="topk", d_in=1, d_sae=self.d_sae, k=self.k)
+        require_partial_pool(self.k, max(self.ls), self.d_sae)
         unknown = set(self.references) - set(REFERENCE_ARCHS)
         if unknown:
             raise SAECoreError(f"reference architectures must be among {REFERENCE_ARCHS} (got {sorted(unknown)})")
@@ -169,3 +173,36 @@ def fvu_warnings(table: pd.DataFrame) -> list[str]:
                 out.append(f"{sae_label(row)}: FVU {v:.3f} with the {rule} (>= 1: worse than predicting the "
                            f"mean); SAE {row['sae']}")
     return out
+
+
+def dead_by_design(table: pd.DataFrame) -> list[str | None]:
+    """Per row, why a Sampled-SAE's dead fraction is high, where its pool explains it (else None):
+    at most K·l distinct latents can fire per batch, so with l=1 at K=16 and d_sae=512 about 97% of
+    the latents never fire on the eval set, by design, not a failed run (issue #28). Explained
+    means the latents that fired are no more than the pool (with a quarter's slack: the pool may
+    move between batches)."""
+    out = []
+    for row in table.to_dict("records"):
+        dead = row.get("dead_fraction")
+        note = None
+        if row.get("arch") == "sampled" and dead is not None and dead == dead:
+            pool = SAEConfig(arch="sampled", d_in=1, d_sae=int(row["d_sae"]), k=int(row["k"]),
+                             l=float(row["l"])).pool_size
+            if pool < row["d_sae"] and (1 - dead) * row["d_sae"] <= 1.25 * pool:
+                note = (f"by design: at most K·l = {int(row['k'])}·{row['l']:g} = {pool} of {int(row['d_sae'])} "
+                        f"latents can fire per batch")
+        out.append(note)
+    return out
+
+
+def dead_by_design_caption(table: pd.DataFrame) -> str | None:
+    """One line for under the sweep's table, with the smallest pool's numbers, when some SAE's dead
+    fraction is its pool's doing (``dead_by_design``); else None."""
+    notes = dead_by_design(table)
+    rows = [r for r, n in zip(table.to_dict("records"), notes) if n]
+    if not rows:
+        return None
+    r = min(rows, key=lambda r: r["k"] * r["l"])
+    return (f"Never active on eval: a Sampled-SAE's share is by design, not a failed run. At most K·l distinct "
+            f"latents can fire per batch, so l={r['l']:g} ({int(r['k'] * r['l'])} of {int(r['d_sae'])} latents) "
+            f"leaves {r['dead_fraction']:.1%} never active (column \"why so many never fire\").")

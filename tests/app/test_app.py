@@ -25,14 +25,20 @@ def test_home_lists_zoo_and_artifacts(workspace):
     row = artifact_frame.set_index("name").loc["fake-store"]
     assert (row["kind"], row["model"], row["hook"]) == ("activations", "zoo:tiny-a", "blocks.1.hook_resid_post")
     assert "n_tokens=1,234" in row["details"]
-    assert any("Activations" in link.label for link in at.get("page_link"))
-    assert any("Circuits" in m.value and "coming" in m.value for m in at.markdown)
+    links = [link.label for link in at.get("page_link")]
+    # every page is linked, none announced as "(coming)" (issue #28: Universality and Circuits exist)
+    assert links == ["Sampled-SAE", "Feature browser", "Steering & switches", "Universality", "Circuits",
+                     "Activations"]
+    assert not any("coming" in m.value for m in at.markdown)
+    assert any("Where to start" in i.value for i in at.info)
 
 
 def test_home_empty_workspace_says_what_to_do(workspace):
     at = app_test().run()
     assert not at.exception
-    assert any("sae-core demo" in i.value for i in at.info)
+    assert any("This workspace has no demo yet" in i.value for i in at.info)
+    assert at.button(key="demo_start").label == "Build the demo workspace"
+    assert any("is empty: build the demo above" in i.value for i in at.info)
 
 
 def test_home_summarises_the_selected_model(workspace):

@@ -7,7 +7,6 @@ import pytest
 from sae_core.circuits.graph import CircuitGraph, Edge
 from sae_core.circuits.job import KIND, CircuitStudy, CircuitStudyConfig, circuit_edges, circuits_to_workspace
 from sae_core.circuits.tasks import CircuitError
-from sae_core.workspace import Workspace
 from tests.helpers import APP, small_circuits_config
 
 # tasks not in alphabetical order: the stored JSON sorts task keys, the matrices follow the config
@@ -20,11 +19,8 @@ def cmp_tasks(results: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    ws = Workspace(tmp_path_factory.mktemp("circ") / "ws")
-    seen = []
-    art = circuits_to_workspace(ws, SMALL, on_progress=lambda d, t, text: seen.append((d, t, text)))
-    return ws, art, seen
+def study(circuits_ws):
+    return circuits_ws  # the small study, built once per run (tests/conftest.py)
 
 
 @pytest.mark.slow  # builds the whole circuits study

@@ -65,6 +65,9 @@ NOT_CONFIG = {
     ("index", "--parquet"): (None, "also export the index to this file; None: no export"),
     ("universality", "--layers"): (False, "a mode: every layer pair instead of one hook pair"),
     ("zoo build", "--only"): (None, "which models: None is every one"),
+    ("demo", "--background"): (False, "a mode: start the build detached and return"),
+    ("demo", "--profile"): (None, "None: $SAE_STUDIO_DEMO_PROFILE or full (the demo's step sizes)"),
+    ("demo", "--quiet"): (False, "how progress is printed"),
     ("workspace list", "--kind"): (None, "a filter: None is every kind"),
     ("circuit edges", "--top"): (20, "how many edges are printed"),
     ("circuit edges", "--export"): (None, "also write the graph here; None: no export"),
@@ -146,3 +149,22 @@ def test_train_lists_the_trainable_architectures_from_the_one_list():
     [arch] = [p for p, _ in _options(LEAVES["train"]) if p.name == "arch"]
     assert arch.help == "relu | topk | batchtopk | sampled"
     assert set(arch.help.split(" | ")) == set(ARCHITECTURES) - {"jumprelu"}  # jumprelu: inference only
+
+
+def test_train_says_which_defaults_it_uses_and_harvests_what_the_run_needs(tmp_path):
+    from sae_core.activations import ActivationStore
+    from sae_core.cli.training import harvest_needed
+    from sae_core.training.data import StreamSplit
+    from sae_core.workspace import Workspace
+
+    assert harvest_needed(2048, 512) == 2276  # 4 steps x 512 rows, and a tenth held out: ceil(2048 / 0.9)
+    assert harvest_needed(500_000, 1024) == 200_000  # capped: a longer run repeats the rows
+    result = runner.invoke(app, ["train", "--arch", "topk", "--k", "4", "--d-sae", "32", "--tokens", "2048",
+                                 "--batch-size", "512", "-w", str(tmp_path / "ws")], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert ("using zoo:tiny-a at blocks.1.hook_resid_post (the defaults; pass --model/--hook to choose)"
+            in result.output.splitlines())
+    [acts] = Workspace(tmp_path / "ws").list("activations")
+    assert (acts.model, acts.hook, acts.meta["n_tokens_requested"]) == ("zoo:tiny-a", "blocks.1.hook_resid_post",
+                                                                        2276)
+    assert StreamSplit.from_store(ActivationStore.open(acts.path)).n_train >= 2048  # every step reads new rows

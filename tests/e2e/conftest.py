@@ -3,6 +3,11 @@
 The server gets a fresh workspace (``SAE_STUDIO_WORKSPACE``) and never the network
 (``HF_HUB_OFFLINE=1``); its log is kept in ``test-artifacts/streamlit.log`` for failures.
 Chromium is Debian's (``make chromium``); Playwright never downloads a browser here.
+
+Every page test reads the same workspace: the demo at its small profile, built once per run by a
+background build, as ``make app`` builds the full one (``test_demo_build.py`` watches that build in
+the browser; ``demo_built`` waits for it, or starts it when that test did not run). The build has
+its own limit (``DEMO_BUILD_LIMIT_S``): the tests' timeouts count their bodies only.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
 START_TIMEOUT_S = 60
+DEMO_PROFILE = "small"
+DEMO_BUILD_LIMIT_S = 45 * 60  # about 3 min on an idle 2-core machine; generous for a busy one
 
 
 def _free_port() -> int:
@@ -50,7 +57,8 @@ def app_url(workspace_dir) -> str:
     url = f"http://127.0.0.1:{port}"
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "streamlit.log", "wb")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAE_STUDIO_WORKSPACE": str(workspace_dir)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SAE_STUDIO_WORKSPACE": str(workspace_dir),
+           "SAE_STUDIO_DEMO_PROFILE": DEMO_PROFILE}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
@@ -101,3 +109,38 @@ def page(browser):
 def screenshot_dir() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+def wait_for_demo(workspace_dir: Path, limit_s: float = DEMO_BUILD_LIMIT_S) -> None:
+    """Wait for the workspace's demo build to end; fail with its error when it crashed."""
+    from sae_core.demo import read_state
+
+    deadline = time.monotonic() + limit_s
+    while (state := read_state(workspace_dir)).state == "running":
+        if time.monotonic() > deadline:
+            pytest.fail(f"the demo build was not done after {limit_s / 60:.0f} min: {state}")
+        time.sleep(2)
+    if state.state != "done":
+        pytest.fail(f"the demo build ended {state.state}: {state.error}")
+
+
+@pytest.fixture(scope="session")
+def demo_built(workspace_dir) -> Path:
+    """The session's workspace with the small demo in it (built in the background if need be)."""
+    from sae_core.demo import start_background
+    from sae_core.workspace import Workspace
+
+    start_background(Workspace(workspace_dir), DEMO_PROFILE)
+    wait_for_demo(workspace_dir)
+    return workspace_dir
+
+
+@pytest.fixture(scope="session")
+def universality_grid(demo_built):
+    """The layer grid of the demo's universality comparison (small profile): every residual layer of
+    zoo:tiny-a against every one of zoo:tiny-b. Built once, after the tests that need no grid."""
+    from sae_core.demo.steps import small_universality_config
+    from sae_core.universality.grid import GridConfig, grid_to_workspace
+    from sae_core.workspace import Workspace
+
+    return grid_to_workspace(Workspace(demo_built), GridConfig(base=small_universality_config()))

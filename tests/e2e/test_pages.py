@@ -4,60 +4,37 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from sae_core.models.zoo import list_zoo
 
-pytestmark = pytest.mark.e2e
+from tests.helpers import RUN_TIMEOUT_MS, check_and_shoot, open_page, wait_idle
 
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-RUN_TIMEOUT_MS = 120_000  # the first run imports torch and loads a model on a busy 2-core machine
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900, func_only=True)]  # the shared demo build: its own limit
 
-
-def wait_idle(page: Page) -> None:
-    """Wait until the script run that the last action started has finished."""
-    page.wait_for_selector("[data-testid='stApp']")
-    page.wait_for_timeout(300)  # let a rerun the action triggered start before testing for idle
-    page.wait_for_selector(IDLE, timeout=RUN_TIMEOUT_MS)
-
-
-def open_page(page: Page, url: str) -> None:
-    page.goto(url)
-    wait_idle(page)
-
-
-def check_and_shoot(page: Page, screenshot_dir, name: str) -> None:
-    expect(page.locator("[data-testid='stException']")).to_have_count(0)
-    # Streamlit scrolls inside its own container, so full_page alone stops at the window: grow the
-    # window to the content's height for the shot, then put it back.
-    size = page.viewport_size
-    height = page.evaluate("""() => Math.max(...[...document.querySelectorAll('*')]
-        .filter(e => e.scrollHeight > e.clientHeight + 1 && getComputedStyle(e).overflowY !== 'visible')
-        .map(e => e.scrollHeight), document.documentElement.scrollHeight)""")
-    page.set_viewport_size({"width": size["width"], "height": min(max(height + 40, size["height"]), 6000)})
-    page.wait_for_timeout(500)  # charts re-lay out to the new size
-    page.screenshot(path=str(screenshot_dir / f"{name}.png"), full_page=True)
-    page.set_viewport_size(size)
-
-
-def test_home(page, app_url, screenshot_dir):
+def test_home(page, app_url, demo_built, screenshot_dir):
     open_page(page, app_url)
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="SAE Studio", exact=True)).to_be_visible()
     zoo_table = main.get_by_test_id("stDataFrame").first
     for entry in list_zoo():  # the zoo table is a canvas grid: read its text through its DOM
         expect(zoo_table).to_contain_text(entry.name)
-    expect(main).to_contain_text("sae-core demo")  # the workspace starts empty
-    for coming in ("Sampled-SAE", "Feature browser", "Universality", "Steering & switches", "Circuits"):
-        expect(main).to_contain_text(coming)
-    expect(main.get_by_test_id("stPageLink").first).to_contain_text("Activations")
+    # the whole table shows: no column cut off on the right (issue #28)
+    scroller = zoo_table.locator(".dvn-scroller").first
+    assert scroller.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the zoo table scrolls sideways"
+    expect(main).to_contain_text("Demo workspace built (small profile")
+    links = main.get_by_test_id("stPageLink")
+    for i, name in enumerate(("Sampled-SAE", "Feature browser", "Steering & switches", "Universality", "Circuits",
+                              "Activations")):
+        expect(links.nth(i)).to_contain_text(name)
+    expect(main).not_to_contain_text("(coming)")
     sidebar = page.get_by_test_id("stSidebar")
     expect(sidebar.get_by_text("Workspace directory")).to_be_visible()
     expect(sidebar.get_by_text("Hook", exact=True)).to_be_visible()
     check_and_shoot(page, screenshot_dir, "home")
 
 
-def test_activations_harvest(page, app_url, screenshot_dir):
+def test_activations_harvest(page, app_url, demo_built, screenshot_dir):
     open_page(page, f"{app_url}/activations")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Activations", exact=True)).to_be_visible()
@@ -66,7 +43,7 @@ def test_activations_harvest(page, app_url, screenshot_dir):
     expect(main.get_by_role("spinbutton", name="Context size")).to_have_value("64")
     expect(main.get_by_role("checkbox", name="Exclude special tokens")).to_be_checked()
     expect(page.get_by_test_id("stSidebar")).to_contain_text("Workspace directory")
-    expect(main).to_contain_text("No activation stores")
+    expect(main.get_by_test_id("stMetric").first).to_contain_text("Tokens")  # the demo's store
     check_and_shoot(page, screenshot_dir, "activations")
 
     tokens.fill("2000")
@@ -76,7 +53,7 @@ def test_activations_harvest(page, app_url, screenshot_dir):
     wait_idle(page)
     expect(main).to_contain_text("Done:", timeout=RUN_TIMEOUT_MS)
     expect(main.get_by_test_id("stPlotlyChart")).to_have_count(2)
-    expect(main.get_by_test_id("stMetric").first).to_contain_text("Tokens")
+    expect(main.get_by_test_id("stMetric").first).to_contain_text("2,000")  # exactly what was asked
     check_and_shoot(page, screenshot_dir, "activations-harvested")
 
 
@@ -92,13 +69,11 @@ def test_bad_model_shows_error_not_traceback(page, app_url, screenshot_dir):
     check_and_shoot(page, screenshot_dir, "home-bad-model")
 
 
-def test_sampled_sae_page(page, app_url, workspace_dir, screenshot_dir):
+def test_sampled_sae_page(page, app_url, demo_built, screenshot_dir):
     from sae_core.training.sweep import load_sweep_table
     from sae_core.workspace import Workspace
-    from tests.helpers import small_sweep
 
-    sweep = small_sweep(Workspace(workspace_dir))
-    page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
+    sweep = Workspace(demo_built).list("sweep")[0]  # the demo's
     open_page(page, f"{app_url}/sampled_sae")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Sampled-SAE: the l trade-off")).to_be_visible()
@@ -120,23 +95,16 @@ def test_sampled_sae_page(page, app_url, workspace_dir, screenshot_dir):
     check_and_shoot(page, screenshot_dir, "sampled-sae-curves")
 
 
-def test_features_page(page, app_url, workspace_dir, screenshot_dir):
-    from sae_core.features.job import index_to_workspace
-    from sae_core.features.config import IndexConfig
+def test_features_page(page, app_url, demo_built, screenshot_dir):
     from sae_core.features.index import FeatureIndex
-    from sae_core.sae.io import load_sae
     from sae_core.workspace import Workspace
-    from tests.helpers import small_sweep
 
-    ws = Workspace(workspace_dir)
-    small_sweep(ws)
+    ws = Workspace(demo_built)
     sae_art = ws.list("sae")[0]  # the page opens the newest SAE first
-    art = index_to_workspace(ws, load_sae(sae_art.path), "zoo:tiny-a", "blocks.1.hook_resid_post",
-                             IndexConfig(n_tokens=4000), sae_source=str(sae_art.path))
+    art = next(a for a in ws.list("feature_index") if a.meta["sae"] in (sae_art.name, str(sae_art.path)))
     index = FeatureIndex.open(art.path)
     live = int(index.column("count").argmax())
     view = index.feature(live)
-    page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
     open_page(page, f"{app_url}/features")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Feature browser")).to_be_visible()
@@ -165,12 +133,7 @@ def test_features_page(page, app_url, workspace_dir, screenshot_dir):
     check_and_shoot(page, screenshot_dir, "features-map")
 
 
-def test_sweep_point_opens_the_feature_browser(page, app_url, workspace_dir, screenshot_dir):
-    from sae_core.workspace import Workspace
-    from tests.helpers import small_sweep
-
-    small_sweep(Workspace(workspace_dir))  # idempotent: the sweep of test_sampled_sae_page
-    page.wait_for_timeout(5500)
+def test_sweep_point_opens_the_feature_browser(page, app_url, demo_built, screenshot_dir):
     open_page(page, f"{app_url}/sampled_sae")
     main = page.get_by_test_id("stMain")
     # the frontier chart (the 3rd) marks every SAE; click the first Sampled-SAE point
@@ -180,7 +143,7 @@ def test_sweep_point_opens_the_feature_browser(page, app_url, workspace_dir, scr
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     wait_idle(page)
     expect(main).to_contain_text("Selected SAE")
-    selected = main.locator("[data-testid='stAlertContentSuccess'] code").first.inner_text()
+    selected = main.locator("[data-testid='stCaptionContainer'] code").filter(has_text="tiny-a__").last.inner_text()
     main.get_by_role("button", name="Open its features in the feature browser").click()
     wait_idle(page)
     expect(main.get_by_role("heading", name="Feature browser")).to_be_visible()
@@ -190,9 +153,8 @@ def test_sweep_point_opens_the_feature_browser(page, app_url, workspace_dir, scr
     check_and_shoot(page, screenshot_dir, "features-from-sweep")
 
 
-def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, workspace_dir, screenshot_dir):
-    import re
-
+def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, demo_built, screenshot_dir):
+    from sae_app.sweep_charts import sweep_settings
     from sae_core.workspace import Workspace
 
     open_page(page, f"{app_url}/sampled_sae")
@@ -204,7 +166,7 @@ def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, workspace
         box.fill(value)
         box.press("Enter")
         wait_idle(page)
-    before = {a.name for a in Workspace(workspace_dir).list("sweep")}
+    before = {a.name for a in Workspace(demo_built).list("sweep")}
     main.get_by_role("button", name="Run sweep").click()
     # 5 values of l x 2 scoring rules + BatchTopK and TopK: 12 SAEs, 58 steps in lockstep, then
     # each is evaluated (held-out rows, then spliced into the model)
@@ -213,26 +175,22 @@ def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, workspace
     page.screenshot(path=str(screenshot_dir / "sampled-sae-running.png"))
     expect(main).to_contain_text("Done:", timeout=4 * RUN_TIMEOUT_MS)
     wait_idle(page)
-    [new] = [a for a in Workspace(workspace_dir).list("sweep") if a.name not in before]
+    [new] = [a for a in Workspace(demo_built).list("sweep") if a.name not in before]
     assert new.meta["n_saes"] == 12
-    expect(main.get_by_role("combobox", name="Sweep")).to_have_value(re.compile(re.escape(new.name)))
+    expect(main.get_by_role("combobox", name="Sweep")).to_have_value(sweep_settings(new.meta))
     expect(main.get_by_test_id("stPlotlyChart")).to_have_count(5)  # with the model: CE recovered too
     check_and_shoot(page, screenshot_dir, "sampled-sae-after-run")
 
 
-def test_steering_page_toggles_live(page, app_url, workspace_dir, screenshot_dir):
-    from sae_core.steering.job import capabilities_to_workspace, steering_study_to_workspace
+def test_steering_page_toggles_live(page, app_url, demo_built, screenshot_dir):
+    from sae_core.steering.capabilities import Capabilities
     from sae_core.steering.study import Study
     from sae_core.workspace import Workspace
-    from sae_core.steering.capabilities import Capabilities
-    from tests.helpers import small_capabilities_config, small_study_config
 
-    SMALL, CAPS = small_study_config(), small_capabilities_config()
-
-    art = steering_study_to_workspace(Workspace(workspace_dir), SMALL)
-    caps = Capabilities.open(capabilities_to_workspace(Workspace(workspace_dir), CAPS).path).results
+    ws = Workspace(demo_built)
+    art = ws.list("steering")[0]
+    caps = Capabilities.open(ws.list("capabilities")[0].path).results
     rates = Study.open(art.path).results["rates"]
-    page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
     open_page(page, f"{app_url}/steering")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Steering & switches")).to_be_visible()
@@ -267,17 +225,12 @@ def test_steering_page_toggles_live(page, app_url, workspace_dir, screenshot_dir
     check_and_shoot(page, screenshot_dir, "steering-switch-off")
 
 
-def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
-    from sae_core.universality.job import Universality, universality_to_workspace
+def test_universality_page(page, app_url, demo_built, screenshot_dir):
+    from sae_core.universality.job import Universality
     from sae_core.workspace import Workspace
-    from tests.helpers import small_universality_config
 
-    from sae_core.universality.grid import Grid, GridConfig, grid_to_workspace
-
-    SMALL = small_universality_config()
-    art = universality_to_workspace(Workspace(workspace_dir), SMALL)
+    [art] = Workspace(demo_built).list("universality")  # the demo's
     r = Universality.open(art.path).results
-    page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
     open_page(page, f"{app_url}/universality")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Feature universality")).to_be_visible()
@@ -298,42 +251,50 @@ def test_universality_page(page, app_url, workspace_dir, screenshot_dir):
     expect(main.locator("div.ctx").first).to_be_visible()
     expect(main).to_contain_text(f"feature {best['b']} (fires on {best['fires_b']:,} tokens)")
     expect(main).to_contain_text("No layer grid yet")
-    # the layer grid (its cells become results too, so it is built after the single result is checked)
-    g = Grid.open(grid_to_workspace(Workspace(workspace_dir), GridConfig(base=SMALL)).path).results
-    page.wait_for_timeout(5500)
+    check_and_shoot(page, screenshot_dir, "universality")
+    # a pair's B feature opens in the feature browser, at B's model, on that feature: never on a page
+    # without an index (issue #28: the index is built there, with progress)
+    button = main.get_by_role("button", name=re.compile(r"Open feature \d+ in the feature browser")).last
+    feature = re.search(r"Open feature (\d+)", button.inner_text()).group(1)
+    button.click()
+    expect(main.get_by_role("heading", name="Feature browser")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stSidebar")).to_contain_text("4 layers · d_model 256")  # zoo:tiny-b
+    expect(main.get_by_role("heading", name=f"Feature {feature}")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(main).not_to_contain_text("no feature index yet")
+    check_and_shoot(page, screenshot_dir, "universality-feature-link")
+
+
+def test_universality_layer_grid(page, app_url, universality_grid, screenshot_dir):
+    from sae_core.universality.grid import Grid
+
+    g = Grid.open(universality_grid.path).results
     open_page(page, f"{app_url}/universality")
+    charts = page.get_by_test_id("stMain").get_by_test_id("stPlotlyChart")
     heat = charts.filter(has_text="per layer pair")  # the newest result (a cell) may draw fewer charts
     heat.scroll_into_view_if_needed()
     expect(heat).to_contain_text("SVCCA per layer pair")
     expect(heat).to_contain_text(f"p={g['best']['svcca']['max_null']['p']:.3g}")
     cell = next(c for c in g["cells"] if (c["i"], c["j"]) == (0, 0))
     expect(heat).to_contain_text(f"{cell['scores']['svcca']['value']:.3f}")  # a cell's label
-    check_and_shoot(page, screenshot_dir, "universality")
-    # a pair's B feature opens in the feature browser, at B's model
-    main.get_by_role("button", name=re.compile(r"Open feature \d+ in the feature browser")).last.click()
-    expect(main.get_by_role("heading", name="Feature browser")).to_be_visible(timeout=60_000)
-    expect(page.get_by_test_id("stSidebar")).to_contain_text("4 layers · d_model 256")  # zoo:tiny-b
+    check_and_shoot(page, screenshot_dir, "universality-grid")
 
 
-def test_circuits_page(page, app_url, workspace_dir, screenshot_dir):
-    from sae_core.circuits.job import CircuitStudy, circuit_edges, circuits_to_workspace
+def test_circuits_page(page, app_url, demo_built, screenshot_dir):
+    from sae_core.circuits.job import CircuitStudy, circuit_edges
     from sae_core.workspace import Workspace
-    from tests.helpers import small_circuits_config
 
-    SMALL = small_circuits_config()
-    art = circuits_to_workspace(Workspace(workspace_dir), SMALL)
+    art = Workspace(demo_built).list("circuits")[0]
     study = CircuitStudy.open(art.path)
-    page.wait_for_timeout(5500)  # the app re-reads workspace listings every 5 s
     open_page(page, f"{app_url}/circuits")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Circuits", exact=True)).to_be_visible()
-    for t in SMALL.tasks:
+    for t in study.tasks:
         expect(main.get_by_test_id("stMetric").filter(has_text=t).first).to_contain_text(
             f"{study.circuit(t).performance:.1f}%")
     first = study.tasks[0]            # the page opens on the study's first task
     circuit = study.circuit(first)
     g = study.graph(first)
-    n_edges = len(circuit_edges(g, circuit.nodes, SMALL.edge_threshold))
+    n_edges = len(circuit_edges(g, circuit.nodes, study.config["edge_threshold"]))
     graph = main.get_by_test_id("stPlotlyChart").first
     expect(graph).to_contain_text(f"{n_edges} edges, {len(circuit.nodes)} components in the circuit")
     check_and_shoot(page, screenshot_dir, "circuits")

@@ -91,6 +91,20 @@ def test_density_max_and_counts_match_dense(built, dense):
     assert 0 < int((nonzero.sum(0) > 0).sum())  # the fixture SAE has live features
 
 
+def _distinct(gidx, tokens, index):
+    """The first of each identical context (same tokens, same peak): the browser shows each once
+    (issue #28)."""
+    seen, out = set(), []
+    for g in gidx:
+        seq, pos = divmod(g, CFG.context_size)
+        lo = max(0, pos - CFG.before)
+        ids = [t for t in tokens[seq, lo:pos + CFG.after + 1].tolist() if t >= 0]
+        if (key := (tuple(index.token_str(t) for t in ids), pos - lo)) not in seen:
+            seen.add(key)
+            out.append(g)
+    return out
+
+
 def test_top_examples_equal_brute_force(built, dense):
     sae, index = built
     z_all, tokens = dense
@@ -98,7 +112,7 @@ def test_top_examples_equal_brute_force(built, dense):
     checked = 0
     for f in range(sae.cfg.d_sae):
         view = index.feature(f)
-        expect = _brute_top(z_all, f, CFG.n_top)
+        expect = _distinct(_brute_top(z_all, f, CFG.n_top), tokens, index)
         assert [e.sequence * T + e.position for e in view.top] == expect
         for e in view.top:
             assert e.value == pytest.approx(float(z_all[e.sequence, e.position, f]), abs=0)

@@ -71,13 +71,6 @@ def test_a_rank_that_dies_stops_the_others_and_a_rerun_resumes_on_another_count(
     assert history[0]["step"] == 51 and history[-1]["step"] == 80  # resumed from step 50
 
 
-def test_more_ranks_than_shards_is_refused_with_the_fix(acts_dir):
-    run = torchrun(acts_dir, 2, *TRAIN, "-w", "ws_c")  # the default 65536-row shards: one shard
-    assert run.returncode != 0
-    assert "the store has 1 shard(s) of training rows but 2 ranks were started" in run.stderr
-    assert "--shard-tokens" in run.stderr
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
 def test_device_cuda_without_cuda_under_torchrun(acts_dir):
     run = torchrun(acts_dir, 2, *[a if a != "cpu" else "cuda" for a in TRAIN], "-w", "ws_d")

@@ -1,0 +1,61 @@
+"""The Circuits page (issue #28): the validation title's whole number, the union view's colours in
+words, and the SAE features table labelled as what it is (the residual-stream SAE of the layer)."""
+import json
+import re
+
+import pytest
+import torch
+
+from sae_core.circuits.job import CircuitStudy
+from sae_core.sae.config import SAEConfig
+from sae_core.sae.io import save_sae
+from sae_core.sae.registry import create_sae
+from tests.helpers import app_test, page_errors
+
+
+@pytest.fixture(scope="module")
+def study(circuits_ws):
+    ws, art, _ = circuits_ws  # the small study, built once per run (tests/conftest.py)
+    return ws, CircuitStudy.open(art.path)
+
+
+def _charts(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+@pytest.mark.slow  # builds a small circuits study
+def test_the_circuits_page_titles_legends_and_sae_table(study, monkeypatch):
+    ws, st = study
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    head = st.results["tasks"]["months"]["ov"][0]["head"]
+    layer = int(head[1:].split(".")[0])
+    hook = f"blocks.{layer}.hook_resid_post"
+    torch.manual_seed(1)
+    sae = create_sae(SAEConfig(arch="topk", d_in=256, d_sae=64, k=8, model_name="zoo:tiny-b", hook_name=hook))
+    with ws.create("sae", "resid-sae", model="zoo:tiny-b", hook=hook) as d:
+        save_sae(sae, d)
+
+    at = app_test().run()
+    at.switch_page("views/circuits.py").run()
+    assert not at.exception and not page_errors(at), page_errors(at)
+    # the validation chart's title: the whole rho the study measured, wrapped, never clipped
+    rho = st.results["tasks"]["months"]["validation"]["spearman"]
+    titles = [c["layout"]["title"]["text"] for c in _charts(at)]
+    valid = next(t for t in titles if t.startswith("Attribution vs exact patching"))
+    assert valid.replace("<br>", " ").endswith(f"Spearman rho = {rho:.2f}") and "<br>" in valid
+    # the SAE table says whose features these are, and why every component of the layer shows it
+    for node in (head, f"m{layer}"):
+        at.selectbox(key="circ_node").set_value(node).run()
+        assert not at.exception
+        assert any(f"Features of the residual-stream SAE after layer {layer} (`{hook}`)" in m.value
+                   for m in at.markdown), [m.value for m in at.markdown]
+        assert any(f"the same for every head and MLP of layer {layer}, not what {node} alone writes" in c.value
+                   for c in at.caption)
+    # the union view: colours named by the tasks that use them, not hex codes
+    at.segmented_control(key="circ_view").set_value("union").run()
+    assert not at.exception
+    union = next(c for c in _charts(at) if "components coloured by the tasks" in c["layout"]["title"]["text"])
+    names = [t["name"] for t in union["data"] if t.get("mode") == "markers" and t.get("name") != "components"]
+    assert "input / logits" in names and any(n.endswith(" only") or n.startswith("shared by") for n in names)
+    assert not any(re.search(r"#[0-9a-fA-F]{6}", c.value) for c in at.caption)
+    assert not any(re.search(r"#[0-9a-fA-F]{6}", n) for n in names)
