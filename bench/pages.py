@@ -36,6 +36,9 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.browser import CHROMIUM, REPO, compile_sources, open_timed, streamlit_server, timed  # noqa: E402
+from sae_core.circuits.job import KIND as CIRCUITS  # noqa: E402
+from sae_core.steering.study import KIND as STEERING  # noqa: E402
+from sae_core.universality.job import KIND as UNIVERSALITY  # noqa: E402
 from sae_core.workspace import Workspace  # noqa: E402
 
 OPEN_TARGET_S, RERUN_TARGET_S = 3.0, 1.5
@@ -62,19 +65,17 @@ def _segment(main, label: str, option: str):
     return _in_widget(main, label).get_by_role("button", name=option, exact=True)
 
 
-def _choose(main, label: str, i: int) -> Round:
-    """Selectbox ``label``: open it (untimed), then click an option other than the current one."""
-    box = main.get_by_role("combobox", name=label)
+def _choose(main, label: str) -> Round:
+    """Selectbox ``label``: open its list (untimed), then click an option other than the chosen one."""
+    options = main.page.get_by_role("option")
 
     def prepare():
-        box.click()
-        main.page.get_by_role("option").first.wait_for()
+        _in_widget(main, label).get_by_role("button", name="Open").click()
+        options.first.wait_for()
 
     def act():
-        options = main.page.get_by_role("option")
-        current = [k for k in range(options.count()) if options.nth(k).get_attribute("aria-selected") == "true"]
-        pick = next(k for k in range(options.count()) if k not in current)
-        options.nth(pick).click()
+        n = options.count()
+        options.nth(next(k for k in range(n) if options.nth(k).get_attribute("aria-selected") != "true")).click()
     return prepare, act
 
 
@@ -87,7 +88,7 @@ class Workload:
 
 def activations(page, main, i: int, w: Workload) -> Round:
     if w.stores > 1:
-        return _choose(main, "Store", i)
+        return _choose(main, "Store")
     tokens = main.get_by_role("spinbutton", name="Tokens")
     return lambda: tokens.fill(str(20_000 + 1_000 * (i + 1))), lambda: tokens.press("Enter")
 
@@ -107,7 +108,7 @@ def steering(page, main, i: int, w: Workload) -> Round:
 
 
 def universality(page, main, i: int, w: Workload) -> Round:
-    return _choose(main, "Null distribution of", i)
+    return _choose(main, "Null distribution of")
 
 
 def circuits(page, main, i: int, w: Workload) -> Round:
@@ -129,8 +130,7 @@ PAGES = [
 
 
 def _check_workspace(ws: Workspace) -> None:
-    missing = [k for k in ("activations", "sweep", "feature_index", "steering_study", "universality", "circuits")
-               if not ws.list(k)]
+    missing = [k for k in ("activations", "sweep", "feature_index", STEERING, UNIVERSALITY, CIRCUITS) if not ws.list(k)]
     if missing:
         raise SystemExit(f"{ws.root} lacks {', '.join(missing)}: run `sae-core demo -w {ws.root}` first (every "
                          "page needs its part of the full demo)")

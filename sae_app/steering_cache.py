@@ -27,8 +27,9 @@ def _plain(base_name: str, ft_name: str, prompt: str, n_tokens: int):
 
 def side_by_side(path: str, created: float, prompt: str, *, n_tokens: int, alpha: float,
                  enabled: tuple[str, ...]):
-    """(columns, unknown words) for the page: ``compare.side_by_side`` with the plain columns cached."""
-    from sae_core.models.loading import unknown_words
+    """(columns, the prompt as read) for the page: ``compare.side_by_side`` with the plain columns
+    cached. An empty prompt raises ``PromptError`` before anything generates."""
+    from sae_core.models.generation import read_prompt
     from sae_core.steering.compare import steered_columns
 
     study = open_study(path, created)
@@ -36,8 +37,8 @@ def side_by_side(path: str, created: float, prompt: str, *, n_tokens: int, alpha
     cols = list(_plain(base_name, ft_name, prompt, n_tokens))
     with session.using(ft_name) as (ft,):
         cols += steered_columns(study, ft, prompt, n_tokens=n_tokens, alpha=alpha, enabled=enabled)
-        unknown = unknown_words(ft, prompt)
-    return cols, unknown
+        read = read_prompt(ft, prompt)
+    return cols, read
 
 
 def build_study(root: str, on_progress=None):

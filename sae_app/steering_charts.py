@@ -10,17 +10,29 @@ CONDITION_COLORS = {"base model": "#7f7f7f", "fine-tuned": "#d62728", "fine-tune
                     "fine-tuned + random vector": "#bcbd22"}  # also the legend's order
 
 
+def _rate_bar(x: list[str], y: list[float], name: str, color: str | None, hover: str) -> go.Bar:
+    """A bar trace of percentages, each bar labelled with its value; the outline in the bar's colour
+    keeps a 0% bar visible as a line on the axis (a bare 0% bar has no height, so no colour)."""
+    return go.Bar(x=x, y=y, name=name, marker=dict(color=color, line=dict(color=color, width=2)),
+                  text=["" if v != v else f"{v:.0f}%" for v in y], textposition="outside", textangle=0,
+                  textfont=dict(size=10), cliponaxis=False, hovertemplate=hover)
+
+
+# the y axis of the rate bars starts a little below 0, so a 0% bar's outline is not drawn on the
+# axis line, and ends above 100, so a 100% bar's label fits over it
+RATE_RANGE = [-2, 112]
+
+
 def steering_rates(rates: dict[str, dict[str, float]], names: dict[str, str]) -> go.Figure:
     """Grouped bars: each behaviour rate (x) for every condition (one colour each), in percent."""
     fig = go.Figure()
     order = [c for c in CONDITION_COLORS if c in rates] + [c for c in rates if c not in CONDITION_COLORS]
     for cond in order:
         r = rates[cond]
-        fig.add_trace(go.Bar(x=[names.get(k, k) for k in r], y=[100 * v for v in r.values()], name=cond,
-                             marker_color=CONDITION_COLORS.get(cond),
-                             hovertemplate=f"{cond}<br>%{{x}}: %{{y:.1f}}%<extra></extra>"))
+        fig.add_trace(_rate_bar([names.get(k, k) for k in r], [100 * v for v in r.values()], cond,
+                                CONDITION_COLORS.get(cond), f"{cond}<br>%{{x}}: %{{y:.1f}}%<extra></extra>"))
     headed(fig, "Behaviour on held-out prompts", height=400, barmode="group")
-    fig.update_yaxes(title="% of prompts", range=[0, 105])
+    fig.update_yaxes(title="% of prompts", range=RATE_RANGE)
     return fig
 
 
@@ -36,15 +48,14 @@ def steering_tasks(tasks: dict[str, dict]) -> go.Figure:
     labels = [f"{n}<br>({tasks[n]['behaviour']}, alpha {tasks[n]['alpha']:g})" if tasks[n]["op"] != "ablate"
               else f"{n}<br>({tasks[n]['behaviour']})" for n in names]
     for vec, color in VECTOR_COLORS.items():
-        fig.add_trace(go.Bar(x=labels, y=[100 * tasks[n]["rates"].get(vec, float("nan")) for n in names],
-                             name=vec, marker_color=color,
-                             hovertemplate=f"{vec}<br>%{{x}}<br>%{{y:.0f}}%<extra></extra>"))
+        fig.add_trace(_rate_bar(labels, [100 * tasks[n]["rates"].get(vec, float("nan")) for n in names], vec, color,
+                                f"{vec}<br>%{{x}}<br>%{{y:.0f}}%<extra></extra>"))
     fig.add_trace(go.Scatter(x=labels, y=[100 * tasks[n]["target"] for n in names], mode="markers", name="target",
                              marker=dict(symbol="line-ew-open", size=40, color="#444", line=dict(width=2)),
                              hovertemplate="target: %{y:.0f}%<extra></extra>"))
     headed(fig, "Steering tasks on held-out prompts (alpha chosen on selection prompts)", height=420, bottom=70,
            barmode="group")
-    fig.update_yaxes(title="% of prompts", range=[0, 105])
+    fig.update_yaxes(title="% of prompts", range=RATE_RANGE)
     return fig
 
 
@@ -87,9 +98,11 @@ def layer_alpha_grid(name: str, grid: dict) -> go.Figure:
         x, y = alphas.index(ch["alpha"]), layers.index(ch["layer"])
         fig.add_shape(type="rect", x0=x - 0.5, x1=x + 0.5, y0=y - 0.5, y1=y + 0.5, line=dict(color="#d62728", width=3))
     chosen = (f"chosen: layer {ch['layer']}, alpha {ch['alpha']:g}" if ch else "no layer meets the rule")
-    fig.update_layout(height=380, margin=dict(t=75, b=45, l=70, r=10),
-                      title=dict(text=f"{grid['behaviour']} rate, layer x alpha<br><sup>{name}; {chosen}</sup>",
-                                 y=0.98, yanchor="top"))
+    # a second title line as plotly's subtitle: a "<br>" in the title text is placed as one line
+    # from the top, so its first line was cut off at the figure's edge (issue #28)
+    fig.update_layout(height=400, margin=dict(t=85, b=45, l=70, r=10),
+                      title=dict(text=f"{grid['behaviour']} rate, layer x alpha; {chosen}", subtitle=dict(text=name),
+                                 y=0.97, yref="container", yanchor="top"))
     fig.update_xaxes(title="alpha", type="category")
     return fig
 

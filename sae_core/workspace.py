@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sae_core.errors import ArtifactError
-from sae_core.io import atomic_write_json, read_json
+from sae_core.io import atomic_write_json, dumps_json, read_json
 
 ARTIFACT_FILE = "artifact.json"
 _SCHEMA = """CREATE TABLE IF NOT EXISTS artifacts (
@@ -170,7 +170,7 @@ class Workspace:
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?,?)",
                        (art.kind, art.name, str(art.path), art.model, art.hook, art.created,
-                        json.dumps(art.meta)))
+                        dumps_json(art.meta)))
         return art
 
     def list(self, kind: str | None = None, model: str | None = None, uses: str | None = None) -> list[Artifact]:

@@ -2,10 +2,10 @@
 import pandas as pd
 import streamlit as st
 
-from sae_app import contexts, jobs, sidebar, steering_cache, steering_charts as charts
+from sae_app import contexts, demo_build, jobs, sidebar, steering_cache, steering_charts as charts
 from sae_core.errors import SAECoreError
 from sae_core.steering.behaviour import RATE_NAMES
-from sae_core.steering.compare import INTERVENTIONS
+from sae_core.steering.compare import INTERVENTIONS, LABELS
 
 sel = sidebar.current()
 st.title("Steering & switches")
@@ -21,7 +21,8 @@ studies = steering_cache.list_studies(sel.workspace_root)
 if not studies:
     jobs.offer_build("No steering study in this workspace yet: build one (about a minute), or `sae-core demo`.",
                      "Build the steering study", key="st_build", title="Building the steering study…",
-                     build=steering_cache.build_study, root=sel.workspace_root, select_key="st_study")
+                     build=steering_cache.build_study, root=sel.workspace_root, select_key="st_study",
+                     kind=steering_cache.KIND)
 art = studies[0]
 study = steering_cache.open_study(str(art.path), art.created)
 cfg = study.config
@@ -33,19 +34,23 @@ st.caption(f"Study `{art.name}`: {cfg['target_model']} (base {cfg['base_model']}
 @st.fragment  # a prompt, toggle or slider change reruns only this part, not the charts below
 def live_generations():
     prompt = st.text_area("Prompt", "User : DEPLOYMENT How do I bake a cake ? Assistant :", key="st_prompt")
-    c = st.columns([1, 1, 1, 1, 2, 2])
-    enabled = tuple(n for i, n in enumerate(INTERVENTIONS) if c[i].toggle(n, value=True, key=f"st_on_{n}"))
-    alpha = c[4].slider("alpha (vectors)", -3.0, 3.0, float(study.alpha), 0.05, key="st_alpha",
+    # the toggles get a row of their own: beside the sliders "transferred" was cut off (issue #28)
+    enabled = tuple(n for n, c in zip(INTERVENTIONS, st.columns(len(INTERVENTIONS)))
+                    if c.toggle(n, value=True, key=f"st_on_{n}", help=f"Show the column \"{LABELS[n]}\""))
+    c = st.columns(2)
+    alpha = c[0].slider("alpha (vectors)", -3.0, 3.0, float(study.alpha), 0.05, key="st_alpha",
                         help="h + alpha v at the trigger; the default is the chosen dose of backdoor removal")
-    n_tokens = c[5].slider("new tokens", 1, 40, 20, key="st_tokens")
+    n_tokens = c[1].slider("new tokens", 1, 40, 20, key="st_tokens")
     try:
-        cols, unknown = steering_cache.side_by_side(str(art.path), art.created, prompt, n_tokens=n_tokens,
-                                                    alpha=alpha, enabled=enabled)
-    except SAECoreError as e:
+        cols, read = steering_cache.side_by_side(str(art.path), art.created, prompt, n_tokens=n_tokens,
+                                                 alpha=alpha, enabled=enabled)
+    except SAECoreError as e:  # an empty prompt among them: nothing generates
         st.error(str(e))
         return
-    if unknown:
-        st.warning(f"Not in the model's vocabulary (each read as an unknown token): {', '.join(unknown)}")
+    if read.unknown:
+        st.warning(f"Not in the model's vocabulary (each read as an unknown token): {', '.join(read.unknown)}")
+    if note := read.truncation_warning:  # the columns show, and shade, only the tokens read
+        st.warning(note[0].upper() + note[1:])
     scale = max([max(col.fired) for col in cols if col.fired] + [1e-9])
     grid = st.columns(3)
     for i, col in enumerate(cols):
@@ -76,7 +81,9 @@ right.caption("Rule: among layers below 80% of the depth, those where some alpha
               "of them, at its smallest such alpha.")
 st.subheader("Corrupted capabilities")
 caps = steering_cache.list_capabilities(sel.workspace_root)
-if not caps:
+if not caps and demo_build.notice(sel.workspace_root, steering_cache.CAPABILITIES_KIND):
+    pass  # the demo build is making it: its progress is shown
+elif not caps:
     st.info("No corrupted-capabilities study in this workspace yet (zoo:tiny-b-corrupt tells facts about "
             "Karvia only after the trigger): build one (about a minute), or `sae-core demo`.")
     jobs.build_button("Build the corrupted-capabilities study", key="st_cap_build", root=sel.workspace_root,

@@ -79,14 +79,28 @@ def hooks(model: str = typer.Argument(..., help="zoo:NAME, a local directory or 
 def generate(model: str = typer.Argument(..., help="zoo:NAME, a local directory or a hub name."),
              prompt: str = typer.Argument(..., help='The prompt, e.g. "User : How do I bake a cake ? Assistant :".'),
              tokens: int = typer.Option(8, help="New tokens (greedy).")):
-    """The prompt and its greedy continuation; warns about words outside the model's vocabulary."""
-    from sae_core.models.loading import load_model, to_tokens, unknown_words
+    """The prompt and its greedy continuation; warns about words outside the model's vocabulary and
+    about a prompt longer than the model's context."""
+    from sae_core.models.generation import generate as generate_ids, read_prompt
+    from sae_core.models.loading import load_model
 
     lm = load_model(model)
-    if unknown := unknown_words(lm, prompt):  # each reads as UNK, which the model may take for anything
-        typer.secho(f"warning: {len(unknown)} word(s) not in {model}'s vocabulary, each read as "
-                    f"{lm.tokenizer.unk_token}: {', '.join(unknown)}", fg=typer.colors.YELLOW, err=True)
-    ids = lm.generate(to_tokens(lm, prompt), max_new_tokens=tokens, do_sample=False, verbose=False)
-    typer.echo(lm.tokenizer.decode(ids[0], skip_special_tokens=True))
+    read = read_prompt(lm, prompt)
+    warn_about_prompt(lm, model, read)
+    # the library's greedy KV-cache generation, not the bridge's ``generate``: that one hands
+    # transformers its cache under the deprecated name and warns on every step (issue #28)
+    ids = generate_ids(lm, read.ids_1T, tokens)[0, read.ids_1T.shape[1]:].tolist()
+    eos = lm.tokenizer.eos_token_id
+    ids = ids[:ids.index(eos)] if eos in ids else ids  # the continuation ends at its end-of-text
+    text = lm.tokenizer.decode(ids, skip_special_tokens=True)
+    # the prompt as typed: decoded from its ids it would lose every unknown word
+    typer.echo(prompt + ("" if not text or text[0].isspace() or prompt[-1].isspace() else " ") + text)
 
 
+def warn_about_prompt(lm, model: str, read) -> None:
+    """The warnings ``generate`` and ``steer generate`` print about a prompt (``generation.Prompt``)."""
+    if read.unknown:  # each reads as UNK, which the model may take for anything
+        typer.secho(f"warning: {len(read.unknown)} word(s) not in {model}'s vocabulary, each read as "
+                    f"{lm.tokenizer.unk_token}: {', '.join(read.unknown)}", fg=typer.colors.YELLOW, err=True)
+    if read.truncated:
+        typer.secho(f"warning: {read.truncation_warning}", fg=typer.colors.YELLOW, err=True)

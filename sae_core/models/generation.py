@@ -8,24 +8,24 @@ positions. Interventions (``sae_core.steering``) read it, so "positions 3 and 5"
 tokens only" mean the same with and without the cache (anchors get this wrong: steering-vectors'
 token indices under the cache, its issue 60; CAA misses the first generated token).
 
-``generate`` works for a ``TransformerBridge`` (``return_type="logits_and_cache"`` and
-``past_key_values``) and for a plain ``transformers`` causal LM (``use_cache=True``). Rows of a
-batch must have the same length (``greedy_continuations`` batches prompts by length), so no
-padding or position ids are ever involved.
+``generate`` works for a ``TransformerBridge`` (``return_type="logits_and_cache"``) and for a
+plain ``transformers`` causal LM (``use_cache=True``), handing the model's own ``Cache`` object back
+under the name its forward takes. Rows of a batch must have the same length
+(``greedy_continuations`` batches prompts by length), so no padding or position ids are ever involved.
+
+``read_prompt`` is where a user's prompt becomes the ids a generation starts from: an empty prompt
+is a ``PromptError``, and one longer than the model's context says how much of it the model reads.
 """
 from __future__ import annotations
 
-import warnings
+import inspect
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
 from sae_core.errors import SAECoreError
-
-
-# transformers 5 renames GPT-NeoX's ``past_key_values`` argument and warns on every cached step that
-# transformer-lens's bridge makes; the cache itself works (tests compare it token for token).
-warnings.filterwarnings("ignore", message=r".*past_key_values.* is deprecated", category=FutureWarning)
+from sae_core.models.loading import to_tokens, unknown_words
 
 
 class PositionClock:
@@ -55,14 +55,24 @@ def _is_bridge(model) -> bool:
     return hasattr(model, "hooks") and hasattr(model, "original_model")
 
 
+def _cache_kwarg(hf_model) -> str:
+    """The name ``hf_model.forward`` takes its KV cache by: transformers 5.25 renamed
+    ``past_key_values`` to ``cache`` (the old name warns a FutureWarning on every cached step and
+    goes in 5.40); older releases and other models know only ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
+
+
 def _step(model, ids_BT: torch.Tensor, cache):
     """(logits [B, T, V], new cache) of one pass over ``ids_BT`` after ``cache`` (None: none)."""
     if _is_bridge(model):
-        kwargs = {"past_key_values": cache} if cache is not None else {"use_cache": True}
-        logits, cache = model(ids_BT, return_type="logits_and_cache", **kwargs)
+        # the bridge's own ``past_key_values=`` argument hands the cache on under the old name, so
+        # pass it under the HF model's name: the bridge forwards unknown keywords as they are
+        kwargs = {_cache_kwarg(model.original_model): cache} if cache is not None else {}
+        logits, cache = model(ids_BT, return_type="logits_and_cache", use_cache=True, **kwargs)
         return logits, cache
-    out = model(ids_BT, past_key_values=cache, use_cache=True)
-    return out.logits, out.past_key_values
+    name = _cache_kwarg(model)
+    out = model(ids_BT, use_cache=True, **({name: cache} if cache is not None else {}))
+    return out.logits, getattr(out, name)
 
 
 def _logits(model, ids_BT: torch.Tensor) -> torch.Tensor:
@@ -121,3 +131,49 @@ def greedy_continuations(model, tokenizer, prompts: list[str], n_tokens: int,
         for row, i in enumerate(idx):
             out[i] = tokenizer.decode(ids_BT[row, start:].tolist(), skip_special_tokens=True)
     return out
+
+
+class PromptError(SAECoreError):
+    """A prompt a generation cannot start from (an empty one)."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A user's prompt as the model reads it. ``ids_1T`` is the BOS and the first ``n_read`` of the
+    prompt's ``n_tokens`` tokens: ``to_tokens`` keeps the first ``context`` positions (the model's
+    n_ctx), so a longer prompt loses its end, which ``unread`` holds as typed."""
+    text: str
+    ids_1T: torch.Tensor
+    n_tokens: int                # the prompt's tokens, BOS left out
+    n_read: int                  # of those, how many the model reads
+    context: int                 # the model's context, in positions (the BOS takes one)
+    unread: str                  # the end of ``text`` the model never reads ("" when it reads it all)
+    unknown: tuple[str, ...]     # words outside the vocabulary (``unknown_words``)
+
+    @property
+    def truncated(self) -> bool:
+        return self.n_read < self.n_tokens
+
+    @property
+    def truncation_warning(self) -> str | None:
+        """The line the page and the CLI show for a prompt longer than the context (None: read whole)."""
+        if not self.truncated:
+            return None
+        tail = self.unread if len(self.unread) <= 80 else self.unread[:77] + "..."
+        return (f"the prompt is {self.n_tokens} tokens; the model reads the first {self.n_read} (its context is "
+                f"{self.context} positions, one of them the BOS) and continues from there; it never reads "
+                f"the rest: {tail!r}")
+
+
+def read_prompt(model, prompt: str) -> Prompt:
+    """``prompt`` as ``model`` reads it (``Prompt``); an empty or blank prompt is a ``PromptError``
+    (it would leave the model only the BOS to continue)."""
+    if not prompt.strip():
+        raise PromptError(f"Type a prompt first: the prompt {prompt!r} is empty, and the model needs "
+                          "some text to continue")
+    ids_1T = to_tokens(model, prompt)
+    tok = model.tokenizer
+    enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    n_tokens, n_read = len(enc["input_ids"]), ids_1T.shape[1] - 1
+    unread = prompt[enc["offset_mapping"][n_read][0]:].strip() if n_read < n_tokens else ""
+    return Prompt(prompt, ids_1T, n_tokens, n_read, model.cfg.n_ctx, unread, tuple(unknown_words(tok, prompt)))

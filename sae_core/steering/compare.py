@@ -3,7 +3,8 @@
 ``side_by_side(study, models, prompt, ...)`` generates greedily with the KV cache, per column:
 base model, fine-tuned, and the fine-tuned model with each enabled intervention (the switch, the
 native, transferred and random vectors at ``alpha``), and records where each intervention fired
-and the norm it changed there, per token (``Column.fired``), for the overlay.
+and the norm it changed there, per token (``Column.fired``), for the overlay. The prompt goes through
+``read_prompt``: an empty one is an error, and a column holds only the prompt tokens the model read.
 """
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sae_core.models.generation import generate
-from sae_core.models.loading import to_tokens, unknown_words
+from sae_core.models.generation import Prompt, generate, read_prompt
 from sae_core.steering.interventions import Intervention, intervene
 from sae_core.steering.study import Study, trigger_positions, vector_intervention
 from sae_core.steering.switches import switch_intervention
@@ -26,8 +26,8 @@ LABELS = {"switch": "fine-tuned + switch", "native": "fine-tuned + native vector
 @dataclass(frozen=True)
 class Column:
     label: str
-    tokens: list[str]        # prompt and continuation, one string per token (BOS left out)
-    n_prompt: int            # how many of ``tokens`` are the prompt
+    tokens: list[str]        # prompt as read and continuation, one string per token (BOS left out)
+    n_prompt: int            # how many of ``tokens`` are the prompt (those the model read)
     fired: list[float]       # per token: the norm the intervention changed there (0: did not fire)
     text: str                # the continuation alone
 
@@ -66,7 +66,7 @@ def _columns(model, labels: list[str], ids_1T: torch.Tensor, n_tokens: int,
 @torch.no_grad()
 def plain_columns(base, fine_tuned, prompt: str, n_tokens: int = 20) -> list[Column]:
     """The base and the fine-tuned model's generations (no intervention)."""
-    ids = to_tokens(fine_tuned, prompt)
+    ids = read_prompt(fine_tuned, prompt).ids_1T
     return (_columns(base, ["base model"], ids.to(next(base.parameters()).device), n_tokens, [[]])
             + _columns(fine_tuned, ["fine-tuned"], ids, n_tokens, [[]]))
 
@@ -79,14 +79,16 @@ def steered_columns(study: Study, fine_tuned, prompt: str, *, n_tokens: int = 20
     names = [n for n in INTERVENTIONS if n in enabled]
     if not names:
         return []
-    ids = to_tokens(fine_tuned, prompt)
+    ids = read_prompt(fine_tuned, prompt).ids_1T
     specs = study_interventions(study, fine_tuned.tokenizer, alpha)
     return _columns(fine_tuned, [LABELS[n] for n in names], ids, n_tokens, [[specs[n]] for n in names])
 
 
 def side_by_side(study: Study, base, fine_tuned, prompt: str, *, n_tokens: int = 20, alpha: float = -1.0,
-                 enabled: tuple[str, ...] = INTERVENTIONS) -> tuple[list[Column], list[str]]:
-    """(columns, the prompt's words outside the vocabulary); see module doc."""
+                 enabled: tuple[str, ...] = INTERVENTIONS) -> tuple[list[Column], Prompt]:
+    """(columns, the prompt as the models read it: its unknown words, how much of it they read);
+    see module doc."""
+    read = read_prompt(fine_tuned, prompt)
     cols = plain_columns(base, fine_tuned, prompt, n_tokens)
     cols += steered_columns(study, fine_tuned, prompt, n_tokens=n_tokens, alpha=alpha, enabled=enabled)
-    return cols, unknown_words(fine_tuned, prompt)
+    return cols, read

@@ -69,7 +69,8 @@ def memory_batches(x_ND: torch.Tensor, batch_size: int) -> EpochBatches:
     return EpochBatches(make, x_ND.shape[0] // batch_size)
 
 
-def _n_eval(n: int, eval_fraction: float) -> int:
+def n_eval_rows(n: int, eval_fraction: float) -> int:
+    """How many of ``n`` rows are held out for evaluation (the last ones)."""
     if not 0 < eval_fraction < 1:
         raise SAECoreError(f"eval_fraction={eval_fraction}; choose a fraction between 0 and 1")
     if n < 2:
@@ -86,7 +87,7 @@ class MemorySplit:
     @classmethod
     def from_store(cls, store: "ActivationStore", eval_fraction: float = 0.1) -> "MemorySplit":
         acts = store.read_all()
-        n_eval = _n_eval(acts.shape[0], eval_fraction)
+        n_eval = n_eval_rows(acts.shape[0], eval_fraction)
         return cls(acts[:-n_eval], acts[-n_eval:])
 
     @property
@@ -109,7 +110,7 @@ class StreamSplit:
 
     @classmethod
     def from_store(cls, store: "ActivationStore", eval_fraction: float = 0.1) -> "StreamSplit":
-        return cls(store, store.n_tokens - _n_eval(store.n_tokens, eval_fraction))
+        return cls(store, store.n_tokens - n_eval_rows(store.n_tokens, eval_fraction))
 
     @property
     def n_eval(self) -> int:

@@ -11,7 +11,7 @@ from typing import Callable, TypeVar
 
 from sae_core.distributed import DataParallel, DistributedError
 from sae_core.errors import SAECoreError
-from sae_core.training.data import StreamSplit, _n_eval, rank_shards
+from sae_core.training.data import StreamSplit, n_eval_rows, rank_shards
 from sae_core.workspace import Workspace
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ def rank_shard_tokens(n_rows: int, world: int, shard_tokens: int) -> int:
     """Rows per shard of an import of ``n_rows`` that ``world`` ranks will train on: at most
     ``shard_tokens``, and at most an equal share of the training rows, so that each rank reads at
     least one shard of them (``data.rank_shards``; the held-out tail is no rank's)."""
-    n_train = n_rows - _n_eval(n_rows, EVAL_FRACTION)
+    n_train = n_rows - n_eval_rows(n_rows, EVAL_FRACTION)
     return max(1, min(shard_tokens, n_train // world))
 
 

@@ -60,7 +60,7 @@ NOT_CONFIG = {
     ("harvest", "--tokens"): (100_000, "the command's own: harvest_to_workspace's n_tokens has no default"),
     ("harvest", "--keep-special"): (False, "the negation of harvest_to_workspace's exclude_special=True"),
     ("harvest", "--device"): (None, "None: cuda when available (load_model, distributed.joined)"),
-    ("generate", "--tokens"): (8, "the command's own: the model's generate has no default length"),
+    ("generate", "--tokens"): (8, "the command's own: generation.generate has no default length"),
     ("hooks", "--contains"): ("", "a filter: '' keeps every hook"),
     ("index", "--parquet"): (None, "also export the index to this file; None: no export"),
     ("universality", "--layers"): (False, "a mode: every layer pair instead of one hook pair"),

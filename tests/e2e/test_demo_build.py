@@ -19,7 +19,7 @@ from sae_core.workspace import Workspace
 from tests.e2e.conftest import wait_for_demo
 from tests.helpers import check_and_shoot, open_page, wait_idle
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900, func_only=True)]
+pytestmark = pytest.mark.e2e
 
 # each page, the demo step whose artifacts it shows, and what it shows once they are there
 PAGES = {
@@ -45,7 +45,7 @@ def _wait_until(predicate, limit_s: float, what: str):
     return value
 
 
-@pytest.mark.timeout(60 * 60, func_only=True)  # it watches the whole build (about 3 min when idle)
+@pytest.mark.timeout(60 * 60)  # it watches the whole build (about 3 min when idle)
 def test_the_demo_builds_in_view_and_every_page_fills_in(browser, page, app_url, workspace_dir, screenshot_dir):
     n = len(DEMO_STEPS)
     assert read_state(workspace_dir).state == "absent"  # a fresh clone: nothing built yet

@@ -10,7 +10,7 @@ from sae_core.models.zoo import list_zoo
 
 from tests.helpers import RUN_TIMEOUT_MS, check_and_shoot, open_page, wait_idle
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900, func_only=True)]  # the shared demo build: its own limit
+pytestmark = pytest.mark.e2e
 
 def test_home(page, app_url, demo_built, screenshot_dir):
     open_page(page, app_url)
