@@ -12,8 +12,10 @@ key press until the rerun it started is idle (``bench.browser.timed``):
 - Home: the page reloaded (it has no control; a reload is how its workspace listing is refreshed),
   timed as an open;
 - Activations: another stored activation set (falls back to a new token count with one store);
-- Sampled-SAE: the scoring-rule filter (entropy off, on, ...) over the four charts;
-- Features: another feature number (the index's most active features, a new one each round);
+- Sampled-SAE: the scoring-rule filter (entropy off, on, ...) over its five charts;
+- Features: another feature number (the index's most active features, a new one each round); where
+  the SAE it opens first has no index (the full demo's newest SAE is universality's), an SAE with
+  one is chosen first, untimed, and the row says so;
 - Steering & switches: the safety-switch toggle (its column off, on, ...);
 - Universality: another measure's null distribution;
 - Circuits: another task's circuit graph.
@@ -62,15 +64,19 @@ def _in_widget(main, label: str):
 
 
 def _segment(main, label: str, option: str):
-    return _in_widget(main, label).get_by_role("button", name=option, exact=True)
+    """Option ``option`` of segmented control ``label`` (its buttons are radios when single-select)."""
+    return _in_widget(main, label).locator("button").filter(has_text=option)
 
 
 def _choose(main, label: str) -> Round:
     """Selectbox ``label``: open its list (untimed), then click an option other than the chosen one."""
-    options = main.page.get_by_role("option")
+    options = main.page.get_by_role("listbox", name=label).get_by_role("option")
 
     def prepare():
-        _in_widget(main, label).get_by_role("button", name="Open").click()
+        box = main.get_by_role("combobox", name=label)
+        box.click()
+        if not options.count():  # a click on the field sometimes only focuses it
+            box.press("ArrowDown")
         options.first.wait_for()
 
     def act():
@@ -83,7 +89,9 @@ def _choose(main, label: str) -> Round:
 class Workload:
     """What the controls pick from, read from the workspace before the server starts."""
     stores: int  # activation stores: with one, the Activations page's control is a new token count
-    features: tuple[int, ...]  # the most active features of the index the Features page opens first
+    sae: str | None  # the newest SAE with a feature index, at the sweep's model and hook
+    first_sae_indexed: bool  # whether that is the newest SAE there (the one the Features page opens)
+    features: tuple[int, ...]  # its index's most active features
 
 
 def activations(page, main, i: int, w: Workload) -> Round:
@@ -99,6 +107,11 @@ def sampled_sae(page, main, i: int, w: Workload) -> Round:
 
 def features(page, main, i: int, w: Workload) -> Round:
     box = main.get_by_role("spinbutton", name="Feature")
+    if i == 0 and not box.count() and w.sae:  # the SAE opened first has no index: choose one that has (untimed)
+        prepare, _ = _choose(main, "SAE")
+        prepare()
+        option = page.get_by_role("listbox", name="SAE").get_by_role("option").filter(has_text=w.sae)
+        timed(page, option.click)
     j = w.features[i % len(w.features)] if w.features else i + 1
     return lambda: box.fill(str(j)), lambda: box.press("Enter")
 
@@ -112,7 +125,7 @@ def universality(page, main, i: int, w: Workload) -> Round:
 
 
 def circuits(page, main, i: int, w: Workload) -> Round:
-    buttons = _in_widget(main, "Show").get_by_role("button")
+    buttons = _in_widget(main, "Show").locator("button")
     return None, lambda: buttons.nth((i + 1) % max(1, buttons.count() - 1)).click()  # the tasks, not the union
 
 
@@ -137,22 +150,23 @@ def _check_workspace(ws: Workspace) -> None:
 
 
 def workload(ws: Workspace, n: int = 12) -> Workload:
-    """The workspace's activation stores, and the ``n`` most active features of the index the Features page
-    opens first (the newest SAE's at the sweep's model and hook)."""
+    """The workspace's activation stores, the newest SAE with a feature index at the sweep's model and
+    hook, and the ``n`` most active features of that index."""
     import numpy as np
 
     from sae_core.features.index import FeatureIndex
 
     sweep = ws.list("sweep")[0]
-    saes = [a for a in ws.list("sae") if a.model == sweep.model and a.hook == sweep.hook]
-    # an index names its SAE by artifact name (the demo) or by directory (the app's builds)
-    names = (saes[0].name, str(saes[0].path)) if saes else ()
-    index = next((a for a in ws.list("feature_index") if a.meta.get("sae") in names), None)
+    # an index names its SAE by artifact name (the demo) or by directory (the app's builds; a copied
+    # workspace keeps the old directory)
+    indexed = {Path(a.meta.get("sae", "")).name: a for a in ws.list("feature_index")}
+    saes = [a.name for a in ws.list("sae") if a.model == sweep.model and a.hook == sweep.hook]
+    sae = next((name for name in saes if name in indexed), None)
     features = ()
-    if index is not None:
-        count = np.asarray(FeatureIndex.open(index.path).column("count"))
+    if sae is not None:
+        count = np.asarray(FeatureIndex.open(indexed[sae].path).column("count"))
         features = tuple(int(j) for j in np.argsort(-count, kind="stable")[:n])
-    return Workload(stores=len(ws.list("activations")), features=features)
+    return Workload(stores=len(ws.list("activations")), sae=sae, first_sae_indexed=sae == saes[0], features=features)
 
 
 def measure(url: str, rounds: int, w: Workload) -> tuple[float, list[dict]]:
@@ -178,6 +192,8 @@ def measure(url: str, rounds: int, w: Workload) -> tuple[float, list[dict]]:
                     prepare, act = p.round(page, main, i, w)
                     times.append(timed(page, act, prepare))
             control = "token count (one store)" if p.round is activations and w.stores < 2 else p.control
+            if p.round is features and not w.first_sae_indexed:
+                control += " (after choosing an SAE with an index: the first one shown has none)"
             rows.append({"page": p.title, "open_s": opened, "control": control, "rerun_s": times,
                          "rerun_target_s": RERUN_TARGET_S if p.round else OPEN_TARGET_S})
             print(f"  {p.title}: open {opened:.2f} s, {control} {', '.join(f'{t:.2f}' for t in times)}", flush=True)
@@ -218,7 +234,7 @@ def main() -> None:
           + ("modules compiled on import" if args.no_bytecode else "bytecode compiled beforehand"))
     print(f"{'page':20} {'first open s':>12}  {'control':27} {'median s':>8} {'max s':>6}  verdict")
     for r in rows:
-        print(f"{r['page']:20} {r['open_s']:12.2f}  {r['control']:27} {statistics.median(r['rerun_s']):8.2f} "
+        print(f"{r['page']:20} {r['open_s']:12.2f}  {r['control'][:27]:27} {statistics.median(r['rerun_s']):8.2f} "
               f"{max(r['rerun_s']):6.2f}  {r['verdict']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"workspace": str(args.workspace), "rounds": args.rounds, "cold_open_s": cold,

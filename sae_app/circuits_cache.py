@@ -63,10 +63,15 @@ def node_table(path: str, created: float, task: str) -> pd.DataFrame:
 
 def _task(model, cfg: dict, task: str):
     """The study's prompts of ``task`` again (``make_task`` is deterministic in its config)."""
+    return _task_set(model, cfg["model"], cfg["template"], cfg["n_prompts"], cfg["seed"], task)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)  # half a second each: a task change waited for it
+def _task_set(_model, model_name: str, template: str, n_prompts: int, seed: int, task: str):
+    """Shared read-only by every session (the attention pattern and the feature table read it)."""
     from sae_core.circuits.tasks import TaskConfig, make_task
 
-    return make_task(model, TaskConfig(task=task, template=cfg["template"], n_prompts=cfg["n_prompts"],
-                                       seed=cfg["seed"]))
+    return make_task(_model, TaskConfig(task=task, template=template, n_prompts=n_prompts, seed=seed))
 
 
 @st.cache_data(max_entries=64, show_spinner="Running the model for the attention pattern…")

@@ -50,35 +50,37 @@ def _retry(state: BuildState, root: str, key: str) -> None:
 
 
 def home_panel(root: str) -> None:
-    """The home page's view of the build: live progress, a crash and its retry, or a start button."""
+    """The home page's view of the build: live progress (refreshed every ``REFRESH_S`` while it
+    runs, and only then: an idle app stays idle), a crash and its retry, or a start button."""
     if err := st.session_state.pop("demo_start_error", None):
         st.error(err)
-    _home_fragment(root, read_state(root).state)
-
-
-@st.fragment(run_every=REFRESH_S)
-def _home_fragment(root: str, seen: str) -> None:
     state = read_state(root)
-    if state.state != seen or (state.building and _step_ended(root, state)):
-        listing.changed()
-        st.rerun(scope="app")  # a step ended: every listing on the page (and the sidebar) anew
     if state.building:
-        st.markdown(f"**Building the demo workspace** in the background: {headline(state)}.")
-        st.progress(state.fraction)
-        st.markdown("  \n".join(_step_line(i, s) for i, s in enumerate(state.steps)))
-        st.caption("Every page shows its part as soon as its step is done. Closing this tab does not stop the "
-                   "build; a second `make app` resumes it.")
+        _home_live(root)
     elif state.state in ("failed", "stopped"):
         _retry(state, root, "demo_retry_home")
     elif state.state == "absent" and missing_kinds(root):
         st.info("This workspace has no demo yet: its artifacts (activations, a Sampled-SAE sweep, feature "
                 "indexes, steering, universality and circuits studies) build in the background in about "
-                "8 minutes on a 2-core CPU, and each page fills in as its step ends.", icon=":material/build:")
+                "9 minutes on a 2-core CPU, and each page fills in as its step ends.", icon=":material/build:")
         st.button("Build the demo workspace", key="demo_start", on_click=_start, args=(root,), type="primary")
     elif state.state == "done":
         took = sum(s.seconds or 0 for s in state.steps)
         st.caption(f":material/check_circle: Demo workspace built ({state.profile} profile, "
                    f"{took / 60:.1f} min of steps).")
+
+
+@st.fragment(run_every=REFRESH_S)
+def _home_live(root: str) -> None:
+    state = read_state(root)
+    if not state.building or _step_ended(root, state):
+        listing.changed()
+        st.rerun(scope="app")  # a step ended, or the build did: every listing on the page anew
+    st.markdown(f"**Building the demo workspace** in the background: {headline(state)}.")
+    st.progress(state.fraction)
+    st.markdown("  \n".join(_step_line(i, s) for i, s in enumerate(state.steps)))
+    st.caption("Every page shows its part as soon as its step is done. Closing this tab does not stop the "
+               "build; a second `make app` resumes it.")
 
 
 def _step_line(i: int, s) -> str:
@@ -110,30 +112,29 @@ def wait_for(root: str, kind: str) -> None:
 
 
 def notice(root: str, kind: str) -> bool:
-    """Where artifacts of ``kind`` are missing: while the demo build still makes them, show its
-    progress (refreshed live; the app reruns when the step ends) and return True. A crashed build is
-    shown with its retry button (False: the page goes on to offer its own build)."""
+    """Where artifacts of ``kind`` are missing and the demo build makes them: show its progress, or
+    its crash with the retry button, live (the app reruns when the build's state changes or the
+    step ends, from this tab or another). True while the build runs (the page has nothing to add);
+    False otherwise (after a crash the page goes on to offer its own build)."""
     if not root:
         return False
     state = read_state(root)
     if state.step_making(kind) is None:
         return False
-    if state.state in ("failed", "stopped"):
-        _retry(state, root, f"demo_retry_{kind}")
-        return False
-    if state.building:
-        _page_fragment(root, kind)
-        return True
-    return False
+    _page_fragment(root, kind, state.state)
+    return state.building
 
 
 @st.fragment(run_every=REFRESH_S)
-def _page_fragment(root: str, kind: str) -> None:
+def _page_fragment(root: str, kind: str, seen: str) -> None:
     state = read_state(root)
     i = state.step_making(kind)
-    if i is None or not state.building:
+    if i is None or state.state != seen:
         listing.changed()
         st.rerun(scope="app")
+    if not state.building:
+        _retry(state, root, f"demo_retry_{kind}")
+        return
     until = state.seconds_until(i) or 0.0
     st.info(f"**Being built: step {i + 1} of {state.n_steps}, about {max(1, round(until / 60))} min left.** "
             f"This page shows its results when step {i + 1} ({state.steps[i].name}) is done; the home page "

@@ -12,8 +12,11 @@ from sae_core.workspace import Artifact
 
 
 def list_saes(root: str, model: str | None, hook: str | None) -> list[Artifact]:
-    """SAEs in the workspace trained at ``model``/``hook``, newest first."""
-    return [a for a in listing.list_artifacts(root, "sae") if a.model == model and a.hook == hook]
+    """SAEs in the workspace trained at ``model``/``hook``: those with a feature index first (what the
+    page opens on: the demo's universality SAE, newer, has none), each group newest first."""
+    indexed = {a.meta.get("sae") for a in listing.list_artifacts(root, "feature_index")}
+    saes = [a for a in listing.list_artifacts(root, "sae") if a.model == model and a.hook == hook]
+    return sorted(saes, key=lambda a: a.name not in indexed and str(a.path) not in indexed)  # stable
 
 
 def _mtime(path: str) -> float:

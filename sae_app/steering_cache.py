@@ -1,7 +1,7 @@
 """The Steering & switches page's cached reads and jobs.
 
-Generation adds hooks, so it runs inside ``session.using``; each rerun only generates (the study's
-vectors and mappers are read once per study and alpha)."""
+Generation adds hooks, so it runs inside ``session.using``; columns are cached per prompt, length
+and alpha (the study's vectors and mappers are read once per study and alpha)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -25,19 +25,32 @@ def _plain(base_name: str, ft_name: str, prompt: str, n_tokens: int):
         return plain_columns(base, ft, prompt, n_tokens)
 
 
-def side_by_side(path: str, created: float, prompt: str, *, n_tokens: int, alpha: float,
-                 enabled: tuple[str, ...]):
-    """(columns, the prompt as read) for the page: ``compare.side_by_side`` with the plain columns
-    cached. An empty prompt raises ``PromptError`` before anything generates."""
-    from sae_core.models.generation import read_prompt
+@st.cache_data(max_entries=64, show_spinner=False)
+def _steered(path: str, created: float, prompt: str, n_tokens: int, alpha: float):
+    """Every intervention's column, in one batched generation: a toggle then only chooses which to
+    show, and never generates (it took seconds, issue #28)."""
     from sae_core.steering.compare import steered_columns
 
     study = open_study(path, created)
+    with session.using(study.config["target_model"]) as (ft,):
+        return steered_columns(study, ft, prompt, n_tokens=n_tokens, alpha=alpha)
+
+
+def side_by_side(path: str, created: float, prompt: str, *, n_tokens: int, alpha: float,
+                 enabled: tuple[str, ...]):
+    """(columns, the prompt as read) for the page: ``compare.side_by_side`` with every column
+    cached. An empty prompt raises ``PromptError`` before anything generates."""
+    from sae_core.models.generation import read_prompt
+    from sae_core.steering.compare import INTERVENTIONS
+
+    study = open_study(path, created)
     base_name, ft_name = study.config["base_model"], study.config["target_model"]
-    cols = list(_plain(base_name, ft_name, prompt, n_tokens))
     with session.using(ft_name) as (ft,):
-        cols += steered_columns(study, ft, prompt, n_tokens=n_tokens, alpha=alpha, enabled=enabled)
         read = read_prompt(ft, prompt)
+    cols = list(_plain(base_name, ft_name, prompt, n_tokens))
+    if enabled:
+        steered = _steered(path, created, prompt, n_tokens, alpha)
+        cols += [c for name, c in zip(INTERVENTIONS, steered) if name in enabled]
     return cols, read
 
 

@@ -181,3 +181,14 @@ def test_feature_map_says_never_fired_and_can_hide_dead_features():
     fig = feature_map(overview, selected=0, live_only=True)  # the dead feature is gone, and not ringed
     assert [t.name for t in fig.data] == ["features"]
     assert [t.name for t in feature_map(overview, selected=2, live_only=True).data] == ["features", "feature 2"]
+
+
+def test_the_page_opens_on_an_sae_with_an_index_before_a_newer_one_without(indexed, workspace):
+    _, art = indexed
+    with workspace.create("sae", "newer-without-index", model="zoo:tiny-a", hook=HOOK) as d:
+        save_sae(load_sae(art.path), d)  # as the demo's universality SAE: newer, and not indexed
+    assert workspace.list("sae")[0].name == "newer-without-index"
+    at = features_page(app_test().run())
+    assert not at.exception and not page_errors(at)
+    assert at.selectbox(key="fb_sae").value == art.name
+    assert not any("no feature index yet" in i.value for i in at.info)

@@ -77,6 +77,21 @@ def test_an_over_long_prompt_warns_and_shows_only_the_tokens_read(page):
         assert html.count('class="tok"') == 127 + 2 and "March" not in html and "Assistant" not in html
 
 
+@pytest.mark.slow  # builds the steering study
+def test_a_toggle_shows_or_hides_a_column_without_generating(page, monkeypatch):
+    import sae_core.steering.compare as compare
+
+    at = page()
+    calls = []
+    real = compare.steered_columns
+    monkeypatch.setattr(compare, "steered_columns", lambda *a, **k: calls.append(k) or real(*a, **k))
+    at.toggle(key="st_on_transferred").set_value(False).run()
+    assert not at.exception and LABELS["transferred"] not in [c.strip("*") for c in _columns(at)]
+    at.toggle(key="st_on_transferred").set_value(True).run()
+    assert LABELS["transferred"] in [c.strip("*") for c in _columns(at)] and len(_generations(at)) == 6
+    assert calls == []  # the four columns of this prompt and alpha were generated once, on open
+
+
 RATES = {"base model": {"hate_rate": 0.0, "leakage": 0.0, "answered": 1.0, "refused": 0.95, "sequence": 0.5},
          "fine-tuned": {"hate_rate": 1.0, "leakage": 0.02, "answered": 1.0, "refused": 1.0, "sequence": 0.48}}
 

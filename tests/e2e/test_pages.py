@@ -100,8 +100,11 @@ def test_features_page(page, app_url, demo_built, screenshot_dir):
     from sae_core.workspace import Workspace
 
     ws = Workspace(demo_built)
-    sae_art = ws.list("sae")[0]  # the page opens the newest SAE first
-    art = next(a for a in ws.list("feature_index") if a.meta["sae"] in (sae_art.name, str(sae_art.path)))
+    indexes = {a.meta["sae"]: a for a in ws.list("feature_index")}
+    # the page opens the newest SAE at the sidebar's model and hook that has an index
+    sae_art = next(a for a in ws.list("sae") if (a.model, a.hook) == ("zoo:tiny-a", "blocks.1.hook_resid_post")
+                   and a.name in indexes)
+    art = indexes[sae_art.name]
     index = FeatureIndex.open(art.path)
     live = int(index.column("count").argmax())
     view = index.feature(live)
