@@ -166,7 +166,8 @@ def workload(ws: Workspace, n: int = 12) -> Workload:
     if sae is not None:
         count = np.asarray(FeatureIndex.open(indexed[sae].path).column("count"))
         features = tuple(int(j) for j in np.argsort(-count, kind="stable")[:n])
-    return Workload(stores=len(ws.list("activations")), sae=sae, first_sae_indexed=sae == saes[0], features=features)
+    # the page lists SAEs with an index first (sae_app.feature_cache.list_saes), so it opens on one
+    return Workload(stores=len(ws.list("activations")), sae=sae, first_sae_indexed=sae is not None, features=features)
 
 
 def measure(url: str, rounds: int, w: Workload) -> tuple[float, list[dict]]:
