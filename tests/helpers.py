@@ -77,6 +77,21 @@ def numbered_store(tmp_path, n=1000, d=4, shard_tokens=128):
     return import_activation_file(tmp_path / "rows.npy", tmp_path / "store", shard_tokens=shard_tokens)
 
 
+def residual_sae(ws, head: str, name: str, d_sae: int):
+    """A seeded TopK SAE of zoo:tiny-b's residual stream after ``head``'s layer, saved in ``ws``:
+    ``(sae, hook)`` (what the Circuits page's feature table reads)."""
+    from sae_core.sae.config import SAEConfig
+    from sae_core.sae.io import save_sae
+    from sae_core.sae.registry import create_sae
+
+    hook = f"blocks.{int(head[1:].split('.')[0])}.hook_resid_post"
+    torch.manual_seed(1)
+    sae = create_sae(SAEConfig(arch="topk", d_in=256, d_sae=d_sae, k=8, model_name="zoo:tiny-b", hook_name=hook))
+    with ws.create("sae", name, model="zoo:tiny-b", hook=hook) as d:
+        save_sae(sae, d)
+    return sae, hook
+
+
 # --- the app under AppTest ------------------------------------------------------------------------
 
 def app_test():

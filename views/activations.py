@@ -1,7 +1,8 @@
 """Activations: harvest a model's activations at the sidebar's hook, then inspect a stored harvest."""
 import streamlit as st
 
-from sae_app import activations_cache, activations_charts as charts, demo_build, jobs, listing, session, sidebar, text_input
+from sae_app import activations_cache, activations_charts as charts, demo_build, jobs, listing, session, sidebar
+from sae_app import text_input
 from sae_core.activations.limits import MAX_TOKENS, MIN_TOKENS
 from sae_core.errors import SAECoreError
 from sae_core.models.random_arch import label

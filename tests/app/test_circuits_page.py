@@ -4,13 +4,10 @@ import json
 import re
 
 import pytest
-import torch
 
 from sae_core.circuits.job import CircuitStudy
-from sae_core.sae.config import SAEConfig
-from sae_core.sae.io import save_sae
-from sae_core.sae.registry import create_sae
-from tests.helpers import app_test, page_errors
+from tests.helpers import app_test, page_errors, residual_sae
+
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +25,8 @@ def test_the_circuits_page_titles_legends_and_sae_table(study, monkeypatch):
     ws, st = study
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
     head = st.results["tasks"]["months"]["ov"][0]["head"]
-    layer = int(head[1:].split(".")[0])
-    hook = f"blocks.{layer}.hook_resid_post"
-    torch.manual_seed(1)
-    sae = create_sae(SAEConfig(arch="topk", d_in=256, d_sae=64, k=8, model_name="zoo:tiny-b", hook_name=hook))
-    with ws.create("sae", "resid-sae", model="zoo:tiny-b", hook=hook) as d:
-        save_sae(sae, d)
+    _, hook = residual_sae(ws, head, "resid-sae", 64)
+    layer = int(hook.split(".")[1])
 
     at = app_test().run()
     at.switch_page("views/circuits.py").run()

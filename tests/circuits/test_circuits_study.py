@@ -9,6 +9,7 @@ from sae_core.circuits.job import KIND, CircuitStudy, CircuitStudyConfig, circui
 from sae_core.circuits.tasks import CircuitError
 from tests.helpers import APP, small_circuits_config
 
+
 # tasks not in alphabetical order: the stored JSON sorts task keys, the matrices follow the config
 SMALL = small_circuits_config()
 CLI_ARGS = ["--tasks", "months,digits", "--prompts", "24", "--curve", "20,40", "--random", "3", "--validate", "8"]
@@ -149,21 +150,12 @@ def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, 
     assert len(attn["data"][0]["z"]) == len(attn["data"][0]["x"])          # query x key over the prompt
     assert any("No SAE of zoo:tiny-b" in c.value for c in at.caption)   # none in this workspace yet
     # an SAE at a hook the head writes to: its features, by attribution, as the library ranks them
-    import torch
-
     from sae_core.circuits.features import feature_attributions
     from sae_core.circuits.tasks import TaskConfig, make_task
     from sae_core.models.loading import load_model
-    from sae_core.sae.config import SAEConfig
-    from sae_core.sae.io import save_sae
-    from sae_core.sae.registry import create_sae
+    from tests.helpers import residual_sae
 
-    layer = int(head[1:].split(".")[0])
-    hook = f"blocks.{layer}.hook_resid_post"
-    torch.manual_seed(1)
-    sae = create_sae(SAEConfig(arch="topk", d_in=256, d_sae=256, k=8, model_name="zoo:tiny-b", hook_name=hook))
-    with ws.create("sae", "circuit-test-sae", model="zoo:tiny-b", hook=hook) as d:
-        save_sae(sae, d)
+    sae, hook = residual_sae(ws, head, "circuit-test-sae", 256)
     model = load_model("zoo:tiny-b")
     want = feature_attributions(model, make_task(model, TaskConfig(task="digits", n_prompts=SMALL.n_prompts)), sae, hook)
     from sae_app import listing

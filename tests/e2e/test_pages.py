@@ -77,7 +77,8 @@ def test_sampled_sae_page(page, app_url, demo_built, screenshot_dir):
     open_page(page, f"{app_url}/sampled_sae")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Sampled-SAE: the l trade-off")).to_be_visible()
-    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(4)  # FVU, distinct, frontier, curves
+    # FVU, distinct, frontier, CE loss recovered (the demo's sweep had its model), curves
+    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(5)
     table = main.get_by_test_id("stDataFrame")
     for _, row in load_sweep_table(sweep).iterrows():  # the grid renders the visible columns
         expect(table).to_contain_text(row["arch"])
@@ -130,7 +131,7 @@ def test_features_page(page, app_url, demo_built, screenshot_dir):
     wait_idle(page)
     expect(main).to_contain_text("max here")
 
-    main.get_by_text("Map", exact=True).click()  # the "View" segmented control
+    main.get_by_role("radio", name="Map").click()  # the "View" control (a context may hold the word too)
     wait_idle(page)
     expect(main.get_by_test_id("stPlotlyChart")).to_have_count(1)
     check_and_shoot(page, screenshot_dir, "features-map")

@@ -93,6 +93,6 @@ def test_bad_input_is_a_clear_error(cli, tmp_path):
                                            "everywhere", code=2)
     assert "is not one token" in run("generate", "--model", FT, "--prompt", PROMPT, "--token", "zzzqqq", code=2)
     assert "blocks.9.hook_resid_post" in run("map", "--source", BASE, "--source-hook", HOOK, "--target", FT,
-                                             "--target-hook", "blocks.9.hook_resid_post", "--tokens", "200", code=2)
+                                             "--target-hook", "blocks.9.hook_resid_post", "--tokens", "300", code=2)
     assert "at least 10 to train on" in run("switch", "--fine-tuned", FT, "--base", BASE, "--hook", HOOK,
-                                            "--corpus", str(bad), "--tokens", "200", code=2)
+                                            "--corpus", str(bad), "--tokens", "300", code=2)
