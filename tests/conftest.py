@@ -4,6 +4,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+def pytest_collection_modifyitems(items):
+    """The browser tests first (in their own order): the small demo they build once is what the
+    steering tests then copy (``steering_ws``) instead of building its studies again."""
+    items.sort(key=lambda item: "e2e" not in item.keywords)
+
 @pytest.fixture(scope="session")
 def circuits_template(tmp_path_factory):
     """The small circuits study (the small demo profile's), built once per run, and the progress it
@@ -22,26 +28,26 @@ def circuits_template(tmp_path_factory):
 def circuits_ws(circuits_template, tmp_path_factory):
     """A workspace of the module's own holding that study (a copy: modules add SAEs and studies to
     it): ``(workspace, artifact, progress seen)``."""
-    import shutil
-
     from sae_core.circuits.job import KIND
-    from sae_core.workspace import Workspace
+    from tests.helpers import copy_workspace
 
     root, name, seen = circuits_template
-    copy = tmp_path_factory.mktemp("circuits-copy") / "ws"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("registry.sqlite"))
-    ws = Workspace(copy)
-    ws.reindex()
+    ws = copy_workspace(root, tmp_path_factory.mktemp("circuits-copy") / "ws")
     return ws, ws.get(KIND, name), seen
 
 
 @pytest.fixture(scope="session")
 def steering_ws(tmp_path_factory):
     """One workspace for the steering study and the corrupted-capabilities study, so the page test
-    finds both without building either twice."""
+    finds both without building either twice: a copy of the browser tests' small demo when it was
+    built in this run (it holds the same two studies), else an empty one the tests build them in."""
     from sae_core.workspace import Workspace
+    from tests.helpers import SMALL_DEMO_ENV, copy_workspace
 
-    return Workspace(tmp_path_factory.mktemp("steer") / "ws")
+    dest = tmp_path_factory.mktemp("steer") / "ws"
+    if built := os.environ.get(SMALL_DEMO_ENV):
+        return copy_workspace(built, dest)
+    return Workspace(dest)
 
 
 @pytest.fixture(scope="session")

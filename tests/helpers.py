@@ -77,6 +77,23 @@ def numbered_store(tmp_path, n=1000, d=4, shard_tokens=128):
     return import_activation_file(tmp_path / "rows.npy", tmp_path / "store", shard_tokens=shard_tokens)
 
 
+# set by the browser tests once their small demo is built (they run first: tests/conftest.py);
+# fixtures of the same small studies then copy it instead of building them again
+SMALL_DEMO_ENV = "SAE_STUDIO_TEST_SMALL_DEMO"
+
+
+def copy_workspace(root, dest):
+    """A workspace at ``dest`` holding a copy of every artifact of the one at ``root`` (registered anew)."""
+    import shutil
+
+    from sae_core.workspace import Workspace
+
+    shutil.copytree(root, dest, ignore=shutil.ignore_patterns("registry.sqlite", "demo-build"))
+    ws = Workspace(dest)
+    ws.reindex()
+    return ws
+
+
 def residual_sae(ws, head: str, name: str, d_sae: int):
     """A seeded TopK SAE of zoo:tiny-b's residual stream after ``head``'s layer, saved in ``ws``:
     ``(sae, hook)`` (what the Circuits page's feature table reads)."""

@@ -88,19 +88,35 @@ def _distance(p, a, b) -> float:
     return float(np.linalg.norm(p - (a + t * (b - a))))
 
 
+def _distances(points_N2, path_S2) -> np.ndarray:
+    """[N]: each point's distance to the polyline ``path`` (``_distance`` over every segment, at once)."""
+    a, b = path_S2[:-1], path_S2[1:]                                           # [S-1, 2] each
+    ab, ap = b - a, points_N2[:, None, :] - a[None]                             # [S-1, 2], [N, S-1, 2]
+    t = np.clip((ap * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)  # [N, S-1]
+    return np.linalg.norm(ap - t[..., None] * ab, axis=-1).min(axis=1)
+
+
+def test_the_vectorised_distance_is_the_segment_distance():
+    rng = np.random.default_rng(0)
+    points, path = rng.normal(size=(7, 2)), rng.normal(size=(5, 2))
+    want = [min(_distance(p, a, b) for a, b in zip(path, path[1:])) for p in points]
+    assert np.allclose(_distances(points, path), want)
+
+
 @pytest.mark.parametrize("parallel", [True, False])  # the demo's GPT-NeoX, and a sequential model (same-row edges)
 def test_no_edge_passes_a_node_other_than_its_ends(parallel):
     g = _graph(parallel)
     where = {n: charts.node_xy(g, n) for n in senders(g.cfg) + ["logits"]}
+    names = list(where)
+    xy_N2 = np.array([where[n] for n in names], dtype=float)
     for name in g.scores:  # every edge the graph can draw
         e = Edge.parse(name)
         path = charts.edge_path(g, name)
         assert path[0] == where[e.sender] and path[-1] == where[e.receiver]
-        for n, xy in where.items():
-            if n in (e.sender, e.receiver):
-                continue
-            closest = min(_distance(xy, a, b) for a, b in zip(path, path[1:]))
-            assert closest >= CLEARANCE, f"{name} passes {closest:.2f} from {n}"
+        closest = _distances(xy_N2, np.array(path, dtype=float))
+        for n, d in zip(names, closest):
+            if n not in (e.sender, e.receiver):
+                assert d >= CLEARANCE, f"{name} passes {d:.2f} from {n}"
 
 
 def test_a_straight_edge_would_cross_a_node():

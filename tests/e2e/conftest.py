@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import SMALL_DEMO_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"
@@ -132,6 +134,7 @@ def demo_built(workspace_dir) -> Path:
 
     start_background(Workspace(workspace_dir), DEMO_PROFILE)
     wait_for_demo(workspace_dir)
+    os.environ[SMALL_DEMO_ENV] = str(workspace_dir)  # the unit tests' steering studies: copied, not rebuilt
     return workspace_dir
 
 
