@@ -12,7 +12,7 @@ import time
 import streamlit as st
 
 from sae_app import listing
-from sae_core.demo import BuildState, read_state, start_background
+from sae_core.demo import DEMO_STEPS, BuildState, read_state, start_background
 from sae_core.errors import SAECoreError
 from sae_core.workspace import Workspace
 
@@ -98,8 +98,6 @@ def _step_ended(root: str, state: BuildState) -> bool:
 
 def missing_kinds(root: str) -> list[str]:
     """The demo's artifact kinds this workspace has none of."""
-    from sae_core.demo import DEMO_STEPS
-
     have = {a.kind for a in listing.list_artifacts(root, None)}
     return [k for s in DEMO_STEPS for k in s.kinds if k not in have]
 

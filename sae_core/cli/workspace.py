@@ -33,7 +33,8 @@ def demo(workspace: Optional[Path] = WorkspaceOpt,
         typer.echo({"done": f"the demo of {ws.root} is complete",
                     "running": f"building the demo of {ws.root} in the background (pid {state.pid}): "
                                f"step {state.n_done + 1} of {state.n_steps}; the app's home page shows its progress",
-                    }.get(state.state, f"the demo build of {ws.root} did not start: {state.error}"))
+                    }.get(state.state, f"the demo build of {ws.root} has not started yet: "
+                                       f"{state.error or 'see ' + str(ws.root / 'demo-build' / 'build.log')}"))
         return
     steps = _StepLines(quiet)
     arts = build_demo(ws, steps.start, profile)

@@ -116,3 +116,19 @@ def test_the_background_start_returns_at_once_when_the_demo_is_complete(tmp_path
     build.build_demo(Workspace(tmp_path), profile="fake")
     monkeypatch.setattr(build.subprocess, "Popen", lambda *a, **k: pytest.fail("a build was started"))
     assert build.start_background(Workspace(tmp_path), "fake").state == "done"
+
+
+def test_the_cli_says_a_complete_demo_is_complete_and_starts_nothing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sae_core.cli.app import app
+
+    def ok(ws, p, on_progress):
+        return "a"
+    _fake_steps(monkeypatch, [ok])
+    build.build_demo(Workspace(tmp_path), profile="fake")
+    monkeypatch.setattr(build.subprocess, "Popen", lambda *a, **k: pytest.fail("a build was started"))
+    out = CliRunner().invoke(app, ["demo", "--background", "--profile", "fake", "-w", str(tmp_path)])
+    assert out.exit_code == 0 and f"the demo of {tmp_path} is complete" in out.output
+    bad = CliRunner().invoke(app, ["demo", "--profile", "huge", "-w", str(tmp_path)])
+    assert bad.exit_code == 2 and "demo profile 'huge' does not exist" in bad.output
