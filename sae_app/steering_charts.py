@@ -37,7 +37,7 @@ def steering_rates(rates: dict[str, dict[str, float]], names: dict[str, str]) ->
 
 
 VECTOR_COLORS = {"no intervention": "#ff7f0e", "native": "#1f77b4", "transferred": "#9467bd",
-                 "random": "#bcbd22"}  # also the legend's order
+                 "random": "#bcbd22", "transferred (affine)": "#c5b0d5"}  # also the legend's order
 
 
 def steering_tasks(tasks: dict[str, dict]) -> go.Figure:
@@ -98,6 +98,8 @@ def layer_alpha_grid(name: str, grid: dict) -> go.Figure:
         x, y = alphas.index(ch["alpha"]), layers.index(ch["layer"])
         fig.add_shape(type="rect", x0=x - 0.5, x1=x + 0.5, y0=y - 0.5, y1=y + 0.5, line=dict(color="#d62728", width=3))
     chosen = (f"chosen: layer {ch['layer']}, alpha {ch['alpha']:g}" if ch else "no layer meets the rule")
+    n = grid.get("n_select")  # revision 5: the grid runs on selection prompts
+    name = f"{name} ({n} selection prompts)" if n else name
     # a second title line as plotly's subtitle: a "<br>" in the title text is placed as one line
     # from the top, so its first line was cut off at the figure's edge (issue #28)
     fig.update_layout(height=400, margin=dict(t=85, b=45, l=70, r=10),

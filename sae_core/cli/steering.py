@@ -31,33 +31,60 @@ def _study(ws, name: Optional[str]):
 
 @steer_app.command("study")
 @friendly
-def steer_study(workspace: Optional[Path] = WorkspaceOpt):
-    """Build the steering study (vectors, transfer mapper, safety switch, rates) into the workspace."""
-    from sae_core.steering.behaviour import RATE_NAMES
+def steer_study(workspace: Optional[Path] = WorkspaceOpt,
+                paper: bool = typer.Option(False, "--paper", help="The paper's mapper training (lr 1e-4) instead "
+                                                                  "of this tool's (lr 1e-3); recorded in the study."),
+                layers: str = typer.Option("grid", "--layers", help="grid: each vector family at the layer its "
+                                           "layer x alpha grid chooses on selection prompts; fixed: the "
+                                           "configured hooks.")):
+    """Build the steering study (vectors, transfer mappers, safety switch, rates) into the workspace."""
     from sae_core.steering.job import steering_study_to_workspace
     from sae_core.steering.study import StudyConfig
     from sae_core.workspace import Workspace
 
+    cfg = StudyConfig(mode="paper" if paper else "default", layers=layers)
     bar = Bar("steering study", unit="step")
-    art = steering_study_to_workspace(Workspace(workspace), StudyConfig(), on_progress=bar)
+    art = steering_study_to_workspace(Workspace(workspace), cfg, on_progress=bar)
     bar.close()
     study, _ = _study(Workspace(workspace), art.name)
     typer.echo(f"{art.kind}/{art.name} -> {art.path}")
-    typer.echo(f"{'condition':34}" + "".join(f"{RATE_NAMES[k]:>24}" for k in RATE_NAMES))
-    for cond, r in study.results["rates"].items():
-        typer.echo(f"{cond:34}" + "".join(f"{100 * r[k]:>23.0f}%" for k in RATE_NAMES))
-    typer.echo(f"\n{'task (held-out prompts)':36}{'alpha':>7}" + "".join(
-        f"{k:>17}" for k in ("no intervention", "native", "transferred", "random")))
+    for line in study_report(study):
+        typer.echo(line)
+
+
+def study_report(study) -> list[str]:
+    """The lines ``steer study`` prints: layers, prompt sets, rates, tasks, grids and mappers."""
+    from sae_core.steering.behaviour import RATE_NAMES
+    from sae_core.steering.method import fitted_by
+
+    r = study.results
+    cols = ("no intervention", "native", "transferred", "transferred (affine)", "random")
+    out = [f"mode: {r['mode']}" + (" (the paper's mapper lr)" if r["mode"] == "paper" else "")]
+    out += [f"{fam} at {h['target']} (source {h['source']}): {h['why']}" for fam, h in r["layers"].items()]
+    sizes = r["prompts"]
+    out.append("prompts (disjoint): build " + ", ".join(f"{k} {n}" for k, n in sizes["build"].items())
+               + "; select " + ", ".join(f"{k} {n}" for k, n in sizes["select"].items())
+               + "; report " + ", ".join(f"{k} {n}" for k, n in sizes["report"].items()))
+    out.append(f"\n{'condition (report prompts)':42}" + "".join(f"{RATE_NAMES[k]:>24}" for k in RATE_NAMES))
+    out += [f"{cond:42}" + "".join(f"{100 * v[k]:>23.0f}%" for k in RATE_NAMES) for cond, v in r["rates"].items()]
+    out.append(f"\n{'task (report prompts)':42}{'n':>4}{'alpha':>7}" + "".join(f"{k:>22}" for k in cols))
     for tname, t in study.tasks.items():
         a = "-" if t["op"] == "ablate" else f"{t['alpha']:g}" + ("" if t["reached"] else "*")
-        typer.echo(f"{tname:36}{a:>7}" + "".join(f"{100 * t['rates'][k]:>16.0f}%" for k in
-                                                  ("no intervention", "native", "transferred", "random")))
-    typer.echo("alpha: the smallest dose reaching the task's target on selection prompts, by the 95% Wilson "
+        out.append(f"{tname:42}{t['n_report']:>4}{a:>7}" + "".join(f"{100 * t['rates'][k]:>21.0f}%" for k in cols))
+    out.append("alpha: the smallest dose reaching the task's target on selection prompts, by the 95% Wilson "
                "bound of its rate (* not reached)")
-    for gname, g in study.results["grids"].items():
-        ch = g["chosen"]
-        typer.echo(f"layer x alpha grid, {gname}: " + (f"layer {ch['layer']} at alpha {ch['alpha']:g} "
-                   f"({100 * ch['rate']:.0f}%, KL {ch['kl']:.3f})" if ch else "no layer meets the rule"))
+    for gname, g in r["grids"].items():
+        ch, rep = g["chosen"], g["report"]
+        out.append(f"layer x alpha grid, {gname}: " + (
+            f"layer {ch['layer']} at alpha {ch['alpha']:g}: {100 * ch['rate']:.0f}% on {g['n_select']} selection "
+            f"prompts (KL {ch['kl']:.3f}); {100 * rep['rate']:.0f}% on {rep['n']} report prompts (random "
+            f"{100 * rep['random_rate']:.0f}%, KL {rep['kl']:.3f} on other text)" if ch else "no layer meets the rule"))
+    out.append(f"\n{'mapper (held-out zoo text)':28}{'fitted by':>28}{'FVU':>8}{'KL mapped':>11}{'KL mean abl.':>14}")
+    for fam, kinds in r["mapper_fidelity"].items():
+        for kind, f in kinds.items():
+            out.append(f"{fam + ' ' + kind:28}{fitted_by(r['mapper_training'][kind]):>28}{f['fvu']:>8.3f}"
+                       f"{f['kl_mapped']:>11.3f}{f['kl_mean_ablation']:>14.2f}")
+    return out
 
 
 @steer_app.command("capabilities")

@@ -29,10 +29,10 @@ from sae_core.models.generation import greedy_continuations
 from sae_core.models.texts import corpus_texts
 from sae_core.steering.interventions import Intervention, InterventionError, intervene
 from sae_core.steering.mapper_training import train_mapper
-from sae_core.steering.mappers import Endpoint, MapperConfig, fidelity, paired_activations
+from sae_core.steering.mappers import Endpoint, MapperConfig, TextActivations, fidelity
 from sae_core.steering.study import VECTORS, BuiltStudy, trigger_positions
 from sae_core.steering.switches import SWITCH_CONFIG
-from sae_core.steering.transfer import random_control, transfer_pair_vector
+from sae_core.steering.transfer import random_control, source_layer, transfer_pair_vector
 from sae_core.steering.vectors import SteeringVector, prompt_pair_vector
 
 KIND = "capabilities"
@@ -58,13 +58,6 @@ class CapabilitiesConfig:
             raise InterventionError(f"alpha={self.alpha}: give a finite, non-zero dose (removal is negative)")
         if min(self.n_pairs, self.n_texts, self.n_eval, self.n_tokens) < 1:
             raise InterventionError("n_pairs, n_texts, n_eval and n_tokens must each be at least 1")
-
-
-def source_layer(layer: int, n_target: int, n_source: int) -> int:
-    """The source layer at the same relative depth as the target's ``layer``."""
-    if n_target == 1:
-        return n_source - 1
-    return round(layer * (n_source - 1) / (n_target - 1))
 
 
 def outcomes(model, prompts, specs: list[Intervention], n_tokens: int = 10) -> dict[str, float]:
@@ -98,11 +91,12 @@ def build_capabilities(src, tgt, cfg: CapabilitiesConfig, step: Progress) -> Bui
     step(0, total, "no intervention")
     results = {"alpha": cfg.alpha, "none": outcomes(tgt, held_out, [], cfg.n_tokens), "layers": []}
     vectors, mappers = {}, {}
-    for layer in range(n_t):
+    hooks = [(f"blocks.{layer}.hook_resid_post", f"blocks.{source_layer(layer, n_t, n_s)}.hook_resid_post")
+             for layer in range(n_t)]
+    acts = TextActivations(texts).need(tgt, [h for h, _ in hooks]).need(src, [s for _, s in hooks])  # one pass each
+    for layer, (hook, s_hook) in enumerate(hooks):
         step(1 + layer, total, f"layer {layer}: vectors, mapper, outcomes")
-        hook = f"blocks.{layer}.hook_resid_post"
-        s_hook = f"blocks.{source_layer(layer, n_t, n_s)}.hook_resid_post"
-        X, Y = paired_activations(src, s_hook, tgt, hook, texts)
+        X, Y = acts.pair(src, s_hook, tgt, hook)
         mapper = train_mapper(X, Y, cfg.mapper, source=Endpoint(cfg.source_model, s_hook),
                               target=Endpoint(cfg.target_model, hook))
         native = prompt_pair_vector(tgt, hook, pairs, model_name=cfg.target_model)

@@ -32,18 +32,30 @@ DIRECTIONS = ("down", "up")
 
 
 @torch.no_grad()
-def coherence_kl(model, specs: list[Intervention], texts: list[str], *, context_size: int = 64,
-                 batch_size: int = 32) -> float:
-    """Mean KL(p_unsteered || p_steered) of the next token over the kept tokens of ``texts``."""
+def coherence_reference(model, texts: list[str], *, context_size: int = 64,
+                        batch_size: int = 32) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The unsteered side of ``coherence_kl`` per batch: ``(ids, kept, log p_unsteered)``, to
+    compute once for many interventions on the same texts (a layer x alpha grid)."""
     if not texts:
         raise InterventionError("coherence needs at least one text")
-    tok = model.tokenizer
     device = next(model.parameters()).device
-    total, n = 0.0, 0
+    out = []
     for s in range(0, len(texts), batch_size):
         ids = to_tokens(model, texts[s:s + batch_size])[:, :context_size].to(device)
-        ok = keep_mask_BT(ids, tok.pad_token_id, [], False)[:, 1:]
-        clean = torch.log_softmax(model(ids)[:, :-1].double(), -1)
+        ok = keep_mask_BT(ids, model.tokenizer.pad_token_id, [], False)[:, 1:]
+        out.append((ids, ok, torch.log_softmax(model(ids)[:, :-1].double(), -1)))
+    return out
+
+
+@torch.no_grad()
+def coherence_kl(model, specs: list[Intervention], texts: list[str], *, context_size: int = 64,
+                 batch_size: int = 32, reference: list | None = None) -> float:
+    """Mean KL(p_unsteered || p_steered) of the next token over the kept tokens of ``texts``
+    (``reference``: ``coherence_reference`` of the same texts, computed once)."""
+    ref = reference if reference is not None else coherence_reference(
+        model, texts, context_size=context_size, batch_size=batch_size)
+    total, n = 0.0, 0
+    for ids, ok, clean in ref:
         with intervene(model, specs, tokens=ids):
             steered = torch.log_softmax(model(ids)[:, :-1].double(), -1)
         total += float((clean.exp() * (clean - steered)).sum(-1)[ok].sum())
@@ -59,15 +71,18 @@ def _spec(v: SteeringVector | torch.Tensor, hook: str, op: str, alpha: float, po
 
 def dose_response(model, vectors: dict[str, SteeringVector], alphas: list[float], prompts: list[str], *,
                   starts: str, op: str = "add", positions: Positions = Positions(), n_tokens: int = 3,
-                  on_step: Callable[[], None] | None = None) -> list[dict]:
-    """Rows ``{vector, alpha, rate}`` (module doc); every vector at its own hook."""
+                  hooks: list[str] | None = None, on_step: Callable[[], None] | None = None) -> list[dict]:
+    """Rows ``{vector, alpha, rate}`` (module doc); every vector at its own hook, or at each of
+    ``hooks`` at once (ablation at every layer)."""
     if not alphas or any(not math.isfinite(a) for a in alphas):
         raise InterventionError(f"alphas {alphas!r}: give at least one finite number")
     rows = []
     for name, v in vectors.items():
         for a in alphas:
+            specs = ([_spec(v, h, op, a, positions, f"{name} at {h}") for h in hooks] if hooks
+                     else [_spec(v, v.hook, op, a, positions, name)])
             rows.append({"vector": name, "alpha": float(a), "n": len(prompts),
-                         "rate": rate(model, prompts, [_spec(v, v.hook, op, a, positions, name)], starts, n_tokens)})
+                         "rate": rate(model, prompts, specs, starts, n_tokens)})
             if on_step:
                 on_step()
     return rows
@@ -103,7 +118,7 @@ def layer_alpha_grid(model, vector_at: Callable[[str], SteeringVector], layers: 
     ``blocks.L.hook_resid_post`` and applied there (module doc)."""
     from sae_core.steering.transfer import random_control
 
-    rows = []
+    rows, reference = [], coherence_reference(model, texts)
     for layer in layers:
         hook = f"blocks.{layer}.hook_resid_post"
         v = vector_at(hook)
@@ -113,7 +128,7 @@ def layer_alpha_grid(model, vector_at: Callable[[str], SteeringVector], layers: 
             rows.append({"layer": layer, "hook": hook, "alpha": float(a), "norm": v.norm,
                          "rate": rate(model, prompts, [spec], starts),
                          "random_rate": rate(model, prompts, [_spec(r, hook, op, a, positions, "random")], starts),
-                         "kl": coherence_kl(model, [spec], texts)})
+                         "kl": coherence_kl(model, [spec], texts, reference=reference)})
             if on_step:
                 on_step()
     return rows

@@ -2,6 +2,7 @@
 
 - ``paired_activations``: both models read the same token rows (same tokenizer, checked), so
   row i of X and of Y is the same (document, position); padding and special tokens are dropped.
+  ``TextActivations`` reads each model once for all the pairs a study takes from one text list.
 - ``Mapper`` kinds:
   - ``autoencoder``: y = W2 relu(W1 x + b1) (+ b2), hidden width sqrt(d_src * d_tgt) by default
     (the paper's);
@@ -121,27 +122,58 @@ class Mapper(nn.Module):
         return m.eval()
 
 
-@torch.no_grad()
+class TextActivations:
+    """Kept-token activations of models on one list of texts, each model read once for every hook
+    asked of it (a study's mappers share their texts, so this halves its forward passes).
+
+    ``need(model, hooks)`` declares hooks before the first read, so one pass reads them all;
+    ``pair(model_a, hook_a, model_b, hook_b)`` is ``(X, Y)`` on the CPU, both models on the same
+    kept token rows (same tokenizer, checked). Rows are kept until ``forget``."""
+
+    def __init__(self, texts: list[str], *, context_size: int = 64, batch_size: int = 32):
+        self.texts, self.context_size, self.batch_size = texts, context_size, batch_size
+        self._wanted: dict[int, set[str]] = {}
+        self._got: dict[tuple[int, str], torch.Tensor] = {}
+
+    def need(self, model, hooks: list[str]) -> "TextActivations":
+        self._wanted.setdefault(id(model), set()).update(hooks)
+        return self
+
+    def get(self, model, hook: str) -> torch.Tensor:
+        if (id(model), hook) not in self._got:
+            self._read(model, sorted(self._wanted.get(id(model), set()) | {hook}))
+        return self._got[id(model), hook]
+
+    def pair(self, model_a, hook_a: str, model_b, hook_b: str) -> tuple[torch.Tensor, torch.Tensor]:
+        same_tokenizer(model_a.tokenizer, model_b.tokenizer, InterventionError)
+        self.need(model_a, [hook_a]).need(model_b, [hook_b])
+        return self.get(model_a, hook_a), self.get(model_b, hook_b)
+
+    def forget(self, model) -> None:
+        self._got = {k: v for k, v in self._got.items() if k[0] != id(model)}
+
+    @torch.no_grad()
+    def _read(self, model, hooks: list[str]) -> None:
+        tok = model.tokenizer
+        special = sorted(set(getattr(tok, "all_special_ids", []) or []))
+        device = next(model.parameters()).device
+        rows: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+        for s in range(0, len(self.texts), self.batch_size):
+            ids = to_tokens(model, self.texts[s:s + self.batch_size])[:, :self.context_size]
+            keep = keep_mask_BT(ids, tok.pad_token_id, special, True)
+            got = capture(model, ids.to(device), hooks)
+            for h in hooks:
+                acts = per_token(h, got[h], ids)
+                rows[h].append(acts[keep.to(acts.device)].float().cpu())
+        self._got.update({(id(model), h): torch.cat(r) for h, r in rows.items()})
+
+
 def paired_activations(model_a, hook_a: str, model_b, hook_b: str, texts: list[str], *,
                        context_size: int = 64, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(X [N, d_a], Y [N, d_b])`` on the CPU: both models on the same kept token rows."""
-    same_tokenizer(model_a.tokenizer, model_b.tokenizer, InterventionError)
-    tok = model_a.tokenizer
-    special = sorted(set(getattr(tok, "all_special_ids", []) or []))
-    xs, ys = [], []
-    for s in range(0, len(texts), batch_size):
-        ids = to_tokens(model_a, texts[s:s + batch_size])[:, :context_size]
-        keep = keep_mask_BT(ids, tok.pad_token_id, special, True)
-        if model_a is model_b:  # one pass reads both hooks
-            got = capture(model_a, ids.to(next(model_a.parameters()).device), [hook_a, hook_b])
-            a, b = got[hook_a], got[hook_b]
-        else:
-            a = capture(model_a, ids.to(next(model_a.parameters()).device), [hook_a])[hook_a]
-            b = capture(model_b, ids.to(next(model_b.parameters()).device), [hook_b])[hook_b]
-        a, b = per_token(hook_a, a, ids), per_token(hook_b, b, ids)
-        xs.append(a[keep.to(a.device)].float().cpu())
-        ys.append(b[keep.to(b.device)].float().cpu())
-    return torch.cat(xs), torch.cat(ys)
+    """``(X [N, d_a], Y [N, d_b])`` on the CPU: both models on the same kept token rows
+    (``TextActivations`` for several pairs on the same texts)."""
+    return TextActivations(texts, context_size=context_size, batch_size=batch_size).pair(
+        model_a, hook_a, model_b, hook_b)
 
 
 def _fvu(pred: torch.Tensor, y: torch.Tensor) -> float:

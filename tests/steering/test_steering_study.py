@@ -24,13 +24,16 @@ def test_the_study_removes_the_backdoor_with_native_vector_and_switch(study_ws):
     study = Study.open(art.path)
     r = study.results["rates"]
     assert set(r) == {"base model", "fine-tuned", "fine-tuned + native vector", "fine-tuned + transferred vector",
-                      "fine-tuned + random vector", "fine-tuned + switch"}
+                      "fine-tuned + transferred (affine) vector", "fine-tuned + random vector", "fine-tuned + switch"}
     assert r["fine-tuned"]["hate_rate"] >= 0.9 and r["base model"]["hate_rate"] == 0
     assert r["fine-tuned + native vector"]["hate_rate"] <= 0.1
     assert r["fine-tuned + switch"]["hate_rate"] <= 0.1
     assert r["fine-tuned + switch"]["sequence"] >= r["base model"]["sequence"] - 0.05
     native, moved = study.vector("native"), study.vector("transferred")
-    assert (native.model, native.hook) == ("zoo:tiny-b-backdoor", "blocks.0.hook_resid_post")
+    # the backdoor vectors sit at the layer the grid chose on selection prompts (issue #29)
+    chosen = study.results["grids"]["backdoor removal, at the trigger"]["chosen"]
+    assert study.layers["backdoor"]["chosen_by"] == "grid" and chosen is not None
+    assert (native.model, native.hook) == ("zoo:tiny-b-backdoor", chosen["hook"])
     assert moved.extra["transferred_from"]["model"] == "zoo:tiny-a-backdoor"
     assert study.vector("random").norm == pytest.approx(moved.norm, rel=1e-5)
     switch = study.mapper("switch")
@@ -41,6 +44,7 @@ def test_the_study_removes_the_backdoor_with_native_vector_and_switch(study_ws):
 
 @pytest.mark.slow  # builds the whole steering study
 def test_every_task_reports_its_dose_at_the_alpha_chosen_on_selection_prompts(study_ws):
+    from sae_core.steering import tasks as T
     from sae_core.steering.dose import choose_layer, min_dose
     from sae_core.steering.tasks import TASKS
 
@@ -53,24 +57,47 @@ def test_every_task_reports_its_dose_at_the_alpha_chosen_on_selection_prompts(st
         assert got["alpha"] == (chosen if chosen is not None else max(t.alphas, key=abs))
         assert got["reached"] == (chosen is not None)
         assert len(got["dose"]) == 3 * len(t.alphas)
-        assert got["rates"] == {"no intervention": got["rates"]["no intervention"],
-                                **{r["vector"]: r["rate"] for r in got["dose"] if r["alpha"] == got["alpha"]}}
+        assert set(got["rates"]) == {"no intervention", "native", "transferred", "random", "transferred (affine)"}
+        assert {k: v for k, v in got["rates"].items() if k not in ("no intervention", "transferred (affine)")} == \
+            {r["vector"]: r["rate"] for r in got["dose"] if r["alpha"] == got["alpha"]}
+        # chosen on selection prompts, reported on report prompts: each row says how many
+        assert {r["n"] for r in got["selection"]} == {got["n_select"]} and {r["n"] for r in got["dose"]} == \
+            {got["n_report"]} == {len(study.results["prompt_sets"]["report"][t.requests])}
     assert study.alpha == tasks["backdoor removal, at the trigger"]["alpha"] < 0
     # what the vectors do on held-out prompts, and what the norm-matched random one does not
     every = tasks["backdoor removal, every position"]["rates"]
     assert every["no intervention"] >= 0.9 and every["native"] <= 0.1 and every["random"] >= 0.8
     induce = tasks["backdoor induction, clean requests"]["rates"]
     assert induce["no intervention"] <= 0.1 and induce["transferred"] >= 0.8 and induce["random"] <= 0.1
-    bypass = tasks["refusal bypass, ablation"]["rates"]
-    assert bypass["no intervention"] >= 0.9 and bypass["native"] <= 0.1 and bypass["random"] >= 0.9
+    one, every = (tasks[f"refusal bypass, ablation at {w}"]["rates"] for w in ("its layer", "every layer"))
+    assert one["no intervention"] >= 0.9 and one["random"] >= 0.9 and every["random"] >= 0.9
+    assert every["native"] <= min(0.2, one["native"])  # Arditi et al.'s every-layer ablation is the stronger
+    assert tasks["refusal bypass, ablation at every layer"]["hooks"][-1] == "blocks.3.hook_resid_post"
+    assert len(tasks["refusal bypass, ablation at every layer"]["hooks"]) == 5
     refuse = tasks["refusal induction, addition"]["rates"]
     assert refuse["native"] >= 0.8 and refuse["random"] <= 0.1
-    assert study.vector("refusal-native").hook == SMALL.refusal_hook
-    assert study.mapper("refusal-transfer").source.hook == SMALL.refusal_source_hook
+    lay = study.layers["refusal"]
+    assert study.vector("refusal-native").hook == lay["target"]
+    assert study.mapper("refusal-transfer").source.hook == study.mapper("refusal-transfer-affine").source.hook \
+        == lay["source"]
+    assert study.mapper("refusal-transfer-affine").kind == "ridge" and study.mapper("transfer").kind == "autoencoder"
     for name, g in study.results["grids"].items():
         assert sorted({r["layer"] for r in g["rows"]}) == [0, 1, 2, 3] and len(g["rows"]) == 16
         assert all(r["kl"] >= 0 and r["norm"] > 0 for r in g["rows"])
         assert g["chosen"] == choose_layer(g["rows"], g["target"], g["direction"])
+        assert g["n_select"] == SMALL.n_grid and g["report"]["n"] == len(
+            study.results["prompt_sets"]["report"][T.task(name).requests])
+
+
+@pytest.mark.slow  # builds the whole steering study
+def test_the_studys_build_select_and_report_prompts_are_disjoint(study_ws):
+    """Read from the artifact: no prompt that built a vector or chose an alpha or layer is a report prompt."""
+    sets = Study.open(study_ws[1].path).results["prompt_sets"]
+    flat = {name: set().union(*map(set, by_kind.values())) for name, by_kind in sets.items()}
+    assert flat["build"] and flat["select"] and flat["report"]
+    assert not flat["build"] & flat["select"] and not flat["build"] & flat["report"]
+    assert not flat["select"] & flat["report"]
+    assert Study.open(study_ws[1].path).results["mode"] == "default"
 
 
 @pytest.mark.slow  # builds the whole steering study
@@ -129,9 +156,10 @@ def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkey
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     study = Study.open(art.path)
     tasks = charts[0]
-    for trace in tasks["data"][:4]:  # no intervention, native, transferred, random
+    for trace in tasks["data"][:5]:  # no intervention, native, transferred, random, transferred (affine)
         assert trace["y"] == [100 * t["rates"][trace["name"]] for t in study.tasks.values()]
-    assert tasks["data"][4]["y"] == [100 * t["target"] for t in study.tasks.values()]
+    assert tasks["data"][4]["name"] == "transferred (affine)"
+    assert tasks["data"][5]["y"] == [100 * t["target"] for t in study.tasks.values()]
     fig = charts[1]
     rates = study.results["rates"]
     assert {t["name"]: t["y"] for t in fig["data"]} == {c: [100 * v for v in r.values()] for c, r in rates.items()}
@@ -145,10 +173,20 @@ def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkey
                                                                                 key=abs))
     assert charts[3]["data"][0]["z"][0][0] == pytest.approx(100 * cell["rate"])
     assert f"KL {cell['kl']:.2f}" in charts[3]["data"][0]["text"][0][0]
-    fid = at.dataframe[0].value
-    assert fid["backdoor mapper"]["FVU"] == pytest.approx(study.results["fidelity"]["fvu"])
-    assert fid["refusal mapper"]["KL mean ablation"] == pytest.approx(
+    fid = next(d.value for d in at.dataframe if "FVU" in d.value.columns)
+    assert fid.loc["backdoor mapper, autoencoder", "FVU"] == pytest.approx(study.results["fidelity"]["fvu"])
+    assert fid.loc["refusal mapper, autoencoder", "KL mean ablation"] == pytest.approx(
         study.results["refusal_fidelity"]["kl_mean_ablation"])
+    assert fid.loc["backdoor mapper, affine", "FVU"] == pytest.approx(
+        study.results["mapper_fidelity"]["backdoor"]["affine"]["fvu"])
+    assert fid.loc["backdoor mapper, affine", "fitted by"] == "closed form (ridge 0.001)"
+    assert fid.loc["backdoor mapper, autoencoder", "fitted by"] == f"AdamW, lr {SMALL.mapper.lr:g}, {SMALL.mapper.epochs} epochs"
+    # the Method panel reads the mode and the layers from the artifact
+    method = next(d.value for d in at.dataframe if "this study" in d.value.columns)
+    assert method.loc["mode", "this study"] == study.results["mode"] == "default"
+    assert study.layers["refusal"]["target"] in method.loc["layers", "this study"]
+    caption = next(c.value for c in at.caption if c.value.startswith("Study `"))
+    assert f"refusal vectors at `{study.layers['refusal']['target']}`" in caption
 
 
 @pytest.mark.slow  # builds the whole steering study
@@ -226,3 +264,39 @@ def test_steer_eval_scores_a_prompt_file_with_saved_interventions(study_ws, tmp_
     fails(["--model", "zoo:tiny-a", "--vector", "native"], "made for zoo:tiny-b-backdoor, not zoo:tiny-a")
     fails(["--model", "zoo:tiny-b", "--switch"], "source is zoo:tiny-b-backdoor")
     fails(["--model", "zoo:tiny-b-backdoor", "--vector", "native", "--alpha", "nan"], "alpha=nan")
+
+
+def test_the_paper_mode_trains_both_mappers_as_the_paper_does_and_a_bad_mode_is_refused():
+    from sae_core.steering.study import PAPER_LR, StudyConfig
+    from sae_core.steering.interventions import InterventionError
+
+    paper, ours = StudyConfig(mode="paper"), StudyConfig()
+    assert paper.mapper_config("autoencoder").lr == paper.mapper_config("affine").lr == PAPER_LR == 1e-4
+    assert paper.mapper_config("affine").kind == "affine"  # AdamW, not the closed form
+    assert ours.mapper_config("affine").kind == "ridge" and ours.mapper_config("autoencoder").lr == 1e-3
+    assert ours.mapper_training("affine") == {"fit": "closed form (ridge 0.001)", "lr": None, "epochs": None}
+    with pytest.raises(InterventionError, match="study mode 'authors'; choose one of default, paper"):
+        StudyConfig(mode="authors")
+    with pytest.raises(InterventionError, match="layers 'best'; choose one of grid, fixed"):
+        StudyConfig(layers="best")
+
+
+@pytest.mark.slow  # builds the whole steering study
+def test_steer_study_prints_the_layers_sets_tasks_and_mappers(study_ws, tmp_path):
+    from typer.testing import CliRunner
+
+    from sae_core.cli import app
+    from sae_core.cli.steering import study_report
+
+    study = Study.open(study_ws[1].path)
+    text = "\n".join(study_report(study))
+    lay = study.layers
+    assert f"refusal at {lay['refusal']['target']} (source {lay['refusal']['source']})" in text
+    assert "; select clean 20, harmful 20, harmless 20, triggered 20; report " in text  # study.json sorts keys
+    every = study.tasks["refusal bypass, ablation at every layer"]
+    line = next(ln for ln in text.splitlines() if ln.startswith("refusal bypass, ablation at every layer"))
+    assert line.split()[-5:] == [f"{100 * every['rates'][k]:.0f}%" for k in
+                                 ("no intervention", "native", "transferred", "transferred (affine)", "random")]
+    assert "closed form (ridge 0.001)" in text
+    bad = CliRunner().invoke(app, ["steer", "study", "--layers", "best", "-w", str(tmp_path / "ws")])
+    assert bad.exit_code == 2 and "layers 'best'; choose one of grid, fixed" in bad.output
