@@ -10,6 +10,7 @@ from sae_core.cli.common import (Bar, ColumnOpt, CorpusOpt, SplitOpt, WorkspaceO
                                  text_source)
 from sae_core.steering.behaviour import score_prompts
 from sae_core.steering.capabilities import CapabilitiesConfig
+from sae_core.steering.study import StudyConfig
 from sae_core.steering.switches import SWITCH_CONFIG
 from sae_core.steering.vectors import mean_difference
 
@@ -34,12 +35,9 @@ def _study(ws, name: Optional[str]):
 def steer_study(workspace: Optional[Path] = WorkspaceOpt,
                 paper: bool = typer.Option(False, "--paper", help="The paper's mapper training (lr 1e-4) instead "
                                                                   "of this tool's (lr 1e-3); recorded in the study."),
-                layers: str = typer.Option("grid", "--layers", help="grid: each vector family at the layer its "
-                                           "layer x alpha grid chooses on selection prompts; fixed: the "
-                                           "configured hooks.")):
+                layers: str = config_option(StudyConfig, "layers", "--layers")):
     """Build the steering study (vectors, transfer mappers, safety switch, rates) into the workspace."""
     from sae_core.steering.job import steering_study_to_workspace
-    from sae_core.steering.study import StudyConfig
     from sae_core.workspace import Workspace
 
     cfg = StudyConfig(mode="paper" if paper else "default", layers=layers)

@@ -36,6 +36,7 @@ class BatchTopKSAE(SAE):
         # A buffer, not a parameter: saved with the weights, never touched by the optimizer.
         self.register_buffer("threshold", torch.zeros((), dtype=self.W_enc.dtype))
         self.register_buffer("threshold_initialized", torch.zeros((), dtype=torch.bool))
+        self.threshold_updates = True  # the trainer holds the EMA still before dictionary_learning's start step
 
     def activate(self, pre_NS: torch.Tensor) -> torch.Tensor:
         relu_NS = torch.relu(pre_NS)
@@ -77,6 +78,8 @@ class BatchTopKSAE(SAE):
         """EMA of ``low``, the smallest kept (positive) activation of a training batch (+inf when
         none was kept: then nothing changes; data-parallel: the global batch's, ``min_kept``).
         Tensor ops only, so a GPU never waits for the host here."""
+        if not self.threshold_updates:
+            return
         m = self.cfg.threshold_momentum
         kept = torch.isfinite(low)
         ema = torch.where(self.threshold_initialized, self.threshold * m + (1 - m) * low, low)

@@ -71,7 +71,8 @@ class StudyConfig:
     source_model: str = "zoo:tiny-a-backdoor"
     target_model: str = "zoo:tiny-b-backdoor"
     base_model: str = "zoo:tiny-b"
-    layers: str = "grid"          # "grid": each family at its grid's chosen layer; "fixed": the hooks below
+    layers: str = field(default="grid", metadata={"help": "grid: each vector family at the layer its layer x alpha "
+                                                          "grid chooses on selection prompts; fixed: the configured hooks."})
     source_hook: str = "blocks.0.hook_resid_post"          # fixed (or no layer qualified): backdoor
     target_hook: str = "blocks.0.hook_resid_post"
     refusal_source_hook: str = "blocks.1.hook_resid_post"  # fixed (or no layer qualified): refusal

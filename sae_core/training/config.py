@@ -12,6 +12,9 @@ from sae_core.errors import SAECoreError
 from sae_core.sae.base import SAE
 
 
+THRESHOLD_RULES = ("calibrated", "ema")
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     total_tokens: int                 # tokens to train on (steps = total_tokens // batch_size)
@@ -31,6 +34,12 @@ class TrainerConfig:
     autocast: str | None = field(default=None, metadata={
         "help": "bf16: run under bfloat16 autocast (weights stay float32)."})
     sync_every: int | None = None     # steps between host reads of the log (None: 1 on CPU, 64 on CUDA)
+    grad_clip: float | None = field(default=None, metadata={
+        "help": "Clip the gradient's global norm to this (dictionary_learning: 1.0) [default: no clipping]."})
+    threshold: str = field(default="calibrated", metadata={
+        "help": "BatchTopK inference threshold: calibrated (at the final weights) or ema (dictionary_learning: "
+                "the EMA of the smallest kept activation from step --threshold-start, kept as it is)."})
+    threshold_start: int = 1000       # threshold="ema": the EMA moves after this step (dictionary_learning: 1000)
 
     def __post_init__(self):
         if self.total_tokens < self.batch_size:
@@ -44,6 +53,14 @@ class TrainerConfig:
             raise SAECoreError(f"batch_size must be positive (got {self.batch_size})")
         if self.autocast not in (None, "bf16"):
             raise SAECoreError(f"autocast={self.autocast!r}; choose 'bf16' or leave it unset (float32)")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise SAECoreError(f"grad_clip={self.grad_clip} must be a positive number (or unset: no clipping)")
+        if self.threshold not in THRESHOLD_RULES:
+            raise SAECoreError(f"threshold={self.threshold!r}; choose one of {', '.join(THRESHOLD_RULES)}")
+        if self.threshold == "ema" and not 0 <= self.threshold_start < self.steps - 1:
+            raise SAECoreError(f"threshold='ema' starts its EMA at step {self.threshold_start}, but the run has "
+                               f"{self.steps} steps: the threshold would never be set; lower --threshold-start "
+                               "or use the calibrated threshold")
         if self.sync_every is not None and self.sync_every < 1:
             raise SAECoreError(f"sync_every={self.sync_every} must be at least 1 (steps between host reads)")
         if self.device is not None:

@@ -78,7 +78,7 @@ def fit_encoder_scale(sae: SAE, x_ND: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def calibrate_inference(sae: SAE, batches_ND: list[torch.Tensor]) -> None:
+def calibrate_inference(sae: SAE, batches_ND: list[torch.Tensor], threshold: bool = True) -> None:
     """Set a BatchTopK-family SAE's inference rule at the final weights: the Sampled-SAE's pool
     (``calibrate_pool``), then the threshold.
 
@@ -86,11 +86,14 @@ def calibrate_inference(sae: SAE, batches_ND: list[torch.Tensor]) -> None:
     early steps, whose cut-off was higher), which left inference L0 well below k in short runs.
     Averaging the training rule's cut-off over a few fresh batches at the final weights gives an
     inference L0 close to k. Needs eval mode (no EMA or pool statistics are updated).
+    ``threshold=False`` keeps the training EMA (dictionary_learning's rule, ``TrainerConfig.threshold``).
     """
     if not hasattr(sae, "batch_rule_coords"):
         return
     if hasattr(sae, "calibrate_pool"):  # Sampled-SAE: its inference pool first (sampled.py)
         sae.calibrate_pool(batches_ND)
+    if not threshold:
+        return
     lows = []
     for x_ND in batches_ND:
         low = min_kept(sae.batch_rule_coords(sae.pre_acts(x_ND))[2])

@@ -75,13 +75,19 @@ def _evaluate(sae: SAE, batches: Iterable[torch.Tensor], batch_size: int) -> dic
             "eval_tokens": n_rows, "log10_density": torch.log10(density.clamp_min(1e-10))}
 
 
+_AS_BEFORE = {("autocast", None), ("grad_clip", None), ("threshold", "calibrated")}
+
+
 def sae_run_name(acts: Artifact, cfg: SAEConfig, tcfg: TrainerConfig) -> str:
     """The SAE artifact's name: a hash of everything that changes the trained weights (how often
     checkpoints are written does not)."""
     # how often checkpoints are written or the log is read changes nothing; autocast unset is the
     # float32 every earlier name was made with
+    # (nor do the fields added since at the value every earlier run had)
     trainer = {k: v for k, v in asdict(tcfg).items()
-               if k not in ("checkpoint_every", "sync_every") and not (k == "autocast" and v is None)}
+               if k not in ("checkpoint_every", "sync_every") and (k, v) not in _AS_BEFORE}
+    if trainer.get("threshold", "calibrated") == "calibrated":
+        trainer.pop("threshold_start", None)  # used only by the ema threshold
     fields = {"acts": acts.name, "sae": cfg.to_json(), "trainer": trainer}
     if cfg.arch == "sampled":
         fields["rule_revision"] = RULE_REVISION

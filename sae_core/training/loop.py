@@ -25,6 +25,14 @@ Choices and their sources:
   (``aux_fraction``): on every token the same run took 49% longer for FVU 0.0107.
 - Adam, lr = 2e-4 / sqrt(d_sae / 2^14) unless given; linear warmup; linear decay to 0 over the
   last ``decay_fraction`` of steps.
+- Against dictionary_learning's BatchTopK trainer (``trainers/batch_top_k.py``,
+  ``BatchTopKTrainer.update``), the reference implementation of the BatchTopK paper:
+  - gradient clipping: it clips the gradient's global norm to 1.0 after removing the part
+    parallel to the decoder rows; ``grad_clip`` does the same (None: no clipping);
+  - the inference threshold: it keeps an EMA (beta 0.999) of the smallest kept activation from
+    step 1000 on and uses it as it is; here the threshold is calibrated at the final weights
+    (``calibrate_inference``), and ``threshold="ema"`` with ``threshold_momentum=0.999`` and
+    ``threshold_start`` is its rule (a run must be longer than ``threshold_start`` steps).
 
 GPU path (issue #15): on CUDA a step reads nothing on the host, so the GPU never waits for it:
 the step's numbers stay on the device and are read every ``sync_every`` steps (64 by default, and

@@ -198,6 +198,8 @@ class TrainingRun:
         share = 1.0 / dp.world if dp else 1.0  # this rank's fraction of the global batch
         lazy = kernels.defer_host_reads(x_ND)
         sae.train()
+        # dictionary_learning's threshold: its EMA moves only from ``threshold_start`` on
+        sae.threshold_updates = tcfg.threshold != "ema" or step > tcfg.threshold_start
         for group in self.opt.param_groups:
             group["lr"] = lr_at(step, tcfg, self.lr)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tcfg.autocast == "bf16"):
@@ -222,6 +224,8 @@ class TrainingRun:
         loss.backward()
         distributed.sum_grads_(sae.parameters())
         sae.remove_parallel_grads()
+        if tcfg.grad_clip is not None:  # dictionary_learning's order: parallel part removed, then clipped
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), tcfg.grad_clip)
         self.opt.step()
         sae.normalize_decoder()
         n_rows = x_ND.shape[0] * (dp.world if dp else 1)
@@ -265,7 +269,7 @@ class TrainingRun:
 
     def finish(self, calib_ND: list[torch.Tensor], scale: float) -> TrainResult:
         self.sae.eval()
-        calibrate_inference(self.sae, calib_ND)
+        calibrate_inference(self.sae, calib_ND, threshold=self.tcfg.threshold == "calibrated")
         fold_scale(self.sae, scale)
         if hasattr(self.sae, "pool_generator"):
             self.sae.pool_generator = None  # the trained SAE does not hold on to the trainer's RNG

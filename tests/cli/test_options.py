@@ -51,6 +51,7 @@ NOT_CONFIG = {
     (ANY, "--op"): ("add", "the steer commands' own op (OpOpt); Intervention.op has no default"),
     (ANY, "--positions"): ("trigger", "the steer commands' own rule (PositionsOpt); positions_rule has no default"),
     ("steer eval", "--switch"): (False, "a flag: turn the study's switch on"),
+    ("steer study", "--paper"): (False, "a flag for StudyConfig.mode='paper'; unset, the field's default mode"),
     ("steer eval", "--switch-name"): (None, "inputs: switches to turn on, none by default"),
     ("steer generate", "--switch"): (None, "inputs: switches to turn on, none by default"),
     ("steer generate", "--tokens"): (20, "the command's own: generation.generate's n_new has no default"),

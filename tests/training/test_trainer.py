@@ -242,3 +242,56 @@ def test_training_on_badly_scaled_activations_still_reconstructs():
     out = res.sae(x[:512])
     fvu = (out.x_hat - x[:512]).pow(2).sum() / (x[:512] - x[:512].mean(0)).pow(2).sum()
     assert fvu < 0.7 and res.scale == pytest.approx(32 ** 0.5 / x[:256].norm(dim=1).mean().item(), rel=0.2)
+
+
+def test_grad_clip_bounds_the_norm_each_adam_step_sees(monkeypatch):
+    """dictionary_learning's clipping (issue #29): the parallel part removed, then the global norm
+    clipped, before Adam steps; without it the norms run past the bound."""
+    x, _ = planted(8192, seed=4)
+    cfg = SAEConfig(arch="batchtopk", d_in=32, d_sae=96, k=6)
+    seen: list[float] = []
+    real = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        seen.append(float(torch.linalg.vector_norm(torch.stack([
+            torch.linalg.vector_norm(p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None]))))
+        return real(self, *a, **k)
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    norms = {}
+    for clip in (None, 0.05):
+        seen.clear()
+        train_sae(batch_source(x, 512), cfg, TrainerConfig(total_tokens=512 * 12, batch_size=512, seed=0, grad_clip=clip))
+        norms[clip] = list(seen)
+    assert len(norms[0.05]) == len(norms[None]) == 12
+    assert max(norms[0.05]) <= 0.05 * (1 + 1e-5) and max(norms[None]) > 0.05
+    with pytest.raises(SAECoreError, match="grad_clip=0 must be a positive number"):
+        TrainerConfig(total_tokens=512, batch_size=512, grad_clip=0)
+
+
+def test_the_ema_threshold_moves_only_after_its_start_step_and_is_kept(monkeypatch):
+    """threshold="ema" is dictionary_learning's rule: no update up to threshold_start, the EMA after,
+    and no calibration at the end; the calibrated default recalibrates at the final weights."""
+    from sae_core.sae.batchtopk import BatchTopKSAE
+    import sae_core.training.step as step_module
+
+    x, _ = planted(8192, seed=5)
+    cfg = SAEConfig(arch="batchtopk", d_in=32, d_sae=96, k=6)
+    flags, calibrated = [], []
+    real_update, real_calibrate = BatchTopKSAE._update_threshold, step_module.calibrate_inference
+    monkeypatch.setattr(BatchTopKSAE, "_update_threshold",
+                        lambda self, low: flags.append(self.threshold_updates) or real_update(self, low))
+    monkeypatch.setattr(step_module, "calibrate_inference",
+                        lambda sae, b, threshold=True: calibrated.append(threshold) or real_calibrate(sae, b, threshold))
+    ema = train_sae(batch_source(x, 512), cfg, TrainerConfig(total_tokens=512 * 10, batch_size=512, seed=0,
+                                                             threshold="ema", threshold_start=6))
+    # the first call is the encoder-scale probe before step 0, whose buffers are restored
+    assert flags[1:] == [False] * 7 + [True] * 3 and calibrated == [False]
+    assert bool(ema.sae.threshold_initialized) and float(ema.sae.threshold) > 0
+    flags.clear()
+    cal = train_sae(batch_source(x, 512), cfg, TrainerConfig(total_tokens=512 * 10, batch_size=512, seed=0))
+    assert flags[1:] == [True] * 10 and calibrated == [False, True]
+    assert float(cal.sae.threshold) != pytest.approx(float(ema.sae.threshold))
+    with pytest.raises(SAECoreError, match="the threshold would never be set"):
+        TrainerConfig(total_tokens=512 * 10, batch_size=512, threshold="ema")
+    with pytest.raises(SAECoreError, match="threshold='jump'; choose one of calibrated, ema"):
+        TrainerConfig(total_tokens=512, batch_size=512, threshold="jump")
