@@ -71,7 +71,7 @@ def small_study_config():
     from sae_core.steering.mappers import MapperConfig
     from sae_core.steering.study import StudyConfig
 
-    return StudyConfig(n_pairs=30, n_texts=400, n_eval=20, n_select=20, n_grid=20, n_coherence=30,
+    return StudyConfig(n_pairs=30, n_texts=400, n_eval=20, n_select=20, n_grid=12, n_coherence=20, n_fidelity=30,
                        mapper=MapperConfig(lr=1e-3, epochs=4))
 
 

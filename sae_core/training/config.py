@@ -34,8 +34,8 @@ class TrainerConfig:
     autocast: str | None = field(default=None, metadata={
         "help": "bf16: run under bfloat16 autocast (weights stay float32)."})
     sync_every: int | None = None     # steps between host reads of the log (None: 1 on CPU, 64 on CUDA)
-    grad_clip: float | None = field(default=None, metadata={
-        "help": "Clip the gradient's global norm to this (dictionary_learning: 1.0) [default: no clipping]."})
+    grad_clip: float | None = field(default=1.0, metadata={
+        "help": "Clip the gradient's global norm to this, as dictionary_learning does (None: no clipping)."})
     threshold: str = field(default="calibrated", metadata={
         "help": "BatchTopK inference threshold: calibrated (at the final weights) or ema (dictionary_learning: "
                 "the EMA of the smallest kept activation from step --threshold-start, kept as it is)."})

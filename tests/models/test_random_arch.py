@@ -75,12 +75,12 @@ def test_random_pythia_160m_harvests_trains_and_indexes_at_full_width(tmp_path):
     ws = Workspace(tmp_path / "ws")
     acts = harvest_to_workspace(ws, name, hook, n_tokens=6000, model=model)
     assert acts.model == name and acts.meta["d"] == 768 and acts.meta["n_tokens"] >= 5000
-    cfg = SAEConfig(arch="topk", d_in=768, d_sae=4096, k=32)
-    art = train_to_workspace(ws, acts, cfg, TrainerConfig(total_tokens=4096 * 2, batch_size=2048), model=model)
+    cfg = SAEConfig(arch="topk", d_in=768, d_sae=2048, k=32)
+    art = train_to_workspace(ws, acts, cfg, TrainerConfig(total_tokens=2048 * 2, batch_size=2048), model=model)
     metrics = json.loads((art.path / "metrics.json").read_text())
     assert metrics["l0"] == pytest.approx(32, abs=1)
     assert metrics["ce_clean"] > 0 and "ce_loss_recovered" in metrics
     sae = load_sae(art.path)
-    index = index_to_workspace(ws, sae, name, hook, IndexConfig(n_tokens=1500, feature_map=False),
+    index = index_to_workspace(ws, sae, name, hook, IndexConfig(n_tokens=1000, feature_map=False),
                                sae_source=art.name, model=model)
     assert index.model == name and index.meta["n_tokens"] > 0

@@ -120,3 +120,27 @@ def test_a_sweep_holds_the_model_lock_only_for_the_downstream_passes(tmp_path, t
     assert during_training and not any(during_training)
     assert probe.entries == art.meta["n_saes"] == len(sc.sae_configs(tiny_a.cfg.d_model, "", "")) > 1
     assert not probe.held
+
+
+def test_a_run_without_clipping_keeps_the_name_it_had_before_clipping_existed():
+    """grad_clip=None (and the calibrated threshold) train as before issue #29 added them: such SAEs
+    keep their names (pinned from the code before); the clipped default is another run, another name."""
+    from pathlib import Path
+
+    from sae_core.sae.config import SAEConfig
+    from sae_core.training.config import TrainerConfig
+    from sae_core.training.job import sae_run_name
+    from sae_core.workspace import Artifact
+
+    acts = Artifact("activations", "tiny-a__blocks.1.hook_resid_post__773c19705d", Path("."), "zoo:tiny-a",
+                    "blocks.1.hook_resid_post", 0.0, {})
+    cfg = SAEConfig(arch="batchtopk", d_in=128, d_sae=512, k=16)
+    tcfg = TrainerConfig(total_tokens=1_000_000, batch_size=1024, grad_clip=None)
+    assert sae_run_name(acts, cfg, tcfg) == "tiny-a__blocks.1.hook_resid_post__e4d291e491"
+    assert sae_run_name(acts, cfg, TrainerConfig(total_tokens=1_000_000, batch_size=1024)) == \
+        "tiny-a__blocks.1.hook_resid_post__3377e81a64"
+    ema = TrainerConfig(total_tokens=1_000_000, batch_size=1024, grad_clip=None, threshold="ema", threshold_start=10)
+    assert sae_run_name(acts, cfg, ema) not in ("tiny-a__blocks.1.hook_resid_post__e4d291e491",
+                                               sae_run_name(acts, cfg, TrainerConfig(
+                                                   total_tokens=1_000_000, batch_size=1024, grad_clip=None,
+                                                   threshold="ema", threshold_start=20)))
