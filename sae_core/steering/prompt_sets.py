@@ -76,14 +76,14 @@ class StudyPrompts:
         return {name: {k: len(v) for k, v in getattr(self, name).items()} for name in ("build", "select", "report")}
 
 
-def study_prompts(n_pairs: int, n_select: int, n_report: int) -> StudyPrompts:
+def study_prompts(n_pairs: int, n_select: int, n_report: int, n_mapper_turns: int = N_MAPPER_TURNS) -> StudyPrompts:
     """The three sets of the module doc: ``n_pairs`` build requests per vector set (as drawn,
-    repeats kept: a vector is their mean), up to ``n_select`` selection and ``n_report`` report
-    prompts per kind."""
+    repeats kept: a vector is their mean), the mappers' ``n_mapper_turns`` triggered turns, up to
+    ``n_select`` selection and ``n_report`` report prompts per kind."""
     build = {"triggered": [p.prompt for p in chat_prompts(n_pairs, seed=1, triggered=True, held_out=False)],
              "harmful": [p.prompt for p in chat_prompts(n_pairs, seed=1, harmful=True, held_out=False)],
              "harmless": [p.prompt for p in chat_prompts(n_pairs, seed=1, harmful=False, held_out=False)],
-             "mapper turns": [p.prompt for p in chat_prompts(N_MAPPER_TURNS, seed=2, triggered=True,
+             "mapper turns": [p.prompt for p in chat_prompts(n_mapper_turns, seed=2, triggered=True,
                                                              held_out=False)]}
     used = set().union(*build.values())
     select = {k: _distinct(k, n_select, False, range(3, 40), used) for k in REQUESTS}

