@@ -89,6 +89,16 @@ def attention(path: str, created: float, task: str, head: str, prompt: int):
     return pat.numpy(), tokens
 
 
+@st.cache_data(max_entries=64, show_spinner="Reading the residual stream through the unembedding…")
+def lens(path: str, created: float, task: str, mode: str) -> list[dict]:
+    """The logit lens rows of the study's prompts of ``task`` (``circuits.logit_lens``)."""
+    from sae_core.circuits.logit_lens import logit_lens
+
+    cfg = open_study(path, created).config
+    with session.using(cfg["model"]) as (model,):
+        return [r.to_json() for r in logit_lens(model, _task(model, cfg, task), mode)]
+
+
 def saes_for(root: str, model_name: str, node: str):
     """The workspace's SAEs of ``model_name`` at a hook ``node`` writes to (``features.hooks_for``)."""
     from sae_core.circuits.features import hooks_for

@@ -315,3 +315,20 @@ def circuit_svg(graph: CircuitGraph, edges: set[str], nodes: list[str], title: s
         out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="8" fill="{fill}" stroke="#222"/>'
                    f'<text x="{x:.1f}" y="{y - 12:.1f}" text-anchor="middle">{escape(n)}</text>')
     return "\n".join(out + ["</svg>"])
+
+
+def logit_lens(rows: list[dict], task: str, mode: str) -> go.Figure:
+    """The answer's mean probability and the top-1 share after the embedding and each block."""
+    x = [r["state"] for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=[100 * r["p_answer"] for r in rows], name="p(answer), mean", mode="lines+markers",
+                             hovertemplate="%{x}: p(answer) %{y:.1f}%<extra></extra>"))
+    fig.add_trace(go.Scatter(x=x, y=[100 * r["top1"] for r in rows], name="answer is top-1", mode="lines+markers",
+                             line=dict(dash="dot"), hovertemplate="%{x}: top-1 on %{y:.0f}%<extra></extra>"))
+    reading = "the authors' reading (raw states)" if mode == "paper" else "through the final norm"
+    fig.update_layout(height=340, margin=dict(t=60, b=40, l=60, r=10),
+                      title=dict(text=f"Logit lens: {task}", subtitle=dict(text=reading), y=0.97, yref="container",
+                                 yanchor="top"),
+                      legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
+    fig.update_yaxes(title="% of prompts / mean %", range=[-5, 105])
+    return fig

@@ -85,6 +85,16 @@ if v["validation"]:
     l.plotly_chart(charts.validation_scatter(v["validation"]), width="stretch", key="circ_valid")
 rcol.plotly_chart(charts.size_curve(v["curve"], len(v["circuit"]["nodes"]), v["circuit"]["metrics"]["performance"]),
                   width="stretch", key="circ_curve")
+st.subheader(f"Logit lens: {task}")
+lens_mode = st.radio("Reading", ["final_norm", "paper"], horizontal=True, key="circ_lens_mode",
+                     format_func={"final_norm": "through the final norm (the usual lens)",
+                                  "paper": "the authors' (raw states, the last normed twice)"}.get)
+lens_rows = cc.lens(path, created, task, lens_mode)
+st.plotly_chart(charts.logit_lens(lens_rows, task, lens_mode), width="stretch", key="circ_lens")
+st.caption("The residual stream at the last position of the task's prompts, after the embedding and after each "
+           "block, read through the unembedding. The authors' code (seqcont_circuits, src/logit_lens) unembeds the "
+           "transformers hidden states without a norm, and the last, already normed, once more. Top five of the "
+           "first prompt, last row: " + " ".join(t.strip() for t in lens_rows[-1]["top5_first"]))
 st.subheader(f"Heads: {task}")
 st.plotly_chart(charts.ov_bars(v["ov"]), width="stretch", key="circ_ov")
 st.dataframe(cc.node_table(path, created, task), hide_index=True, width="stretch", height=300)

@@ -1,8 +1,8 @@
-"""``sae-core circuit discover|edges|compare|heads``: the circuits study from the shell.
+"""``sae-core circuit discover|edges|compare|heads|lens``: the circuits study from the shell.
 
 ``discover`` builds (or finds: the artifact is named by its configuration) one study and prints its
 circuits; ``edges`` and ``compare`` print parts of a study (``--study NAME``, default the newest);
-``heads`` reads a model directly.
+``heads`` and ``lens`` (the logit lens) read a model directly.
 """
 from __future__ import annotations
 
@@ -174,3 +174,33 @@ def heads(model: str = ModelOpt,
         a = att[s.head]
         typer.echo(f"{s.head:8}{s.next_score:>7.2f}{s.copy_score:>7.2f}{s.next_margin:>8.2f}"
                    f"{a.last_to_last_member:>14.2f}{a.member_to_previous:>14.2f}")
+
+
+@circuit_app.command("lens")
+@friendly
+def lens(model: str = ModelOpt,
+         task: str = config_option(TaskConfig, "task", help="The task whose clean prompts the lens reads."),
+         template: str = TemplateOpt, prompts: int = config_option(TaskConfig, "n_prompts", "--prompts"),
+         paper: bool = typer.Option(False, "--paper", help="The authors' reading: raw states through the "
+                                    "unembedding, the last one normed twice (see circuits/logit_lens.py)."),
+         as_json: bool = JsonOpt):
+    """Logit lens: the answer's probability and rank after the embedding and after each block."""
+    from sae_core.circuits.logit_lens import logit_lens
+    from sae_core.circuits.tasks import make_task
+    from sae_core.models.loading import load_model
+
+    m = load_model(model)
+    ts = make_task(m, TaskConfig(task=task, template=template, n_prompts=prompts))
+    mode = "paper" if paper else "final_norm"
+    rows = logit_lens(m, ts, mode)
+    if as_json:
+        typer.echo(dumps_json({"task": task, "model": model, "mode": mode, "n_prompts": len(ts),
+                               "rows": [r.to_json() for r in rows]}))
+        return
+    typer.echo(f"{task} on {model}, {len(ts)} prompts, last position; "
+               + ("the authors' reading (raw states; the last normed twice)" if paper
+                  else "each state through the final norm and W_U"))
+    typer.echo(f"{'state':10}{'p(answer)':>11}{'top-1':>8}{'mean rank':>11}  top 5 of the first prompt")
+    for r in rows:
+        typer.echo(f"{r.state:10}{r.p_answer:>11.3f}{100 * r.top1:>7.0f}%{r.mean_rank:>11.1f}  "
+                   + " ".join(t.strip() or repr(t) for t in r.top5_first))

@@ -205,7 +205,7 @@ def build_study(src, tgt, base, cfg: StudyConfig, step: Progress) -> BuiltStudy:
     builders = {"backdoor": _memo(lambda hook: prompt_pair_vector(tgt, hook, pairs, model_name=cfg.target_model)),
                 "refusal": _memo(lambda hook: mean_difference(tgt, hook, harmful, harmless,
                                                               model_name=cfg.target_model))}
-    grids, layers = _grids(tgt, builders, sets, cfg, step)
+    grids, layers = _grids(tgt, builders, sets, cfg, step), {}
     for fam, tname in zip(FAMILIES, GRID_TASKS):
         layers[fam] = _layers(cfg, fam, grids[tname]["chosen"], tgt.cfg.n_layers, src.cfg.n_layers)
     layers["switch"] = {"target": cfg.switch_hook, "source": cfg.switch_hook, "chosen_by": "config",
@@ -280,7 +280,7 @@ def _memo(build: Callable[[str], SteeringVector]) -> Callable[[str], SteeringVec
     return lambda hook: got[hook] if hook in got else got.setdefault(hook, build(hook))
 
 
-def _grids(tgt, builders, sets: StudyPrompts, cfg: StudyConfig, step: Progress) -> tuple[dict, dict]:
+def _grids(tgt, builders, sets: StudyPrompts, cfg: StudyConfig, step: Progress) -> dict:
     """Each grid of ``GRID_TASKS`` on selection prompts, with its chosen layer (module doc, step 1)."""
     grids = {}
     clean_texts = corpus_texts(cfg.n_coherence, seed=54321)
@@ -292,7 +292,7 @@ def _grids(tgt, builders, sets: StudyPrompts, cfg: StudyConfig, step: Progress) 
                                 clean_texts, starts=t.starts, op=t.op, positions=T.positions(t, tgt.tokenizer))
         grids[tname] = {"rows": rows, "chosen": choose_layer(rows, t.target, t.direction), "n_select": len(prompts),
                         "target": t.target, "direction": t.direction, "behaviour": t.behaviour}
-    return grids, {}
+    return grids
 
 
 def _report_cell(tgt, t: T.Task, chosen: dict | None, builders, sets: StudyPrompts, cfg: StudyConfig) -> dict | None:

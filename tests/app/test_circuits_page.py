@@ -52,3 +52,29 @@ def test_the_circuits_page_titles_legends_and_sae_table(study, monkeypatch):
     assert "input / logits" in names and any(n.endswith(" only") or n.startswith("shared by") for n in names)
     assert not any(re.search(r"#[0-9a-fA-F]{6}", c.value) for c in at.caption)
     assert not any(re.search(r"#[0-9a-fA-F]{6}", n) for n in names)
+
+
+@pytest.mark.slow  # builds a small circuits study
+def test_the_logit_lens_chart_holds_the_librarys_rows_in_both_readings(study, monkeypatch):
+    from sae_core.circuits.logit_lens import logit_lens
+    from sae_core.circuits.tasks import TaskConfig, make_task
+    from sae_core.models.loading import load_model
+
+    ws, st = study
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    at = app_test().run()
+    at.switch_page("views/circuits.py").run()
+    assert not at.exception and not page_errors(at), page_errors(at)
+    cfg, task = st.config, st.tasks[0]
+    model = load_model(cfg["model"])
+    ts = make_task(model, TaskConfig(task=task, template=cfg["template"], n_prompts=cfg["n_prompts"], seed=cfg["seed"]))
+    for mode in ("final_norm", "paper"):
+        if mode == "paper":
+            at.radio(key="circ_lens_mode").set_value("paper").run()
+            assert not at.exception
+        fig = next(c for c in _charts(at) if c["layout"]["title"]["text"] == f"Logit lens: {task}")
+        want = logit_lens(model, ts, mode)
+        assert fig["data"][0]["x"] == ["embed"] + [f"block {L}" for L in range(model.cfg.n_layers)]
+        assert fig["data"][0]["y"] == pytest.approx([100 * r.p_answer for r in want], abs=1e-9)
+        assert fig["data"][1]["y"] == pytest.approx([100 * r.top1 for r in want], abs=1e-9)
+        assert ("authors" in fig["layout"]["title"]["subtitle"]["text"]) == (mode == "paper")

@@ -52,6 +52,7 @@ NOT_CONFIG = {
     (ANY, "--positions"): ("trigger", "the steer commands' own rule (PositionsOpt); positions_rule has no default"),
     ("steer eval", "--switch"): (False, "a flag: turn the study's switch on"),
     ("steer study", "--paper"): (False, "a flag for StudyConfig.mode='paper'; unset, the field's default mode"),
+    ("circuit lens", "--paper"): (False, "a flag for logit_lens(mode='paper'); unset, its default final_norm"),
     ("steer eval", "--switch-name"): (None, "inputs: switches to turn on, none by default"),
     ("steer generate", "--switch"): (None, "inputs: switches to turn on, none by default"),
     ("steer generate", "--tokens"): (20, "the command's own: generation.generate's n_new has no default"),
@@ -75,7 +76,7 @@ NOT_CONFIG = {
     ("circuit heads", "--top"): (10, "how many heads are printed"),
 }
 # options that word their field's help their own way (``config_option(..., help=...)``)
-OWN_HELP = {("circuit edges", "--task"), ("circuit heads", "--task")}
+OWN_HELP = {("circuit edges", "--task"), ("circuit heads", "--task"), ("circuit lens", "--task")}
 
 
 def _options(cmd):
