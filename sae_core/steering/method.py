@@ -19,7 +19,7 @@ def method_rows(results: dict) -> list[dict[str, str]]:
          "this study": "; ".join(f"{fam} at {h['target']} from {h['source']} ({h['why']})"
                                  for fam, h in lay.items())},
         {"step": "prompts",
-         "paper": "vectors built on one set, measured on another",
+         "paper": "-",
          "this study": "three disjoint sets (tested): build " + _sizes(sizes["build"]) + "; select "
                        + _sizes(sizes["select"]) + "; report " + _sizes(sizes["report"])},
         {"step": "mappers",
