@@ -23,7 +23,8 @@ def method_rows(results: dict) -> list[dict[str, str]]:
          "this study": "three disjoint sets (tested): build " + _sizes(sizes["build"]) + "; select "
                        + _sizes(sizes["select"]) + "; report " + _sizes(sizes["report"])},
         {"step": "mappers",
-         "paper": f"autoencoder (hidden sqrt(d_src d_tgt)) against an affine baseline; AdamW, lr {PAPER_LR:g}",
+         "paper": f"autoencoder (hidden sqrt(d_src d_tgt)) against an affine baseline; AdamW, lr {PAPER_LR:g} "
+                  "(the rate this code cites as the paper's)",
          "this study": f"autoencoder: {ae['fit']}, lr {ae['lr']:g} ({lr_note}), {ae['epochs']} epochs; affine: "
                        + (affine["fit"] + " (the minimum of the affine MSE)" if affine["lr"] is None
                           else f"{affine['fit']}, lr {affine['lr']:g}, {affine['epochs']} epochs")

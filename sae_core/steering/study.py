@@ -301,12 +301,9 @@ def _report_cell(tgt, t: T.Task, chosen: dict | None, builders, sets: StudyPromp
     if chosen is None:
         return None
     v = builders[t.family](chosen["hook"])
-    specs = [Intervention(chosen["hook"], t.op, vector=v.vector, alpha=chosen["alpha"],
-                          positions=T.positions(t, tgt.tokenizer), name="vector")]
-    r = random_control(v, 0)
-    rnd = [Intervention(chosen["hook"], t.op, vector=r.vector, alpha=chosen["alpha"],
-                        positions=T.positions(t, tgt.tokenizer), name="random")]
-    report = sets.report[t.requests]
-    return {"n": len(report), "rate": starts_rate(tgt, report, specs, t.starts),
-            "random_rate": starts_rate(tgt, report, rnd, t.starts),
-            "kl": coherence_kl(tgt, specs, corpus_texts(cfg.n_coherence, seed=54322))}
+    pos, report = T.positions(t, tgt.tokenizer), sets.report[t.requests]
+    vector, rnd = dose_response(tgt, {"vector": v, "random": random_control(v, 0)}, [chosen["alpha"]], report,
+                                starts=t.starts, op=t.op, positions=pos)  # as the grid's cell: 3 tokens, seed 0
+    spec = Intervention(chosen["hook"], t.op, vector=v.vector, alpha=chosen["alpha"], positions=pos, name="vector")
+    return {"n": len(report), "rate": vector["rate"], "random_rate": rnd["rate"],
+            "kl": coherence_kl(tgt, [spec], corpus_texts(cfg.n_coherence, seed=54322))}

@@ -109,12 +109,17 @@ def test_profiles():
         profile_named("huge")
 
 
-def test_the_background_start_returns_at_once_when_the_demo_is_complete(tmp_path, monkeypatch):
+def _complete_demo(tmp_path, monkeypatch) -> None:
+    """A one-step fake demo built to the end in ``tmp_path``; starting a process then fails the test."""
     def ok(ws, p, on_progress):
         return "a"
     _fake_steps(monkeypatch, [ok])
     build.build_demo(Workspace(tmp_path), profile="fake")
     monkeypatch.setattr(build.subprocess, "Popen", lambda *a, **k: pytest.fail("a build was started"))
+
+
+def test_the_background_start_returns_at_once_when_the_demo_is_complete(tmp_path, monkeypatch):
+    _complete_demo(tmp_path, monkeypatch)
     assert build.start_background(Workspace(tmp_path), "fake").state == "done"
 
 
@@ -123,11 +128,7 @@ def test_the_cli_says_a_complete_demo_is_complete_and_starts_nothing(tmp_path, m
 
     from sae_core.cli.app import app
 
-    def ok(ws, p, on_progress):
-        return "a"
-    _fake_steps(monkeypatch, [ok])
-    build.build_demo(Workspace(tmp_path), profile="fake")
-    monkeypatch.setattr(build.subprocess, "Popen", lambda *a, **k: pytest.fail("a build was started"))
+    _complete_demo(tmp_path, monkeypatch)
     out = CliRunner().invoke(app, ["demo", "--background", "--profile", "fake", "-w", str(tmp_path)])
     assert out.exit_code == 0 and f"the demo of {tmp_path} is complete" in out.output
     bad = CliRunner().invoke(app, ["demo", "--profile", "huge", "-w", str(tmp_path)])
