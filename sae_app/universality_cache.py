@@ -9,8 +9,8 @@ import streamlit as st
 from sae_app import listing, results, session
 from sae_core.universality.grid import (KIND as GRID_KIND, Grid, GridConfig, grid_to_workspace, harvest_grid,
                                         resid_hooks)
-from sae_core.universality.job import (KIND, Universality, UniversalityConfig, paired_harvest,
-                                       universality_to_workspace)
+from sae_core.universality.job import (KIND, Universality, UniversalityConfig, paired_harvest, result_name,
+                                       twin_config, universality_to_workspace)
 
 RESULTS = results.Results(KIND, Universality)
 GRIDS = results.Results(GRID_KIND, Grid)
@@ -48,6 +48,26 @@ def pair_contexts(root: str, path: str, created: float, i: int):
     return contexts(listing.open_workspace(root), u, i, tokenizer)
 
 
+def result_label(art) -> str:
+    """A result as the Result box lists it: models, hooks, mode, name."""
+    a = art.meta["inputs"][0]
+    mode = {"paper": ", paper mode", "custom": ", custom steps"}.get(art.meta.get("mode"), "")
+    return f"{a['model']} {a['hook']} vs {art.model} {art.hook}{mode} ({art.name})"
+
+
+def subspace_notes(r: dict) -> str:
+    """Which groups could not be scored and why, and which have no word in the vocabulary."""
+    sub = r.get("subspaces") or {}
+    concepts = r.get("subspace_procedure") == "concepts"
+    how = ("The authors' procedure: each group's concept features found in each model apart (A / B features), "
+           "paired within the group. " if concepts else "The matched pairs with a keyword among their top tokens. ")
+    few = [f"{n} ({g['features_a']} / {g['features_b']} features, {g['n_pairs']} pairs)" if concepts
+           else f"{n} ({g['n_pairs']} pairs)" for n, g in sub.items() if not g["scores"] and g.get("in_vocabulary", 1)]
+    empty = [n for n, g in sub.items() if "in_vocabulary" in g and not g["in_vocabulary"]]
+    return how + (f"Too few to score: {', '.join(few)}. " if few else "") + (
+        f"No word of these groups is a token of this vocabulary: {', '.join(empty)}." if empty else "")
+
+
 def token_counts(tokens: list[str]) -> str:
     """A feature's top-activation tokens, distinct, most frequent first: ``the ×3, a ×2``."""
     from collections import Counter
@@ -82,3 +102,27 @@ def build_grid(root: str, on_progress=None):
                 lambda d, t: on_progress(d, t, "harvesting both models at every layer")))
         return grid_to_workspace(ws, cfg, load=session.load_model, on_progress=on_progress)
     return results.build(root, job)
+
+
+def twin(root: str, config: dict, results: dict, mode: str) -> str | None:
+    """The name of this result's comparison in ``mode`` ("paper" / "default"; ``job.twin_config``)
+    when the workspace has it."""
+    name = result_name(twin_config(config, results, mode))
+    return name if any(a.name == name for a in list_results(root)) else None
+
+
+def build_twin(root: str, on_progress=None, *, config: dict, results: dict, mode: str):
+    """This result's comparison in ``mode`` on the same SAEs and harvest: the models are not run
+    (their tokenizer is read), so no model lock is taken."""
+    cfg = twin_config(config, results, mode)
+    return results.build(root, lambda ws: universality_to_workspace(ws, cfg, load=session.load_model,
+                                                                    on_progress=on_progress))
+
+
+def build_groups(root: str, on_progress=None, *, config: dict, results: dict, groups: dict):
+    """This result again (same SAEs and steps) with the user's keyword groups."""
+    cfg = replace(UniversalityConfig.from_json(config), sae_a=results["saes"]["a"], sae_b=results["saes"]["b"],
+                  groups=groups)
+    return results.build(root, lambda ws: universality_to_workspace(ws, cfg, load=session.load_model,
+                                                                    on_progress=on_progress))
+

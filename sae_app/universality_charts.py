@@ -69,14 +69,20 @@ def best_correlation_histogram(results: dict) -> go.Figure:
 
 
 def filter_funnel(results: dict) -> go.Figure:
-    """Pairs left after each matching stage."""
+    """Pairs left after each matching stage, with their mean correlation (the authors' figures)."""
     stages = [s for s, _ in results["steps"]]
     counts = [n for _, n in results["steps"]]
-    fig = go.Figure(go.Funnel(y=stages, x=counts, textinfo="value", marker_color=PAIRED))
+    means = results.get("step_mean_corr") or [None] * len(counts)
+    text = [f"{n} (mean r {m:.2f})" if m is not None else str(n) for n, m in zip(counts, means)]
+    fig = go.Figure(go.Funnel(y=stages, x=counts, text=text, textinfo="text", marker_color=PAIRED))
     return _layout(fig, f"Pairs through the filters ({results['match_label']})", "pairs", "", height=300)
 
 
-HEAT_SHOWS = {"value": "score", "p": "p-value (shuffled null)", "n_pairs": "matched pairs"}
+HEAT_SHOWS = {"value": "score", "p": "p-value (shuffled null)", "n_pairs": "matched pairs",
+              "mean_corr": "mean r of the pairs kept", "mean_corr_all": "mean r before the filters"}
+_HEAT_FORMAT = {"value": "{:.3f}", "p": "{:.3g}", "n_pairs": "{:.0f}", "mean_corr": "{:.3f}", "mean_corr_all": "{:.3f}"}
+_HEAT_COLOURS = {"value": "Viridis", "p": "Viridis_r", "n_pairs": "Blues", "mean_corr": "Viridis",
+                 "mean_corr_all": "Viridis"}
 
 
 def layer_heatmap(grid: dict, measure: str, model_a: str, model_b: str, show: str = "value") -> go.Figure:
@@ -85,16 +91,17 @@ def layer_heatmap(grid: dict, measure: str, model_a: str, model_b: str, show: st
     from sae_core.universality.grid import heat
 
     v, p, n = heat(grid, measure), heat(grid, measure, "p"), heat(grid, measure, "n_pairs")
-    z = {"value": v, "p": p, "n_pairs": n}[show]
+    z = {"value": v, "p": p, "n_pairs": n}.get(show)
+    z = heat(grid, measure, show) if z is None else z
     xs = [h.split(".")[1] for h in grid["hooks_b"]]
     ys = [h.split(".")[1] for h in grid["hooks_a"]]
-    fmt = {"value": "{:.3f}", "p": "{:.3g}", "n_pairs": "{:.0f}"}[show]
+    fmt = _HEAT_FORMAT[show]
     text = [[("failed" if np.isnan(z[i, j]) else fmt.format(z[i, j])) for j in range(len(xs))] for i in range(len(ys))]
     custom = np.dstack([np.nan_to_num(v, nan=-1), np.nan_to_num(p, nan=-1), np.nan_to_num(n, nan=0)]).tolist()
     label = MEASURE_NAMES.get(measure, measure)
     fig = go.Figure(go.Heatmap(
         z=np.where(np.isnan(z), None, z).tolist(), x=xs, y=ys, text=text, texttemplate="%{text}",
-        customdata=custom, colorscale={"value": "Viridis", "p": "Viridis_r", "n_pairs": "Blues"}[show],
+        customdata=custom, colorscale=_HEAT_COLOURS[show],
         colorbar=dict(title=label if show == "value" else HEAT_SHOWS[show]),
         hovertemplate=f"{model_a} layer %{{y}}, {model_b} layer %{{x}}<br>{measure} %{{customdata[0]:.3f}}"
                       "<br>p (shuffled) %{customdata[1]:.3g}<br>%{customdata[2]} pairs<extra></extra>"))
@@ -103,25 +110,30 @@ def layer_heatmap(grid: dict, measure: str, model_a: str, model_b: str, show: st
                   line=dict(color="red", width=3))
     fig.update_xaxes(type="category")  # layer numbers are names here, not positions on a scale
     fig.update_yaxes(type="category")
-    what = label if show == "value" else f"{HEAT_SHOWS[show]} of {label}"
+    what = label if show == "value" else HEAT_SHOWS[show].capitalize() if show.startswith("mean") else \
+        f"{HEAT_SHOWS[show]} of {label}"
     return _layout(fig, f"{what} per layer pair (best {label} boxed: p={b['max_null']['p']:.3g} against the maximum "
                    "over all pairs)", f"{model_b} layer", f"{model_a} layer")
 
 
 def subspaces(results: dict, measure: str = "svcca") -> go.Figure:
-    """Per keyword group with enough pairs: the measure within it, its shuffled null and matched
-    subsets of the same size (hover: pairs, p)."""
+    """Per keyword group with enough pairs: the measure within it, its shuffled null and (this
+    project's procedure) matched subsets of the same size (hover: pairs, p)."""
     groups = [(n, g) for n, g in results["subspaces"].items() if "value" in g["scores"].get(measure, {})]
     names = [f"{n} ({g['n_pairs']})" for n, g in groups]
+    p_of = "matched_subsets" if all("matched_subsets" in g["scores"][measure] for _, g in groups) else "shuffled"
     fig = go.Figure()
     fig.add_trace(go.Bar(x=names, y=[g["scores"][measure]["value"] for _, g in groups], name="within the group",
-                         marker_color=PAIRED, text=[f"p={g['scores'][measure]['matched_subsets']['p']:.3g}"
-                                                    for _, g in groups], textposition="outside"))
+                         marker_color=PAIRED, text=[f"p={g['scores'][measure][p_of]['p']:.3g}" for _, g in groups],
+                         textposition="outside"))
     for key, label, color in (("shuffled", "shuffled pairing", SHUFFLED),
                               ("matched_subsets", "as many matched pairs at random", SUBSETS)):
+        if key == "matched_subsets" and p_of != key:
+            continue
         fig.add_trace(go.Bar(x=names, y=[g["scores"][measure][key]["null_mean"] for _, g in groups], name=label,
                              marker_color=color,
                              error_y=dict(type="data", array=[g["scores"][measure][key]["null_std"] for _, g in groups])))
     fig.update_layout(barmode="group")
-    return _layout(fig, f"{MEASURE_NAMES.get(measure, measure)} within semantic subspaces (p: against random matched "
-                   "pairs)", "keyword group (pairs)", MEASURE_NAMES.get(measure, measure))
+    against = "random matched pairs" if p_of == "matched_subsets" else "the shuffled pairing"
+    return _layout(fig, f"{MEASURE_NAMES.get(measure, measure)} within semantic subspaces (p: against {against})",
+                   "keyword group (pairs)", MEASURE_NAMES.get(measure, measure))

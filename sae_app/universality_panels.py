@@ -1,10 +1,67 @@
-"""Panels of the Universality page that are more than a chart: a matched pair in context."""
+"""Panels of the Universality page that are more than a chart: the Method table with the switch to
+the authors' computation, the user's keyword groups, a matched pair in context."""
 from __future__ import annotations
 
+import json
+from functools import partial
+
+import pandas as pd
 import streamlit as st
 
-from sae_app import contexts, feature_panels as fp, universality_cache as uc
+from sae_app import contexts, feature_panels as fp, jobs, universality_cache as uc
 from sae_core.errors import SAECoreError
+from sae_core.universality.keyword_groups import check_groups
+from sae_core.universality.method import method_rows
+
+MODES = {"paper": "the authors' computation (paper mode)", "default": "this project's defaults",
+         "custom": "a mix of the authors' steps and this project's"}
+
+
+def _select(name: str) -> None:
+    st.session_state["uni"] = name
+
+
+def method(root: str, r: dict, cfg: dict) -> None:
+    """Each step against the authors' code, read from the result; a switch to the same SAEs'
+    comparison in the other mode (shown at once when the workspace has it, else built)."""
+    mode = r.get("mode")
+    with st.expander(f"Method: {MODES.get(mode, 'not recorded')}"):
+        if mode is None:
+            st.info("This result was computed before results recorded their method (issue #29): build it again "
+                    "to see each step against the authors' code.")
+            return
+        st.dataframe(pd.DataFrame(method_rows(cfg, r)).set_index("step"), width="stretch")
+        other = "default" if mode == "paper" else "paper"
+        label = {"paper": "the authors' computation", "default": "this project's defaults"}[other]
+        if (name := uc.twin(root, cfg, r, other)) is not None:
+            st.button(f"Show {label} on these SAEs", key="uni_twin_show", on_click=_select, args=(name,))
+        else:
+            jobs.build_button(f"Run {label} on these SAEs", key="uni_twin_build", title=f"Running {label}…",
+                              build=partial(uc.build_twin, config=cfg, results=r, mode=other), root=root,
+                              select_key="uni")
+
+
+def keyword_groups(root: str, r: dict, cfg: dict) -> None:
+    """The user's own keyword groups, scored on this result's SAEs and steps; bad JSON is refused
+    with its reason and the text stays."""
+    with st.expander("Your keyword groups"):
+        now = {n: g["words"] for n, g in r.get("subspaces", {}).items()}
+        text = st.text_area('Groups as JSON: {"name": ["word", ...], ...}', json.dumps(now), height=120,
+                            key="uni_groups_text")
+        if st.button("Score these groups on this pair", key="uni_groups_build"):
+            try:
+                groups = check_groups(json.loads(text), "your keyword groups")
+            except json.JSONDecodeError as e:
+                st.error(f"Your keyword groups are not JSON ({e}); give an object such as "
+                         '{"months": ["January", "February"]}.')
+                return
+            except SAECoreError as e:
+                st.error(str(e))
+                return
+            if jobs.run_job("Scoring your groups…", lambda bar: uc.build_groups(
+                    root, lambda d, t, msg: bar.progress(min(d / t, 1.0), text=msg), config=cfg, results=r,
+                    groups=groups), select_key="uni"):
+                st.rerun()
 
 
 def pair_in_context(root: str, art, r: dict, cfg: dict) -> None:

@@ -21,14 +21,14 @@ if not results:
                      "SAE for each, about two minutes), or `sae-core universality` / `sae-core demo`.",
                      "Compare zoo:tiny-a with zoo:tiny-b", key="uni_build", title="Comparing features…",
                      build=uc.build_demo, root=sel.workspace_root, select_key="uni", kind=uc.KIND)
-by_label = {f"{a.meta['inputs'][0]['model']} {a.meta['inputs'][0]['hook']} vs {a.model} {a.hook} ({a.name})": a
-            for a in results}
-art = by_label[st.selectbox("Result", list(by_label), key="uni")]
+by_name = {a.name: a for a in results}
+art = by_name[st.selectbox("Result", list(by_name), key="uni", format_func=lambda n: uc.result_label(by_name[n]))]
 u = uc.open_result(str(art.path), art.created)
 r, cfg = u.results, u.config
-st.caption(f"{r['n_tokens']:,} paired tokens; SAEs `{r['saes']['a']}` ({r['d_sae']['a']} features, {r['alive']['a']} "
-           f"alive) and `{r['saes']['b']}` ({r['d_sae']['b']} features, {r['alive']['b']} alive); matching: "
-           f"{r['match_label']}; {r['runs']} null runs per measure.")
+st.caption(f"{r['n_tokens']:,} paired tokens of {r.get('codes', 'sparse')} codes; SAEs `{r['saes']['a']}` "
+           f"({r['d_sae']['a']} features, {r['alive']['a']} alive) and `{r['saes']['b']}` ({r['d_sae']['b']} features, "
+           f"{r['alive']['b']} alive); matching: {r['match_label']}; {r['runs']} null runs per measure.")
+panels.method(sel.workspace_root, r, cfg)
 for w in r["warnings"]:
     st.warning(w)
 
@@ -58,9 +58,8 @@ if scored:
     sm = st.selectbox("Measure within groups", scored, key="uni_sub_measure",
                       format_func=lambda m: charts.MEASURE_NAMES.get(m, m))
     st.plotly_chart(charts.subspaces(r, sm), width="stretch", key="uni_sub")
-few = [f"{n} ({g['n_pairs']})" for n, g in sub.items() if not g["scores"]]
-if few:
-    st.caption("Too few pairs to score: " + ", ".join(few))
+st.caption(uc.subspace_notes(r))
+panels.keyword_groups(sel.workspace_root, r, cfg)
 
 st.subheader(f"Matched pairs ({r['n_pairs']})")
 st.dataframe(uc.pairs_table(str(art.path), art.created), hide_index=True, width="stretch", height=320,

@@ -6,6 +6,13 @@ document and position: ``PairedStores`` checked it), skips rows whose token is i
 into its active entries (``Codes``), and feeds the correlation accumulator, each feature's top
 tokens and its firing count. Nothing of size tokens x features is kept.
 
+``codes`` says what is correlated and ranked for top tokens: ``sparse``, the SAE's inference codes
+(this project's default: the features as the SAE uses them), or ``pre_acts``, the dense ReLU
+pre-activations before the sparsity rule, as the authors did (wlg1/univ_feat_geom
+``getScores_pythia.py``: ``get_weights_and_acts`` takes ``sae.pre_acts``, and
+``highest_activating_tokens`` ranks the same). Dense codes need a dense product per batch
+(``bench/universality_pair.py`` measures its cost). Firing counts are the sparse codes' either way.
+
 With ``null_every=m`` (> 0), every m-th batch also feeds two small accumulators: its A codes
 against its own B codes, and the previous batch's A codes (other documents) against its B codes.
 The second is what chance gives with the same features and token count as the first, which the
@@ -22,6 +29,7 @@ from sae_core.activations.paired import PairedStores
 from sae_core.universality.correlation import Codes, Correlation, CorrelationAccumulator, TopTokens
 from sae_core.universality.measures import UniversalityError
 
+CODES = ("sparse", "pre_acts")
 
 @dataclass(frozen=True)
 class CodePass:
@@ -55,7 +63,9 @@ def check_sae_fits(sae, store, side: str) -> None:
 @torch.no_grad()
 def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_tokens: int | None = None,
               drop_ids: set[int] | frozenset = frozenset(), top_m: int = 5, null_every: int = 0,
-              on_progress: Callable[[int, int], None] | None = None) -> CodePass:
+              codes: str = "sparse", on_progress: Callable[[int, int], None] | None = None) -> CodePass:
+    if codes not in CODES:
+        raise UniversalityError(f"codes={codes!r}: choose one of {', '.join(CODES)}")
     check_sae_fits(sae_a, pair.a, "A")
     check_sae_fits(sae_b, pair.b, "B")
     device = sae_a.device
@@ -81,18 +91,17 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
             n = min(batch_size, total - done, xa.shape[0] - s)
             if n <= 0:
                 break
-            za = Codes.encode(sae_a, xa[s:s + n].to(device))
-            zb = Codes.encode(sae_b, xb[s:s + n].to(device))
+            (za, fa), (zb, fb) = (_encode(sae, x[s:s + n].to(device), codes) for sae, x in ((sae_a, xa), (sae_b, xb)))
             tok, rows = ta[s:s + n].to(device), where[s:s + n].to(device)
             acc.update(za, zb)
             if null_every and prev_za is not None and batch % null_every == 0:
-                m = min(prev_za.n, n)
-                acc_sub.update(za.head(m), zb.head(m))
-                acc_null.update(prev_za.head(m), zb.head(m))
+                m = min(_n(prev_za), n)
+                acc_sub.update(_head(za, m), _head(zb, m))
+                acc_null.update(_head(prev_za, m), _head(zb, m))
             prev_za, batch = za, batch + 1
-            for t, f, z in ((tops[0], fires[0], za), (tops[1], fires[1], zb)):
+            for t, f, z, fired in ((tops[0], fires[0], za, fa), (tops[1], fires[1], zb, fb)):
                 t.update(z, tok, rows)
-                f += torch.bincount(z.cols, minlength=f.numel())
+                f += fired
             done += n
             if on_progress:
                 on_progress(done, total)
@@ -101,3 +110,20 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
     sub, null = (acc_sub.result(), acc_null.result()) if acc_null is not None and acc_null.n >= 2 else (None, None)
     return CodePass(acc.result(), tops[0].sets(), tops[1].sets(), tops[0].tokens.cpu(), tops[1].tokens.cpu(),
                     tops[0].rows.cpu(), tops[1].rows.cpu(), fires[0].cpu(), fires[1].cpu(), done, sub, null)
+
+
+def _encode(sae, x_ND: torch.Tensor, codes: str) -> tuple[Codes | torch.Tensor, torch.Tensor]:
+    """One batch's codes as ``codes`` asks (module doc) and per feature the tokens it fired on."""
+    if codes == "sparse":
+        z = Codes.encode(sae, x_ND)
+        return z, torch.bincount(z.cols, minlength=z.width)
+    pre_NS = sae.pre_acts(x_ND)
+    return torch.relu(pre_NS), (sae.activate(pre_NS) > 0).sum(0)
+
+
+def _n(z: Codes | torch.Tensor) -> int:
+    return z.n if isinstance(z, Codes) else z.shape[0]
+
+
+def _head(z: Codes | torch.Tensor, m: int) -> Codes | torch.Tensor:
+    return z.head(m) if isinstance(z, Codes) else z[:m]

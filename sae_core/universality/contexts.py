@@ -35,7 +35,7 @@ def _read_rows(store: ActivationStore, rows: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _windows(doc: torch.Tensor, centre: list[int], before: int, after: int) -> list[list[int]]:
+def doc_windows(doc: torch.Tensor, centre: list[int], before: int, after: int) -> list[list[int]]:
     """Per centre row: the rows of its document from ``before`` rows ahead to ``after`` past it."""
     n = doc.numel()
     out = []
@@ -59,7 +59,7 @@ def side_contexts(store: ActivationStore, sae, feature: int, rows: list[int], de
     if max(rows) >= doc.numel():
         raise UniversalityError(f"row {max(rows)} is past the {doc.numel()} rows of {store.path}: the harvest "
                                 "changed since the result was computed; rebuild the result")
-    windows = _windows(doc, rows, before, after)
+    windows = doc_windows(doc, rows, before, after)
     flat = torch.tensor([r for w in windows for r in w])
     with torch.no_grad():
         acts = sae.encode(_read_rows(store, flat).to(sae.device))[:, feature].float().cpu()

@@ -5,11 +5,13 @@ S_a]`` and ``[n, S_b]``) and adds to running sums kept in float64 (count, per-fe
 sums of squares, and the ``S_a x S_b`` cross sums, which gather each block of up to
 ``FLUSH_ROWS`` tokens in float32 first); nothing of size tokens x features outlives a batch.
 ``result()`` turns the sums into the correlation matrix, the same as z-scoring each feature over
-all tokens and taking ``Z_a^T Z_b / n`` (the paper's computation), with 0 for a feature that
-never varies (a dead latent), which is reported.
+all tokens and taking ``Z_a^T Z_b / n``, with 0 for a feature that never varies (a dead latent),
+which is reported. (The authors' ``batched_correlation`` in wlg1/univ_feat_geom
+``getScores_pythia.py`` z-scores with the n-1 standard deviation and divides by n: their values are
+(n-1)/n of these, 0.99999 at 100k tokens; their argmax partners are the same.)
 
 Codes arrive as their active entries (``Codes``: an SAE's ``encode_coords``), so the sums touch only
-those. The cross sums of a batch are computed on the codes' device (``add_cross``): as a dense
+those; or dense (``[n, S]``: the SAE's ReLU pre-activations, which the authors correlate). The cross sums of a batch are computed on the codes' device (``add_cross``): as a dense
 float32 matmul on a GPU, and on the CPU as sparse x dense when the codes are sparse enough (an
 SAE's usually are), a small fraction of the dense product's work.
 
@@ -79,22 +81,34 @@ def _codes(z) -> Codes:
     return z if isinstance(z, Codes) else Codes.of(z)
 
 
+def _shape(z: Codes | torch.Tensor) -> tuple[int, int]:
+    return (z.n, z.width) if isinstance(z, Codes) else tuple(z.shape)
+
+
+def _nnz(z: Codes | torch.Tensor) -> int:
+    return z.vals.numel() if isinstance(z, Codes) else int(torch.count_nonzero(z))
+
+
+def _dense(z: Codes | torch.Tensor) -> torch.Tensor:
+    return z.dense() if isinstance(z, Codes) else z
+
+
 def add_cross(cross: torch.Tensor, a: Codes | torch.Tensor, b: Codes | torch.Tensor) -> None:
     """``cross += a^T b`` (``cross`` float32 ``[S_a, S_b]``), the cheapest way for these codes.
 
-    On a GPU, or when many latents fire, a dense float32 matmul. On the CPU with sparse codes, the
-    sparser side as CSR against the other side's dense codes: ``nnz_a * S_b`` multiply-adds
-    instead of ``n * S_a * S_b``."""
-    a, b = _codes(a), _codes(b)
-    if a.vals.device.type == "cpu":
-        dense_cost = a.n * a.width * b.width
-        if min(a.vals.numel() * b.width, b.vals.numel() * a.width) * SPARSE_COST_IN_MACS < dense_cost:
-            if a.vals.numel() * b.width <= b.vals.numel() * a.width:
-                cross.addmm_(a.transposed_csr(), b.dense().float())
+    On a GPU, or when many latents fire (dense pre-activations), a dense float32 matmul. On the CPU
+    with sparse codes, the sparser side as CSR against the other side's dense codes: ``nnz_a * S_b``
+    multiply-adds instead of ``n * S_a * S_b``."""
+    n, (S_a, S_b) = a.n if isinstance(a, Codes) else a.shape[0], cross.shape
+    if cross.device.type == "cpu":
+        nnz_a, nnz_b = _nnz(a), _nnz(b)
+        if min(nnz_a * S_b, nnz_b * S_a) * SPARSE_COST_IN_MACS < n * S_a * S_b:
+            if nnz_a * S_b <= nnz_b * S_a:
+                cross.addmm_(_codes(a).transposed_csr(), _dense(b).float())
             else:
-                cross.t().addmm_(b.transposed_csr(), a.dense().float())
+                cross.t().addmm_(_codes(b).transposed_csr(), _dense(a).float())
             return
-    cross.addmm_(a.dense().float().t(), b.dense().float())
+    cross.addmm_(_dense(a).float().t(), _dense(b).float())
 
 
 class CorrelationAccumulator:
@@ -108,22 +122,28 @@ class CorrelationAccumulator:
         self._block_rows = 0
 
     def update(self, a: Codes | torch.Tensor, b: Codes | torch.Tensor) -> None:
-        """Add one batch: both sides' codes of the same token rows (``Codes`` or dense ``[n, S]``)."""
-        a, b = _codes(a), _codes(b)
-        if a.n != b.n:
-            raise UniversalityError(f"codes of {a.n} and {b.n} tokens: both sides must be the same token rows")
-        if (a.width, b.width) != (self.sum_a.numel(), self.sum_b.numel()):
-            raise UniversalityError(f"codes of width {a.width} and {b.width}, but the accumulator "
+        """Add one batch: both sides' codes of the same token rows (``Codes``, or dense ``[n, S]``
+        such as an SAE's pre-activations, which are summed as they are)."""
+        (na, wa), (nb, wb) = (_shape(z) for z in (a, b))
+        if na != nb:
+            raise UniversalityError(f"codes of {na} and {nb} tokens: both sides must be the same token rows")
+        if (wa, wb) != (self.sum_a.numel(), self.sum_b.numel()):
+            raise UniversalityError(f"codes of width {wa} and {wb}, but the accumulator "
                                     f"was made for {self.sum_a.numel()} and {self.sum_b.numel()} features")
-        if a.n == 0:
+        if na == 0:
             return
-        self.n += a.n
+        self.n += na
         for total, sq, c in ((self.sum_a, self.sq_a, a), (self.sum_b, self.sq_b, b)):
-            v = c.vals.double()
-            total.index_add_(0, c.cols, v)
-            sq.index_add_(0, c.cols, v * v)
+            if isinstance(c, Codes):
+                v = c.vals.double()
+                total.index_add_(0, c.cols, v)
+                sq.index_add_(0, c.cols, v * v)
+            else:
+                v = c.double()
+                total += v.sum(0)
+                sq += (v * v).sum(0)
         add_cross(self._block, a, b)
-        self._block_rows += a.n
+        self._block_rows += na
         if self._block_rows >= FLUSH_ROWS:
             self._flush()
 
@@ -176,18 +196,23 @@ class TopTokens:
         its rows in the stream, default ``0..n-1``). Only the active entries above a feature's
         current m-th best are looked at, so after the first batches a batch costs little more
         than one comparison per active entry."""
-        c = _codes(codes)
+        if isinstance(codes, Codes):
+            n = codes.n
+            keep = codes.vals > self.values[-1][codes.cols]
+            rows, cols, vals = codes.rows[keep], codes.cols[keep], codes.vals[keep]
+        else:  # dense (pre-activations): only the nonzero entries above each feature's m-th best
+            n = codes.shape[0]
+            rows, cols = ((codes != 0) & (codes > self.values[-1])).nonzero(as_tuple=True)
+            vals = codes[rows, cols]
         if rows_N is None:
-            rows_N = torch.arange(c.n)
-        keep = c.vals > self.values[-1][c.cols]
-        if not keep.any():
+            rows_N = torch.arange(n)
+        if not rows.numel():
             return
-        cols = c.cols[keep]
         touched = torch.unique(cols)
-        vals = torch.cat([self.values[:, touched].reshape(-1), c.vals[keep].float()])
+        vals = torch.cat([self.values[:, touched].reshape(-1), vals.float()])
         feats = torch.cat([touched.repeat(self.m), cols])
-        toks = torch.cat([self.tokens[:, touched].reshape(-1), tokens_N.to(cols.device)[c.rows[keep]]])
-        where = torch.cat([self.rows[:, touched].reshape(-1), rows_N.to(cols.device)[c.rows[keep]]])
+        toks = torch.cat([self.tokens[:, touched].reshape(-1), tokens_N.to(cols.device)[rows]])
+        where = torch.cat([self.rows[:, touched].reshape(-1), rows_N.to(cols.device)[rows]])
         order = torch.argsort(vals, descending=True, stable=True)
         order = order[torch.argsort(feats[order], stable=True)]  # by feature, highest first within one
         f = feats[order]

@@ -27,7 +27,8 @@ from sae_core.universality.measures import UniversalityError
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "universality_grid"
-REVISION = 1
+REVISION = 2  # 2: each cell's mean correlations and filter counts (the authors' per-layer-pair figures)
+CELL_FIELDS = ("n_pairs", "mean_corr", "mean_corr_all")  # per cell, whatever the measure
 
 
 def _light() -> UniversalityConfig:
@@ -106,7 +107,9 @@ def grid_to_workspace(ws: Workspace, cfg: GridConfig = GridConfig(), *, load: Ca
                 continue
             u = Universality.open(art.path)
             opened[(i, j)] = u
-            cells.append({**cell, "artifact": art.name, "n_pairs": u.results["n_pairs"],
+            means = u.results["step_mean_corr"]
+            cells.append({**cell, "artifact": art.name, "n_pairs": u.results["n_pairs"], "steps": u.results["steps"],
+                          "mean_corr_all": means[0], "mean_corr": means[-1],
                           "scores": {m: {"value": s["value"], "p": s["shuffled"]["p"],
                                          "null_mean": s["shuffled"]["null_mean"]}
                                      for m, s in u.results["scores"].items()}})
@@ -133,10 +136,12 @@ def grid_to_workspace(ws: Workspace, cfg: GridConfig = GridConfig(), *, load: Ca
 
 
 def heat(results: dict, measure: str, key: str = "value") -> np.ndarray:
-    """``[len(hooks_a), len(hooks_b)]`` of a cell field (``value``, ``p``, ``null_mean``, or
-    ``n_pairs`` with any measure); NaN where a cell failed."""
+    """``[len(hooks_a), len(hooks_b)]`` of a cell field (``value``, ``p``, ``null_mean`` of the
+    measure, or one of ``CELL_FIELDS``, any measure: the pairs kept and their mean correlation
+    before and after the filters); NaN where a cell failed."""
     out = np.full((len(results["hooks_a"]), len(results["hooks_b"])), np.nan)
     for c in results["cells"]:
         if "error" not in c:
-            out[c["i"], c["j"]] = c["n_pairs"] if key == "n_pairs" else c["scores"][measure][key]
+            v = c[key] if key in CELL_FIELDS else c["scores"][measure][key]
+            out[c["i"], c["j"]] = np.nan if v is None else v
     return out

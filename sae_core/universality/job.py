@@ -4,20 +4,28 @@
 1. harvests both models at their hooks over the same token rows (``paired_to_workspace``: the
    tokenizers must be the same);
 2. uses the named SAE artifacts, or trains a BatchTopK SAE per side on that side's harvest;
-3. one ``code_pass`` (correlations, top tokens, firing counts, and the other-documents null);
+3. one ``code_pass`` over ``cfg.codes`` (correlations, top tokens, firing counts, and the
+   other-documents null);
 4. ``match`` with ``cfg.match``, then ``analyse`` the matched decoder rows, all of them and
-   within each semantic subspace (``subspaces``);
+   within each semantic subspace (``subspaces``: groups of the matched pairs; or ``concepts``,
+   the authors' procedure);
 5. writes a ``universality`` artifact: ``universality.json`` (config and results, with each pair's
    correlation, top tokens and the paired harvest's rows of its top activations, from which
    ``contexts.pair_contexts`` shows them in context) and ``pairs.csv``. It lists both models and hooks as its inputs.
 
 It returns at once when the artifact exists (the name is a hash of the configuration).
+
+``paper_config(cfg)`` is the authors' computation (wlg1/univ_feat_geom: ``getScores_pythia.py``
+``run_expm`` and ``getSemanticScores_pythia.py``): pre-activations correlated, their non-concept
+list and filter order with one pair per A feature (first seen), SVCCA with one direction, their
+semantic-subspace procedure on their eight categories. ``cfg.mode`` says which a result is
+("paper", "default", or "custom" for any other mix); ``method.method_rows`` lists every step.
 """
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -25,14 +33,17 @@ import torch
 
 from sae_core.io import JsonResult, atomic_write_bytes, atomic_write_json
 from sae_core.universality.analysis import AnalysisConfig, analyse
-from sae_core.universality.codes import CodePass, code_pass
-from sae_core.universality.matching import MatchConfig, Matches, match, nonconcept_ids
+from sae_core.universality.codes import CODES, CodePass, code_pass
+from sae_core.universality.concepts import concept_subspaces, concept_words
+from sae_core.universality.keyword_groups import AUTHORS_GROUPS, check_groups, vocabulary_hits, zoo_groups
+from sae_core.universality.matching import AUTHORS_NONCONCEPT, MatchConfig, Matches, match, nonconcept_ids
 from sae_core.universality.measures import UniversalityError
-from sae_core.universality.subspaces import subspace_scores, zoo_groups
+from sae_core.universality.subspaces import subspace_scores
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "universality"
-REVISION = 3  # 2: semantic subspaces; 3: each pair's top rows (for its contexts)
+REVISION = 4  # 2: semantic subspaces; 3: each pair's top rows (for its contexts); 4: codes, modes (#29)
+SUBSPACES = ("matched", "concepts")
 Progress = Callable[[int, int, str], None]
 HIST_BINS = np.linspace(-0.2, 1.0, 49)
 NULL_EVERY = 4  # the correlation histogram's batches: one in four
@@ -55,7 +66,14 @@ class UniversalityConfig:
     context_size: int = 64
     match: MatchConfig = field(default_factory=MatchConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    groups: dict | None = None     # semantic subspaces: name -> keywords (None: subspaces.zoo_groups())
+    codes: str = field(default="sparse", metadata={
+        "help": "What is correlated: sparse (the SAE's codes) | pre_acts (its dense ReLU pre-activations, "
+                "as the authors)."})
+    subspaces: str = field(default="matched", metadata={
+        "help": "Semantic subspaces: matched (groups of the matched pairs) | concepts (the authors': concept "
+                "features found in each model, paired within the group)."})
+    # semantic subspaces: name -> keywords (None: the zoo's groups, or the paper's under "concepts")
+    groups: dict | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -64,11 +82,51 @@ class UniversalityConfig:
                                     "noise; give at least 1000 (200k is usual)")
         if self.d_sae < 16 or not 0 < self.k < self.d_sae:
             raise UniversalityError(f"d_sae={self.d_sae}, k={self.k}: give d_sae >= 16 and 0 < k < d_sae")
+        if self.codes not in CODES:
+            raise UniversalityError(f"codes={self.codes!r}: choose one of {', '.join(CODES)}")
+        if self.subspaces not in SUBSPACES:
+            raise UniversalityError(f"subspaces={self.subspaces!r}: choose one of {', '.join(SUBSPACES)}")
+        if self.groups is not None:
+            check_groups(self.groups)
+
+    @property
+    def mode(self) -> str:
+        """"paper" (every step as the authors), "default" (every step as this project's
+        defaults), or "custom"."""
+        if self == paper_config(self):
+            return "paper"
+        return "default" if self == _default_steps(self) else "custom"
+
+    @property
+    def keyword_groups(self) -> dict:
+        return self.groups or (AUTHORS_GROUPS if self.subspaces == "concepts" else zoo_groups())
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["match"], d["analysis"] = self.match.to_json(), self.analysis.to_json()
         return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "UniversalityConfig":
+        """The config a result stored (``to_json``; older results lack later fields: their defaults)."""
+        a = dict(d["analysis"])
+        a["measures"] = tuple(a.get("measures", AnalysisConfig().measures))
+        return cls(**{**d, "match": MatchConfig(**d["match"]), "analysis": AnalysisConfig(**a)})
+
+
+def paper_config(cfg: UniversalityConfig = UniversalityConfig()) -> UniversalityConfig:
+    """``cfg`` with every step as the authors computed it (module doc); models, hooks, SAEs,
+    token counts and groups given by the user stay."""
+    return replace(cfg, codes="pre_acts", subspaces="concepts",
+                   match=replace(cfg.match, rule="many_to_one", min_corr=0.1, drop_nonconcept=True,
+                                 shared_token=True, dedupe="first", order="paper", nonconcept_list="authors"),
+                   analysis=replace(cfg.analysis, paper_compat=True))
+
+
+def _default_steps(cfg: UniversalityConfig) -> UniversalityConfig:
+    d, m, a = UniversalityConfig(), MatchConfig(), AnalysisConfig()
+    return replace(cfg, codes=d.codes, subspaces=d.subspaces, match=m,
+                   analysis=replace(cfg.analysis, paper_compat=a.paper_compat))
 
 
 class Universality(JsonResult):
@@ -124,13 +182,25 @@ def paired_harvest(ws: Workspace, cfg: UniversalityConfig, *, load: Callable[[st
                                seed=cfg.seed, context_size=cfg.context_size, load=load, on_progress=on_progress)
 
 
+def result_name(cfg: UniversalityConfig) -> str:
+    """The artifact name of ``cfg``'s result (a hash of the configuration)."""
+    return artifact_name(cfg.model_b, cfg.hook_b, {"universality": cfg.to_json(), "revision": REVISION})
+
+
+def twin_config(config: dict, results: dict, mode: str) -> UniversalityConfig:
+    """A stored result's comparison in ``mode`` ("paper" or "default"): the same models, hooks,
+    SAEs (those the result used), tokens and groups, every step as that mode computes it."""
+    cfg = replace(UniversalityConfig.from_json(config), sae_a=results["saes"]["a"], sae_b=results["saes"]["b"])
+    return paper_config(cfg) if mode == "paper" else _default_steps(cfg)
+
+
 def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = UniversalityConfig(), *,
                               load: Callable[[str], object] | None = None,
                               on_progress: Progress | None = None) -> Artifact:
     """Build (or find) the universality result of ``cfg`` (module doc)."""
     from sae_core.activations.paired import open_paired
 
-    name = artifact_name(cfg.model_b, cfg.hook_b, {"universality": cfg.to_json(), "revision": REVISION})
+    name = result_name(cfg)
     if (existing := ws.get(KIND, name)) is not None:
         return existing
     if load is None:
@@ -151,9 +221,9 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
     tok = load(cfg.model_a).tokenizer  # the models run no more: only their tokenizer is read
     stage(3, "SAE codes and correlations")
     cp = code_pass(pair, sae_a, sae_b, drop_ids=set(getattr(tok, "all_special_ids", []) or []),
-                   null_every=NULL_EVERY,
+                   null_every=NULL_EVERY, codes=cfg.codes,
                    on_progress=lambda d, t: stage(3, f"SAE codes and correlations: {d:,} of {t:,} tokens", d / t))
-    m = match(cp.correlation, cfg.match, top_a=cp.top_a, top_b=cp.top_b, nonconcept=nonconcept_ids(tok))
+    m = match(cp.correlation, cfg.match, **_token_sets(cfg.match, cp, tok))
     stage(4, f"measures on {len(m)} pairs")
     dec_a = sae_a.W_dec.detach().double().cpu().numpy()
     dec_b = sae_b.W_dec.detach().double().cpu().numpy()
@@ -162,8 +232,15 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
                      on_progress=lambda d, t, text: stage(4, text, d / t))
     pairs = _pairs_rows(m, cp, lambda t: tok.decode([t]))
     stage(4, "semantic subspaces", 0.95)
-    subspaces = subspace_scores(dec_a[m.a], dec_b[m.b], pairs, cfg.groups or zoo_groups(), cfg.analysis,
-                                strict=cfg.groups is not None)
+    groups = cfg.keyword_groups
+    if cfg.subspaces == "matched":
+        subspaces = subspace_scores(dec_a[m.a], dec_b[m.b], pairs, groups, cfg.analysis)
+    else:
+        ids, (doc, _) = pair.a.token_ids(), pair.a.row_keys()
+        words = [concept_words(rows, ids, doc, tok.decode) for rows in (cp.top_rows_a, cp.top_rows_b)]
+        subspaces = concept_subspaces(cp.correlation.corr, dec_a, dec_b, *words, groups, cfg.analysis)
+    for group, in_vocab in vocabulary_hits(groups, tok).items():
+        subspaces[group]["in_vocabulary"] = in_vocab
     hist = None
     if cp.null_correlation is not None:
         sub, null = cp.sub_correlation, cp.null_correlation
@@ -171,7 +248,9 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
                 "paired": _hist(sub.corr.max(0).values[sub.alive_b]),
                 "null": _hist(null.corr.max(0).values[null.alive_b])}
     results = {
-        **scores, "steps": [list(s) for s in m.steps], "match_label": cfg.match.label,
+        **scores, "mode": cfg.mode, "codes": cfg.codes, "subspace_procedure": cfg.subspaces,
+        "steps": [list(s) for s in m.steps], "step_mean_corr": list(m.step_means),
+        "unique_a": int(np.unique(m.a).size), "match_label": cfg.match.label,
         "n_tokens": cp.n_tokens, "saes": {"a": sae_a_name, "b": sae_b_name}, "paired": pair_art.name,
         "d_sae": {"a": sae_a.cfg.d_sae, "b": sae_b.cfg.d_sae},
         "alive": {"a": int(cp.correlation.alive_a.sum()), "b": int(cp.correlation.alive_b.sum())},
@@ -182,11 +261,22 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
     svcca = results["scores"].get("svcca")
     meta = {"inputs": [{"model": cfg.model_a, "hook": cfg.hook_a, "side": "a"},
                        {"model": cfg.model_b, "hook": cfg.hook_b, "side": "b"}],
-            "n_pairs": len(m), "svcca": svcca and svcca["value"], "svcca_p": svcca and svcca["shuffled"]["p"]}
+            "n_pairs": len(m), "svcca": svcca and svcca["value"], "svcca_p": svcca and svcca["shuffled"]["p"],
+            "mode": cfg.mode}
     with ws.create(KIND, name, model=cfg.model_b, hook=cfg.hook_b, meta=meta, overwrite=True) as d:
         atomic_write_json(d / Universality.FILE, {"config": cfg.to_json(), "results": results})
         atomic_write_bytes(d / "pairs.csv", pairs_csv(results["pairs"]).encode())
     return ws.get(KIND, name)
+
+
+def _token_sets(cfg: MatchConfig, cp: CodePass, tok) -> dict:
+    """The token filters' inputs: token ids and this project's non-concept ids, or, with the
+    authors' list, the decoded top tokens and their 12 strings (they compared strings)."""
+    if cfg.nonconcept_list == "authors":
+        def text(ids: list[set[int]]) -> list[set[str]]:
+            return [{tok.decode([t]) for t in s} for s in ids]
+        return {"top_a": text(cp.top_a), "top_b": text(cp.top_b), "nonconcept": AUTHORS_NONCONCEPT}
+    return {"top_a": cp.top_a, "top_b": cp.top_b, "nonconcept": nonconcept_ids(tok)}
 
 
 def pairs_csv(pairs: list[dict]) -> str:

@@ -4,7 +4,9 @@
 - ``random_subsets``: as many rows drawn at random from each side's full set (all decoder rows of
   each SAE), unpaired;
 - ``p = (1 + #{null >= observed}) / (1 + runs)`` (never 0: the observed pairing counts as one draw),
-  ``z = (observed - mean(null)) / std(null)``;
+  ``z = (observed - mean(null)) / std(null)``; ``p_authors = #{null >= observed} / runs``, as the
+  authors' code wrote it (wlg1/univ_feat_geom ``getScores_pythia.py:run_expm``, ``svcca_rand_pval``),
+  which can be 0;
 - ``bootstrap``: an interval from resampled pairs (half-size subsets by default; see its doc);
 - ``max_null``: for a heatmap of several layer pairs, each run shuffles every pair and keeps the
   largest score, so the best pair is tested against the best of chance, not one pair's null.
@@ -37,7 +39,8 @@ class Significance:
         return float(self.null.mean())
 
     def to_json(self) -> dict:
-        return {"observed": self.observed, "p": self.p, "z": self.z, "kind": self.kind,
+        return {"observed": self.observed, "p": self.p, "p_authors": float(np.mean(self.null >= self.observed)),
+                "z": self.z, "kind": self.kind,
                 "null_mean": self.null_mean, "null_std": float(self.null.std()), "runs": int(self.null.size),
                 "null": self.null.tolist()}
 

@@ -5,8 +5,9 @@ group's words (case-insensitive). Within each group the measures are compared wi
 the group's own pairing shuffled, and random sets of as many matched pairs drawn from all of them
 (is this topic more alike across models than matched features in general?).
 
-``zoo_groups()`` are fitted to the zoo corpus: the generator's own word lists (numbers, number
-words, months, days, letters, animals, feelings, family, harmful verbs).
+The groups come from ``keyword_groups`` (the zoo's, the paper's eight categories, or a user's
+file). This is this project's procedure; ``concepts`` has the authors' (concept features found in
+each model apart, then paired within the group).
 """
 from __future__ import annotations
 
@@ -17,15 +18,6 @@ from sae_core.universality.analysis import MIN_PAIRS, SMALL_PAIRS, AnalysisConfi
 from sae_core.universality.measures import UniversalityError
 
 SUBSPACE_MEASURES = ("svcca", "rsa")
-
-
-def zoo_groups() -> dict[str, tuple[str, ...]]:
-    from sae_core.models import corpus as C
-
-    return {"numbers": tuple(C.DIGITS), "number words": tuple(C.NUMBER_WORDS), "months": tuple(C.MONTHS),
-            "days": tuple(C.DAYS), "letters": tuple(C.LETTERS), "animals": tuple(C.ANIMALS),
-            "feelings": tuple(C.FEELINGS), "family": tuple(C.FRIENDS),
-            "harmful verbs": tuple(sorted({v for v, _ in C.HARMFUL_ACTIONS}))}
 
 
 def members(pairs: list[dict], words: tuple[str, ...]) -> np.ndarray:

@@ -66,6 +66,9 @@ NOT_CONFIG = {
     ("hooks", "--contains"): ("", "a filter: '' keeps every hook"),
     ("index", "--parquet"): (None, "also export the index to this file; None: no export"),
     ("universality", "--layers"): (False, "a mode: every layer pair instead of one hook pair"),
+    ("universality", "--paper"): (False, "a flag for paper_config(); unset, the steps as the options say"),
+    ("universality", "--groups"): (None, "zoo | paper | a JSON file, read into UniversalityConfig.groups; None: the "
+                                         "groups of the subspace procedure"),
     ("zoo build", "--only"): (None, "which models: None is every one"),
     ("demo", "--background"): (False, "a mode: start the build detached and return"),
     ("demo", "--profile"): (None, "None: $SAE_STUDIO_DEMO_PROFILE or full (the demo's step sizes)"),

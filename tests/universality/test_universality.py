@@ -213,7 +213,7 @@ def test_filters_top_tokens_and_the_one_to_one_choices():
     best = match(c, MatchConfig(drop_nonconcept=False, shared_token=False, dedupe="best"))
     first = match(c, MatchConfig(drop_nonconcept=False, shared_token=False, dedupe="first"))
     assert list(zip(best.a, best.b)) == [(0, 1), (1, 2)] and list(zip(first.a, first.b)) == [(0, 0), (1, 2)]
-    assert "first pair kept, as the paper's code" in MatchConfig(dedupe="first").label
+    assert "first pair kept, as the authors' code" in MatchConfig(dedupe="first").label
     top_a = [{5, 6}, {7}, {8}]
     top_b = [{5}, {9}, {1, 7}, {8}]
     m = match(c, MatchConfig(), top_a=top_a, top_b=top_b, nonconcept={1})
@@ -313,7 +313,8 @@ def test_prepared_states_give_the_measure_of_the_taken_rows(name, kw):
 
 
 def test_semantic_subspaces_score_their_own_pairs_against_both_nulls():
-    from sae_core.universality.subspaces import members, subspace_scores, zoo_groups
+    from sae_core.universality.keyword_groups import zoo_groups
+    from sae_core.universality.subspaces import members, subspace_scores
 
     rng = np.random.default_rng(10)
     n = 120

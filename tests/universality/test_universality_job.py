@@ -60,7 +60,8 @@ def test_zoo_models_share_features_far_above_chance(uni):
     assert art.meta["svcca"] == r["scores"]["svcca"]["value"]
     assert seen[0][2].startswith("harvesting") and any("training a BatchTopK SAE" in t for _, _, t in seen)
     # semantic subspaces: each zoo keyword group's pairs, scored where there are enough
-    from sae_core.universality.subspaces import members, zoo_groups
+    from sae_core.universality.keyword_groups import zoo_groups
+    from sae_core.universality.subspaces import members
     sub = r["subspaces"]
     assert set(sub) == set(zoo_groups())
     for g in sub.values():
