@@ -9,7 +9,7 @@ import streamlit as st
 from sae_app import listing, results, session
 from sae_core.universality.grid import (KIND as GRID_KIND, Grid, GridConfig, grid_to_workspace, harvest_grid,
                                         resid_hooks)
-from sae_core.universality.job import (KIND, Universality, UniversalityConfig, paired_harvest, result_name,
+from sae_core.universality.job import (KIND, Universality, UniversalityConfig, paired_harvest, resolved_config,
                                        twin_config, universality_to_workspace)
 
 RESULTS = results.Results(KIND, Universality)
@@ -104,25 +104,28 @@ def build_grid(root: str, on_progress=None):
     return results.build(root, job)
 
 
-def twin(root: str, config: dict, results: dict, mode: str) -> str | None:
+def twin(root: str, config: dict, stored: dict, mode: str) -> str | None:
     """The name of this result's comparison in ``mode`` ("paper" / "default"; ``job.twin_config``)
-    when the workspace has it."""
-    name = result_name(twin_config(config, results, mode))
-    return name if any(a.name == name for a in list_results(root)) else None
+    when the workspace has it (whether its SAEs were named or trained by its job)."""
+    want = twin_config(config, stored, mode)
+    for a in list_results(root):
+        u = open_result(str(a.path), a.created)
+        if "mode" in u.results and resolved_config(u.config, u.results) == want:
+            return a.name
+    return None
 
 
-def build_twin(root: str, on_progress=None, *, config: dict, results: dict, mode: str):
+def build_twin(root: str, on_progress=None, *, config: dict, stored: dict, mode: str):
     """This result's comparison in ``mode`` on the same SAEs and harvest: the models are not run
     (their tokenizer is read), so no model lock is taken."""
-    cfg = twin_config(config, results, mode)
+    cfg = twin_config(config, stored, mode)
     return results.build(root, lambda ws: universality_to_workspace(ws, cfg, load=session.load_model,
                                                                     on_progress=on_progress))
 
 
-def build_groups(root: str, on_progress=None, *, config: dict, results: dict, groups: dict):
+def build_groups(root: str, on_progress=None, *, config: dict, stored: dict, groups: dict):
     """This result again (same SAEs and steps) with the user's keyword groups."""
-    cfg = replace(UniversalityConfig.from_json(config), sae_a=results["saes"]["a"], sae_b=results["saes"]["b"],
-                  groups=groups)
+    cfg = replace(resolved_config(config, stored), groups=groups)
     return results.build(root, lambda ws: universality_to_workspace(ws, cfg, load=session.load_model,
                                                                     on_progress=on_progress))
 

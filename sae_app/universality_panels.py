@@ -17,8 +17,17 @@ MODES = {"paper": "the authors' computation (paper mode)", "default": "this proj
          "custom": "a mix of the authors' steps and this project's"}
 
 
+PENDING = "uni_pending"  # a result built below the Result box, selected on the next run (set before the box)
+
+
 def _select(name: str) -> None:
     st.session_state["uni"] = name
+
+
+def select_pending() -> None:
+    """Select a result a panel built on the last run (call before the Result box is drawn)."""
+    if PENDING in st.session_state:
+        st.session_state["uni"] = st.session_state.pop(PENDING)
 
 
 def method(root: str, r: dict, cfg: dict) -> None:
@@ -37,8 +46,8 @@ def method(root: str, r: dict, cfg: dict) -> None:
             st.button(f"Show {label} on these SAEs", key="uni_twin_show", on_click=_select, args=(name,))
         else:
             jobs.build_button(f"Run {label} on these SAEs", key="uni_twin_build", title=f"Running {label}…",
-                              build=partial(uc.build_twin, config=cfg, results=r, mode=other), root=root,
-                              select_key="uni")
+                              build=partial(uc.build_twin, config=cfg, stored=r, mode=other), root=root,
+                              select_key=PENDING)
 
 
 def keyword_groups(root: str, r: dict, cfg: dict) -> None:
@@ -59,8 +68,8 @@ def keyword_groups(root: str, r: dict, cfg: dict) -> None:
                 st.error(str(e))
                 return
             if jobs.run_job("Scoring your groups…", lambda bar: uc.build_groups(
-                    root, lambda d, t, msg: bar.progress(min(d / t, 1.0), text=msg), config=cfg, results=r,
-                    groups=groups), select_key="uni"):
+                    root, lambda d, t, msg: bar.progress(min(d / t, 1.0), text=msg), config=cfg, stored=r,
+                    groups=groups), select_key=PENDING):
                 st.rerun()
 
 

@@ -22,6 +22,7 @@ if not results:
                      "Compare zoo:tiny-a with zoo:tiny-b", key="uni_build", title="Comparing features…",
                      build=uc.build_demo, root=sel.workspace_root, select_key="uni", kind=uc.KIND)
 by_name = {a.name: a for a in results}
+panels.select_pending()
 art = by_name[st.selectbox("Result", list(by_name), key="uni", format_func=lambda n: uc.result_label(by_name[n]))]
 u = uc.open_result(str(art.path), art.created)
 r, cfg = u.results, u.config

@@ -146,13 +146,12 @@ def _paper(cfg: UniversalityConfig, ctx: typer.Context) -> UniversalityConfig:
     """``paper_config(cfg)``, but with the step options given on the command line as given."""
     from dataclasses import replace
 
-    from click.core import ParameterSource
-
     from sae_core.universality.job import paper_config
 
     p = paper_config(cfg)
     for option, (part, name) in STEP_OPTIONS.items():
-        if ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
+        # by name: typer carries its own copy of click, whose ParameterSource is not click's
+        if getattr(ctx.get_parameter_source(option), "name", None) == "COMMANDLINE":
             value = getattr(getattr(cfg, part) if part else cfg, name)
             p = replace(p, **{part: replace(getattr(p, part), **{name: value})}) if part else replace(p, **{name: value})
     return p

@@ -187,10 +187,15 @@ def result_name(cfg: UniversalityConfig) -> str:
     return artifact_name(cfg.model_b, cfg.hook_b, {"universality": cfg.to_json(), "revision": REVISION})
 
 
+def resolved_config(config: dict, results: dict) -> UniversalityConfig:
+    """A stored result's config with the SAEs it used named (a job that trained them has None)."""
+    return replace(UniversalityConfig.from_json(config), sae_a=results["saes"]["a"], sae_b=results["saes"]["b"])
+
+
 def twin_config(config: dict, results: dict, mode: str) -> UniversalityConfig:
     """A stored result's comparison in ``mode`` ("paper" or "default"): the same models, hooks,
     SAEs (those the result used), tokens and groups, every step as that mode computes it."""
-    cfg = replace(UniversalityConfig.from_json(config), sae_a=results["saes"]["a"], sae_b=results["saes"]["b"])
+    cfg = resolved_config(config, results)
     return paper_config(cfg) if mode == "paper" else _default_steps(cfg)
 
 

@@ -2,10 +2,12 @@
 job, every measure far above its nulls, and the inputs it must refuse."""
 import csv
 import io
+import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from sae_core.universality import UniversalityError
 from sae_core.universality.analysis import AnalysisConfig
@@ -76,8 +78,6 @@ def test_zoo_models_share_features_far_above_chance(uni):
 def test_a_pairs_top_activations_in_context_on_both_sides(uni, tiny_a):
     """Each side's contexts peak on that feature's top tokens, in order, with the values the SAE
     gives when the whole store is encoded afresh."""
-    import torch
-
     from sae_core.activations.paired import open_paired
     from sae_core.sae.io import load_sae
     from sae_core.universality.contexts import pair_contexts
@@ -170,7 +170,16 @@ def test_cli_prints_the_librarys_scores(uni):
     assert table.exit_code == 0, table.output
     line = next(ln for ln in table.output.splitlines() if ln.startswith("svcca"))
     assert f"{r['scores']['svcca']['value']:.3f}" in line
-    assert f"{r['n_pairs']} (correlation > 0.1)" in table.output
+    assert re.search(rf"^correlation > 0.1 +{r['n_pairs']} +{r['step_mean_corr'][-1]:.3f}$", table.output, re.M)
+    assert "mode: default (sparse correlated" in table.output
+    # --paper: every step as the authors; a step option given with it replaces theirs (a custom mix)
+    paper = json.loads(CliRunner().invoke(app, args + ["--paper", "--json"], env={"COLUMNS": "300"}).output)
+    assert (paper["mode"], paper["codes"]) == ("paper", "pre_acts")
+    assert [s for s, _ in paper["steps"]][3:] == ["one per A feature (first)", "correlation > 0.1"]
+    assert {"MonthNames", "Countries"} <= set(paper["subspaces"]) and paper["subspaces"]["Countries"]["in_vocabulary"] == []
+    mixed = json.loads(CliRunner().invoke(app, args + ["--paper", "--dedupe", "none", "--json"],
+                                          env={"COLUMNS": "300"}).output)
+    assert (mixed["mode"], mixed["codes"]) == ("custom", "pre_acts") and len(mixed["steps"]) == 4
     bad = CliRunner().invoke(app, args + ["--rule", "greedy"], env={"COLUMNS": "300"})
     assert bad.exit_code == 2 and "matching rule 'greedy'" in bad.output
 
@@ -190,13 +199,15 @@ def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch,
     at.switch_page("views/universality.py").run()
     assert not at.exception and not at.error
     box = at.selectbox(key="uni")
-    box.set_value(next(o for o in box.options if art.name in o)).run()  # the CLI test may add a newer one
-    assert "zoo:tiny-a blocks.1.hook_resid_post vs zoo:tiny-b blocks.3.hook_resid_post" in box.value
+    box.set_value(art.name).run()  # the CLI test may add a newer one
+    assert f"zoo:tiny-a blocks.1.hook_resid_post vs zoo:tiny-b blocks.3.hook_resid_post ({art.name})" in box.options
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["SVCCA"] == f"{r['scores']['svcca']['value']:.3f}"
     assert metrics["CKA (debiased)"] == f"{r['scores']['cka_debiased']['value']:.3f}"
     assert [w.value for w in at.warning] == r["warnings"]
-    table = at.dataframe[0].value
+    method, table = at.dataframe[0].value, at.dataframe[1].value  # the Method panel's, the pairs'
+    assert method.loc["mode", "this result"] == r["mode"] == "default"
+    assert method.loc["activations correlated", "this result"].startswith("the SAEs' sparse inference codes")
     best = max(r["pairs"], key=lambda p: p["corr"])
     assert len(table) == r["n_pairs"]
     assert (table.iloc[0]["A feature"], table.iloc[0]["B feature"]) == (best["a"], best["b"])
@@ -210,6 +221,7 @@ def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch,
     assert bars[0]["y"] == [r["scores"][m]["value"] for m in order]
     assert bars[1]["y"] == pytest.approx([r["scores"][m]["shuffled"]["null_mean"] for m in order])
     assert charts[3]["data"][0]["x"] == [n for _, n in r["steps"]]  # the filter funnel (right column)
+    assert charts[3]["data"][0]["text"][-1] == f"{r['n_pairs']} (mean r {r['step_mean_corr'][-1]:.2f})"
     # the null histogram follows the chosen measure
     at.selectbox(key="uni_null_measure").set_value("rsa").run()
     hist = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][2]  # left column, under the selector
@@ -229,12 +241,48 @@ def test_universality_page_shows_the_librarys_scores_and_pairs(uni, monkeypatch,
     assert not at.exception
     assert (at.session_state["model_name"], at.session_state["hook"]) == ("zoo:tiny-b", "blocks.3.hook_resid_post")
     assert at.session_state["fb_sae"] == r["saes"]["b"] and at.title[0].value == "Feature browser"
+    _method_switch_and_keyword_groups(app, ws, art)
     # an empty workspace offers to build the comparison
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(tmp_path / "empty"))
     at = AppTest.from_file(app, default_timeout=120).run()
     at.switch_page("views/universality.py").run()
     assert not at.exception and "No universality result" in at.info[0].value
     assert at.button(key="uni_build").label == "Compare zoo:tiny-a with zoo:tiny-b"
+
+
+def _method_switch_and_keyword_groups(app, ws, art):
+    """The Method panel's switch runs the authors' computation on the same SAEs and shows it (its
+    rows read from the new artifact); the user's keyword groups: bad JSON refused with the text
+    kept, good groups scored on the same SAEs."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(app, default_timeout=120).run()
+    at.switch_page("views/universality.py").run()
+    at.selectbox(key="uni").set_value(art.name).run()
+    key = "uni_twin_show" if any(b.key == "uni_twin_show" for b in at.button) else "uni_twin_build"
+    at.button(key=key).click().run()
+    assert not at.exception and not at.error
+    paper = ws.get(KIND, at.selectbox(key="uni").value)
+    r = Universality.open(paper.path).results
+    assert r["mode"] == "paper" and r["saes"] == Universality.open(art.path).results["saes"]
+    method = at.dataframe[0].value
+    assert method.loc["mode", "this result"] == "paper"
+    assert method.loc["activations correlated", "this result"].startswith("the SAEs' dense ReLU pre-activations")
+    assert any("The authors' procedure" in c.value for c in at.caption)
+    # ... and back: the default comparison the page started from, found though its SAEs were not named
+    at.button(key="uni_twin_show").click().run()
+    assert at.selectbox(key="uni").value == art.name
+    bad = '{"months": "January"}'
+    at.text_area(key="uni_groups_text").input(bad).run()
+    at.button(key="uni_groups_build").click().run()
+    assert "group 'months' must be a non-empty list of words" in at.error[0].value
+    assert at.text_area(key="uni_groups_text").value == bad and at.selectbox(key="uni").value == art.name
+    at.text_area(key="uni_groups_text").input('{"spring months": ["March", "April", "May"]}').run()
+    at.button(key="uni_groups_build").click().run()
+    assert not at.exception and not at.error
+    mine = Universality.open(ws.get(KIND, at.selectbox(key="uni").value).path)
+    assert mine.config["groups"] == {"spring months": ["March", "April", "May"]}
+    assert list(mine.results["subspaces"]) == ["spring months"] and mine.results["mode"] == "default"
 
 
 @pytest.mark.slow  # builds the whole universality study
@@ -305,3 +353,55 @@ def test_universality_page_draws_the_layer_grid(uni, monkeypatch):
         fig = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][-1]
         np.testing.assert_allclose(np.array(fig["data"][0]["z"], dtype=float), heat(g, "cka_debiased", show))
         assert fig["layout"]["title"]["text"].startswith(title)
+
+
+@pytest.mark.slow  # builds the whole universality study
+def test_the_authors_computation_on_the_same_saes(uni, tiny_a):
+    """Paper mode (issue #29) on the fixture's SAEs: pre-activations correlated (checked against
+    numpy on the stores), the authors' filters in their order, one-direction SVCCA, their subspace
+    procedure on the paper's categories, the mode recorded."""
+    from sae_core.activations.paired import open_paired
+    from sae_core.sae.io import load_sae
+    from sae_core.universality.job import twin_config
+    from sae_core.universality.keyword_groups import AUTHORS_GROUPS
+    from sae_core.universality.matching import AUTHORS_NONCONCEPT
+    from sae_core.universality.method import method_rows
+
+    ws, art, _ = uni
+    u = Universality.open(art.path)
+    assert u.results["mode"] == "default" and art.meta["mode"] == "default"
+    cfg = twin_config(u.config, u.results, "paper")
+    assert cfg.mode == "paper" and twin_config(cfg.to_json(), u.results, "default").mode == "default"
+    p_art = universality_to_workspace(ws, cfg)
+    p = Universality.open(p_art.path)
+    r = p.results
+    assert (r["mode"], r["codes"], r["subspace_procedure"], p_art.meta["mode"]) == ("paper", "pre_acts", "concepts",
+                                                                                    "paper")
+    assert [s for s, _ in r["steps"]] == ["many-to-one", "no non-concept top token", "a shared top token",
+                                           "one per A feature (first)", "correlation > 0.1"]
+    a = [q["a"] for q in r["pairs"]]
+    assert len(a) == len(set(a)) == r["unique_a"] == r["n_pairs"] >= 10
+    for q in r["pairs"]:
+        assert q["corr"] > 0.1 and set(q["top_a"]) & set(q["top_b"])
+        assert not (set(q["top_a"]) | set(q["top_b"])) & AUTHORS_NONCONCEPT
+    # the correlation is of the dense ReLU pre-activations: numpy on the stores agrees
+    pair = open_paired(ws, ws.get("paired", r["paired"]))
+    keep = ~np.isin(pair.a.token_ids().numpy(), tiny_a.tokenizer.all_special_ids)
+    q = max(r["pairs"], key=lambda x: x["corr"])
+    cols = []
+    for side, store in (("a", pair.a), ("b", pair.b)):
+        sae = load_sae(ws.get("sae", r["saes"][side]).path)
+        with torch.no_grad():
+            cols.append(torch.relu(sae.pre_acts(store.read_all()))[:, q[side]].numpy()[keep])
+    assert np.corrcoef(*cols)[0, 1] == pytest.approx(q["corr"], abs=1e-4)
+    assert r["scores"]["svcca"]["used"]["k_x"] == 1 == r["scores"]["svcca"]["used"]["k_y"]
+    assert all("p_authors" in s["shuffled"] for s in r["scores"].values())
+    sub = r["subspaces"]
+    assert set(sub) == set(AUTHORS_GROUPS)
+    assert sub["Countries"]["in_vocabulary"] == [] == sub["Biology"]["in_vocabulary"]
+    months = sub["MonthNames"]
+    assert months["features_a"] >= 3 and months["features_b"] >= 3 and months["n_pairs"] >= 1
+    assert len({a for a, _ in months.get("pairs", [])}) == months["n_pairs"]  # one pair per A feature
+    rows = {row["step"]: row["this result"] for row in method_rows(p.config, r)}
+    assert rows["mode"] == "paper" and rows["activations correlated"].startswith("the SAEs' dense ReLU pre-act")
+    assert "Countries" in rows["keyword groups"].split("no word in this vocabulary:")[1]
