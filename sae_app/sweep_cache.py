@@ -29,6 +29,15 @@ def sweep_table(path: str, created: float) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
+def sweep_method(path: str, created: float) -> list[dict[str, str]]:
+    """The sweep's Method table (``training.method``), from its stored config."""
+    from sae_core.io import read_json
+    from sae_core.training.method import method_rows
+
+    return method_rows(read_json(Path(path) / "sweep.json"))
+
+
+@st.cache_data(show_spinner=False)
 def training_curves(root: str, path: str, created: float) -> pd.DataFrame:
     from sae_core.training.sweep import load_training_curves
 

@@ -1,4 +1,5 @@
 """Sampled-SAE: sweep l (and the scoring rule) and watch reconstruction, sparsity and loss move."""
+import pandas as pd
 import streamlit as st
 
 from sae_app import demo_build, jobs, sidebar, sweep_cache, sweep_charts as charts, text_input
@@ -50,6 +51,9 @@ art = by_name[st.selectbox("Sweep", list(by_name), key="sw_sweep",
                            format_func=lambda n: charts.sweep_settings(by_name[n].meta))]
 table = sweep_cache.sweep_table(str(art.path), art.created)
 st.caption(f"Sweep artifact `{art.name}`")
+with st.expander("Method: the trainer against dictionary_learning's BatchTopK trainer"):
+    st.dataframe(pd.DataFrame(sweep_cache.sweep_method(str(art.path), art.created)).set_index("step"),
+                 width="stretch")
 for warning in sweep_warnings(table):
     st.warning(warning)
 st.caption(" · ".join(text_sources(table)))

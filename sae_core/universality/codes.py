@@ -31,6 +31,7 @@ from sae_core.universality.measures import UniversalityError
 
 CODES = ("sparse", "pre_acts")
 
+
 @dataclass(frozen=True)
 class CodePass:
     correlation: Correlation
@@ -91,7 +92,8 @@ def code_pass(pair: PairedStores, sae_a, sae_b, *, batch_size: int = 4096, max_t
             n = min(batch_size, total - done, xa.shape[0] - s)
             if n <= 0:
                 break
-            (za, fa), (zb, fb) = (_encode(sae, x[s:s + n].to(device), codes) for sae, x in ((sae_a, xa), (sae_b, xb)))
+            (za, fa), (zb, fb) = (_encode(sae, x[s:s + n].to(device), codes)
+                                  for sae, x in ((sae_a, xa), (sae_b, xb)))
             tok, rows = ta[s:s + n].to(device), where[s:s + n].to(device)
             acc.update(za, zb)
             if null_every and prev_za is not None and batch % null_every == 0:

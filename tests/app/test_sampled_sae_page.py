@@ -51,7 +51,19 @@ def test_sweep_saes_are_named_by_their_settings_and_the_pool_explains_dead_laten
     assert hover["BatchTopK"] == ["batchtopk"] * 2 and hover["TopK"] == ["topk"] * 2
     assert all("%{customdata[1]}" in t["hovertemplate"] for t in fvu["data"])
     # the dead fraction of a Sampled-SAE comes with its reason: a pool of K·l latents per batch
-    shown = at.dataframe[0].value.set_index("sae")
+    # the Method panel: the trainer against dictionary_learning's, read from the sweep's stored config
+    from sae_core.io import read_json
+    from sae_core.training.config import TrainerConfig
+    stored = read_json(sweep.path / "sweep.json")
+    method = at.dataframe[0].value
+    trainer = TrainerConfig(total_tokens=stored["tokens"], batch_size=stored["batch_size"])
+    assert method.loc["optimiser and lr", "this sweep"] == (f"Adam, lr 2e-4 / sqrt(d_sae / 2^14) = "
+                                                              f"{trainer.lr_for(64):.3g} at d_sae 64")
+    assert method.loc["schedule", "this sweep"].startswith(f"{trainer.warmup_steps} warm-up steps of {trainer.steps};")
+    assert method.loc["gradient clipping", "this sweep"].startswith("global norm 1 ")
+    assert method.loc["mode", "this sweep"] == "no paper mode: the Sampled-SAE authors' code is not public"
+    assert "score each latent over the batch (l2)" in method.loc["Sampled-SAE pool", "this sweep"]
+    shown = at.dataframe[1].value.set_index("sae")
     for row in expected.itertuples():
         note = shown.loc[row.sae, "dead_note"]
         if row.arch == "sampled":
