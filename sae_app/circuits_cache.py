@@ -24,10 +24,13 @@ def graph(path: str, created: float, task: str):
 @st.cache_data(max_entries=256, show_spinner=False)
 def edges_at(path: str, created: float, task: str, percent: float, circuit_only: bool) -> list[str]:
     """The task's edges at ``percent`` of the model's logit difference, between the circuit's
-    components (or any components), pruned to paths from input to logits."""
-    study = open_study(path, created)
+    components (or any components), pruned to paths from input to logits; for the authors' edges
+    (method ``paper``), the edges their rule kept."""
+    study, g = open_study(path, created), graph(path, created, task)
+    if g.meta.get("method") == "paper":  # the authors' rule chose them (edge_pruning.py): no threshold applies
+        return sorted(g.in_graph)
     nodes = study.circuit(task).nodes if circuit_only else study.components(task)
-    return sorted(circuit_edges(graph(path, created, task), nodes, percent / 100))
+    return sorted(circuit_edges(g, nodes, percent / 100))
 
 
 def node_text(path: str, created: float, task: str) -> dict[str, str]:
@@ -63,15 +66,17 @@ def node_table(path: str, created: float, task: str) -> pd.DataFrame:
 
 def _task(model, cfg: dict, task: str):
     """The study's prompts of ``task`` again (``make_task`` is deterministic in its config)."""
-    return _task_set(model, cfg["model"], cfg["template"], cfg["n_prompts"], cfg["seed"], task)
+    return _task_set(model, cfg["model"], cfg["template"], cfg["n_prompts"], cfg["seed"], task,
+                     cfg.get("mode") == "paper")
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)  # half a second each: a task change waited for it
-def _task_set(_model, model_name: str, template: str, n_prompts: int, seed: int, task: str):
-    """Shared read-only by every session (the attention pattern and the feature table read it)."""
+def _task_set(_model, model_name: str, template: str, n_prompts: int, seed: int, task: str, paper: bool = False):
+    """Shared read-only by every session (the attention pattern and the feature table read it);
+    ``paper``: the authors' prompts, as a paper-mode study made them."""
     from sae_core.circuits.tasks import TaskConfig, make_task
 
-    return make_task(_model, TaskConfig(task=task, template=template, n_prompts=n_prompts, seed=seed))
+    return make_task(_model, TaskConfig(task=task, template=template, n_prompts=n_prompts, seed=seed, paper=paper))
 
 
 @st.cache_data(max_entries=64, show_spinner="Running the model for the attention pattern…")

@@ -1,10 +1,29 @@
 """The Circuits page's panels: a new study's settings, and what one head or MLP does for the task."""
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from sae_app import circuits_cache as cc, circuits_charts as charts, feature_panels as fp, jobs
 from sae_core.circuits.features import hooks_for
+from sae_core.circuits.method import method_rows
+
+
+def study_summary(r: dict, cfg: dict) -> bool:
+    """The study's settings in a line, with its mode, and the Method panel (the authors' steps
+    beside this study's, ``circuits.method``); whether its edges are the authors' (method paper)."""
+    paper_edges = cfg["method"] == "paper"
+    st.caption(f"{cfg['model']}, {r.get('mode', 'default')} mode, {cfg['template']} template, {cfg['n_prompts']} "
+               f"candidate prompts per task; pruning at T = {cfg['discovery']['threshold']:g} points from the "
+               f"{cfg['discovery']['reference']} model, means over the {cfg['discovery']['means_from']} prompts; edges "
+               "by " + ("the authors' path patching in the circuit" if paper_edges
+                        else f"{cfg['method']} ({cfg['baseline']} baseline)") + ".")
+    if "rules" not in r:
+        st.caption("An older revision of the study: rebuild it for the Method panel.")
+        return paper_edges
+    with st.expander(f"Method: the authors' steps and this study's ({r['mode']} mode)"):
+        st.dataframe(pd.DataFrame(method_rows(r)).set_index("step"), width="stretch")
+    return paper_edges
 
 
 def new_study_form(sel, expanded: bool) -> None:
@@ -21,15 +40,18 @@ def new_study_form(sel, expanded: bool) -> None:
         template = c1.selectbox("Template", TEMPLATES, key="circ_new_template")
         method = c2.selectbox("Edge scores", METHODS, key="circ_new_method",
                               help="eap: attribution patching; eap-ig: with integrated gradients; patching: exact "
-                                   "path patching of every edge (one forward pass each: slow)")
+                                   "path patching of every edge on the full model (one forward pass each: slow); "
+                                   "paper: the authors' path patching inside the mean-ablated circuit")
         prompts = c2.number_input("Candidate prompts per task", 8, 1024, 64, step=8, key="circ_new_prompts")
         threshold = c3.slider("Pruning threshold T (points)", 1.0, 60.0, 20.0, 1.0, key="circ_new_t")
         reference = c3.selectbox("Drop measured from", ["full", "current"], key="circ_new_ref",
                                  format_func=lambda r: {"full": "the full model (the authors')",
                                                         "current": "the current circuit"}[r])
+        mode = "paper" if c1.toggle("The authors' prompts and OV scores (paper mode)", key="circ_new_paper") \
+            else "default"
 
         def build(root: str, on_progress):
-            cfg = CircuitStudyConfig(model=sel.model_name, tasks=tuple(tasks), template=template, method=method,
+            cfg = CircuitStudyConfig(model=sel.model_name, tasks=tuple(tasks), template=template, method=method, mode=mode,
                                      n_prompts=int(prompts), discovery=DiscoveryConfig(threshold=threshold,
                                                                                        reference=reference))
             return cc.build_study(root, cfg, on_progress)

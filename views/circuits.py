@@ -2,14 +2,14 @@
 import streamlit as st
 
 from sae_app import circuits_cache as cc, circuits_charts as charts, jobs, sidebar
-from sae_app.circuits_panels import component_panel, new_study_form
+from sae_app.circuits_panels import component_panel, new_study_form, study_summary
 from sae_core.io import dumps_json
 
 sel = sidebar.current()
 st.title("Circuits")
 st.write("Which components continue a sequence (\"March . April . May\" -> June)? Every head and MLP outside a "
          "circuit is replaced by its mean over corrupted prompts; pruning keeps what the logit difference needs "
-         "(arXiv 2311.04131). Edges are scored by attribution patching and checked against exact path patching.")
+         "(arXiv 2311.04131). Edges by the study's method: the Method panel sets it beside the authors'.")
 if sel.workspace_error:
     st.error(sel.workspace_error)
     st.stop()
@@ -19,7 +19,8 @@ if not studies:
                      "about a minute, or `sae-core circuit discover` / `sae-core demo`.",
                      "Find the circuits on zoo:tiny-b", key="circ_build", title="Finding circuits…",
                      build=cc.build_demo, root=sel.workspace_root, select_key="circ_new_done", kind=cc.KIND)
-by_label = {f"{a.model}: {', '.join(a.meta['tasks'])} ({a.meta['method']}, {a.name})": a for a in studies}
+by_label = {f"{a.model}: {', '.join(a.meta['tasks'])} ({a.meta.get('mode', 'default')} mode, {a.meta['method']} edges, "
+            f"{a.name})": a for a in studies}
 new = st.session_state.pop("circ_new_done", None)  # a study just built: show it
 if label := next((label for label, a in by_label.items() if a.name == new), None):
     st.session_state["circ"] = label
@@ -29,9 +30,7 @@ path, created = str(art.path), art.created
 study = cc.open_study(path, created)
 r, cfg = study.results, study.config
 tasks = study.tasks
-st.caption(f"{cfg['model']}, {cfg['template']} template, {cfg['n_prompts']} candidate prompts per task; pruning at "
-           f"T = {cfg['discovery']['threshold']:g} points from the {cfg['discovery']['reference']} model, means over "
-           f"the {cfg['discovery']['means_from']} prompts; edges by {cfg['method']} ({cfg['baseline']} baseline).")
+paper_edges = study_summary(r, cfg)
 for col, t in zip(st.columns(len(tasks)), tasks):
     c = study.circuit(t)
     col.metric(t, f"{c.performance:.1f}%", f"{len(c.nodes)} components ({len(c.heads())} heads); "
@@ -42,7 +41,9 @@ c1, c2, c3 = st.columns([3, 3, 2])
 view = c1.segmented_control("Show", tasks + ["union"], default=tasks[0], key="circ_view",
                             format_func=lambda v: "all tasks (union)" if v == "union" else v) or tasks[0]
 percent = c2.slider("Edge threshold (% of the model's logit difference)", 0.1, 10.0,
-                    float(100 * cfg["edge_threshold"]), 0.1, key="circ_thr")
+                    float(100 * cfg["edge_threshold"]), 0.1, key="circ_thr", disabled=paper_edges,
+                    help="The authors' edges are kept by their rule (LD ratio under "
+                         f"{cfg.get('ratio_threshold', 0.8):g})" if paper_edges else None)
 only = c3.toggle("Only the circuit's components", True, key="circ_only")
 task = tasks[0] if view == "union" else view
 g = cc.graph(path, created, task)

@@ -1,5 +1,6 @@
 """Circuits for sequence continuation (arXiv 2311.04131): tasks and metrics, mean-ablation node
-discovery, edge scores (path patching, EAP, EAP-IG) on EAP-IG's graph schema, head analyses,
+discovery, edge scores (path patching, EAP, EAP-IG; the authors' path patching in the circuit,
+edge_pruning.py) on EAP-IG's graph schema, head analyses,
 cross-task comparison, SAE features inside a circuit, and the study job (issue #14)."""
 from sae_core.circuits.ablation import Evaluator, ModelShape
 from sae_core.circuits.discovery import DiscoveryConfig, NodeCircuit, ablation_scores, discover_nodes, size_curve

@@ -1,5 +1,7 @@
 """Edge scores on the graph schema of ``graph.py``: exact path patching, one forward pass per edge,
 and attribution patching (EAP), every edge at once, with its integrated-gradients variant (EAP-IG).
+These are this tool's methods, on the full model; the authors' (arXiv 2311.04131) path patching
+inside the mean-ablated circuit is ``edge_pruning.py``.
 
 An edge's sender writes ``out_s`` into the residual stream (the embedding for ``input``, ``z_h W_O``
 for a head, the MLP's output); its baseline is the mean over the corrupted prompts per position
@@ -103,8 +105,10 @@ class EdgeScorer:
         return {f"blocks.{layer}.attn.hook_{edge.channel}": edit}
 
     def patch_edges(self, edges: list[Edge] | None = None, on_progress: Progress | None = None) -> CircuitGraph:
-        """Exact path patching of each edge (default: every edge of the graph), one forward pass each.
-        In the circuit: edges whose patching leaves less than 80% of the logit difference (the paper)."""
+        """Exact path patching of each edge (default: every edge of the graph), one forward pass each,
+        on the full model with this scorer's baseline. In the circuit: edges whose patching leaves
+        less than 80% of the logit difference, the authors' cut on this tool's computation (theirs,
+        path patching inside the mean-ablated circuit, is ``edge_pruning.paper_edges``)."""
         edges = edges if edges is not None else all_edges(self.cfg)
         self._ln1_inputs = capture(self.model, self.task.clean_BT.to(self.device),
                                    [f"blocks.{l}.ln1.hook_in" for l in range(self.cfg.n_layers)])

@@ -1,12 +1,23 @@
 """Head analyses of the sequence-continuation paper (arXiv 2311.04131, after Gould et al.'s
 successor heads): attention patterns on the task's prompts, and OV "next" / "copy" scores.
 
-OV scores: each member's layer-0 residual (the model run on ``BOS member``, ``blocks.0.
-hook_resid_post`` at the member) goes through the head's layer norm, ``W_V W_O`` and the
-unembedding (with the final layer norm). A member counts towards the head's *next* score when the
-next member is among the top ``k`` tokens (5 in the paper), towards its *copy* score when the member
-itself is. The successor ranking orders heads by next score, ties broken by the mean margin of the
-next member's logit over the other members'.
+OV scores, two readings:
+- ``ov_scores`` (this tool's default): each of the sequence's first 12 members alone, its layer-0
+  residual from a run on ``BOS member`` (``blocks.0.hook_resid_post`` at the member), through the
+  head's layer norm, ``W_V W_O`` (no ``b_V``) and the unembedding (with the final layer norm);
+  each member counts once;
+- ``ov_scores_paper``: the authors' (``src/OV_scores/OV_score_fns.py``: ``get_next_scores``,
+  ``get_copy_scores``): the layer-0 residual of the *task's prompts* at the member positions, every
+  (prompt, member) pair counting, through the layer norm, ``W_V`` *plus* ``b_V``, ``W_O``, the final
+  norm and the unembedding (with ``b_U``). Their ``blocks[1].attn.ln1`` is a bare normalisation in
+  their folded-LN model, whose ``W_V`` / ``b_V`` carry each layer's own norm weights; unfolded, as
+  here, that is the head's own layer's ``ln1``. Not reproduced: for months their next score looks
+  for the next month's ordinal ("third" after February), and a top token counts with or without
+  its leading space; here the next member, as the one token the prompts use.
+A member counts towards the head's *next* score when the next member is among the top ``k``
+tokens (5 in the paper), towards its *copy* score when the member itself is. The successor ranking
+orders heads by next score, ties broken by the mean margin of the next member's logit over the
+other members'.
 """
 from __future__ import annotations
 
@@ -14,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from sae_core.circuits.tasks import CORRUPT_POOL, CircuitError, TaskSet, one_token_ids
+from sae_core.circuits.tasks import CORRUPT_POOL, CircuitError, TaskSet, one_token_ids, paper_window
 from sae_core.models.corpus import SEQUENCE_TASKS
 from sae_core.models.hooks import capture
 
@@ -87,18 +98,54 @@ def ov_scores(model, task_name: str, k: int = 5, n_members: int = CORRUPT_POOL) 
     device = next(model.parameters()).device
     tokens = to_tokens(model, members)                      # [BOS, member] per row
     x = capture(model, tokens.to(device), ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"][:, -1]
-    rows = torch.arange(len(members))
+    return _scores(model, x, cur, nxt, cur, k, bias=False)
+
+
+def ov_outputs(model, x_MD: torch.Tensor, layer: int, head: int, bias: bool) -> torch.Tensor:
+    """``[M, d_model]``: what head ``(layer, head)`` writes for residuals ``x_MD`` through its OV
+    circuit, ``(ln1(x) W_V (+ b_V)) W_O``."""
+    attn = model.blocks[layer].attn
+    v = model.blocks[layer].ln1(x_MD) @ attn.W_V[head]
+    return (v + attn.b_V[head] if bias else v) @ attn.W_O[head]
+
+
+def _scores(model, x_MD, cur_M, nxt_M, members, k: int, bias: bool) -> list[OVScore]:
+    """Scores of every head for residuals ``x_MD`` whose member is ``cur_M`` and next ``nxt_M``;
+    the margin is over the token ids ``members``. The authors' unembedding adds ``b_U`` (with
+    ``bias``)."""
+    rows = torch.arange(len(cur_M))
+    b_u = getattr(model, "b_U", None) if bias else None
     scores = []
     for layer in range(model.cfg.n_layers):
-        attn = model.blocks[layer].attn
-        h_in = model.blocks[layer].ln1(x)                   # [M, d]
         for head in range(model.cfg.n_heads):
-            out = h_in @ attn.W_V[head] @ attn.W_O[head]    # [M, d]
-            logits = (model.ln_final(out) @ model.W_U).float().cpu()
+            logits = model.ln_final(ov_outputs(model, x_MD, layer, head, bias)) @ model.W_U
+            logits = (logits if b_u is None else logits + b_u).float().cpu()
             top = logits.topk(k, -1).indices
-            nxt_in = (top == nxt[:, None]).any(-1).float().mean()
-            cur_in = (top == cur[:, None]).any(-1).float().mean()
-            own = logits[rows, nxt]                        # the next member's logit
-            margin = (own - (logits[:, cur].sum(-1) - own) / (len(members) - 1)).mean()
+            nxt_in = (top == nxt_M[:, None]).any(-1).float().mean()
+            cur_in = (top == cur_M[:, None]).any(-1).float().mean()
+            own = logits[rows, nxt_M]                      # the next member's logit
+            margin = (own - (logits[:, members].sum(-1) - own) / (len(members) - 1)).mean()
             scores.append(OVScore(f"a{layer}.h{head}", float(nxt_in), float(cur_in), float(margin)))
     return sorted(scores, key=lambda s: (-s.next_score, -s.next_margin))
+
+
+@torch.no_grad()
+def ov_scores_paper(model, task: TaskSet, k: int = 5) -> list[OVScore]:
+    """The authors' OV next and copy scores (``OV_score_fns.py``: ``get_next_scores``,
+    ``get_copy_scores``; module doc): the layer-0 residual of ``task``'s clean prompts at the
+    member positions, with ``b_V``, every (prompt, member) pair counted. Ranked as ``ov_scores``."""
+    if k < 1:
+        raise CircuitError(f"k={k}: the top-k cut needs k >= 1 (5 in the paper)")
+    items, cyclic = SEQUENCE_TASKS[task.cfg.task]
+    pos = member_positions(model, task)
+    ids = one_token_ids(model.tokenizer, list(items))
+    index = {ids[m]: i for i, m in enumerate(items)}
+    cur = task.clean_BT[:, pos]                                           # [B, P] member ids
+    if not cyclic and any(index[t] + 1 >= len(items) for t in cur.flatten().tolist()):
+        raise CircuitError(f"the prompts show the last member of {task.cfg.task}, which has no next member")
+    nxt = torch.tensor([[ids[items[(index[t] + 1) % len(items)]] for t in row] for row in cur.tolist()])
+    x = capture(model, task.clean_BT.to(next(model.parameters()).device),
+                ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"][:, pos]   # [B, P, d]
+    window = paper_window(task.cfg.task) if task.cfg.paper else list(items[:CORRUPT_POOL])
+    return _scores(model, x.reshape(-1, x.shape[-1]), cur.flatten(), nxt.flatten(),
+                   torch.tensor([ids[m] for m in window]), k, bias=True)

@@ -1,15 +1,23 @@
 """One circuits study end to end, saved as a workspace artifact the page and CLI read.
 
 ``circuits_to_workspace(ws, cfg)``, for each task of ``cfg.tasks`` on ``cfg.model``:
-1. prompts (``make_task``, the paper's filter) and the full model's metrics;
+1. prompts (``make_task``, the paper's filter; ``mode="paper"``: the authors' prompts, ``TaskConfig.
+   paper``) and the full model's metrics;
 2. node discovery (``discover_nodes``), single-component ablation scores, and the size vs
    performance curve over ``curve_thresholds`` against random circuits of the same sizes;
-3. edge scores over every edge (EAP, EAP-IG or exact path patching: ``method``); the circuit's
-   edges are those between its nodes whose |score| reaches ``edge_threshold`` of the model's logit
-   difference; for attribution, the ``validate_top`` edges with the largest |score| are also
-   patched exactly (the validation scatter and its Spearman rho);
-4. head analyses: OV next / copy scores (successor ranking) and attention summaries;
+3. edges (``method``). ``eap``, ``eap-ig`` and ``patching`` (exact path patching on the full model,
+   one edge at a time) score every edge of the model; the circuit's edges are then those between
+   its nodes whose |score| reaches ``edge_threshold`` of the model's logit difference, pruned to
+   paths from input to logits (this study's rule, not the authors'); for attribution, the
+   ``validate_top`` edges with the largest |score| are also patched exactly (the validation
+   scatter and its Spearman rho). ``paper``: the authors' computation (``edge_pruning.py``, their
+   ``run_edge_ablation.py``): path patching inside the mean-ablated circuit, an edge kept while the
+   LD ratio stays under ``ratio_threshold``;
+4. head analyses: OV next / copy scores (successor ranking; ``mode="paper"``: the authors' reading,
+   ``heads.ov_scores_paper``) and attention summaries;
 then the cross-task comparison: node and edge IoU, node membership, and every circuit on every task.
+``results["mode"]`` and ``results["rules"]`` record which computation made each part
+(``circuits.method.method_rows`` words them).
 
 Writes ``circuits.json`` (config and results) and ``graphs/<task>.json`` in EAP-IG's layout.
 Returns at once when the artifact exists (the name is a hash of the configuration).
@@ -22,23 +30,27 @@ from typing import Callable
 from sae_core.circuits.ablation import Evaluator
 from sae_core.circuits.compare import cross_performance, iou_matrix, membership, shared_by_all
 from sae_core.circuits.discovery import DiscoveryConfig, NodeCircuit, ablation_scores, discover_nodes, size_curve
+from sae_core.circuits.edge_pruning import PAPER_RATIO, QUIRKS, paper_edges
 from sae_core.circuits.edges import BASELINES, EdgeScorer
 from sae_core.circuits.graph import CircuitGraph, Edge, prune
-from sae_core.circuits.heads import attention_summary, ov_scores
+from sae_core.circuits.heads import attention_summary, ov_scores, ov_scores_paper
 from sae_core.circuits.tasks import TEMPLATES, CircuitError, TaskConfig, make_task
 from sae_core.io import JsonResult, atomic_write_json
 from sae_core.models.corpus import SEQUENCE_TASKS
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "circuits"
-REVISION = 1
-METHODS = ("eap", "eap-ig", "patching")
+REVISION = 2   # 2: mode, the authors' edges (method "paper") and results["rules"]
+METHODS = ("eap", "eap-ig", "patching", "paper")
+MODES = ("default", "paper")
 Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
 class CircuitStudyConfig:
     model: str = field(default="zoo:tiny-b", metadata={"help": "Model (zoo:NAME, directory or hub name)."})
+    mode: str = field(default="default", metadata={
+        "help": "default | paper: the authors' prompts and OV scores (edges: method)."})
     tasks: tuple[str, ...] = field(default=("digits", "number_words", "months"), metadata={
         "help": "Comma-separated tasks: digits, number_words, months, days, letters."})
     template: str = field(default="sentence", metadata={"help": "Prompt template: sentence | paper | bare | comma."})
@@ -46,13 +58,15 @@ class CircuitStudyConfig:
         "help": "Candidate prompts per task (the filter keeps the right ones)."})
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     method: str = field(default="eap", metadata={
-        "help": "Edge scores: eap | eap-ig | patching (exact, one pass per edge)."})
+        "help": "Edges: eap | eap-ig | patching (exact, full model) | paper (the authors', in the circuit)."})
     # what an edge's sender is replaced by
     baseline: str = field(default="mean", metadata={
         "help": "Edge senders replaced by their mean (as node ablation) or the corrupt run."})
     ig_steps: int = field(default=5, metadata={"help": "Integration steps of eap-ig."})
     edge_threshold: float = field(default=0.01, metadata={
         "help": "Circuit edges: |score| at least this fraction of the model's logit difference."})
+    ratio_threshold: float = field(default=PAPER_RATIO, metadata={
+        "help": "Method paper: keep an edge whose patching leaves LD under this fraction of the model's."})
     validate_top: int = field(default=20, metadata={"help": "Top attribution edges checked by exact path patching."})
     curve_thresholds: tuple[float, ...] = field(default=(10.0, 20.0, 40.0), metadata={
         "help": "Thresholds of the size vs performance curve."})
@@ -64,6 +78,11 @@ class CircuitStudyConfig:
             raise CircuitError(f"tasks {list(self.tasks)}: give one or more of {', '.join(SEQUENCE_TASKS)}")
         if self.template not in TEMPLATES:
             raise CircuitError(f"template {self.template!r}: choose one of {', '.join(TEMPLATES)}")
+        if self.mode not in MODES:
+            raise CircuitError(f"mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if not 0 < self.ratio_threshold < 1:
+            raise CircuitError(f"ratio_threshold={self.ratio_threshold}: a fraction of the model's LD, between 0 and 1 "
+                               "(0.8, the authors')")
         if self.method not in METHODS:
             raise CircuitError(f"method {self.method!r}: choose one of {', '.join(METHODS)}")
         if self.baseline not in BASELINES:
@@ -111,10 +130,30 @@ class CircuitStudy(JsonResult):
         return NodeCircuit.from_json(self.results["tasks"][task]["circuit"])
 
 
-def _edge_graph(scorer: EdgeScorer, cfg: CircuitStudyConfig) -> CircuitGraph:
-    if cfg.method == "patching":
-        return scorer.patch_edges()
-    return scorer.attribute(ig_steps=cfg.ig_steps if cfg.method == "eap-ig" else 0)
+def _edges(model, task, found: NodeCircuit, cfg: CircuitStudyConfig, step) -> tuple[CircuitGraph, dict | None]:
+    """The task's graph with the circuit's edges marked, and the validation against exact patching."""
+    meta = {"nodes": found.nodes, "performance": found.performance}
+    if cfg.method == "paper":  # the authors' rule decides the edges: no threshold, no path pruning
+        g = paper_edges(model, task, found.nodes, cfg.ratio_threshold,
+                        on_progress=lambda d, t, _: step(f"edges ({cfg.method})", 0.75 + 0.2 * d / t))
+        return CircuitGraph(g.cfg, g.scores, g.in_graph, g.node_scores, {**g.meta, **meta}), None
+    scorer = EdgeScorer(model, task, baseline=cfg.baseline)
+    graph = scorer.patch_edges() if cfg.method == "patching" else \
+        scorer.attribute(ig_steps=cfg.ig_steps if cfg.method == "eap-ig" else 0)
+    graph = CircuitGraph(graph.cfg, graph.scores, circuit_edges(graph, found.nodes, cfg.edge_threshold),
+                         graph.node_scores, {**graph.meta, **meta})
+    step("validation against exact patching", 0.85)
+    return graph, _validation(scorer, graph, cfg.validate_top)
+
+
+def rules(cfg: CircuitStudyConfig, verbs: list[str]) -> dict:
+    """What computed each part of a study, for ``results["rules"]`` (``method.method_rows``)."""
+    paper = cfg.mode == "paper"
+    return {"mode": cfg.mode, "prompts": "paper" if paper else "default", "verbs": verbs, "template": cfg.template,
+            "edges": cfg.method, "baseline": cfg.baseline, "edge_threshold": cfg.edge_threshold,
+            "ratio_threshold": cfg.ratio_threshold, "quirks": list(QUIRKS) if cfg.method == "paper" else [],
+            "ov": "paper" if paper else "default", "means_from": cfg.discovery.means_from,
+            "reference": cfg.discovery.reference, "threshold": cfg.discovery.threshold}
 
 
 def circuit_edges(graph: CircuitGraph, nodes: list[str], fraction: float) -> frozenset[str]:
@@ -146,7 +185,8 @@ def _validation(scorer: EdgeScorer, graph: CircuitGraph, top: int) -> dict | Non
 
 
 def _one_task(model, task_name: str, cfg: CircuitStudyConfig, step: Callable[[str, float], None]):
-    task = make_task(model, TaskConfig(task=task_name, template=cfg.template, n_prompts=cfg.n_prompts, seed=cfg.seed))
+    task = make_task(model, TaskConfig(task=task_name, template=cfg.template, n_prompts=cfg.n_prompts, seed=cfg.seed,
+                                       paper=cfg.mode == "paper"))
     ev = Evaluator(model, task, means_from=cfg.discovery.means_from)
     step("pruning", 0.0)
     found = discover_nodes(model, task, cfg.discovery, ev, on_progress=lambda d, t, _: step("pruning", 0.4 * d / t))
@@ -155,20 +195,16 @@ def _one_task(model, task_name: str, cfg: CircuitStudyConfig, step: Callable[[st
     step("size vs performance curve", 0.5)
     curve = size_curve(model, task, list(cfg.curve_thresholds), cfg.discovery, cfg.n_random, cfg.seed, ev,
                        on_progress=lambda d, t, _: step("size vs performance curve", 0.5 + 0.25 * d / t), found=found)
-    step(f"edge scores ({cfg.method})", 0.75)
-    scorer = EdgeScorer(model, task, baseline=cfg.baseline)
-    graph = _edge_graph(scorer, cfg)
-    graph = CircuitGraph(graph.cfg, graph.scores, circuit_edges(graph, found.nodes, cfg.edge_threshold),
-                         graph.node_scores, {**graph.meta, "nodes": found.nodes, "performance": found.performance})
-    step("validation against exact patching", 0.85)
-    validation = _validation(scorer, graph, cfg.validate_top)
+    step(f"edges ({cfg.method})", 0.75)
+    graph, validation = _edges(model, task, found, cfg, step)
     step("head analyses", 0.95)
+    ov = ov_scores_paper(model, task) if cfg.mode == "paper" else ov_scores(model, task_name)
     result = {
         "stats": task.stats.to_json(), "n_prompts": len(task), "examples": task.texts[:3],
         "corrupt_examples": task.corrupt_texts[:3], "ld_model": float(ev.ld_model.mean()),
         "circuit": found.to_json(), "ablation": single, "curve": [p.to_json() for p in curve],
-        "validation": validation, "edges_in_graph": sorted(graph.in_graph),
-        "ov": [s.to_json() for s in ov_scores(model, task_name)],
+        "validation": validation, "edges_in_graph": sorted(graph.in_graph), "verbs": task.verbs,
+        "ov": [s.to_json() for s in ov],
         "attention": [s.to_json() for s in attention_summary(model, task)],
     }
     return result, graph, ev
@@ -194,12 +230,12 @@ def circuits_to_workspace(ws: Workspace, cfg: CircuitStudyConfig = CircuitStudyC
     nodes = {t: tasks[t]["circuit"]["nodes"] for t in cfg.tasks}
     edges = {t: tasks[t]["edges_in_graph"] for t in cfg.tasks}
     results = {
-        "model": cfg.model, "tasks": tasks,
+        "model": cfg.model, "mode": cfg.mode, "rules": rules(cfg, tasks[cfg.tasks[0]]["verbs"]), "tasks": tasks,
         "compare": {"tasks": list(cfg.tasks), "node_iou": iou_matrix(nodes), "edge_iou": iou_matrix(edges),
                     "membership": membership(nodes), "shared_nodes": shared_by_all(nodes),
                     "cross_performance": cross_performance(nodes, evaluators)},
     }
-    meta = {"tasks": list(cfg.tasks), "method": cfg.method,
+    meta = {"tasks": list(cfg.tasks), "method": cfg.method, "mode": cfg.mode,
             "performance": {t: tasks[t]["circuit"]["metrics"]["performance"] for t in cfg.tasks},
             "sizes": {t: len(nodes[t]) for t in cfg.tasks}}
     with ws.create(KIND, name, model=cfg.model, meta=meta, overwrite=True) as d:

@@ -5,9 +5,24 @@ Following arXiv 2311.04131: a clean prompt shows ``shown`` consecutive members o
 (digits, number words, months; days and letters from the zoo corpus too) in a template, and asks
 for the next; the distractor is the last member shown (the paper's ``s4``). Its corrupted
 counterpart keeps everything but the members, which are drawn at random from the sequence's
-first 12 (the paper's "random members 1-12"). A prompt is kept only when the model's top-1 is the
-answer and p(answer) > 2 p(distractor), as in the authors' code; ``FilterStats`` reports what the
-filter dropped.
+first 12 (0-11 for digits and number words: not the authors' 1-12, which ``paper=True`` uses). A
+prompt is kept only when the model's top-1 is the answer and p(answer) > 2 p(distractor), as in
+the authors' code (``generate_data.py:get_good_prompts_numerals``); ``FilterStats`` reports what
+the filter dropped. By default one template per set, months wrap (November December January).
+
+``paper=True``: the prompts as the authors made them (apartresearch/seqcont_circuits):
+- three verb templates mixed in one set, in thirds and in their order: ``{word} done in``,
+  ``{word} lost in``, ``{name} born in`` (the committed ``data/{task}/{task}_prompts_{done,lost,
+  names}.pkl`` that ``run_edge_ablation.py`` concatenates; ``generate_data.py:
+  generate_prompts_list`` writes them with "was", which the ``paper`` template keeps). A verb the
+  tokenizer does not hold as one token is replaced by a stand-in from the zoo's words (``lost`` ->
+  ``found``, ``born`` -> ``lived``), and ``TaskSet.verbs`` says so;
+- members from the authors' twelve (1-12, one-twelve, January-December), first members cycling
+  through the first eight (``for i in range(0, 8)``): nothing wraps, the answer is at most the 12th;
+- corrupted members drawn from the same twelve with r4 - 1 != r3 (``generate_data.py:
+  generate_prompts_list_corr``): the corrupted prompt never ends on a step of the sequence.
+Not reproduced: the authors keep number-word and month prompts only in whole groups of eight
+starts that pass on both tasks (``get_good_prompts_nw_months``); here each prompt is filtered alone.
 
 Templates: ``sentence`` is the paper's shape in the zoo's words ("Van done in March . Hat done in
 April . Sun done in"), ``paper`` the paper's own ("Van was born in March . ..."), ``bare`` and
@@ -23,11 +38,16 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from sae_core.errors import SAECoreError
-from sae_core.models.corpus import NOUNS, SEQUENCE_TASKS
+from sae_core.models.corpus import NAMES, NOUNS, SEQUENCE_TASKS
 
 TEMPLATES = ("sentence", "paper", "bare", "comma")
 TEMPLATE_WORDS = {"sentence": ["done", "in"], "paper": ["was", "born", "in"], "bare": [], "comma": []}
 CORRUPT_POOL = 12  # corrupted members come from each sequence's first 12 (the paper's 1-12)
+# paper=True (module doc): the authors' three verbs in their order, each with its subjects
+PAPER_VERBS = (("done", "words"), ("lost", "words"), ("born", "names"))
+STAND_INS = {"done": "done", "lost": "found", "born": "lived"}  # the zoo's one-token words for theirs
+PAPER_FIRST = {"digits": 1, "number_words": 1}  # their numerals and number words start at 1 / one
+PAPER_STARTS = 8                                 # their first members: the first eight of the twelve
 
 
 class CircuitError(SAECoreError):
@@ -42,6 +62,7 @@ class TaskConfig:
     shown: int = 4                 # members shown before the one asked for
     starts: tuple[int, ...] = ()   # first members allowed (indices; () = every start that fits)
     seed: int = 0
+    paper: bool = False            # the authors' prompts (module doc)
 
     def __post_init__(self):
         if self.task not in SEQUENCE_TASKS:
@@ -53,9 +74,14 @@ class TaskConfig:
             raise CircuitError(f"shown={self.shown}: show between 2 and {len(items) - 1} members of {self.task}")
         if self.n_prompts < 2:
             raise CircuitError(f"n_prompts={self.n_prompts}: give at least 2 (64 is usual)")
-        last = len(items) - 1 if cyclic else len(items) - self.shown - 1
+        last = len(paper_window(self.task)) - self.shown - 1 if self.paper else \
+            len(items) - 1 if cyclic else len(items) - self.shown - 1
+        if last < 0:
+            raise CircuitError(f"shown={self.shown}: the authors' {len(paper_window(self.task))} members of "
+                               f"{self.task} cannot show that many without wrapping; show fewer")
         if bad := [s for s in self.starts if not 0 <= s <= last]:
-            raise CircuitError(f"starts {bad}: {self.task} with {self.shown} shown starts at 0..{last}")
+            raise CircuitError(f"starts {bad}: {self.task} with {self.shown} shown starts at 0..{last}"
+                               + (" (the authors' members, paper=True)" if self.paper else ""))
 
     def to_json(self) -> dict:
         return {**asdict(self), "starts": list(self.starts)}
@@ -84,18 +110,27 @@ class TaskSet:
     corrupt_texts: list[str]
     stats: FilterStats
     members: list[str] = field(default_factory=list)  # the sequence, for head analyses
+    verbs: list[str] = field(default_factory=list)    # paper=True: the verbs used ("found (for lost)")
 
     def __len__(self) -> int:
         return self.clean_BT.shape[0]
 
 
-def _render(template: str, words: list[str], members: list[str], ask: str | None) -> str:
-    """``members`` in ``template``; ``ask``: the word whose member is asked for (sentence forms)."""
+def paper_window(task: str) -> list[str]:
+    """The authors' twelve members of ``task`` (1-12, one-twelve, January-December)."""
+    items, _ = SEQUENCE_TASKS[task]
+    first = PAPER_FIRST.get(task, 0)
+    return list(items[first:first + CORRUPT_POOL])
+
+
+def _render(template: str, words: list[str], members: list[str], ask: str | None, verb: str | None = None) -> str:
+    """``members`` in ``template``; ``ask``: the word whose member is asked for (sentence forms);
+    ``verb``: the sentence's verb (default ``done`` for ``sentence``, ``born`` for ``paper``)."""
     if template == "bare":
         return " ".join(members)
     if template == "comma":
         return " , ".join(members) + " ,"
-    verb = "done in" if template == "sentence" else "was born in"
+    verb = f"{verb or 'done'} in" if template == "sentence" else f"was {verb or 'born'} in"
     return " ".join(f"{w} {verb} {m} ." for w, m in zip(words, members)) + f" {ask} {verb}"
 
 
@@ -117,8 +152,49 @@ def one_token_ids(tokenizer, words: list[str]) -> dict[str, int]:
     return ids
 
 
+def paper_verbs(tokenizer, template: str) -> list[tuple[str, str]]:
+    """``(the authors' verb, the verb used)`` for ``paper=True``: theirs where the tokenizer holds it
+    as one token, else its stand-in (``STAND_INS``); none for the bare and comma templates."""
+    if template not in ("sentence", "paper"):
+        return []
+    out = []
+    for verb, _ in PAPER_VERBS:
+        enc = tokenizer.encode(" " + verb, add_special_tokens=False)
+        known = len(enc) == 1 and enc[0] != tokenizer.unk_token_id
+        out.append((verb, verb if known else STAND_INS[verb]))
+    return out
+
+
+def _corrupt_paper(rng: random.Random, window: list[str], n: int) -> list[str]:
+    """``n`` members drawn from the authors' twelve, the last two redrawn until r4 - 1 != r3
+    (``generate_data.py:generate_prompts_list_corr``: r1, r2 first, then r3 and r4 together)."""
+    head = [rng.choice(window) for _ in range(n - 2)]
+    while True:
+        r3, r4 = rng.choice(window), rng.choice(window)
+        if window.index(r4) - 1 != window.index(r3):
+            return head + [r3, r4]
+
+
+def _paper_candidates(cfg: TaskConfig, verbs: list[tuple[str, str]]) -> list[tuple]:
+    """``(words, shown, answer, corrupted, verb)``: the three verb templates in thirds, in the
+    authors' order, first members cycling through the allowed starts (module doc)."""
+    window = paper_window(cfg.task)
+    starts = list(cfg.starts) or list(range(min(PAPER_STARTS, len(window) - cfg.shown)))
+    rng = random.Random(f"circuit-paper-{cfg.task}-{cfg.template}-{cfg.seed}")
+    blocks = [(v, NAMES if subjects == "names" else NOUNS) for (_, v), (_, subjects) in zip(verbs, PAPER_VERBS)]
+    blocks = blocks or [(None, NOUNS)]
+    out = []
+    for b, (verb, subjects) in enumerate(blocks):
+        for j in range(cfg.n_prompts // len(blocks) + (b < cfg.n_prompts % len(blocks))):
+            s = starts[j % len(starts)]
+            run = window[s:s + cfg.shown + 1]
+            words = rng.sample(subjects, cfg.shown + 1)
+            out.append((words, run[:-1], run[-1], _corrupt_paper(rng, window, cfg.shown), verb))
+    return out
+
+
 def _candidates(cfg: TaskConfig) -> list[tuple[list[str], list[str], str, list[str]]]:
-    """``(words, shown members, answer, corrupted members)`` per candidate prompt."""
+    """``(words, shown members, answer, corrupted members, verb)`` per candidate prompt."""
     items, cyclic = SEQUENCE_TASKS[cfg.task]
     last = len(items) - 1 if cyclic else len(items) - cfg.shown - 1
     starts = list(cfg.starts) or list(range(last + 1))
@@ -130,7 +206,7 @@ def _candidates(cfg: TaskConfig) -> list[tuple[list[str], list[str], str, list[s
         run = [items[(s + i) % len(items)] for i in range(cfg.shown + 1)]
         words = rng.sample(NOUNS, cfg.shown + 1)
         corrupt = [rng.choice(pool) for _ in range(cfg.shown)]
-        out.append((words, run[:-1], run[-1], corrupt))
+        out.append((words, run[:-1], run[-1], corrupt, None))
     return out
 
 
@@ -142,18 +218,20 @@ def make_task(model, cfg: TaskConfig = TaskConfig()) -> TaskSet:
 
     tok = model.tokenizer
     items, _ = SEQUENCE_TASKS[cfg.task]
-    cands = _candidates(cfg)
+    verbs = paper_verbs(tok, cfg.template) if cfg.paper else []
+    cands = _paper_candidates(cfg, verbs) if cfg.paper else _candidates(cfg)
     words = [w for c in cands for w in c[0]] if cfg.template in ("sentence", "paper") else []
-    ids = one_token_ids(tok, list(items) + words + TEMPLATE_WORDS[cfg.template])
-    texts = [_render(cfg.template, w, shown, w[-1]) for w, shown, _, _ in cands]
-    corrupt = [_render(cfg.template, w, c, w[-1]) for w, _, _, c in cands]
+    template_words = [w for w in TEMPLATE_WORDS[cfg.template] if not verbs or w not in dict(PAPER_VERBS)]
+    ids = one_token_ids(tok, list(items) + words + template_words + [used for _, used in verbs])
+    texts = [_render(cfg.template, w, shown, w[-1], v) for w, shown, _, _, v in cands]
+    corrupt = [_render(cfg.template, w, c, w[-1], v) for w, _, _, c, v in cands]
     clean_BT, corrupt_BT = to_tokens(model, texts), to_tokens(model, corrupt)
     if clean_BT.shape != corrupt_BT.shape or (tok.pad_token_id is not None and tok.pad_token_id != tok.bos_token_id
                                               and (clean_BT[:, 1:] == tok.pad_token_id).any()):
         raise CircuitError(f"the {cfg.template} prompts of {cfg.task} do not all have one token length; a per-position "
                            "mean needs them aligned (a word of the template is split by this tokenizer)")
-    answer = torch.tensor([ids[a] for _, _, a, _ in cands])
-    distractor = torch.tensor([ids[shown[-1]] for _, shown, _, _ in cands])
+    answer = torch.tensor([ids[a] for _, _, a, _, _ in cands])
+    distractor = torch.tensor([ids[shown[-1]] for _, shown, _, _, _ in cands])
     device = next(model.parameters()).device
     probs = torch.softmax(model(clean_BT.to(device))[:, -1].float(), -1).cpu()
     rows = torch.arange(len(cands))
@@ -167,4 +245,5 @@ def make_task(model, cfg: TaskConfig = TaskConfig()) -> TaskSet:
                            "circuit needs a task the model does: try another template or model")
     k = keep.nonzero().squeeze(1)
     return TaskSet(cfg, clean_BT[k], corrupt_BT[k], answer[k], distractor[k], [texts[i] for i in k.tolist()],
-                   [corrupt[i] for i in k.tolist()], stats, list(items))
+                   [corrupt[i] for i in k.tolist()], stats, list(items),
+                   [used if used == verb else f"{used} (for {verb})" for verb, used in verbs])

@@ -49,9 +49,26 @@ def _open(study: Optional[str], workspace):
     return art, CircuitStudy.open(art.path)
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not left at its default). By the
+    source's name: typer carries its own copy of click, whose enum is not ``click.core``'s."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _rules_line(results: dict) -> str:
+    r = results.get("rules")
+    if r is None:
+        return "(a revision-1 study: default mode; rebuild it for its rules)"
+    edges = (f"the authors' path patching in the circuit, kept under {r['ratio_threshold']:g} of the model's LD"
+             if r["edges"] == "paper" else f"{r['edges']} on the full model ({r['baseline']} baseline), kept at "
+             f"|score| >= {100 * r['edge_threshold']:g}% of LD (this tool's rule)")
+    return f"mode {r['mode']}: {r['prompts']} prompts, {r['ov']} OV scores; edges by {edges}"
+
+
 @circuit_app.command("discover")
 @friendly
-def discover(model: str = ModelOpt, tasks: str = config_option(CircuitStudyConfig, "tasks"),
+def discover(ctx: typer.Context, model: str = ModelOpt, tasks: str = config_option(CircuitStudyConfig, "tasks"),
              template: str = TemplateOpt, prompts: int = config_option(CircuitStudyConfig, "n_prompts", "--prompts"),
              threshold: float = config_option(DiscoveryConfig, "threshold"),
              reference: str = config_option(DiscoveryConfig, "reference"),
@@ -63,13 +80,19 @@ def discover(model: str = ModelOpt, tasks: str = config_option(CircuitStudyConfi
              curve: str = config_option(CircuitStudyConfig, "curve_thresholds", "--curve"),
              random_circuits: int = config_option(CircuitStudyConfig, "n_random", "--random"),
              seed: int = config_option(CircuitStudyConfig, "seed"),
+             ratio: float = config_option(CircuitStudyConfig, "ratio_threshold", "--edge-ratio"),
+             paper: bool = typer.Option(False, "--paper", help="The authors' prompts, OV scores and edges (mode "
+                                        "paper, method paper; --method still chooses the edges)."),
              as_json: bool = JsonOpt, workspace: Optional[Path] = WorkspaceOpt):
     """Find each task's circuit by iterative mean-ablation pruning (arXiv 2311.04131), score its edges."""
     from sae_core.circuits.job import CircuitStudy, circuits_to_workspace
     from sae_core.workspace import Workspace
 
-    cfg = CircuitStudyConfig(model=model, tasks=words(tasks),
+    if paper and not _given(ctx, "method"):
+        method = "paper"
+    cfg = CircuitStudyConfig(model=model, tasks=words(tasks), mode="paper" if paper else "default",
                              template=template, n_prompts=prompts, method=method, baseline=baseline,
+                             ratio_threshold=ratio,
                              discovery=DiscoveryConfig(threshold=threshold, reference=reference), ig_steps=ig_steps,
                              edge_threshold=edge_threshold, validate_top=validate, curve_thresholds=_floats(curve),
                              n_random=random_circuits, seed=seed)
@@ -81,10 +104,11 @@ def discover(model: str = ModelOpt, tasks: str = config_option(CircuitStudyConfi
     st = CircuitStudy.open(art.path)
     r = {t: st.results["tasks"][t] for t in st.tasks}
     if as_json:
-        typer.echo(dumps_json({"artifact": art.name, "tasks": {
+        typer.echo(dumps_json({"artifact": art.name, "mode": st.results["mode"], "method": cfg.method, "tasks": {
             t: {"nodes": v["circuit"]["nodes"], "metrics": v["circuit"]["metrics"], "edges": v["edges_in_graph"],
                 "prompts": v["stats"], "ablation": v["ablation"]} for t, v in r.items()}}))
         return
+    typer.echo(_rules_line(st.results))
     for t, v in r.items():
         m, s = v["circuit"]["metrics"], v["stats"]
         heads = st.circuit(t).heads()
@@ -97,6 +121,8 @@ def discover(model: str = ModelOpt, tasks: str = config_option(CircuitStudyConfi
         curve = ", ".join(f"T={p['threshold']:g}: {p['size']} -> {p['performance']:.0f}% (random "
                           f"{max(p['random_performance'], default=float('nan')):.0f}% best)" for p in v["curve"])
         typer.echo(f"  size curve: {curve}")
+        typer.echo(f"  edges: {len(v['edges_in_graph'])} in the circuit"
+                   + (f"; verbs {', '.join(v['verbs'])}" if v.get("verbs") else ""))
 
 
 @circuit_app.command("edges")
@@ -138,9 +164,17 @@ def compare(study: Optional[str] = StudyOpt, as_json: bool = JsonOpt, workspace:
     art, st = _open(study, workspace)
     c = st.results["compare"]
     if as_json:
-        typer.echo(dumps_json({"artifact": art.name, **c}))
+        typer.echo(dumps_json({"artifact": art.name, "mode": st.results.get("mode", "default"),
+                               "method": st.config["method"], **c}))
         return
     names = c["tasks"]
+    typer.echo(f"{art.name}: {st.config['model']}; {_rules_line(st.results)}")
+    sizes = {t: (len(st.results["tasks"][t]["circuit"]["nodes"]), len(st.results["tasks"][t]["edges_in_graph"]))
+             for t in names}
+    typer.echo("circuits: " + ", ".join(f"{t} {n} nodes / {e} edges" for t, (n, e) in sizes.items()))
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    for i, j in pairs:
+        typer.echo(f"  {names[i]} vs {names[j]}: node IoU {c['node_iou'][i][j]:.2f}, edge IoU {c['edge_iou'][i][j]:.2f}")
     for title, key, fmt in [("node IoU", "node_iou", "{:>14.2f}"), ("edge IoU", "edge_iou", "{:>14.2f}"),
                             ("performance % (rows: circuit, columns: task)", "cross_performance", "{:>14.1f}")]:
         typer.echo(f"\n{title}\n{'':14}" + "".join(f"{n:>14}" for n in names))

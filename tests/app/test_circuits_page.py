@@ -78,3 +78,25 @@ def test_the_logit_lens_chart_holds_the_librarys_rows_in_both_readings(study, mo
         assert fig["data"][0]["y"] == pytest.approx([100 * r.p_answer for r in want], abs=1e-9)
         assert fig["data"][1]["y"] == pytest.approx([100 * r.top1 for r in want], abs=1e-9)
         assert ("authors" in fig["layout"]["title"]["subtitle"]["text"]) == (mode == "paper")
+
+
+@pytest.mark.slow  # builds a small circuits study
+def test_the_method_panel_reads_the_studys_mode_and_rules(study, monkeypatch):
+    from sae_core.circuits.method import method_rows
+
+    ws, st = study
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    at = app_test().run()
+    at.switch_page("views/circuits.py").run()
+    assert not at.exception and not page_errors(at), page_errors(at)
+    mode = st.results["mode"]
+    assert mode == "default" and any(f"{mode} mode, {st.config['template']} template" in c.value for c in at.caption)
+    [panel] = [e for e in at.expander if e.label.startswith("Method")]
+    assert panel.label == f"Method: the authors' steps and this study's ({mode} mode)"
+    table = panel.dataframe[0].value
+    want = method_rows(st.results)
+    assert list(table.index) == [r["step"] for r in want]
+    assert table["this study"].tolist() == [r["this study"] for r in want]
+    assert table.loc["mode", "this study"] == "default"
+    assert "this tool's rule, not the authors'" in table.loc["edges", "this study"]
+    assert not at.slider(key="circ_thr").disabled      # EAP edges: the threshold applies

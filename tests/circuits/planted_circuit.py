@@ -7,7 +7,9 @@ The zoo's tokenizer; 2 layers x 2 heads, d_model 48, every weight zero except:
 - head a1.h1, a copy head, does the same but to 16 + k, at 0.3 of the strength (it promotes the
   distractor: the circuit does not need it);
 - the unembedding reads dimension 16 + k as digit k.
-On the ``bare`` template ("3 4 5 6") the model answers 7 through a1.h0 alone.
+On the ``bare`` template ("3 4 5 6") the model answers 7 through a1.h0 alone. ``value_bias``: the
+successor head's value bias on its value dimension 0, which it writes to digit 1's unembedding
+(b_V W_O = value_bias on residual dimension 17), for checks that read b_V.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def _set_head(attn, head: int, d_head: int, digit_out, scale: float, c: float = 
             attn.dense.weight.data[16 + out, head * d_head + k] = scale
 
 
-def successor_model(directory):
+def successor_model(directory, value_bias: float = 0.0):
     """Build, save (``save_pretrained``) and load the planted model through ``load_model``."""
     from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -55,6 +57,7 @@ def successor_model(directory):
         attn = model.gpt_neox.layers[1].attention
         _set_head(attn, SUCCESSOR[1], d_head, lambda k: k + 1 if k + 1 < N_DIGITS else None, 1.0)
         _set_head(attn, COPY[1], d_head, lambda k: k, 0.3)
+        attn.query_key_value.bias.data[SUCCESSOR[1] * 3 * d_head + 2 * d_head] = value_bias
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return load_model(str(directory))

@@ -73,3 +73,47 @@ def test_bad_tasks_are_clear_errors(tiny_b):
             return torch.zeros(*tokens_BT.shape, tiny_b.cfg.d_vocab)
     with pytest.raises(CircuitError, match="got 0 of 8 months prompts right"):
         make_task(Blind(), TaskConfig(task="months", n_prompts=8))
+
+
+def test_paper_prompts_mix_three_verbs_never_wrap_and_corrupt_off_the_sequence(tiny_b):
+    """paper=True: the authors' three verb templates in thirds (their 'lost' and 'born' are not zoo
+    tokens: the stand-ins are named), members from their twelve with no wrap, and corrupted members
+    whose last two are never consecutive (r4 - 1 != r3)."""
+    from sae_core.circuits.tasks import paper_window
+    from sae_core.models.corpus import NAMES, NOUNS
+
+    months = make_task(tiny_b, TaskConfig(task="months", n_prompts=48, seed=3, paper=True))
+    assert months.verbs == ["done", "found (for lost)", "lived (for born)"]
+    assert months.stats.generated == 48 and len(months) >= 40
+    verbs, starts = [], set()
+    for text, bad in zip(months.texts, months.corrupt_texts):
+        words = text.split()
+        verb = words[1]
+        verbs.append(verb)
+        assert all(w == verb for w in words[1::5])                       # one verb per prompt
+        assert all(s in (NAMES if verb == "lived" else NOUNS) for s in words[0::5])
+        shown = [w for w in words if w in MONTHS]
+        idx = [MONTHS.index(m) for m in shown]
+        assert idx == list(range(idx[0], idx[0] + 4)) and idx[0] <= 7   # starts 1-8, answer at most December
+        starts.add(idx[0])
+        corrupt = [MONTHS.index(w) for w in bad.split() if w in MONTHS]
+        assert len(corrupt) == 4 and corrupt[3] - 1 != corrupt[2]
+    assert starts == set(range(8))
+    assert {v: verbs.count(v) for v in set(verbs)} == pytest.approx({"done": 16, "found": 16, "lived": 16}, abs=8)
+    assert verbs == sorted(verbs, key=["done", "found", "lived"].index)  # in the authors' order, in blocks
+    rows = torch.arange(len(months))
+    answers = [tiny_b.tokenizer.decode([a]).strip() for a in months.answer_B.tolist()]
+    assert "January" not in answers and all(MONTHS.index(a) >= 4 for a in answers)  # no December -> January
+    # digits: the authors' 1-12, never 0; their filter, as in the default mode
+    digits = make_task(tiny_b, TaskConfig(task="digits", n_prompts=24, paper=True))
+    assert paper_window("digits") == [str(i) for i in range(1, 13)]
+    for text, bad in zip(digits.texts, digits.corrupt_texts):
+        members = [int(w) for w in text.split() if w.isdigit()]
+        corrupt = [int(w) for w in bad.split() if w.isdigit()]
+        assert 1 <= members[0] <= 8 and all(1 <= c <= 12 for c in corrupt) and corrupt[3] - 1 != corrupt[2]
+    with torch.no_grad():
+        probs = torch.softmax(tiny_b(months.clean_BT)[:, -1], -1)
+    assert (probs.argmax(-1) == months.answer_B).all()
+    assert (probs[rows, months.answer_B] > 2 * probs[rows, months.distractor_B]).all()
+    with pytest.raises(CircuitError, match=r"starts \[8\].*authors' members"):
+        TaskConfig(task="digits", starts=(8,), paper=True)

@@ -30,6 +30,7 @@ def test_study_holds_consistent_circuits_graphs_and_comparison(study):
     st = CircuitStudy.open(art.path)
     r = st.results
     assert st.tasks == ["months", "digits"] == cmp_tasks(r) and seen[-1][2] == "done"
+    assert r["mode"] == "default" and r["rules"]["edges"] == "eap" and art.meta["mode"] == "default"
     cmp = r["compare"]
     for i, t in enumerate(st.tasks):
         v = r["tasks"][t]
@@ -58,7 +59,8 @@ def test_study_holds_consistent_circuits_graphs_and_comparison(study):
 def test_bad_study_configurations():
     for kwargs, words in [({"tasks": ("primes",)}, "tasks"), ({"method": "acdc"}, "method"),
                           ({"baseline": "zero"}, "baseline"), ({"edge_threshold": 2.0}, "fraction"),
-                          ({"template": "poem"}, "template")]:
+                          ({"template": "poem"}, "template"), ({"mode": "authors"}, "mode 'authors'"),
+                          ({"ratio_threshold": 1.5}, "ratio_threshold=1.5")]:
         with pytest.raises(CircuitError, match=words):
             CircuitStudyConfig(**kwargs)
     assert CircuitStudyConfig.from_json(SMALL.to_json()) == SMALL

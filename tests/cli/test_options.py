@@ -52,6 +52,8 @@ NOT_CONFIG = {
     (ANY, "--positions"): ("trigger", "the steer commands' own rule (PositionsOpt); positions_rule has no default"),
     ("steer eval", "--switch"): (False, "a flag: turn the study's switch on"),
     ("steer study", "--paper"): (False, "a flag for StudyConfig.mode='paper'; unset, the field's default mode"),
+    ("circuit discover", "--paper"): (False, "a flag for CircuitStudyConfig.mode='paper' (and method='paper' "
+                                             "unless --method is given); unset, the fields' defaults"),
     ("circuit lens", "--paper"): (False, "a flag for logit_lens(mode='paper'); unset, its default final_norm"),
     ("steer eval", "--switch-name"): (None, "inputs: switches to turn on, none by default"),
     ("steer generate", "--switch"): (None, "inputs: switches to turn on, none by default"),
