@@ -75,7 +75,11 @@ def keyword_groups(root: str, r: dict, cfg: dict) -> None:
 
 def pair_in_context(root: str, art, r: dict, cfg: dict) -> None:
     """Choose a matched pair (strongest first); both features' top contexts side by side, each
-    with a button that opens it in the feature browser at its model and hook."""
+    with a button that opens it in the feature browser at its model and hook. Another result
+    starts again from its strongest pair (a pair's index means nothing in another result)."""
+    if st.session_state.get("uni_pair_of") != art.name:
+        st.session_state.pop("uni_pair", None)
+        st.session_state["uni_pair_of"] = art.name
     pick = st.selectbox("Pair in context", uc.pair_options(str(art.path), art.created), key="uni_pair",
                         format_func=lambda i: uc.pair_label(r["pairs"][i]))
     pair = r["pairs"][pick]

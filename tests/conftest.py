@@ -10,30 +10,42 @@ def pytest_collection_modifyitems(items):
     steering tests then copy (``steering_ws``) instead of building its studies again."""
     items.sort(key=lambda item: "e2e" not in item.keywords)
 
+
 @pytest.fixture(scope="session")
 def circuits_template(tmp_path_factory):
-    """The small circuits study (the small demo profile's), built once per run, and the progress it
-    reported: ``(workspace root, artifact name, [(done, total, text), ...])``."""
-    from sae_core.circuits.job import circuits_to_workspace
-    from sae_core.workspace import Workspace
-    from tests.helpers import small_circuits_config
+    """The small circuits study (the small demo profile's), once per run: a copy of the browser
+    tests' demo study when they built it in this run (the same configuration), else built here:
+    ``(workspace root, artifact name)``. (The job's progress reports are checked where a study is
+    built: tests/circuits/test_paper_study.py.)"""
+    import shutil
 
-    ws = Workspace(tmp_path_factory.mktemp("circuits") / "ws")
-    seen = []
-    art = circuits_to_workspace(ws, small_circuits_config(), on_progress=lambda d, t, text: seen.append((d, t, text)))
-    return ws.root, art.name, seen
+    from sae_core.circuits.job import KIND, CircuitStudy, circuits_to_workspace
+    from sae_core.workspace import Workspace
+    from tests.helpers import SMALL_DEMO_ENV, small_circuits_config
+
+    cfg = small_circuits_config()
+    root = tmp_path_factory.mktemp("circuits") / "ws"
+    if built := os.environ.get(SMALL_DEMO_ENV):
+        made = [a for a in Workspace(built).list(KIND) if CircuitStudy.open(a.path).config == cfg.to_json()]
+        if made:
+            shutil.copytree(made[0].path, root / KIND / made[0].name)
+            ws = Workspace(root)
+            ws.reindex()
+            return ws.root, made[0].name
+    art = circuits_to_workspace(Workspace(root), cfg)
+    return root, art.name
 
 
 @pytest.fixture(scope="module")
 def circuits_ws(circuits_template, tmp_path_factory):
     """A workspace of the module's own holding that study (a copy: modules add SAEs and studies to
-    it): ``(workspace, artifact, progress seen)``."""
+    it): ``(workspace, artifact)``."""
     from sae_core.circuits.job import KIND
     from tests.helpers import copy_workspace
 
-    root, name, seen = circuits_template
+    root, name = circuits_template
     ws = copy_workspace(root, tmp_path_factory.mktemp("circuits-copy") / "ws")
-    return ws, ws.get(KIND, name), seen
+    return ws, ws.get(KIND, name)
 
 
 @pytest.fixture(scope="session")

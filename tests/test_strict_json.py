@@ -83,9 +83,11 @@ def _old_results_file(path, obj):
 def test_universality_json_is_strict(tmp_path, monkeypatch):
     import sae_core.universality.job as job
 
-    sig = {"p": 0.01, "z": float("inf"), "null_mean": 0.2}
+    sig = {"p": 0.01, "p_authors": 0.0, "z": float("inf"), "null_mean": 0.2}
     results = _old_results_file(tmp_path / "u", {
-        "n_pairs": 12, "n_tokens": 500, "steps": [["matched", 12]], "runs": 20, "warnings": [],
+        "n_pairs": 12, "n_tokens": 500, "steps": [["matched", 12]], "step_mean_corr": [float("nan")], "runs": 20,
+        "warnings": [], "mode": "default", "codes": "sparse", "unique_a": 12, "match_label": "many-to-one",
+        "subspace_procedure": "matched", "subspaces": {},
         "scores": {"svcca": {"value": 0.5, "shuffled": sig, "random_subsets": None, "ci95": [0.4, float("nan")],
                              "used": 12}}})
     monkeypatch.setattr(job, "universality_to_workspace", lambda ws, cfg, on_progress=None: SimpleNamespace(
@@ -95,6 +97,7 @@ def test_universality_json_is_strict(tmp_path, monkeypatch):
     assert got.exit_code == 0, got.output
     svcca = strict(got.stdout)["scores"]["svcca"]
     assert (svcca["value"], svcca["z"], svcca["ci95"]) == (0.5, None, [0.4, None])
+    assert strict(got.stdout)["step_mean_corr"] == [None]
     # the file as written now holds null for z; the table prints it
     atomic_write_json(tmp_path / "u" / "results.json", results)
     results = read_json(tmp_path / "u" / "results.json")
@@ -108,8 +111,8 @@ def test_circuit_compare_json_is_strict(tmp_path, monkeypatch):
 
     compare = _old_results_file(tmp_path / "c", {"tasks": ["digits", "months"], "node_iou": [[1.0, 0.5], [0.5, 1.0]],
                                                  "cross_performance": [[100.0, float("nan")], [float("-inf"), 100.0]]})
-    monkeypatch.setattr(cli, "_open", lambda study, ws: (SimpleNamespace(name="c1"),
-                                                         SimpleNamespace(results={"compare": compare})))
+    monkeypatch.setattr(cli, "_open", lambda study, ws: (SimpleNamespace(name="c1"), SimpleNamespace(
+        results={"compare": compare, "mode": "default"}, config={"method": "eap"})))
     got = runner.invoke(app, ["circuit", "compare", "--json"])
     assert got.exit_code == 0, got.output
     assert strict(got.stdout)["cross_performance"] == [[100.0, None], [None, 100.0]]

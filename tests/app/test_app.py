@@ -137,7 +137,7 @@ def test_sampled_sae_page_shows_the_sweep(workspace):
     at.switch_page("views/sampled_sae.py").run()
     assert not at.exception and not page_errors(at), page_errors(at)
     assert at.selectbox(key="sw_sweep").value == sweep.name
-    shown = at.dataframe[0].value
+    shown = at.dataframe[1].value  # [0]: the Method panel's
     expected = load_sweep_table(sweep)
     assert len(shown) == len(expected) == 4  # 2 values of l, BatchTopK, TopK
     assert sorted(shown["fvu"].round(9)) == sorted(expected["fvu"].round(9))
@@ -172,7 +172,7 @@ def test_run_a_sweep_from_the_page(workspace):
     assert not at.exception and not page_errors(at), page_errors(at)
     [sweep] = workspace.list("sweep")
     assert at.selectbox(key="sw_sweep").value == sweep.name
-    table = at.dataframe[0].value
+    table = at.dataframe[1].value  # [0]: the Method panel's
     assert sorted(table["arch"]) == ["batchtopk", "sampled", "sampled", "topk"]
     assert set(table["scoring"].dropna()) == {"entropy"}
     assert list(table["pool_rule"].fillna("-")) == ["sample", "sample", "-", "-"]  # the rule asked for

@@ -12,7 +12,7 @@ from tests.helpers import app_test, page_errors, residual_sae
 
 @pytest.fixture(scope="module")
 def study(circuits_ws):
-    ws, art, _ = circuits_ws  # the small study, built once per run (tests/conftest.py)
+    ws, art = circuits_ws  # the small study, built once per run (tests/conftest.py)
     return ws, CircuitStudy.open(art.path)
 
 

@@ -26,10 +26,10 @@ def study(circuits_ws):
 
 @pytest.mark.slow  # builds the whole circuits study
 def test_study_holds_consistent_circuits_graphs_and_comparison(study):
-    ws, art, seen = study
+    ws, art = study
     st = CircuitStudy.open(art.path)
     r = st.results
-    assert st.tasks == ["months", "digits"] == cmp_tasks(r) and seen[-1][2] == "done"
+    assert st.tasks == ["months", "digits"] == cmp_tasks(r)
     assert r["mode"] == "default" and r["rules"]["edges"] == "eap" and art.meta["mode"] == "default"
     cmp = r["compare"]
     for i, t in enumerate(st.tasks):
@@ -72,7 +72,7 @@ def test_cli_prints_the_studys_circuits_edges_and_comparison(study, tmp_path):
 
     from sae_core.cli import app
 
-    ws, art, _ = study
+    ws, art = study
     st = CircuitStudy.open(art.path)
     run = lambda *a: CliRunner().invoke(app, ["circuit", *a, "-w", str(ws.root)], env={"COLUMNS": "300"})
     out = run("discover", *CLI_ARGS, "--json")
@@ -116,7 +116,7 @@ def test_cli_heads_ranks_successor_heads(tiny_b):
 def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, monkeypatch, tmp_path):
     from streamlit.testing.v1 import AppTest
 
-    ws, art, _ = study
+    ws, art = study
     st = CircuitStudy.open(art.path)
     app = APP
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
@@ -189,7 +189,7 @@ def test_circuits_page_shows_the_studys_numbers_and_redraws_on_threshold(study, 
 def test_circuits_page_runs_a_new_study_on_the_sidebars_model(study, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    ws, _, _ = study
+    ws, _ = study
     app = APP
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
     at = AppTest.from_file(app, default_timeout=300).run()

@@ -19,11 +19,17 @@ PAPER_CFG = CircuitStudyConfig(model="planted", tasks=("digits",), template="bar
 def paper_study(tmp_path_factory):
     model = successor_model(tmp_path_factory.mktemp("planted"))
     ws = Workspace(tmp_path_factory.mktemp("paper") / "ws")
-    return ws, circuits_to_workspace(ws, PAPER_CFG, load=lambda name: model)
+    seen = []
+    art = circuits_to_workspace(ws, PAPER_CFG, load=lambda name: model,
+                                on_progress=lambda d, t, text: seen.append((d, t, text)))
+    return ws, art, seen
 
 
 def test_the_artifact_records_the_paper_mode_and_the_authors_edges(paper_study):
-    ws, art = paper_study
+    ws, art, seen = paper_study
+    # the job reports its progress, steadily, to the end
+    assert seen[-1][2] == "done" and seen[-1][0] == seen[-1][1]
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
     st = CircuitStudy.open(art.path)
     r = st.results
     assert r["mode"] == "paper" and art.meta["mode"] == "paper" and st.config["mode"] == "paper"
@@ -47,7 +53,7 @@ def test_the_artifact_records_the_paper_mode_and_the_authors_edges(paper_study):
 
 
 def test_compare_prints_the_mode_and_both_ious(paper_study):
-    ws, art = paper_study
+    ws, art, _ = paper_study
     out = CliRunner().invoke(app, ["circuit", "compare", "-w", str(ws.root)], env={"COLUMNS": "300"})
     assert out.exit_code == 0, out.output
     assert "mode paper: paper prompts, paper OV scores; edges by the authors' path patching" in out.output

@@ -140,10 +140,13 @@ def demo_built(workspace_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def universality_grid(demo_built):
-    """The layer grid of the demo's universality comparison (small profile): every residual layer of
-    zoo:tiny-a against every one of zoo:tiny-b. Built once, after the tests that need no grid."""
+    """A layer grid around the demo's universality comparison (small profile): both residual layers
+    of zoo:tiny-a against zoo:tiny-b's last two (2 x 2 cells, one of them the demo's result; the
+    unit tests build the full 2 x 4 grid). Built once, after the tests that need no grid."""
     from sae_core.demo.steps import small_universality_config
     from sae_core.universality.grid import GridConfig, grid_to_workspace
     from sae_core.workspace import Workspace
 
-    return grid_to_workspace(Workspace(demo_built), GridConfig(base=small_universality_config()))
+    hooks = [f"blocks.{i}.hook_resid_post" for i in range(4)]
+    return grid_to_workspace(Workspace(demo_built), GridConfig(base=small_universality_config(), hooks_a=tuple(
+        hooks[:2]), hooks_b=tuple(hooks[2:])))

@@ -79,7 +79,7 @@ def test_sampled_sae_page(page, app_url, demo_built, screenshot_dir):
     expect(main.get_by_role("heading", name="Sampled-SAE: the l trade-off")).to_be_visible()
     # FVU, distinct, frontier, CE loss recovered (the demo's sweep had its model), curves
     expect(main.get_by_test_id("stPlotlyChart")).to_have_count(5)
-    table = main.get_by_test_id("stDataFrame")
+    table = main.get_by_test_id("stDataFrame").last  # the first is the Method panel's (closed)
     for _, row in load_sweep_table(sweep).iterrows():  # the grid renders the visible columns
         expect(table).to_contain_text(row["arch"])
         expect(table).to_contain_text(str(row["fvu"])[:8])

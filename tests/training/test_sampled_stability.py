@@ -1,7 +1,8 @@
 """Issue #11 regression: entropy-scored Sampled-SAEs on real zoo activations train stably.
 
-Before the fix (AuxK trained latents the pool excludes by design), this exact run gave held-out
-FVU 0.43, 0.58 and 1.26 at l = 1, 2, 4: worse than predicting the mean, and not monotone in l.
+Before the fix (AuxK trained latents the pool excludes by design), this run gave held-out FVU
+0.43, 0.58 and 1.26 at l = 1, 2, 4: worse than predicting the mean, and not monotone in l. The
+test trains the two ends (l = 1 and 4), which failed both checks then, to keep the suite short.
 """
 import pytest
 
@@ -19,7 +20,7 @@ def test_entropy_sampled_sae_fvu_is_below_one_and_falls_with_l(tmp_path):
     ws = Workspace(tmp_path / "ws")
     acts = harvest_to_workspace(ws, "zoo:tiny-a", "blocks.1.hook_resid_post", n_tokens=100_000, seed=0)
     split = open_split(ActivationStore.open(acts.path))
-    ls = (1.0, 2.0, 4.0)
+    ls = (1.0, 4.0)
     cfgs = [SAEConfig(arch="sampled", d_in=128, d_sae=512, k=16, l=l, scoring="entropy") for l in ls]
     # the demo sweep's trainer settings (sae_core/demo.py), seed 0: the run that collapsed (unclipped,
     # as trainers were then: clipping, the default since issue #29, would hide a return of the cause)

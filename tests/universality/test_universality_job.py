@@ -11,7 +11,7 @@ import torch
 
 from sae_core.universality import UniversalityError
 from sae_core.universality.analysis import AnalysisConfig
-from sae_core.universality.job import KIND, Universality, UniversalityConfig, universality_to_workspace
+from sae_core.universality.job import KIND, Universality, UniversalityConfig, result_name, universality_to_workspace
 from sae_core.universality.matching import MatchConfig
 from sae_core.workspace import Workspace
 from tests.helpers import APP, small_universality_config
@@ -21,7 +21,24 @@ SMALL = small_universality_config()
 
 @pytest.fixture(scope="module")
 def uni(tmp_path_factory):
-    ws = Workspace(tmp_path_factory.mktemp("uni") / "ws")
+    """The small universality result, built here (the job's progress recorded). When the browser
+    tests built the small demo in this run (the same configuration), its paired harvest, their
+    activations and its two SAEs are copied first, so only the comparison itself runs again."""
+    import os
+    import shutil
+
+    from tests.helpers import SMALL_DEMO_ENV
+
+    dest = tmp_path_factory.mktemp("uni") / "ws"
+    demo = Workspace(os.environ[SMALL_DEMO_ENV]) if SMALL_DEMO_ENV in os.environ else None
+    if demo is not None and (made := demo.get(KIND, result_name(SMALL))) is not None:
+        r = Universality.open(made.path).results
+        paired = demo.get("paired", r["paired"])
+        for kind, name in [("paired", paired.name), ("sae", r["saes"]["a"]), ("sae", r["saes"]["b"])] + [
+                ("activations", n) for n in paired.meta["activations"]]:
+            shutil.copytree(demo.get(kind, name).path, dest / kind / name)
+    ws = Workspace(dest)
+    ws.reindex()
     seen = []
     art = universality_to_workspace(ws, SMALL, on_progress=lambda d, t, text: seen.append((d, t, text)))
     return ws, art, seen
@@ -177,9 +194,17 @@ def test_cli_prints_the_librarys_scores(uni):
     assert (paper["mode"], paper["codes"]) == ("paper", "pre_acts")
     assert [s for s, _ in paper["steps"]][3:] == ["one per A feature (first)", "correlation > 0.1"]
     assert {"MonthNames", "Countries"} <= set(paper["subspaces"]) and paper["subspaces"]["Countries"]["in_vocabulary"] == []
-    mixed = json.loads(CliRunner().invoke(app, args + ["--paper", "--dedupe", "none", "--json"],
-                                          env={"COLUMNS": "300"}).output)
-    assert (mixed["mode"], mixed["codes"]) == ("custom", "pre_acts") and len(mixed["steps"]) == 4
+    import sae_core.universality.job as job
+    asked = []
+
+    def stop(ws, cfg, **kw):
+        asked.append(cfg)
+        raise UniversalityError("stopped here: the configuration is what is checked")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(job, "universality_to_workspace", stop)
+        CliRunner().invoke(app, args + ["--paper", "--dedupe", "none", "--json"], env={"COLUMNS": "300"})
+    [mixed] = asked
+    assert (mixed.mode, mixed.codes, mixed.match.dedupe, mixed.match.order) == ("custom", "pre_acts", "none", "paper")
     bad = CliRunner().invoke(app, args + ["--rule", "greedy"], env={"COLUMNS": "300"})
     assert bad.exit_code == 2 and "matching rule 'greedy'" in bad.output
 
