@@ -132,7 +132,8 @@ def subspaces(results: dict, measure: str = "svcca") -> go.Figure:
             continue
         fig.add_trace(go.Bar(x=names, y=[g["scores"][measure][key]["null_mean"] for _, g in groups], name=label,
                              marker_color=color,
-                             error_y=dict(type="data", array=[g["scores"][measure][key]["null_std"] for _, g in groups])))
+                             error_y=dict(type="data",
+                                          array=[g["scores"][measure][key]["null_std"] for _, g in groups])))
     fig.update_layout(barmode="group")
     against = "random matched pairs" if p_of == "matched_subsets" else "the shuffled pairing"
     return _layout(fig, f"{MEASURE_NAMES.get(measure, measure)} within semantic subspaces (p: against {against})",

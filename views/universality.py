@@ -50,7 +50,7 @@ svcca = r["scores"].get("svcca")
 if svcca:
     right.markdown(f"**SVCCA kept** {svcca['used']['k_x']} directions of A ({100 * svcca['used']['var_x']:.1f}% of "
                    f"the variance) and {svcca['used']['k_y']} of B ({100 * svcca['used']['var_y']:.1f}%)"
-                   + (" (one each, as the paper's code)" if svcca["used"]["paper_compat"] else "") + ".")
+                   + (" (one each, as the authors' code)" if svcca["used"]["paper_compat"] else "") + ".")
 
 st.subheader("Semantic subspaces")
 sub = r.get("subspaces") or {}

@@ -115,7 +115,9 @@ def study_report(r: dict, model_a: str, hook_a: str, model_b: str, hook_b: str) 
     out.append(f"p = (1 + null runs >= paired) / (1 + {r['runs']} runs)"
                + ("; p auth = (null runs >= paired) / runs, as the authors' code" if authors else ""))
     concepts = r["subspace_procedure"] == "concepts"
-    out.append(f"\nsemantic subspaces ({'the authors: concept features of each model, paired within the group' if concepts else 'groups of the matched pairs'})")
+    how = ("the authors: concept features of each model, paired within the group" if concepts
+           else "groups of the matched pairs")
+    out.append(f"\nsemantic subspaces ({how})")
     out.append(f"{'group':14}{'words':>6}" + (f"{'feat A':>7}{'feat B':>7}" if concepts else "") + f"{'pairs':>6}"
                + "".join(f"{m:>9}{'p':>7}" for m in ("svcca", "rsa")))
     for name, g in r["subspaces"].items():
@@ -153,7 +155,8 @@ def _paper(cfg: UniversalityConfig, ctx: typer.Context) -> UniversalityConfig:
         # by name: typer carries its own copy of click, whose ParameterSource is not click's
         if getattr(ctx.get_parameter_source(option), "name", None) == "COMMANDLINE":
             value = getattr(getattr(cfg, part) if part else cfg, name)
-            p = replace(p, **{part: replace(getattr(p, part), **{name: value})}) if part else replace(p, **{name: value})
+            p = (replace(p, **{part: replace(getattr(p, part), **{name: value})}) if part
+                 else replace(p, **{name: value}))
     return p
 
 

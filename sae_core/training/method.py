@@ -32,7 +32,8 @@ def method_rows(sweep: dict) -> list[dict[str, str]]:
          "this sweep": f"Adam, lr {lr}"},
         {"step": "schedule", "dictionary_learning (reference)": f"{REFERENCE['warmup_steps']} warm-up steps, no decay",
          "this sweep": f"{t.warmup_steps} warm-up steps of {t.steps}; linear decay over the last "
-                       f"{100 * t.decay_fraction:g}% (a run of {t.steps} steps is shorter than the reference's warm-up)"},
+                       f"{100 * t.decay_fraction:g}% (a run of {t.steps} steps is shorter than the reference's "
+                       "warm-up)"},
         {"step": "gradient clipping", "dictionary_learning (reference)": f"global norm {REFERENCE['grad_clip']:g}",
          "this sweep": f"{clip} (measured better on the zoo: bench/sae_trainer_variants.py)"},
         {"step": "inference threshold",

@@ -30,7 +30,8 @@ class AnalysisConfig:
     runs_small: int = 1000         # ... when there are SMALL_PAIRS pairs or fewer
     bootstrap_runs: int = 100
     var_threshold: float = 0.99    # SVCCA's variance rule
-    paper_compat: bool = field(default=False, metadata={"help": "SVCCA with one direction, as the authors' code (a bug there)."})
+    paper_compat: bool = field(default=False, metadata={
+        "help": "SVCCA with one direction, as the authors' code (a bug there)."})
     rsa_rows: int = 500            # RSA subsamples rows past this (124,750 similarity pairs)
     knn_k: int = 10
     seed: int = 0

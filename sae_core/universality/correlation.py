@@ -11,8 +11,9 @@ which is reported. (The authors' ``batched_correlation`` in wlg1/univ_feat_geom
 (n-1)/n of these, 0.99999 at 100k tokens; their argmax partners are the same.)
 
 Codes arrive as their active entries (``Codes``: an SAE's ``encode_coords``), so the sums touch only
-those; or dense (``[n, S]``: the SAE's ReLU pre-activations, which the authors correlate). The cross sums of a batch are computed on the codes' device (``add_cross``): as a dense
-float32 matmul on a GPU, and on the CPU as sparse x dense when the codes are sparse enough (an
+those; or dense (``[n, S]``: the SAE's ReLU pre-activations, which the authors correlate). The
+cross sums of a batch are computed on the codes' device (``add_cross``): as a dense float32
+matmul on a GPU, and on the CPU as sparse x dense when the codes are sparse enough (an
 SAE's usually are), a small fraction of the dense product's work.
 
 ``TopTokens`` keeps each feature's ``m`` highest activations with the token and the row of each,
