@@ -42,6 +42,7 @@ import torch
 
 from sae_core.circuits.ablation import (Means, ModelShape, ablation_edits, compute_means, last_logits, mlp_hook,
                                        parse_node, z_hook)
+from sae_core.circuits.edges import head_to
 from sae_core.circuits.graph import CHANNELS, CircuitGraph, GraphConfig
 from sae_core.circuits.metrics import logit_diff
 from sae_core.circuits.tasks import CircuitError, TaskSet
@@ -65,14 +66,6 @@ def paper_means(model, corrupt_BT: torch.Tensor, shape: ModelShape, nodes: list[
 
 def _then(first: Edit | None, second: Edit) -> Edit:
     return second if first is None else (lambda a: second(first(a)))
-
-
-def _set_head(value_BTHE: torch.Tensor, head: int) -> Edit:
-    def edit(a):
-        out = a.clone()
-        out[:, :, head] = value_BTHE[:, :, head].to(out)
-        return out
-    return edit
 
 
 def _receiver_head(value_BTHE: torch.Tensor, head: int, n_heads: int) -> Edit:
@@ -160,7 +153,7 @@ def _head_sender(b: _Batch, heads, mlps, layer: int, head: int) -> dict[str, flo
     """Every edge out of head ``(layer, head)``: every head frozen to its clean value but the
     sender, set to its corrupted one (``patch_head_vectors``); the receivers' inputs read there."""
     frozen = {z_hook(l): _replace(b.orig[z_hook(l)]) for l in range(b.shape.n_layers)}
-    frozen[z_hook(layer)] = _then(frozen[z_hook(layer)], _set_head(b.new[z_hook(layer)], head))
+    frozen[z_hook(layer)] = _then(frozen[z_hook(layer)], head_to(b.new[z_hook(layer)], head))
     later_heads = [(l, h) for l, h in heads if l > layer]
     later_mlps = [m for m in mlps if m > layer]
     qkv = [f"blocks.{l}.attn.hook_{c}" for l in sorted({l for l, _ in later_heads}) for c in CHANNELS]

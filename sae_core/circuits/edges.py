@@ -135,7 +135,7 @@ class EdgeScorer:
                 edit = (lambda base: lambda a: base.to(a).clone())(self.base_raw[hook])
             else:
                 hook, head = f"blocks.{layer}.attn.hook_z", int(node.split(".h")[1])
-                edit = _head_to(self.base_raw[hook], head)
+                edit = head_to(self.base_raw[hook], head)
             out[node] = self.metric_of(self._last_logits({hook: edit})) - self.ld_clean
         return out
 
@@ -203,7 +203,8 @@ class EdgeScorer:
                 "baseline": self.baseline, "ld_clean": self.ld_clean, "n_prompts": len(self.task), **extra}
 
 
-def _head_to(base_BTHE: torch.Tensor, head: int) -> Edit:
+def head_to(base_BTHE: torch.Tensor, head: int) -> Edit:
+    """An edit setting one head's slice of a per-head activation (``[B, T, H, E]``) to ``base``'s."""
     def edit(a):
         out = a.clone()
         out[:, :, head] = base_BTHE[:, :, head].to(out)

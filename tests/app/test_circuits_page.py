@@ -16,6 +16,15 @@ def study(circuits_ws):
     return ws, CircuitStudy.open(art.path)
 
 
+def _circuits_page(ws, monkeypatch):
+    """The app on the Circuits page over ``ws``, checked to show no exception or error."""
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    at = app_test().run()
+    at.switch_page("views/circuits.py").run()
+    assert not at.exception and not page_errors(at), page_errors(at)
+    return at
+
+
 def _charts(at) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
@@ -23,14 +32,11 @@ def _charts(at) -> list[dict]:
 @pytest.mark.slow  # builds a small circuits study
 def test_the_circuits_page_titles_legends_and_sae_table(study, monkeypatch):
     ws, st = study
-    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
     head = st.results["tasks"]["months"]["ov"][0]["head"]
     _, hook = residual_sae(ws, head, "resid-sae", 64)
     layer = int(hook.split(".")[1])
 
-    at = app_test().run()
-    at.switch_page("views/circuits.py").run()
-    assert not at.exception and not page_errors(at), page_errors(at)
+    at = _circuits_page(ws, monkeypatch)
     # the validation chart's title: the whole rho the study measured, wrapped, never clipped
     rho = st.results["tasks"]["months"]["validation"]["spearman"]
     titles = [c["layout"]["title"]["text"] for c in _charts(at)]
@@ -61,10 +67,7 @@ def test_the_logit_lens_chart_holds_the_librarys_rows_in_both_readings(study, mo
     from sae_core.models.loading import load_model
 
     ws, st = study
-    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
-    at = app_test().run()
-    at.switch_page("views/circuits.py").run()
-    assert not at.exception and not page_errors(at), page_errors(at)
+    at = _circuits_page(ws, monkeypatch)
     cfg, task = st.config, st.tasks[0]
     model = load_model(cfg["model"])
     ts = make_task(model, TaskConfig(task=task, template=cfg["template"], n_prompts=cfg["n_prompts"], seed=cfg["seed"]))
@@ -85,10 +88,7 @@ def test_the_method_panel_reads_the_studys_mode_and_rules(study, monkeypatch):
     from sae_core.circuits.method import method_rows
 
     ws, st = study
-    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
-    at = app_test().run()
-    at.switch_page("views/circuits.py").run()
-    assert not at.exception and not page_errors(at), page_errors(at)
+    at = _circuits_page(ws, monkeypatch)
     mode = st.results["mode"]
     assert mode == "default" and any(f"{mode} mode, {st.config['template']} template" in c.value for c in at.caption)
     [panel] = [e for e in at.expander if e.label.startswith("Method")]
