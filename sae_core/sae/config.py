@@ -15,7 +15,7 @@ class SAEConfigError(SAECoreError):
     """An SAE configuration that cannot work (K larger than d_sae, l < 1, unknown architecture)."""
 
 
-Scoring = Literal["l2", "entropy"]
+Scoring = Literal["l2", "l2sq", "entropy"]
 PoolRule = Literal["top", "sample"]
 # Every architecture by name: the one list (the registry maps each to its class, CLI help and
 # errors read it from here).
@@ -67,7 +67,7 @@ class SAEConfig:
     k: int = field(default=32, metadata={"help": "Active latents per token (TopK family)."})
     l: float = field(default=4.0, metadata={"help": "Sampled-SAE: the pool holds K*l latents."})
     # Sampled-SAE: how latent columns are scored (see sampled.py)
-    scoring: Scoring = field(default="l2", metadata={"help": "Sampled-SAE scoring rule: l2 | entropy."})
+    scoring: Scoring = field(default="l2", metadata={"help": "Sampled-SAE scoring rule: l2 | l2sq | entropy."})
     pool_rule: PoolRule = field(default="top", metadata={"help": "Sampled-SAE pool: top | sample."})
     l1_coeff: float = 5.0           # ReLU SAE: sparsity penalty weight
     threshold_momentum: float = 0.99  # BatchTopK family: EMA of the inference threshold

@@ -6,6 +6,9 @@ batch sets it; see "Scores read what the rule can keep" below):
 
 1. Score every latent column j over the batch:
    - ``l2``:      s_j = ||a[:, j]||_2 = sqrt(sum_i a_ij^2)
+   - ``l2sq``:    s_j = ||a[:, j]||_2^2 = sum_i a_ij^2, the paper's squared-L2 rule (issue #30): the
+                  same order as ``l2``, so the same pool under ``pool_rule="top"``; a different draw
+                  under ``pool_rule="sample"``, which weights latents by the score itself
    - ``entropy``: with the column's activation mass m_j = sum_i a_ij and p_ij = a_ij / m_j,
                   s_j = H_j = -sum_i p_ij log p_ij (0 log 0 = 0). High entropy means the latent's
                   mass is spread over many tokens of the batch (shared structure); the
@@ -134,11 +137,12 @@ def latent_scores(acts_NS: torch.Tensor, scoring: str, floor: float | torch.Tens
     """
     d_sae, dtype = acts_NS.shape[1], _score_dtype(acts_NS.dtype)
     floor = floor.clamp_min(0.0) if torch.is_tensor(floor) else max(0.0, float(floor))
-    if scoring == "l2":
+    if scoring in ("l2", "l2sq"):
         sumsq_S = acts_NS.new_zeros(d_sae, dtype=dtype)
         for a_RS, _ in _clamped_chunks(acts_NS, floor, 0.0):
             sumsq_S += torch.linalg.vecdot(a_RS, a_RS, dim=0)
-        return distributed.all_sum_(sumsq_S).sqrt_()  # data-parallel: over the global batch
+        sumsq_S = distributed.all_sum_(sumsq_S)  # data-parallel: over the global batch
+        return sumsq_S.sqrt_() if scoring == "l2" else sumsq_S
     # 0 log 0 = 0: entries <= floor become the smallest normal float, not 0 (log2 of an exact 0
     # is a slow path on CPU, ~12x slower: 10.3 against 0.86 ns), so the cut and the log's guard
     # are one pass. Each such entry adds tiny to m_j and tiny*log2(tiny) (~ -1.5e-36) to

@@ -31,8 +31,9 @@ class SweepConfig:
     k: int
     d_sae: int
     ls: tuple[float, ...]
-    scorings: tuple[str, ...] = field(default=get_args(Scoring),  # every rule
-                                      metadata={"help": "Comma-separated scoring rules."})
+    # l2sq is opt-in: under pool_rule "top" it trains the same SAE as l2 (the same order)
+    scorings: tuple[str, ...] = field(default=("l2", "entropy"),
+                                      metadata={"help": "Comma-separated scoring rules (l2, l2sq, entropy)."})
     pool_rule: str = field(default="top", metadata={"help": "Sampled-SAE pool: top | sample (drawn by score)."})
     references: tuple[str, ...] = field(default=REFERENCE_ARCHS,
                                         metadata={"help": "Reference architectures ('' for none)."})

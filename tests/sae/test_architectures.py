@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sae_core.sae import SAEConfig, SAEConfigError, create_sae
-from sae_core.sae.sampled import latent_scores
+from sae_core.sae.sampled import latent_scores, select_pool
 from tests.helpers import sae_cfg
 
 
@@ -38,7 +38,7 @@ def test_batchtopk_runs_as_jumprelu_at_inference():
     assert sae.threshold.item() == theta  # eval never moves the threshold
 
 
-@pytest.mark.parametrize("scoring", ["l2", "entropy"])
+@pytest.mark.parametrize("scoring", ["l2", "l2sq", "entropy"])
 @pytest.mark.parametrize("rule", ["top", "sample"])
 def test_sampled_l1_uses_at_most_k_distinct_latents_per_batch(scoring, rule):
     """Property over random inputs and seeds: with l=1 a batch never uses more than K latents."""
@@ -123,6 +123,7 @@ def test_latent_scores_match_numpy():
     a[:, 3] = 0  # a column with no mass
     l2 = latent_scores(torch.tensor(a), "l2").numpy()
     np.testing.assert_allclose(l2, np.sqrt((a ** 2).sum(0)), rtol=1e-12)
+    np.testing.assert_allclose(latent_scores(torch.tensor(a), "l2sq").numpy(), (a ** 2).sum(0), rtol=1e-12)
     ent = latent_scores(torch.tensor(a), "entropy").numpy()
     for j in range(8):
         m = a[:, j].sum()
@@ -239,3 +240,23 @@ def test_labels_name_only_the_settings_the_architecture_reads():
     meta = {"arch": "relu", "d_sae": 64, "k": 32, "l": 4.0, "scoring": "l2", "pool_rule": "top"}
     assert sae_label(meta, detail=True) == "relu"
     assert sae_label({"arch": "topk", "k": 32, "l": None, "scoring": None}) == "topk"  # a sweep row
+
+
+def test_squared_l2_keeps_l2s_pool_under_top_and_draws_otherwise_under_sample():
+    """Squared L2 ranks latents as L2 does, so the top-K·l pool is the same; the sampling rule
+    weights by the score itself, so latent j is drawn with probability s_j^2 / sum s^2, not
+    s_j / sum s (issue #30)."""
+    torch.manual_seed(0)
+    acts = torch.relu(torch.randn(64, 32)) * torch.rand(32) * 3
+    for size in (1, 5, 16):
+        assert torch.equal(select_pool(latent_scores(acts, "l2"), size, "top").sort().values,
+                           select_pool(latent_scores(acts, "l2sq"), size, "top").sort().values)
+    # one latent per draw from three columns of L2 norms 1, 2, 3
+    acts = torch.tensor([[1.0, 2.0, 3.0]])
+    draws = 4000
+    for scoring, weights in (("l2", [1, 2, 3]), ("l2sq", [1, 4, 9])):
+        gen = torch.Generator().manual_seed(1)
+        counts = torch.bincount(torch.cat([select_pool(latent_scores(acts, scoring), 1, "sample", gen)
+                                           for _ in range(draws)]), minlength=3).double()
+        expected = torch.tensor(weights, dtype=torch.double) / sum(weights)
+        assert torch.allclose(counts / draws, expected, atol=0.03), (scoring, counts / draws)
