@@ -11,18 +11,18 @@ import os
 
 import typer
 
-from sae_core.cli import circuits, features, models, steering, training, universality, workspace
+from sae_core.cli import circuits, evaluation, features, models, steering, training, universality, workspace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SUMMARY = ("sae-studio from the shell: the bundled model zoo, a model's hooks, generate text; harvest "
-           "activations, train SAEs, sweep Sampled-SAE's l; index features, print one feature; steer models "
+           "activations, train SAEs, sweep Sampled-SAE's l; evaluate SAEs downstream (probing, absorption, the lottery); index features, print one feature; steer models "
            "(vectors, their transfer, safety switches); universality of two models' features; circuit "
            "discovery; the app's demo and its workspace.")
 # Plain click help, not Rich's: under Rich, typer shows a "<bool>" type after every flag (--help
 # included) and reads "[...]" in a help text as markup, so "[default: ...]" vanished from it.
 app = typer.Typer(help=SUMMARY, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
-for group in (models, training, features, universality, workspace):  # top-level commands
+for group in (models, training, evaluation, features, universality, workspace):  # top-level commands
     app.add_typer(group.commands)
 app.add_typer(steering.steer_app, name="steer")
 app.add_typer(models.zoo_app, name="zoo")

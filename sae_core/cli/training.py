@@ -12,6 +12,7 @@ import typer
 from sae_core.activations import ActivationStore
 from sae_core.activations.job import harvest_hooks_to_workspace
 from sae_core.activations.limits import MIN_TOKENS
+from sae_core.evaluation.config import EvaluationConfig
 from sae_core.cli.common import (AutocastOpt, Bar, ColumnOpt, CorpusOpt, ShardOpt, SplitOpt, StepBar,
                                  WorkspaceOpt, config_default, config_option, floats, friendly, text_source,
                                  words)
@@ -223,13 +224,17 @@ def sweep(ls: str = config_option(SweepCommand, "ls", "--l"),
           model: Optional[str] = ModelOpt, hook: Optional[str] = HookOpt, acts: Optional[Path] = ActsOpt,
           corpus: Optional[Path] = CorpusOpt, text_column: str = ColumnOpt, split: str = SplitOpt,
           device: Optional[str] = config_option(SweepConfig, "device"),
+          evaluate: str = typer.Option("", "--evaluate", help="Also evaluate every SAE: comma-separated "
+                                       "probing, absorption, lottery (see `sae-core evaluate`)."),
           workspace: Optional[Path] = WorkspaceOpt):
     """Train one Sampled-SAE per l and scoring rule (plus references) in lockstep, one pass over the
-    activations; write the metrics table. Interrupted sweeps resume from checkpoints."""
+    activations; write the metrics table. Interrupted sweeps resume from checkpoints. --evaluate adds
+    downstream metrics to the table."""
     from sae_core.training.sweep import run_sweep
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)
+    ecfg = EvaluationConfig(metrics=words(evaluate)) if evaluate else None  # refused before any work
     sc = SweepConfig(k=k, d_sae=d_sae, ls=floats(ls, "--l"),
                      scorings=words(scorings),
                      references=words(references),
@@ -240,6 +245,12 @@ def sweep(ls: str = config_option(SweepCommand, "ls", "--l"),
     bar = Bar(f"sweep ({len(sc.ls) * len(sc.scorings) + len(sc.references)} SAEs in lockstep)", unit="step")
     result = run_sweep(ws, art, sc, model=lm, on_progress=bar)
     bar.close()
+    if ecfg is not None:
+        from sae_core.evaluation.job import evaluate_sweep
+
+        bar = Bar(f"evaluate ({', '.join(ecfg.metrics)})", unit="step")
+        evaluate_sweep(ws, result, ecfg, model=lm, on_progress=bar)
+        bar.close()
     typer.echo(f"sweep/{result.name}: {result.meta['n_saes']} SAEs -> {result.path / 'table.csv'}")
 
 

@@ -23,36 +23,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from sae_core.evaluation.probing_tasks import ZOO_TASKS, ProbeExample, ProbeTask, ProbingError
+from sae_core.evaluation.config import ProbingConfig
+from sae_core.evaluation.probing_tasks import ProbeExample, ProbeTask, ProbingError
 from sae_core.models.hooks import capture
 from sae_core.models.loading import keep_mask_BT, to_tokens
-
-DEFAULT_KS = (1, 2, 5, 20)
-
-
-@dataclass(frozen=True)
-class ProbingConfig:
-    tasks: tuple[str, ...] = field(default=tuple(ZOO_TASKS), metadata={"help": "Comma-separated zoo probing tasks."})
-    ks: tuple[int, ...] = field(default=DEFAULT_KS, metadata={"help": "Comma-separated numbers of latents per probe."})
-    # examples per class and split (SAEBench: 4000 train / 1000 test per task, on hub models)
-    examples: int = field(default=300, metadata={"help": "Probing examples per class and split."})
-    documents: int = 160          # documents per split from which the examples are drawn
-    random_draws: int = 5         # draws of the random-latent baseline, averaged
-    seed: int = 0
-
-    def __post_init__(self):
-        if unknown := [t for t in self.tasks if t not in ZOO_TASKS]:
-            raise ProbingError(f"unknown probing task(s) {unknown}; choose among {sorted(ZOO_TASKS)}")
-        if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
-            raise ProbingError(f"ks={list(self.ks)}: each k must be a whole number >= 1")
-        for name in ("examples", "documents", "random_draws"):
-            if getattr(self, name) < 1:
-                raise ProbingError(f"{name}={getattr(self, name)} must be >= 1")
-
 
 @dataclass(frozen=True)
 class TaskActivations:

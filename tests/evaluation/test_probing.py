@@ -7,7 +7,8 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from sae_core.evaluation.probing import (ProbingConfig, _last_token_of_spans, example_features, sparse_probing,
+from sae_core.evaluation.config import ProbingConfig
+from sae_core.evaluation.probing import (_last_token_of_spans, example_features, sparse_probing,
                                          task_activations, top_k_mean_diff)
 from sae_core.evaluation.probing_tasks import ZOO_TASKS, ProbingError, read_labels_file
 from sae_core.models import corpus
