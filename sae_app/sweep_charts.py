@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from sae_app.charts import selectable
 
-SCORING_COLORS = {"l2": "#1f77b4", "entropy": "#d62728"}
+SCORING_COLORS = {"l2": "#1f77b4", "l2sq": "#9467bd", "entropy": "#d62728"}
 REFERENCE_STYLE = {"batchtopk": ("BatchTopK", "#2ca02c", "diamond"), "topk": ("TopK", "#7f7f7f", "square")}
 
 # metric column -> (axis title, whether a log axis reads better)

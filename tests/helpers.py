@@ -118,6 +118,18 @@ def app_test():
     return AppTest.from_file(APP, default_timeout=APP_TIMEOUT)
 
 
+def plotly_values(v) -> list:
+    """A trace's array from a chart's JSON spec: plotly writes numeric arrays as typed base64
+    (``{"dtype": "f8", "bdata": ...}``), other arrays as lists."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
 def page_errors(at) -> list[str]:
     return [e.value for e in at.error]
 

@@ -2,14 +2,13 @@
 import pandas as pd
 import streamlit as st
 
-from sae_app import demo_build, jobs, sidebar, sweep_cache, sweep_charts as charts, text_input
+from sae_app import demo_build, jobs, sidebar, sweep_cache, sweep_charts as charts, sweep_panels, text_input
 from sae_core.errors import SAECoreError
-from sae_core.training.sweep import (TRAINING_CURVES, SweepConfig, dead_by_design, dead_by_design_caption,
-                                     fvu_warnings as sweep_warnings, text_sources)
+from sae_core.training.sweep import TRAINING_CURVES, SweepConfig, fvu_warnings as sweep_warnings, text_sources
 
 sel = sidebar.current()
 st.title("Sampled-SAE: the l trade-off")
-st.write("Sampled-SAE scores every latent over the batch (L2 norm or entropy), keeps a pool of K·l "
+st.write("Sampled-SAE scores every latent over the batch (L2 norm, squared L2 or entropy), keeps a pool of K·l "
          "latents, then runs BatchTopK inside it. l = 1: every token draws from K shared latents; "
          "large l: plain BatchTopK. `sae-core sweep` runs the same sweep from the shell.")
 for problem in (sel.workspace_error, sel.model_error):
@@ -24,7 +23,7 @@ with st.expander("Run a new sweep", expanded=False):
     harvest_tokens = c4.number_input("tokens to harvest", 5_000, 100_000_000, 100_000, step=50_000, key="sw_harvest")
     ls = st.multiselect("values of l", [1, 2, 4, 8, 16, 32, 64], default=[1, 2, 4, 8, 16], key="sw_ls")
     r1, r2 = st.columns([3, 1])
-    rules = r1.multiselect("scoring rules", ["l2", "entropy"], default=["l2", "entropy"], key="sw_rules")
+    rules = r1.multiselect("scoring rules", ["l2", "l2sq", "entropy"], default=["l2", "entropy"], key="sw_rules")
     pool_rule = r2.selectbox("pool", ["top", "sample"], key="sw_pool", help=(
         "top: the K·l best-scoring latents; sample: K·l latents drawn in proportion to their score"))
     text = text_input.text_source_input("sw")
@@ -57,7 +56,7 @@ with st.expander("Method: the trainer against dictionary_learning's BatchTopK tr
 for warning in sweep_warnings(table):
     st.warning(warning)
 st.caption(" · ".join(text_sources(table)))
-shown = st.segmented_control("Scoring rule", ["l2", "entropy"], selection_mode="multi",
+shown = st.segmented_control("Scoring rule", ["l2", "l2sq", "entropy"], selection_mode="multi",
                              default=sorted(set(table["scoring"].dropna())), key="sw_show")
 
 left, right = st.columns(2)
@@ -69,6 +68,8 @@ for i, (col, metric) in enumerate([(left, "fvu"), (right, "ce_loss_recovered"),
     fig = charts.sweep_vs_l(table, metric, shown) if metric else charts.sweep_frontier(table, shown)
     event = col.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=f"sw_fig{i}")
     picked += [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
+sweep_panels.evaluate_button(sel.workspace_root, art, table)
+picked += sweep_panels.tradeoff(table, shown or [])
 if picked:  # named by its settings; the artifact's hash name only in the caption
     name = charts.sae_settings(table[table["sae"] == picked[-1]].iloc[0])
     st.success(f"Selected SAE: **{name}**.")
@@ -76,6 +77,8 @@ if picked:  # named by its settings; the artifact's hash name only in the captio
     if st.button(f"Open its features in the feature browser: {name}", type="primary", key="sw_open"):
         st.session_state["fb_open_sae"] = picked[-1]
         st.switch_page("views/features.py")
+
+sweep_panels.lottery(sel.workspace_root, table)
 
 st.subheader("Training curves")
 curves = sweep_cache.training_curves(sel.workspace_root, str(art.path), art.created)
@@ -86,19 +89,6 @@ if len(curves):
 else:
     st.info("This sweep's SAEs have no training history in the workspace.")
 
-st.subheader("All SAEs of this sweep")
-cols = ["arch", "scoring", "pool_rule", "l", "k", "d_sae", "l0", "l0_batch_rule", "fvu", "fvu_batch_rule",
-        "explained_variance", "ce_loss_recovered", "ce_loss_recovered_batch_rule",
-        "kl_recovered", "kl_recovered_batch_rule", "distinct_latents_per_batch", "pairwise_overlap", "top_mass_fraction",
-        "dead_fraction", "dead_note", "dense_fraction", "sae"]
-listed = table.assign(dead_note=dead_by_design(table))  # a Sampled-SAE's pool bounds its live latents
-st.dataframe(listed[[c for c in cols if c in listed]], hide_index=True, width="stretch", column_config={
-    "fvu": "FVU (inference)", "fvu_batch_rule": "FVU (batch rule)", "l0": "L0 (inference)",
-    "l0_batch_rule": "L0 (batch rule)", "dead_fraction": "never active on eval", "dead_note": "why so many never fire",
-    "ce_loss_recovered": "CE recovered (inference, vs zero ablation)",
-    "ce_loss_recovered_batch_rule": "CE recovered (batch rule)", "kl_recovered": "KL recovered (inference)",
-    "kl_recovered_batch_rule": "KL recovered (batch rule)"})
-if caption := dead_by_design_caption(table):
-    st.caption(caption)
+sweep_panels.sae_table(table)
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=f"{art.name}.csv",
                    mime="text/csv", key="sw_csv")

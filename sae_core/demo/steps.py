@@ -40,12 +40,12 @@ PROFILES = {
     "full": DemoProfile("full", tokens=100_000,
                         sweep=dict(k=16, d_sae=512, ls=(1.0, 2.0, 4.0, 8.0, 16.0), scorings=("l2", "entropy"),
                                    tokens=1_000_000, batch_size=1024),
-                        index_tokens=50_000, expected_s=(14, 95, 45, 100, 40, 90, 55)),
+                        index_tokens=50_000, expected_s=(14, 95, 45, 40, 100, 40, 90, 55)),
     "small": DemoProfile("small", tokens=12_000,
                          sweep=dict(k=4, d_sae=64, ls=(1.0, 4.0, 16.0), scorings=("l2", "entropy"),
                                     tokens=8192, batch_size=512),
                          index_tokens=4_000, small_studies=True, circuit_prompts=24,
-                         expected_s=(4, 10, 15, 35, 20, 15, 25)),
+                         expected_s=(4, 10, 15, 10, 35, 20, 15, 25)),
 }
 
 
@@ -139,6 +139,26 @@ def _indexes(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> Art
     return arts[0]
 
 
+def small_evaluation_config():
+    from sae_core.evaluation.config import AbsorptionConfig, EvaluationConfig, ProbingConfig
+
+    return EvaluationConfig(probing=ProbingConfig(examples=60, documents=40, random_draws=2),
+                            absorption=AbsorptionConfig(n_docs=80))
+
+
+def _evaluation(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> Artifact:
+    """Sparse probing, absorption and the activation lottery for every SAE of the demo sweep,
+    written into its table (the Sampled-SAE page's trade-off view)."""
+    from sae_core.evaluation.config import EvaluationConfig
+    from sae_core.evaluation.job import evaluate_sweep
+    from sae_core.models.loading import load_model
+
+    sweep = _sweep(ws, p, None)  # built by the step before
+    cfg = small_evaluation_config() if p.small_studies else EvaluationConfig()
+    evaluate_sweep(ws, sweep, cfg, model=load_model(DEMO_MODEL), on_progress=_texts(on_progress))
+    return sweep
+
+
 def _steering(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> Artifact:
     """Backdoor vectors (native, transferred from tiny-a, random), the transfer mapper and a
     safety switch on zoo:tiny-b-backdoor."""
@@ -187,6 +207,8 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep(f"activations of {DEMO_MODEL} at {DEMO_HOOK}", _harvest, ("activations",)),
     DemoStep("Sampled-SAE l-sweep (both scoring rules, BatchTopK and TopK references)", _sweep, ("sweep", "sae")),
     DemoStep("feature indexes of the sweep's SAEs", _indexes, ("feature_index",)),
+    DemoStep("downstream evaluation of the sweep's SAEs: sparse probing, absorption, the activation lottery",
+             _evaluation, ("evaluation",)),
     DemoStep("steering study: backdoor vectors, transfer from tiny-a, safety switch", _steering, ("steering",)),
     DemoStep("corrupted capabilities: per-layer removal on zoo:tiny-b-corrupt", _capabilities, ("capabilities",)),
     DemoStep("feature universality: zoo:tiny-a against zoo:tiny-b (SAEs, matching, measures, nulls)",

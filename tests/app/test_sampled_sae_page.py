@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.helpers import app_test, page_errors, small_sweep
+from tests.helpers import app_test, page_errors, plotly_values, small_sweep
 
 
 def _sweep_page():
@@ -63,7 +63,7 @@ def test_sweep_saes_are_named_by_their_settings_and_the_pool_explains_dead_laten
     assert method.loc["gradient clipping", "this sweep"].startswith("global norm 1 ")
     assert method.loc["mode", "this sweep"] == "no paper mode: the Sampled-SAE authors' code is not public"
     assert "score each latent over the batch (l2)" in method.loc["Sampled-SAE pool", "this sweep"]
-    shown = at.dataframe[1].value.set_index("sae")
+    shown = at.dataframe[-1].value.set_index("sae")  # the last: every SAE of the sweep
     for row in expected.itertuples():
         note = shown.loc[row.sae, "dead_note"]
         if row.arch == "sampled":
@@ -88,3 +88,62 @@ def test_training_curves_follow_the_scoring_filter(workspace):
     at.segmented_control(key="sw_show").set_value([]).run()  # l2 unticked: only the references
     assert not at.exception, at.exception
     assert curve_names() == ["batchtopk", "topk"]
+
+
+def _chart(at, title_start):
+    """The spec of the page's plotly chart whose title starts with ``title_start``."""
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    found = [s for s in specs if s["layout"]["title"]["text"].startswith(title_start)]
+    assert found, f"{title_start!r} not among {[s['layout']['title']['text'] for s in specs]}"
+    return found[0]
+
+
+def test_the_tradeoff_view_after_evaluating_from_the_page(workspace, monkeypatch):
+    """An unevaluated sweep offers the evaluation; after it, a chart per metric with the numbers of
+    the table, the verdict the table supports, the Pareto scatter and the lottery."""
+    from sae_core.demo.steps import small_evaluation_config
+    from sae_core.evaluation.tradeoff import best_l, verdict
+    from sae_core.training.sweep import load_sweep_table
+
+    sweep = small_sweep(workspace)
+    at = _sweep_page()
+    assert any("has no probing, absorption, lottery yet" in i.value for i in at.info)
+    assert not any(s["layout"]["title"]["text"].startswith("sparse probing") for s in
+                   (json.loads(c.proto.spec) for c in at.get("plotly_chart")))
+    # the page's button evaluates every SAE (here at the small demo's sizes, not the defaults)
+    from sae_app import sweep_cache
+    monkeypatch.setattr(sweep_cache, "evaluation_config", small_evaluation_config)
+    at.button(key="sw_eval").click().run()
+    assert not at.exception and not page_errors(at), (at.exception, page_errors(at))
+    table = load_sweep_table(sweep)
+    probe = _chart(at, "sparse probing, k = 1")
+    line = next(t for t in probe["data"] if t["name"] == "l2")
+    assert plotly_values(line["y"]) == list(table[table["arch"] == "sampled"].sort_values("l")["probe_sae_top_1"])
+    refs = {t["name"]: plotly_values(t["y"])[0] for t in probe["data"] if t["name"] in ("BatchTopK", "TopK")}
+    assert refs == {"BatchTopK": table.loc[table["arch"] == "batchtopk", "probe_sae_top_1"].iloc[0],
+                    "TopK": table.loc[table["arch"] == "topk", "probe_sae_top_1"].iloc[0]}
+    for title in ("FVU (reconstruction)", "feature absorption rate", "never active on eval", "shared structure"):
+        assert _chart(at, title)
+    assert f"**{verdict(best_l(table, ['l2']))}**" in [m.value for m in at.markdown]
+    best = at.dataframe[1].value.set_index("metric")
+    assert best.loc["sparse probing, k = 1 (test accuracy)", "best Sampled-SAE"] == best_l(table)[
+        [b["column"] for b in best_l(table)].index("probe_sae_top_1")]["best"]
+    # the Pareto scatter: any two metrics, l as colour
+    assert _chart(at, "FVU (reconstruction) against L0")  # the axes chosen before the evaluation stay
+    at.selectbox(key="sw_par_y").set_value("probe_sae_top_1").run()
+    pareto = _chart(at, "sparse probing, k = 1 (test accuracy) against L0")
+    assert [t["name"] for t in pareto["data"]] == ["Sampled (l2)", "BatchTopK", "TopK"]
+    assert plotly_values(pareto["data"][0]["marker"]["color"]) == [0.0, 2.0]  # log2 l: l=1 and l=4
+    # the lottery of the first SAE, then a second overlaid
+    lot = _chart(at, "The activation lottery")
+    from sae_core.evaluation.config import EvaluationConfig
+    from sae_core.evaluation.job import load_evaluation
+    first = workspace.get("sae", at.selectbox(key="sw_lot_a").value)
+    stored = load_evaluation(workspace, first, "lottery", EvaluationConfig())
+    fired = sum(1 for f, a in zip(stored["frequency"], stored["mean_when_firing"]) if a is not None and f > 0)
+    assert sum(len(plotly_values(t["x"])) for t in lot["data"]) == fired
+    at.selectbox(key="sw_lot_b").set_value(at.selectbox(key="sw_lot_b").options[1]).run()
+    lot = _chart(at, "The activation lottery")
+    assert len({t["marker"]["color"] for t in lot["data"]}) == 2
+    numbers = at.dataframe[2].value
+    assert len(numbers) == 2 and numbers["slots won by the top 1% (its rule)"].iloc[0] == stored["top_share"]

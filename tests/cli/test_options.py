@@ -51,6 +51,10 @@ NOT_CONFIG = {
     (ANY, "--op"): ("add", "the steer commands' own op (OpOpt); Intervention.op has no default"),
     (ANY, "--positions"): ("trigger", "the steer commands' own rule (PositionsOpt); positions_rule has no default"),
     ("steer eval", "--switch"): (False, "a flag: turn the study's switch on"),
+    ("sweep", "--evaluate"): ("", "EvaluationConfig.metrics for an evaluation after the sweep; '' is none"),
+    ("evaluate", "--probing"): (False, "flags choosing EvaluationConfig.metrics; none given is every metric"),
+    ("evaluate", "--absorption"): (False, "flags choosing EvaluationConfig.metrics; none given is every metric"),
+    ("evaluate", "--lottery"): (False, "flags choosing EvaluationConfig.metrics; none given is every metric"),
     ("steer study", "--paper"): (False, "a flag for StudyConfig.mode='paper'; unset, the field's default mode"),
     ("circuit discover", "--paper"): (False, "a flag for CircuitStudyConfig.mode='paper' (and method='paper' "
                                              "unless --method is given); unset, the fields' defaults"),

@@ -77,15 +77,40 @@ def test_sampled_sae_page(page, app_url, demo_built, screenshot_dir):
     open_page(page, f"{app_url}/sampled_sae")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Sampled-SAE: the l trade-off")).to_be_visible()
-    # FVU, distinct, frontier, CE loss recovered (the demo's sweep had its model), curves
-    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(5)
+    # FVU, distinct, frontier, CE loss recovered (the demo's sweep had its model); the trade-off view's
+    # ten metrics and its Pareto scatter (the demo evaluates its sweep); the lottery; the curves
+    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(17)
     table = main.get_by_test_id("stDataFrame").last  # the first is the Method panel's (closed)
     for _, row in load_sweep_table(sweep).iterrows():  # the grid renders the visible columns
         expect(table).to_contain_text(row["arch"])
         expect(table).to_contain_text(str(row["fvu"])[:8])
     expect(main.get_by_role("button", name="Download CSV")).to_be_visible()
     expect(main).to_contain_text("Activations (FVU, L0, sparsity) from: zoo corpus, corpus seed 0")
+    # the trade-off view: a chart per metric, the verdict read from the table, the Pareto scatter
+    from sae_core.evaluation.tradeoff import best_l, verdict
+    expect(main.get_by_role("heading", name="The trade-off, metric by metric")).to_be_visible()
+    expect(main).to_contain_text(verdict(best_l(load_sweep_table(sweep), ["entropy", "l2"])))
+    for title in ("sparse probing, k = 1 (test accuracy)", "feature absorption rate", "never active on eval (dead)"):
+        expect(main.get_by_test_id("stPlotlyChart").filter(has_text=title).first).to_be_visible()
+    expect(main.get_by_test_id("stPlotlyChart").filter(
+        has_text="sparse probing, k = 1 (test accuracy) against L0 (active latents per token)")).to_have_count(1)
     check_and_shoot(page, screenshot_dir, "sampled-sae")
+    # the lottery: a second SAE overlaid on the first
+    expect(main.get_by_role("heading", name="The activation lottery")).to_be_visible()
+    from sae_app.sweep_charts import sae_settings
+    second = sae_settings(load_sweep_table(sweep).iloc[1])
+    overlay = main.get_by_role("combobox", name="Overlay a second SAE")
+    page.wait_for_timeout(1000)  # the charts re-lay out after the screenshot's resize: a click then missed
+    overlay.scroll_into_view_if_needed()
+    overlay.click()
+    page.get_by_role("option", name=second, exact=True).click()
+    wait_idle(page)
+    expect(main.get_by_test_id("stDataFrame").filter(has_text="slots won by the top 1%")).to_contain_text(second)
+    lottery = main.get_by_test_id("stPlotlyChart").filter(has_text="The activation lottery")
+    expect(lottery).to_contain_text("top 1% by magnitude")
+    expect(main.get_by_test_id("stDataFrame").filter(has_text="slots won by the top 1%")).to_have_count(1)
+    lottery.scroll_into_view_if_needed()
+    check_and_shoot(page, screenshot_dir, "sampled-sae-lottery")
     # the training curves: switch to pool churn; one line per SAE, the Sampled-SAEs' in the legend
     expect(main.get_by_role("heading", name="Training curves")).to_be_visible()
     main.get_by_text("pool churn (share new since the last batch)", exact=True).click()
