@@ -38,7 +38,7 @@ def main() -> None:
     arts = [ws.get("sae", r["sae"]) for r in rows]
     model = load_model(arts[0].model)
     cfg = EvaluationConfig()
-    side = job._ModelSide(model, cfg)
+    side = job.ModelSide(model, cfg)
     t0 = time.perf_counter()
     side.probing(arts[0].hook)
     t_probe_data = time.perf_counter() - t0
@@ -51,7 +51,7 @@ def main() -> None:
         times, summary = {}, {}
         for metric in cfg.metrics:
             t0 = time.perf_counter()
-            result = job._compute(metric, sae, art, ws, side)
+            result = job.compute_metric(metric, sae, art, ws, side)
             times[metric] = time.perf_counter() - t0
             summary.update(job.SUMMARIES[metric](result))
         out.append({"arch": row["arch"], "l": row.get("l"), "scoring": row.get("scoring"), "d_sae": sae.cfg.d_sae,

@@ -142,7 +142,8 @@ def _indexes(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> Art
 def small_evaluation_config():
     from sae_core.evaluation.config import AbsorptionConfig, EvaluationConfig, ProbingConfig
 
-    return EvaluationConfig(probing=ProbingConfig(examples=60, documents=40, random_draws=2),
+    # the k the page draws (1 and 5), one random draw: a few seconds for the small sweep
+    return EvaluationConfig(probing=ProbingConfig(ks=(1, 5), examples=60, documents=40, random_draws=1),
                             absorption=AbsorptionConfig(n_docs=80))
 
 

@@ -11,7 +11,6 @@ per (model, hook) and shared by every SAE of the call, so a sweep pays it once.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 from typing import Callable
 
 import pandas as pd
@@ -29,10 +28,11 @@ from sae_core.training.data import open_split
 from sae_core.training.job import EVAL_BATCH
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
+USER_FILE = "user-file"  # the model name of SAEs trained on a user's activation file (cli/training.py)
 REVISION = 1  # bumped when a metric's computation changes, so stored results are recomputed
 
 
-class _ModelSide:
+class ModelSide:
     """The model's half of probing and absorption per hook, built on first use."""
 
     def __init__(self, model, cfg: EvaluationConfig):
@@ -73,7 +73,8 @@ def evaluation_name(sae_art: Artifact, metric: str, cfg: EvaluationConfig) -> st
                                                                 "revision": REVISION, **cfg.metric_config(metric)})
 
 
-def _compute(metric: str, sae, sae_art: Artifact, ws: Workspace, side: _ModelSide) -> dict:
+def compute_metric(metric: str, sae, sae_art: Artifact, ws: Workspace, side: ModelSide) -> dict:
+    """One metric's full result for one SAE (``side``: the model's half, shared across SAEs)."""
     if metric == "probing":
         return sparse_probing(sae, side.probing(sae_art.hook), side.cfg.probing).to_dict()
     if metric == "absorption":
@@ -98,14 +99,20 @@ def evaluate_saes(ws: Workspace, saes: list[Artifact], cfg: EvaluationConfig, *,
                            "one model's SAEs at a time")
     if needs_model and model is None:
         from sae_core.models.loading import load_model
-        model = load_model(next(iter(needs_model)))
-    side = _ModelSide(model, cfg)
+
+        name = next(iter(needs_model))
+        if not name or name == USER_FILE:
+            raise SAECoreError("probing and absorption run the SAE's model over labelled text, but this SAE was "
+                               "trained on an activation file with no model recorded; evaluate its lottery alone "
+                               "(--lottery), or train it from a model's harvest")
+        model = load_model(name)
+    side = ModelSide(model, cfg)
     for i, (sae_art, metric) in enumerate(todo):
         if on_progress:
             on_progress(i, len(todo), f"{metric}: {sae_art.meta.get('arch', '')} {sae_art.name}")
         sae = load_sae(sae_art.path)
         with model_lock if (model_lock and metric != "lottery") else contextlib.nullcontext():
-            result = _compute(metric, sae, sae_art, ws, side)
+            result = compute_metric(metric, sae, sae_art, ws, side)
         summary = SUMMARIES[metric](result)
         with ws.create("evaluation", evaluation_name(sae_art, metric, cfg), model=sae_art.model, hook=sae_art.hook,
                        meta={"sae": sae_art.name, "metric": metric, **summary}, overwrite=True) as d:
@@ -140,7 +147,3 @@ def evaluate_sweep(ws: Workspace, sweep: Artifact, cfg: EvaluationConfig, *, mod
     atomic_write_json(sweep.path / "table.json", rows)
     atomic_write_bytes(sweep.path / "table.csv", pd.DataFrame(rows).to_csv(index=False).encode())
     return pd.DataFrame(rows)
-
-
-def with_metrics(cfg: EvaluationConfig, metrics: tuple[str, ...]) -> EvaluationConfig:
-    return replace(cfg, metrics=metrics)

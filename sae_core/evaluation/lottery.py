@@ -44,11 +44,6 @@ class LotteryResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def summary(self) -> dict[str, float]:
-        """The scalars, for a sweep's table."""
-        return {"lottery_top_share": self.top_share, "lottery_top_share_batchtopk": self.top_share_batchtopk,
-                "lottery_winners_overlap": self.winners_overlap}
-
 
 def _training_rule(sae: SAE) -> tuple[str, callable]:
     if hasattr(sae, "encode_batch_rule"):

@@ -137,12 +137,15 @@ def test_sampled_sae_page_shows_the_sweep(workspace):
     at.switch_page("views/sampled_sae.py").run()
     assert not at.exception and not page_errors(at), page_errors(at)
     assert at.selectbox(key="sw_sweep").value == sweep.name
-    shown = at.dataframe[1].value  # [0]: the Method panel's
+    shown = at.dataframe[-1].value  # the last: every SAE of the sweep
     expected = load_sweep_table(sweep)
     assert len(shown) == len(expected) == 4  # 2 values of l, BatchTopK, TopK
     assert sorted(shown["fvu"].round(9)) == sorted(expected["fvu"].round(9))
-    # no downstream metrics without a model: no CE chart; FVU, distinct latents, frontier, curves
-    assert len(at.get("plotly_chart")) == 4
+    # no downstream metrics without a model: no CE chart, in the first charts or the trade-off view
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert titles[:3] == ["FVU (lower is better) vs l", "distinct latents per batch vs l", "FVU vs L0 frontier"]
+    assert not [t for t in titles if t.startswith(("CE loss", "KL recovered", "sparse probing"))]
+    assert "FVU (reconstruction) ↓" in titles and "never active on eval (dead) ↓" in titles
     assert at.get("download_button")
     assert sorted(shown["fvu_batch_rule"].dropna().round(9)) == sorted(expected["fvu_batch_rule"].dropna().round(9))
     curve = json.loads(at.get("plotly_chart")[-1].proto.spec)  # the training curves
@@ -172,9 +175,10 @@ def test_run_a_sweep_from_the_page(workspace):
     assert not at.exception and not page_errors(at), page_errors(at)
     [sweep] = workspace.list("sweep")
     assert at.selectbox(key="sw_sweep").value == sweep.name
-    table = at.dataframe[1].value  # [0]: the Method panel's
+    table = at.dataframe[-1].value  # the last: every SAE of the sweep
     assert sorted(table["arch"]) == ["batchtopk", "sampled", "sampled", "topk"]
     assert set(table["scoring"].dropna()) == {"entropy"}
     assert list(table["pool_rule"].fillna("-")) == ["sample", "sample", "-", "-"]  # the rule asked for
     assert table["ce_loss_recovered"].notna().all()  # the page's sweep splices into the model
-    assert len(at.get("plotly_chart")) == 5
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert "CE loss recovered (vs zero ablation) vs l" in titles and "CE loss recovered ↑" in titles

@@ -90,3 +90,24 @@ def test_the_verdict_says_which_l_wins_which_metric():
     assert verdict(best) == ("No single l is best on every metric: l=1 for sparse probing, k = 1 (test accuracy), "
                              "feature absorption rate; l=16 for FVU (reconstruction).")
     assert verdict(best[1:]).startswith("One l is best on every metric measured here: l=1 for")
+
+
+def test_sweep_evaluate_writes_the_lottery_into_the_table(tmp_path):
+    """``sae-core sweep --evaluate lottery`` on a user's activation file: the lottery needs no
+    model, only the SAEs' held-out activations."""
+    import numpy as np
+
+    np.save(tmp_path / "acts.npy", np.random.default_rng(0).normal(size=(3000, 16)).astype("float32"))
+    out = runner.invoke(app, ["sweep", "--acts", str(tmp_path / "acts.npy"), "--l", "1,2", "--scoring", "l2",
+                              "--k", "2", "--d-sae", "32", "--tokens", "2048", "--batch-size", "512",
+                              "--evaluate", "lottery", "-w", str(tmp_path / "ws")])
+    assert out.exit_code == 0, out.output
+    from sae_core.workspace import Workspace
+
+    [sweep] = Workspace(tmp_path / "ws").list("sweep")
+    table = pd.read_csv(sweep.path / "table.csv")
+    assert len(table) == 4 and table["lottery_top_share"].between(0, 1).all()
+    assert "probe_sae_top_1" not in table  # only what was asked
+    # probing needs the SAE's model, which an activation file does not name
+    out = runner.invoke(app, ["evaluate", "--sae", table["sae"].iloc[0], "--probing", "-w", str(tmp_path / "ws")])
+    assert out.exit_code == 2 and "trained on an activation file with no model recorded" in out.output
