@@ -30,7 +30,10 @@ def evaluate_button(root: str, art, table: pd.DataFrame) -> None:
 
 
 def tradeoff(table: pd.DataFrame, shown: list[str]) -> list[str]:
-    """Every metric against l, the verdict, the Pareto scatter; the SAEs of clicked points."""
+    """Every metric against l, the verdict, the Pareto scatter; the SAEs of clicked points. Drawn
+    once the sweep carries a downstream metric: before, its charts would repeat the ones above."""
+    if not {"probing", "absorption"} & set(sweep_cache.evaluated(table)):
+        return []
     st.subheader("The trade-off, metric by metric")
     present = [m for m in TRADEOFF_METRICS if m.column in table and table[m.column].notna().any()]
     st.caption(tc.grid_legend(shown))

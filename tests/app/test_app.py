@@ -145,7 +145,7 @@ def test_sampled_sae_page_shows_the_sweep(workspace):
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert titles[:3] == ["FVU (lower is better) vs l", "distinct latents per batch vs l", "FVU vs L0 frontier"]
     assert not [t for t in titles if t.startswith(("CE loss", "KL recovered", "sparse probing"))]
-    assert "FVU (reconstruction) ↓" in titles and "never active on eval (dead) ↓" in titles
+    assert len(titles) == 4  # the trade-off view waits for the downstream metrics (the curves are last)
     assert at.get("download_button")
     assert sorted(shown["fvu_batch_rule"].dropna().round(9)) == sorted(expected["fvu_batch_rule"].dropna().round(9))
     curve = json.loads(at.get("plotly_chart")[-1].proto.spec)  # the training curves
@@ -181,4 +181,4 @@ def test_run_a_sweep_from_the_page(workspace):
     assert list(table["pool_rule"].fillna("-")) == ["sample", "sample", "-", "-"]  # the rule asked for
     assert table["ce_loss_recovered"].notna().all()  # the page's sweep splices into the model
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
-    assert "CE loss recovered (vs zero ablation) vs l" in titles and "CE loss recovered ↑" in titles
+    assert "CE loss recovered (vs zero ablation) vs l" in titles

@@ -108,8 +108,8 @@ def test_the_tradeoff_view_after_evaluating_from_the_page(workspace, monkeypatch
     sweep = small_sweep(workspace)
     at = _sweep_page()
     assert any("has no probing, absorption, lottery yet" in i.value for i in at.info)
-    assert not any(s["layout"]["title"]["text"].startswith("sparse probing") for s in
-                   (json.loads(c.proto.spec) for c in at.get("plotly_chart")))
+    assert not any(s["layout"]["title"]["text"].startswith(("sparse probing", "FVU (reconstruction)")) for s in
+                   (json.loads(c.proto.spec) for c in at.get("plotly_chart")))  # no trade-off view yet
     # the page's button evaluates every SAE (here at the small demo's sizes, not the defaults)
     from sae_app import sweep_cache
     monkeypatch.setattr(sweep_cache, "evaluation_config", small_evaluation_config)
@@ -128,12 +128,14 @@ def test_the_tradeoff_view_after_evaluating_from_the_page(workspace, monkeypatch
     best = at.dataframe[1].value.set_index("metric")
     assert best.loc["sparse probing, k = 1 (test accuracy)", "best Sampled-SAE"] == best_l(table)[
         [b["column"] for b in best_l(table)].index("probe_sae_top_1")]["best"]
-    # the Pareto scatter: any two metrics, l as colour
-    assert _chart(at, "FVU (reconstruction) against L0")  # the axes chosen before the evaluation stay
-    at.selectbox(key="sw_par_y").set_value("probe_sae_top_1").run()
+    # the Pareto scatter: probing against L0 first, then any two metrics; l as colour
     pareto = _chart(at, "sparse probing, k = 1 (test accuracy) against L0")
     assert [t["name"] for t in pareto["data"]] == ["Sampled (l2)", "BatchTopK", "TopK"]
     assert plotly_values(pareto["data"][0]["marker"]["color"]) == [0.0, 2.0]  # log2 l: l=1 and l=4
+    at.selectbox(key="sw_par_y").set_value("absorption_rate").run()
+    pareto = _chart(at, "feature absorption rate against L0")
+    assert plotly_values(pareto["data"][0]["y"]) == list(
+        table[table["arch"] == "sampled"].sort_values("l")["absorption_rate"])
     # the lottery of the first SAE, then a second overlaid
     lot = _chart(at, "The activation lottery")
     from sae_core.evaluation.config import EvaluationConfig

@@ -189,7 +189,7 @@ def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, demo_buil
     open_page(page, f"{app_url}/sampled_sae")
     main = page.get_by_test_id("stMain")
     main.get_by_text("Run a new sweep").click()
-    for name, value in (("K", "4"), ("d_sae", "64"), ("training tokens per SAE", "60000"),
+    for name, value in (("K", "4"), ("d_sae", "64"), ("training tokens per SAE", "30000"),
                         ("tokens to harvest", "5000")):
         box = main.get_by_role("spinbutton", name=name, exact=True)
         box.fill(value)
@@ -197,10 +197,10 @@ def test_run_a_sweep_in_the_browser_shows_live_progress(page, app_url, demo_buil
         wait_idle(page)
     before = {a.name for a in Workspace(demo_built).list("sweep")}
     main.get_by_role("button", name="Run sweep").click()
-    # 5 values of l x 2 scoring rules + BatchTopK and TopK: 12 SAEs, 58 steps in lockstep, then
+    # 5 values of l x 2 scoring rules + BatchTopK and TopK: 12 SAEs, 29 steps in lockstep, then
     # each is evaluated (held-out rows, then spliced into the model)
     expect(main.get_by_test_id("stProgress")).to_contain_text(
-        re.compile(r"training 12 SAEs in lockstep: step \d+/58|evaluating"), timeout=RUN_TIMEOUT_MS)
+        re.compile(r"training 12 SAEs in lockstep: step \d+/29|evaluating"), timeout=RUN_TIMEOUT_MS)
     page.screenshot(path=str(screenshot_dir / "sampled-sae-running.png"))
     expect(main).to_contain_text("Done:", timeout=4 * RUN_TIMEOUT_MS)
     wait_idle(page)
