@@ -265,6 +265,21 @@ def _sum_by_key(keys_M, src_rows_M, table_RD, weights_M, n_keys: int, order_M=No
                            per_sample_weights=weights_M)
 
 
+_TRANSPOSE_BLOCK = 512  # rows per block: a [512, d_in] block and its transpose stay in cache
+
+
+def transposed(src_SD: torch.Tensor) -> torch.Tensor:
+    """``src.T`` as a new contiguous ``[D, S]`` tensor. On the CPU a block at a time: the encoder's
+    gradient comes out latent-major, and autograd made the parameter-shaped copy with ``clone``,
+    58 ms at [24576, 768] on the 2-core CPU against 17 ms in blocks (issue #30)."""
+    if src_SD.device.type != "cpu":
+        return src_SD.T.contiguous()
+    out_DS = src_SD.new_empty(src_SD.shape[1], src_SD.shape[0])
+    for start in range(0, src_SD.shape[0], _TRANSPOSE_BLOCK):
+        out_DS[:, start:start + _TRANSPOSE_BLOCK].copy_(src_SD[start:start + _TRANSPOSE_BLOCK].T)
+    return out_DS
+
+
 class _EncodeAt(torch.autograd.Function):
     """``pre[rows, cols]`` (already computed under no_grad) with the encoder's gradients."""
 
@@ -282,7 +297,7 @@ class _EncodeAt(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _sum_by_key(rows_M, cols_M, W_enc.T.contiguous(), g_M, x_ND.shape[0])
         if ctx.needs_input_grad[1]:
-            grad_W = _sum_by_key(cols_M, rows_M, x_ND - b_dec, g_M, d_sae, by_col_M).T
+            grad_W = transposed(_sum_by_key(cols_M, rows_M, x_ND - b_dec, g_M, d_sae, by_col_M))
         if ctx.needs_input_grad[3]:
             grad_b_dec = -(W_enc @ g_S)
         return grad_x, grad_W, g_S, grad_b_dec, None, None, None, None

@@ -155,7 +155,10 @@ class TrainingRun:
         if hasattr(self.sae, "pool_generator"):
             self.sae.pool_generator = self.gen
         self.lr = tcfg.lr_for(cfg.d_sae)
-        self.opt = torch.optim.Adam(self.sae.parameters(), lr=self.lr, betas=(0.9, 0.999))
+        # fused: one pass per parameter instead of a dozen elementwise ops (at d_in 768, d_sae
+        # 24576 on the 2-core CPU: 20 ms a step against 139 ms, issue #30); the same update
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=self.lr, betas=(0.9, 0.999),
+                                    fused=device.type in ("cpu", "cuda") or None)
         self.config_key = {"sae": cfg.to_json(), "trainer": asdict(tcfg)}
         self.since_fired_S = torch.zeros(cfg.d_sae, device=device)
         self.history: list[StepLog] = []

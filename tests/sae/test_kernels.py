@@ -197,3 +197,12 @@ def test_training_runs_agree(arch, mode):
     assert any(h.aux > 0 for h in results["fast"].history)  # AuxK was exercised
     for a, b in zip(results["plain"].history, results["fast"].history):
         assert a.l0 == pytest.approx(b.l0) and a.loss == pytest.approx(b.loss, rel=1e-3)
+
+
+def test_blocked_transpose_equals_the_transpose():
+    from sae_core.sae.kernels import transposed
+
+    for rows in (1, 511, 512, 1300):
+        src = torch.randn(rows, 7)
+        out = transposed(src)
+        assert out.is_contiguous() and torch.equal(out, src.T)
