@@ -148,6 +148,22 @@ def batch_topk_indices(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
     return _batch_topk_local(acts_NS, k_total)
 
 
+_NONZERO_ROWS = 128  # rows per block: the block's mask stays in cache between the compare and nonzero
+
+
+def flat_indices_above(acts_NS: torch.Tensor, lo: torch.Tensor | float, strict: bool = False) -> torch.Tensor:
+    """Ascending flat indices of the entries ``>= lo`` (``> lo`` when ``strict``). On the CPU a
+    block of rows at a time: the whole batch's boolean mask (100M entries at [4096, 24576]) was
+    written and read back from memory, 122 ms against 82 ms in blocks of 128 rows (issue #30)."""
+    def above(a: torch.Tensor) -> torch.Tensor:
+        return ((a > lo) if strict else (a >= lo)).nonzero().squeeze(1)
+    if acts_NS.device.type != "cpu" or acts_NS.dim() != 2 or acts_NS.shape[0] <= _NONZERO_ROWS:
+        return above(acts_NS.reshape(-1))
+    n_cols = acts_NS.shape[1]
+    return torch.cat([above(acts_NS[start:start + _NONZERO_ROWS].reshape(-1)) + start * n_cols
+                      for start in range(0, acts_NS.shape[0], _NONZERO_ROWS)])
+
+
 def _batch_topk_local(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
     flat = acts_NS.reshape(-1)
     k_total = min(k_total, flat.numel())
@@ -158,11 +174,11 @@ def _batch_topk_local(acts_NS: torch.Tensor, k_total: int) -> torch.Tensor:
         kk = min(sample.numel(), int(1.25 * k_total / stride) + 32)
         lo = sample.topk(kk, sorted=False).values.min()
         if lo > 0:
-            cand = (flat >= lo).nonzero().squeeze(1)
+            cand = flat_indices_above(acts_NS, lo)
             if cand.numel() < k_total:  # the guess was too high: fall back to all positives
                 cand = None
     if cand is None:
-        cand = (flat > 0).nonzero().squeeze(1)
+        cand = flat_indices_above(acts_NS, 0.0, strict=True)
     if cand.numel() <= k_total:  # every positive entry is kept
         return cand
     vals_C = flat.index_select(0, cand)

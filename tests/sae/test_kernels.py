@@ -206,3 +206,15 @@ def test_blocked_transpose_equals_the_transpose():
         src = torch.randn(rows, 7)
         out = transposed(src)
         assert out.is_contiguous() and torch.equal(out, src.T)
+
+
+def test_blocked_indices_above_a_cut_equal_nonzero():
+    from sae_core.sae.kernels import flat_indices_above
+
+    torch.manual_seed(0)
+    for rows in (1, 128, 129, 700):
+        acts = torch.randn(rows, 33)
+        acts[0, :5] = 0.5  # ties at the cut
+        for strict in (False, True):
+            want = ((acts.reshape(-1) > 0.5) if strict else (acts.reshape(-1) >= 0.5)).nonzero().squeeze(1)
+            assert torch.equal(flat_indices_above(acts, torch.tensor(0.5), strict), want)
