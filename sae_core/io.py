@@ -45,14 +45,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda f: f.write(data))
 
 
-def _finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """``obj`` with every NaN and ±inf float (numpy's included: they subclass float) as None."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -61,7 +61,7 @@ def dumps_json(obj: Any, **kw) -> str:
     ``-Infinity`` are refused by strict parsers: JavaScript's ``JSON.parse``, jq, serde), so each
     non-finite float becomes null. Readers treat null as "no value": a dead feature's log-density
     (log10 0 = -inf) is null, meaning "never fired"; a z-score of a null with no spread is null."""
-    return json.dumps(_finite(obj), allow_nan=False, **kw)
+    return json.dumps(json_safe(obj), allow_nan=False, **kw)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -72,6 +72,7 @@ from sklearn.metrics import f1_score
 
 from sae_core.errors import SAECoreError
 from sae_core.evaluation.config import AbsorptionConfig
+from sae_core.io import json_safe
 from sae_core.models.corpus import generate_documents
 from sae_core.models.hooks import capture
 from sae_core.models.loading import to_tokens
@@ -205,17 +206,7 @@ class AbsorptionResult:
 
     def to_dict(self) -> dict:
         """JSON-safe (NaN -> None): for ``json.dumps(..., allow_nan=False)``."""
-        return _finite(asdict(self) | {"n_scored": self.n_scored})
-
-
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+        return json_safe(asdict(self) | {"n_scored": self.n_scored})
 
 
 def absorption(sae, data: AbsorptionData, cfg: AbsorptionConfig = AbsorptionConfig()) -> AbsorptionResult:

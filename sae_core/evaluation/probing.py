@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from sae_core.evaluation.config import ProbingConfig
 from sae_core.evaluation.probing_tasks import ProbeExample, ProbeTask, ProbingError
+from sae_core.io import json_safe
 from sae_core.models.hooks import capture
 from sae_core.models.loading import keep_mask_BT, to_tokens
 
@@ -151,18 +152,7 @@ class ProbingResult:
     tasks: list[str]
 
     def to_dict(self) -> dict:
-        return _finite(asdict(self))
-
-
-def _finite(obj):
-    """NaN -> None, recursively, so the result is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
+        return json_safe(asdict(self))
 
 
 @torch.no_grad()
