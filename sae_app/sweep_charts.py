@@ -45,7 +45,7 @@ def sweep_settings(meta: Mapping) -> str:
     return ", ".join(p for p in parts if p) + n
 
 
-def _hover_data(rows: pd.DataFrame) -> list[list[str]]:
+def hover_data(rows: pd.DataFrame) -> list[list[str]]:
     """``customdata`` per point: the artifact (what a click selects) and the settings (the hover)."""
     return [[r["sae"], sae_settings(r)] for r in rows.to_dict("records")]
 
@@ -104,14 +104,14 @@ def sweep_vs_l(table: pd.DataFrame, metric: str, scorings: list[str]) -> go.Figu
         fig.add_trace(go.Scatter(
             x=rows["l"], y=rows[metric], mode="lines+markers", name=f"Sampled ({scoring})",
             marker=dict(size=9, color=SCORING_COLORS.get(scoring)), line=dict(color=SCORING_COLORS.get(scoring)),
-            customdata=_hover_data(rows),
+            customdata=hover_data(rows),
             hovertemplate=f"%{{customdata[1]}}<br>{metric}=%{{y:.4g}}<extra></extra>"))
         batch_col = f"{metric}_batch_rule"  # the training rule on held-out batches, beside inference
         if batch_col in rows and rows[batch_col].notna().any():
             fig.add_trace(go.Scatter(
                 x=rows["l"], y=rows[batch_col], mode="lines+markers", name=f"Sampled ({scoring}), batch rule",
                 marker=dict(size=7, symbol="circle-open", color=SCORING_COLORS.get(scoring)),
-                line=dict(color=SCORING_COLORS.get(scoring), dash="dot"), customdata=_hover_data(rows),
+                line=dict(color=SCORING_COLORS.get(scoring), dash="dot"), customdata=hover_data(rows),
                 hovertemplate=f"%{{customdata[1]}}<br>{batch_col}=%{{y:.4g}}<extra>batch rule</extra>"))
     # References as dashed line traces, not add_hline: shapes take log10 values on a log axis.
     l_range = [sampled["l"].min(), sampled["l"].max()] if len(sampled) else [1, 1]
@@ -121,7 +121,7 @@ def sweep_vs_l(table: pd.DataFrame, metric: str, scorings: list[str]) -> go.Figu
             y = float(ref[metric].iloc[0])
             fig.add_trace(go.Scatter(
                 x=l_range, y=[y, y], mode="lines", name=label, line=dict(color=color, dash="dash"),
-                customdata=_hover_data(ref.iloc[[0, 0]]),
+                customdata=hover_data(ref.iloc[[0, 0]]),
                 hovertemplate=f"%{{customdata[1]}}<br>{metric}=%{{y:.4g}}<extra></extra>"))
     selectable(fig, f"{y_title} vs l", "l (pool = K·l latents)", y_title, True, log_y)
     # ticks at the sweep's own l values (1, 2, 4, 8, 16), not plotly's 0.9, 1, 2, 3, ...
@@ -150,14 +150,14 @@ def sweep_frontier(table: pd.DataFrame, scorings: list[str]) -> go.Figure:
             textposition="middle left" if i % 2 == 0 else "middle right",
             textfont=dict(color=SCORING_COLORS.get(scoring)),
             marker=dict(size=9, color=SCORING_COLORS.get(scoring)), line=dict(color=SCORING_COLORS.get(scoring)),
-            customdata=_hover_data(rows),
+            customdata=hover_data(rows),
             hovertemplate="%{customdata[1]}<br>L0=%{x:.2f}<br>FVU=%{y:.4g}<extra></extra>"))
     for arch, (label, color, symbol) in REFERENCE_STYLE.items():
         ref = table[table["arch"] == arch]
         if len(ref):
             fig.add_trace(go.Scatter(
                 x=ref["l0"], y=ref["fvu"], mode="markers", name=label,
-                marker=dict(size=13, color=color, symbol=symbol), customdata=_hover_data(ref),
+                marker=dict(size=13, color=color, symbol=symbol), customdata=hover_data(ref),
                 hovertemplate="%{customdata[1]}<br>L0=%{x:.2f}<br>FVU=%{y:.4g}<extra></extra>"))
     selectable(fig, "FVU vs L0 frontier", "L0 (active latents per token)", "FVU (log)", False, True)
     # the l values at the edges need room beside their points

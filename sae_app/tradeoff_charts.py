@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from sae_app.charts import selectable
-from sae_app.sweep_charts import REFERENCE_STYLE, SCORING_COLORS, _hover_data, sae_settings
+from sae_app.sweep_charts import REFERENCE_STYLE, SCORING_COLORS, hover_data, sae_settings
 from sae_core.evaluation.tradeoff import BY_COLUMN
 
 SCORING_SYMBOLS = {"l2": "circle", "l2sq": "triangle-up", "entropy": "x"}
@@ -25,7 +25,7 @@ def small_vs_l(table: pd.DataFrame, column: str, scorings: list[str]) -> go.Figu
         rows = sampled[sampled["scoring"] == scoring].dropna(subset=[column]).sort_values("l")
         fig.add_trace(go.Scatter(x=rows["l"], y=rows[column], mode="lines+markers", name=scoring,
                                  marker=dict(size=7, color=SCORING_COLORS.get(scoring)),
-                                 line=dict(color=SCORING_COLORS.get(scoring)), customdata=_hover_data(rows),
+                                 line=dict(color=SCORING_COLORS.get(scoring)), customdata=hover_data(rows),
                                  hovertemplate=f"%{{customdata[1]}}<br>{column}=%{{y:.4g}}<extra></extra>"))
     ls = sorted(set(sampled["l"].dropna())) or [1.0]
     for arch, (label, color, _) in REFERENCE_STYLE.items():
@@ -33,7 +33,7 @@ def small_vs_l(table: pd.DataFrame, column: str, scorings: list[str]) -> go.Figu
         if len(ref) and column in ref and ref[column].notna().any():
             y = float(ref[column].iloc[0])
             fig.add_trace(go.Scatter(x=[ls[0], ls[-1]], y=[y, y], mode="lines", name=label,
-                                     line=dict(color=color, dash="dash"), customdata=_hover_data(ref.iloc[[0, 0]]),
+                                     line=dict(color=color, dash="dash"), customdata=hover_data(ref.iloc[[0, 0]]),
                                      hovertemplate=f"%{{customdata[1]}}<br>{column}=%{{y:.4g}}<extra></extra>"))
     title = m.title + {"higher": " ↑", "lower": " ↓"}.get(m.better or "", "")
     selectable(fig, title, "l", "", True, False)
@@ -61,7 +61,7 @@ def pareto(table: pd.DataFrame, x: str, y: str, scorings: list[str]) -> go.Figur
     for scoring in scorings:
         rows = sampled[sampled["scoring"] == scoring]
         fig.add_trace(go.Scatter(
-            x=rows[x], y=rows[y], mode="markers", name=f"Sampled ({scoring})", customdata=_hover_data(rows),
+            x=rows[x], y=rows[y], mode="markers", name=f"Sampled ({scoring})", customdata=hover_data(rows),
             marker=dict(size=13, symbol=SCORING_SYMBOLS.get(scoring, "circle"), color=[math.log2(v) for v in rows["l"]],
                         colorscale="Viridis", cmin=min(log_l, default=0), cmax=max(log_l, default=1),
                         line=dict(width=1, color="#333"),
@@ -72,7 +72,7 @@ def pareto(table: pd.DataFrame, x: str, y: str, scorings: list[str]) -> go.Figur
     for arch, (label, color, symbol) in REFERENCE_STYLE.items():
         ref = table[table["arch"] == arch].dropna(subset=[x, y]) if {x, y} <= set(table) else table.iloc[:0]
         if len(ref):
-            fig.add_trace(go.Scatter(x=ref[x], y=ref[y], mode="markers", name=label, customdata=_hover_data(ref),
+            fig.add_trace(go.Scatter(x=ref[x], y=ref[y], mode="markers", name=label, customdata=hover_data(ref),
                                      marker=dict(size=14, color=color, symbol=symbol),
                                      hovertemplate=f"%{{customdata[1]}}<br>{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
     return selectable(fig, f"{BY_COLUMN[y].title} against {BY_COLUMN[x].title}", BY_COLUMN[x].title,
