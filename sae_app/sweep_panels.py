@@ -37,11 +37,9 @@ def tradeoff(table: pd.DataFrame, shown: list[str]) -> list[str]:
     st.subheader("The trade-off, metric by metric")
     present = [m for m in TRADEOFF_METRICS if m.column in table and table[m.column].notna().any()]
     st.caption(tc.grid_legend(shown))
-    picked, grid = [], st.columns(3)
-    for i, m in enumerate(present):
-        event = grid[i % 3].plotly_chart(tc.small_vs_l(table, m.column, shown), width="stretch", on_select="rerun",
-                                         selection_mode="points", key=f"sw_small_{m.column}")
-        picked += _clicked(event)
+    event = st.plotly_chart(tc.tradeoff_grid(table, [m.column for m in present], shown), width="stretch",
+                            on_select="rerun", selection_mode="points", key="sw_grid")
+    picked = _clicked(event)
     best = best_l(table, shown)
     st.markdown(f"**{verdict(best)}**")
     if best:

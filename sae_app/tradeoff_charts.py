@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from sae_app.charts import selectable
 from sae_app.sweep_charts import REFERENCE_STYLE, SCORING_COLORS, hover_data, sae_settings
@@ -15,15 +16,14 @@ SCORING_SYMBOLS = {"l2": "circle", "l2sq": "triangle-up", "entropy": "x"}
 OVERLAY_COLORS = ("#1f77b4", "#ff7f0e")
 
 
-def small_vs_l(table: pd.DataFrame, column: str, scorings: list[str]) -> go.Figure:
-    """One metric against l (log axis), a line per scoring rule, BatchTopK and TopK as dashed
-    lines: compact, for a grid of every metric. Points carry their SAE (a click opens it)."""
-    m = BY_COLUMN[column]
-    fig = go.Figure()
+def _metric_traces(table: pd.DataFrame, column: str, scorings: list[str]) -> tuple[list[go.Scatter], list[float]]:
+    """One metric's lines against l: one per scoring rule, BatchTopK and TopK as dashed lines;
+    and the sweep's values of l. Points carry their SAE (a click opens it)."""
+    traces = []
     sampled = table[(table["arch"] == "sampled") & table["scoring"].isin(scorings)]
     for scoring in scorings:
         rows = sampled[sampled["scoring"] == scoring].dropna(subset=[column]).sort_values("l")
-        fig.add_trace(go.Scatter(x=rows["l"], y=rows[column], mode="lines+markers", name=scoring,
+        traces.append(go.Scatter(x=rows["l"], y=rows[column], mode="lines+markers", name=scoring,
                                  marker=dict(size=7, color=SCORING_COLORS.get(scoring)),
                                  line=dict(color=SCORING_COLORS.get(scoring)), customdata=hover_data(rows),
                                  hovertemplate=f"%{{customdata[1]}}<br>{column}=%{{y:.4g}}<extra></extra>"))
@@ -32,16 +32,35 @@ def small_vs_l(table: pd.DataFrame, column: str, scorings: list[str]) -> go.Figu
         ref = table[table["arch"] == arch]
         if len(ref) and column in ref and ref[column].notna().any():
             y = float(ref[column].iloc[0])
-            fig.add_trace(go.Scatter(x=[ls[0], ls[-1]], y=[y, y], mode="lines", name=label,
+            traces.append(go.Scatter(x=[ls[0], ls[-1]], y=[y, y], mode="lines", name=label,
                                      line=dict(color=color, dash="dash"), customdata=hover_data(ref.iloc[[0, 0]]),
                                      hovertemplate=f"%{{customdata[1]}}<br>{column}=%{{y:.4g}}<extra></extra>"))
-    title = m.title + {"higher": " ↑", "lower": " ↓"}.get(m.better or "", "")
-    selectable(fig, title, "l", "", True, False)
-    fig.update_xaxes(tickmode="array", tickvals=ls, ticktext=[f"{v:g}" for v in ls])
-    # small: the title alone on top and no legend (in a third of the page it wrapped over the plot);
-    # the page says once, above the grid, which colour is which (``GRID_LEGEND``)
-    return fig.update_layout(height=250, margin=dict(t=40, b=35, l=45, r=10), title=dict(font=dict(size=13)),
-                             showlegend=False)
+    return traces, ls
+
+
+def metric_title(column: str) -> str:
+    """A metric's name with the direction that is better: "FVU (reconstruction) ↓"."""
+    m = BY_COLUMN[column]
+    return m.title + {"higher": " ↑", "lower": " ↓"}.get(m.better or "", "")
+
+
+def tradeoff_grid(table: pd.DataFrame, columns: list[str], scorings: list[str], per_row: int = 3) -> go.Figure:
+    """Every metric of ``columns`` against l, one small panel each, in one figure: ten separate
+    charts made every rerun of the page (and the browser) slower. No legend: in a panel a third
+    of the page wide it wrapped over the plot; the page says once which colour is which
+    (``grid_legend``)."""
+    n_rows = max(1, math.ceil(len(columns) / per_row))
+    fig = make_subplots(rows=n_rows, cols=per_row, subplot_titles=[metric_title(c) for c in columns],
+                        horizontal_spacing=0.07, vertical_spacing=0.5 / n_rows)
+    for i, column in enumerate(columns):
+        traces, ls = _metric_traces(table, column, scorings)
+        for trace in traces:
+            fig.add_trace(trace, row=i // per_row + 1, col=i % per_row + 1)
+        fig.update_xaxes(type="log", tickmode="array", tickvals=ls, ticktext=[f"{v:g}" for v in ls],
+                         row=i // per_row + 1, col=i % per_row + 1)
+    fig.update_annotations(font=dict(size=13))
+    return fig.update_layout(height=250 * n_rows, margin=dict(t=40, b=30, l=45, r=10), showlegend=False,
+                             hovermode="closest", clickmode="event+select")
 
 
 def grid_legend(scorings: list[str]) -> str:

@@ -93,8 +93,23 @@ def test_training_curves_follow_the_scoring_filter(workspace):
 def _chart(at, title_start):
     """The spec of the page's plotly chart whose title starts with ``title_start``."""
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    found = [s for s in specs if s["layout"]["title"]["text"].startswith(title_start)]
-    assert found, f"{title_start!r} not among {[s['layout']['title']['text'] for s in specs]}"
+    titles = [s["layout"].get("title", {}).get("text", "") for s in specs]  # the grid has panel titles only
+    found = [s for s, t in zip(specs, titles) if t.startswith(title_start)]
+    assert found, f"{title_start!r} not among {titles}"
+    return found[0]
+
+
+def _panel(at, title):
+    """The traces of the trade-off grid's panel titled ``title``."""
+    grid = _chart_with_annotation(at, title)
+    i = [a["text"] for a in grid["layout"]["annotations"]].index(title)
+    return [t for t in grid["data"] if t.get("xaxis", "x") == ("x" if i == 0 else f"x{i + 1}")]
+
+
+def _chart_with_annotation(at, text):
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    found = [s for s in specs if text in [a.get("text") for a in s["layout"].get("annotations", [])]]
+    assert len(found) == 1, text
     return found[0]
 
 
@@ -108,22 +123,23 @@ def test_the_tradeoff_view_after_evaluating_from_the_page(workspace, monkeypatch
     sweep = small_sweep(workspace)
     at = _sweep_page()
     assert any("has no probing, absorption, lottery yet" in i.value for i in at.info)
-    assert not any(s["layout"]["title"]["text"].startswith(("sparse probing", "FVU (reconstruction)")) for s in
-                   (json.loads(c.proto.spec) for c in at.get("plotly_chart")))  # no trade-off view yet
+    assert not any(s["layout"].get("annotations") or s["layout"]["title"]["text"].startswith("sparse probing")
+                   for s in (json.loads(c.proto.spec) for c in at.get("plotly_chart")))  # no trade-off view yet
     # the page's button evaluates every SAE (here at the small demo's sizes, not the defaults)
     from sae_app import sweep_cache
     monkeypatch.setattr(sweep_cache, "evaluation_config", small_evaluation_config)
     at.button(key="sw_eval").click().run()
     assert not at.exception and not page_errors(at), (at.exception, page_errors(at))
     table = load_sweep_table(sweep)
-    probe = _chart(at, "sparse probing, k = 1")
-    line = next(t for t in probe["data"] if t["name"] == "l2")
+    probe = _panel(at, "sparse probing, k = 1 (test accuracy) ↑")
+    line = next(t for t in probe if t["name"] == "l2")
     assert plotly_values(line["y"]) == list(table[table["arch"] == "sampled"].sort_values("l")["probe_sae_top_1"])
-    refs = {t["name"]: plotly_values(t["y"])[0] for t in probe["data"] if t["name"] in ("BatchTopK", "TopK")}
+    refs = {t["name"]: plotly_values(t["y"])[0] for t in probe if t["name"] in ("BatchTopK", "TopK")}
     assert refs == {"BatchTopK": table.loc[table["arch"] == "batchtopk", "probe_sae_top_1"].iloc[0],
                     "TopK": table.loc[table["arch"] == "topk", "probe_sae_top_1"].iloc[0]}
-    for title in ("FVU (reconstruction)", "feature absorption rate", "never active on eval", "shared structure"):
-        assert _chart(at, title)
+    for title in ("FVU (reconstruction) ↓", "feature absorption rate ↓", "never active on eval (dead) ↓",
+                  "shared structure: pairwise overlap ↑", "L0 (active latents per token)"):
+        assert _panel(at, title)  # one panel of the one grid figure each
     assert f"**{verdict(best_l(table, ['l2']))}**" in [m.value for m in at.markdown]
     best = at.dataframe[1].value.set_index("metric")
     assert best.loc["sparse probing, k = 1 (test accuracy)", "best Sampled-SAE"] == best_l(table)[

@@ -78,8 +78,8 @@ def test_sampled_sae_page(page, app_url, demo_built, screenshot_dir):
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Sampled-SAE: the l trade-off")).to_be_visible()
     # FVU, distinct, frontier, CE loss recovered (the demo's sweep had its model); the trade-off view's
-    # ten metrics and its Pareto scatter (the demo evaluates its sweep); the lottery; the curves
-    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(17)
+    # grid of ten metrics and its Pareto scatter (the demo evaluates its sweep); the lottery; the curves
+    expect(main.get_by_test_id("stPlotlyChart")).to_have_count(8)
     table = main.get_by_test_id("stDataFrame").last  # the first is the Method panel's (closed)
     for _, row in load_sweep_table(sweep).iterrows():  # the grid renders the visible columns
         expect(table).to_contain_text(row["arch"])
