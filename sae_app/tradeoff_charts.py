@@ -1,4 +1,4 @@
-"""Plotly figures of the Sampled-SAE page's trade-off view: one small chart per metric against l,
+"""Plotly figures of the Sampled-SAE page's trade-off view: a grid of small panels, one per metric against l,
 the Pareto scatter of two metrics with l as colour, and the activation lottery's scatter."""
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def tradeoff_grid(table: pd.DataFrame, columns: list[str], scorings: list[str], 
 
 
 def grid_legend(scorings: list[str]) -> str:
-    """The small charts' one legend, as Streamlit markdown in the lines' colours."""
+    """The grid's one legend, as Streamlit markdown in the lines' colours."""
     names = {"l2": ":blue[l2]", "l2sq": ":violet[l2sq]", "entropy": ":red[entropy]"}
     rules = ", ".join(names.get(s, s) for s in scorings)
     return f"Sampled-SAE lines by scoring rule: {rules}; dashed: :green[BatchTopK], :gray[TopK]. Arrows: better this way."
