@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 
@@ -130,3 +130,17 @@ class JsonResult:
     def open(cls, path):
         d = read_json(Path(path) / cls.FILE)
         return cls(Path(path), d["config"], d["results"])
+
+
+def json_lines(path: Path, example: str, error: type[Exception]) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-empty line of a ``.jsonl`` file; a line that is not JSON
+    raises ``error`` naming the file, the line and what a line should look like (``example``)."""
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{path.name} line {n} is not JSON ({e.msg}); each line must be an object "
+                            f"such as {example}") from None

@@ -15,13 +15,13 @@ task is a ``.jsonl`` file of ``{"text": ..., "label": ...}`` lines with exactly 
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
 from sae_core.errors import SAECoreError
+from sae_core.io import json_lines
 from sae_core.models import corpus
 
 
@@ -159,19 +159,11 @@ def read_labels_file(path: str | Path, seed: int = 0, test_share: float = 0.2) -
         raise ProbingError(f"labels file {str(path)!r} does not exist; give a .jsonl file with one "
                            '{"text": "...", "label": ...} object per line')
     rows = []
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ProbingError(f"{p.name} line {n} is not JSON ({e.msg}); each line must be an "
-                                   'object such as {"text": "...", "label": 1}') from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "label" not in row:
-                raise ProbingError(f'{p.name} line {n} needs a string "text" and a "label" field '
-                                   f"(it has {sorted(row) if isinstance(row, dict) else type(row).__name__})")
-            rows.append((row["text"], str(row["label"])))
+    for n, row in json_lines(p, '{"text": "...", "label": 1}', ProbingError):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "label" not in row:
+            raise ProbingError(f'{p.name} line {n} needs a string "text" and a "label" field '
+                               f"(it has {sorted(row) if isinstance(row, dict) else type(row).__name__})")
+        rows.append((row["text"], str(row["label"])))
     labels = sorted({label for _, label in rows})
     if len(labels) != 2:
         raise ProbingError(f"{p.name} has {len(labels)} distinct labels ({labels[:5]}); a probing task "

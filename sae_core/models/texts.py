@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sae_core.errors import SAECoreError
+from sae_core.io import json_lines
 from sae_core.models.corpus import generate_documents
 
 EVAL_SEED = 12345
@@ -171,20 +172,12 @@ def _read_txt(path: Path, column: str) -> Iterator[str]:
 
 
 def _read_jsonl(path: Path, column: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TextSourceError(f"{path.name} line {n} is not JSON ({e.msg}); each line must "
-                                      f"be an object such as {{\"{column}\": \"...\"}}") from None
-            if not isinstance(row, dict) or column not in row:
-                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise TextSourceError(f"{path.name} line {n} has no {column!r} field (it has {keys}); "
-                                      "pass the text column's name (--text-column)")
-            yield _text(row[column], f"{path.name} line {n}", column)
+    for n, row in json_lines(path, f'{{"{column}": "..."}}', TextSourceError):
+        if not isinstance(row, dict) or column not in row:
+            keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise TextSourceError(f"{path.name} line {n} has no {column!r} field (it has {keys}); "
+                                  "pass the text column's name (--text-column)")
+        yield _text(row[column], f"{path.name} line {n}", column)
 
 
 def _read_parquet(path: Path, column: str) -> Iterator[str]:
