@@ -6,6 +6,7 @@ Run ``bench/sae_throughput.py --sizes full`` once first (it writes the file). Th
 some overhead of its own: compare parts within one table, and take speeds from sae_throughput.py.
 
     .venv/bin/python bench/sae_step_profile.py [--arch batchtopk|topk|sampled] [--rows 30] [--shapes]
+        [--dead-tokens N]
 """
 from __future__ import annotations
 
@@ -34,13 +35,16 @@ def main() -> None:
     ap.add_argument("--arch", default="batchtopk", choices=["batchtopk", "topk", "sampled"])
     ap.add_argument("--rows", type=int, default=30)
     ap.add_argument("--shapes", action="store_true", help="group operators by input shape")
+    ap.add_argument("--dead-tokens", type=int, default=None,
+                    help="AuxK's dead window (default: the trainer's, one batch in this short run, so AuxK "
+                    "runs from the second step; 1000000 as sae_throughput.py's default: no AuxK)")
     args = ap.parse_args()
     if not DATA.exists():
         sys.exit(f"{DATA} is missing: run bench/sae_throughput.py --sizes full first")
     data = torch.from_numpy(np.load(DATA, mmap_mode="r")[:BATCH * STEPS].copy()) * SCALE
     cfg = SAEConfig(arch=args.arch, d_in=D_IN, d_sae=D_SAE, k=K, l=4.0)
     tcfg = training.TrainerConfig(total_tokens=STEPS * BATCH, batch_size=BATCH, warmup_steps=0,
-                                  decay_fraction=0.0, seed=0)
+                                  decay_fraction=0.0, seed=0, dead_tokens=args.dead_tokens)
     prof = profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes)
     stamps: list[float] = []
 

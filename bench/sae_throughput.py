@@ -265,6 +265,7 @@ def run_trainer(t: dict, data: Path, cfg: dict, args, lr: float) -> dict:
            "--warmup", str(cfg["warmup"]), "--steps", str(cfg["steps"]),
            "--max-seconds", str(args.max_seconds), "--eval-rows", str(EVAL_ROWS),
            "--threads", str(args.threads), "--device", args.device] + t["extra"] \
+        + (["--dead-tokens", str(args.dead_tokens)] if t["script"] in ("run_ours.py", "run_sparsify.py") else []) \
         + (["--autocast", args.autocast] if args.autocast and t["script"] == "run_ours.py" else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "SPARSIFY_DISABLE_TRITON": "1",
@@ -307,7 +308,8 @@ def print_table(size: str, block: dict) -> None:
     cfg = block["config"]
     print(f"\n== {size} on {block.get('device', 'cpu')}: d_in {cfg['d_in']}, d_sae {cfg['d_sae']}, k {cfg['k']}, batch {cfg['batch']}, "
           f"lr {block['lr']:.3g}, {cfg['warmup']} warm-up + up to {cfg['steps']} timed steps, "
-          f"{block['threads']} threads, best of {block['rounds']} rounds ==")
+          f"{block['threads']} threads, best of {block['rounds']} rounds, "
+          f"AuxK dead window {block.get('dead_tokens', '-')} tokens ==")
     print(f"data: {block['data']['source']} ({block['data']['kind']}; {block['data']['rows']} rows, "
           f"{EVAL_ROWS} held out; pre-scaled x{block['data']['prescale']:.4g})")
     print(f"fp32 matmul [{cfg['batch']}x{cfg['d_in']}]x[{cfg['d_in']}x{cfg['d_sae']}]: "
@@ -346,6 +348,9 @@ def main() -> None:
     p.add_argument("--autocast", default=None, help="bf16: ours with TrainerConfig(autocast='bf16')")
     p.add_argument("--exclude", default="", help="comma-separated parts of trainer names to skip, "
                    "e.g. 'SAELens,signum' for long quality runs at the large size")
+    p.add_argument("--dead-tokens", type=int, default=1_000_000,
+                   help="AuxK's dead window for ours and sparsify (a latent silent this many tokens is "
+                   "dead); 4096 (one batch) makes both run AuxK from the second step")
     p.add_argument("--timeout", type=float, default=900.0, help="per-trainer subprocess timeout")
     args = p.parse_args()
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -409,7 +414,7 @@ def main() -> None:
             if btk and "error" not in r:  # tok/s come from median steps: the ratio of step times
                 r["step_vs_ours_batchtopk"] = btk["tokens_per_s"] / r["tokens_per_s"]
         block = {"config": {k: cfg[k] for k in ("d_in", "d_sae", "k", "batch", "steps", "warmup")},
-                 "lr": lr, "threads": args.threads, "rounds": args.rounds, "matmul_gflops": mm / 1e9,
+                 "lr": lr, "threads": args.threads, "dead_tokens": args.dead_tokens, "rounds": args.rounds, "matmul_gflops": mm / 1e9,
                  "fraction_definition": "tokens_per_s * 6 * d_in * d_sae / matmul FLOP/s",
                  "data": {**meta, "file": str(data.relative_to(REPO))}, "rows": rows,
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

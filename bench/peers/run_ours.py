@@ -2,7 +2,9 @@
 
 Runs the real training loop (input scaling, geometric-median b_dec init, MSE + AuxK, parallel-grad
 removal, Adam, decoder renormalisation, dead counters, per-step log) with a constant learning
-rate (no warm-up, no decay) so every trainer sees the same schedule. The batch source yields the
+rate (no warm-up, no decay) so every trainer sees the same schedule, and AuxK's dead window set
+as the sparsify runner's (``--dead-tokens``, 1M by default: our own default, 1/16 of a run, is
+one batch in these short runs, so AuxK ran from the second step in ours and never in sparsify). The batch source yields the
 same contiguous batches as the peers' runners. Timing comes from ``on_step`` timestamps: step i
 lasts from the end of step i-1 to the end of step i, for the steps after the W warm-up steps.
 
@@ -36,6 +38,8 @@ def main() -> None:
         p.add_argument("--l", type=float, default=4.0)
         p.add_argument("--scoring", default="l2")
         p.add_argument("--autocast", default=None, help="bf16: the SAE's matmuls in bfloat16 (TrainerConfig.autocast)")
+        p.add_argument("--dead-tokens", type=int, default=1_000_000,
+                       help="AuxK's dead window in tokens (TrainerConfig.dead_tokens; the sparsify runner's default)")
     args = _common.parse_args(extra)
     train, held_out = _common.setup(args)
     rss_base = _common.rss_mb()
@@ -45,7 +49,7 @@ def main() -> None:
     total_steps = args.warmup + args.steps
     tcfg = training.TrainerConfig(total_tokens=total_steps * args.batch, batch_size=args.batch,
                                   lr=args.lr, warmup_steps=0, decay_fraction=0.0, seed=args.seed,
-                                  device=args.device, autocast=args.autocast)
+                                  device=args.device, autocast=args.autocast, dead_tokens=args.dead_tokens)
     n_batches = train.shape[0] // args.batch
 
     def source(seed: int):

@@ -14,8 +14,9 @@ Optimizer as ``Trainer.__init__`` builds it: ``adam`` = ``torch.optim.Adam`` (bi
 Adam when importable; not installed here) with ``get_linear_schedule_with_warmup`` (warm-up 0 and a
 horizon far beyond the run, i.e. a constant lr, to match the other trainers); ``signum`` (the
 package's default) = ``ScheduleFreeWrapper(SignSGD, momentum=0.95)`` at its own default lr.
-AuxK: ``auxk_alpha=1/32`` and a 1M-token dead threshold, as ours (no latent can be dead within
-these short runs, so it costs nothing in either). The sparse decoder is the eager
+AuxK: ``auxk_alpha=1/32`` and a dead threshold of ``--dead-tokens`` (1M by default, which no
+latent reaches in these short runs, so AuxK costs nothing; the driver passes the same window to
+ours). The sparse decoder is the eager
 ``embedding_bag`` implementation (Triton is CUDA-only; ``SPARSIFY_DISABLE_TRITON=1``).
 """
 from __future__ import annotations
