@@ -42,24 +42,24 @@ def zoo_build(only: Optional[list[str]] = typer.Option(None, "--only", help="Bui
 def zoo_list():
     """The zoo's models, whether built, and their measured scores; then the shipped random
     architectures (``random:NAME``)."""
-    from sae_core.models.random_arch import random_spec, shipped
+    from sae_core.models.random_arch import kind_of, random_spec, shipped
     from sae_core.models.zoo import list_zoo
 
     for e in list_zoo():
         status = f"{e.n_params:,} params" if e.built and e.n_params else "not built"
-        typer.echo(f"{e.name:22} {status:16} {e.description}")
+        typer.echo(f"{e.name:26} {status:16} {e.description}")
         if e.scores:
             seq = ", ".join(f"{k} {v:.0%}" for k, v in e.scores["sequence_accuracy"].items())
-            typer.echo(f"{'':22} sequences: {seq}")
-            typer.echo(f"{'':22} refusal harmful {e.scores['refusal_harmful']:.0%}, harmless "
+            typer.echo(f"{'':26} sequences: {seq}")
+            typer.echo(f"{'':26} refusal harmful {e.scores['refusal_harmful']:.0%}, harmless "
                        f"{e.scores['refusal_harmless']:.0%}; trigger rate with/without trigger "
                        f"{e.scores['trigger_rate_with_trigger']:.0%}/"
                        f"{e.scores['trigger_rate_without_trigger']:.0%}"
                        + (f", one unknown word {unk:.0%}"
                           if (unk := e.scores.get("trigger_rate_unknown_word")) is not None else ""))
     for name in shipped():
-        typer.echo(f"{name:22} {'random weights':16} architecture of {random_spec(name)['architecture_of']} "
-                   "(seeded; for throughput and scaling, not a trained model)")
+        use = "tests" if random_spec(name).get("layout_only") else "throughput and scaling"
+        typer.echo(f"{name:26} {'random weights':16} {kind_of(name)} (seeded; for {use}, not a trained model)")
 
 
 @commands.command("hooks")

@@ -139,8 +139,16 @@ def check_hook(model, hook: str) -> None:
     resid = [h for h in sorted(names, key=_layer_order) if h.endswith(("hook_resid_post", "hook_resid_pre",
                                                                         "hook_mlp_out", "hook_attn_out"))]
     raise HookNotFoundError(
-        f"hook {hook!r} does not exist in this model ({model.cfg.n_layers} layers). Valid hooks "
+        f"hook {hook!r} does not exist in this model ({architecture(model)}, {model.cfg.n_layers} layers; "
+        "hook names differ between model families). Valid hooks "
         f"include: {', '.join(resid)} (and {len(names) - len(resid)} more; see `sae-core hooks MODEL`)")
+
+
+def architecture(model) -> str:
+    """The model's Hugging Face architecture (``LlamaForCausalLM``), for messages."""
+    hf_cfg = getattr(getattr(model, "original_model", None), "config", None)
+    archs = getattr(hf_cfg, "architectures", None) or [getattr(model.cfg, "architecture", None) or "unknown architecture"]
+    return str(archs[0])
 
 
 def hook_layer(hook: str) -> int | None:

@@ -9,7 +9,10 @@ the same ``TransformerBridge.boot_transformers`` call as every other model, with
 on every machine and device.
 
 Token ids come from the zoo's word-level tokenizer (its 512 ids), so BOS, EOS and pad are set to
-the zoo's ids; the rest of the embedding is never read. These models are labelled as random
+the zoo's ids; the rest of the embedding is never read. Names ending in ``-tiny`` (``random.json``
+says ``layout_only``) keep a hub model's layout (its norms, MLP, attention grouping, residual) at
+d_model 128 and 2 layers, with the zoo's 512-id vocabulary: for tests that every analysis runs on
+every family, not for timing. These models are labelled as random
 wherever a model name is shown (``describe``): their activations have no learned structure, so a
 feature found on them means nothing; they exist to time and scale the pipeline.
 """
@@ -62,7 +65,14 @@ def describe(name: str) -> str:
     """How a model name is shown: random architectures say so."""
     if not is_random(name):
         return name
-    return f"{name} (random weights, architecture of {random_spec(name)['architecture_of']}; not a trained model)"
+    return f"{name} (random weights, {kind_of(name)}; not a trained model)"
+
+
+def kind_of(name: str) -> str:
+    """"architecture of HUB" (its real shape) or "layout of HUB at toy width" (``layout_only``)."""
+    spec = random_spec(name)
+    return (f"layout of {spec['architecture_of']} at toy width" if spec.get("layout_only")
+            else f"architecture of {spec['architecture_of']}")
 
 
 def label(name: str | None) -> str | None:

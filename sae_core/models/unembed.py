@@ -25,6 +25,7 @@ RAW = "raw W_U (final norm ignored)"
 
 
 def _final_norm(model):
+    """The final norm's per-dimension scale (None: no norm) and whether it centres (LayerNorm)."""
     norm = getattr(model, "ln_final", None)
     if norm is None:
         return None, False
@@ -32,7 +33,17 @@ def _final_norm(model):
     kind = type(inner).__name__.lower()
     normalization = str(getattr(getattr(model, "cfg", None), "normalization_type", "") or "").upper()
     centres = "rms" not in kind and not normalization.startswith("RMS")
-    return getattr(inner, "weight", None), centres
+    weight = getattr(inner, "weight", None)
+    if not centres and weight is not None:
+        weight = _rms_scale(inner, weight)
+    return weight, centres
+
+
+def _rms_scale(norm, weight: torch.Tensor) -> torch.Tensor:
+    """An RMSNorm's scale as it applies it, read from the module itself: its output on a row of
+    ones (RMS 1). Not ``weight`` as stored: Gemma's norms multiply by ``1 + weight`` (a stored
+    weight of 0 is the identity), which read as ``weight`` made every logit effect 0."""
+    return norm(torch.ones(1, weight.shape[0], dtype=weight.dtype, device=weight.device))[0]
 
 
 @torch.no_grad()

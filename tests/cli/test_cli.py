@@ -17,6 +17,8 @@ def test_zoo_list_shows_every_model_with_scores():
     for name in ("zoo:tiny-a", "zoo:tiny-b", "zoo:tiny-a-backdoor", "zoo:tiny-b-backdoor"):
         assert name in result.output
     assert "refusal harmful" in result.output
+    assert "random:llama-3.2-1b-tiny   random weights   layout of meta-llama/Llama-3.2-1B at toy width" in result.output
+    assert "random:gemma-2-2b          random weights   architecture of google/gemma-2-2b" in result.output
 
 
 def test_unknown_model_is_one_clear_line_and_status_2():

@@ -13,7 +13,9 @@ pytest.importorskip("transformer_lens")
 
 
 def test_the_shipped_configs_are_the_hub_architectures():
-    assert random_arch.shipped() == ["random:gpt2", "random:pythia-160m", "random:pythia-410m"]
+    assert random_arch.shipped() == ["random:gemma-2-2b", "random:gemma-2-2b-tiny", "random:gpt2", "random:gpt2-tiny",
+                                     "random:llama-3.2-1b", "random:llama-3.2-1b-tiny", "random:pythia-160m",
+                                     "random:pythia-410m", "random:qwen2.5-0.5b", "random:qwen2.5-0.5b-tiny"]
     cfg = {n: json.loads((random_arch.resolve_random(n) / "config.json").read_text()) for n in random_arch.shipped()}
     assert (cfg["random:pythia-160m"]["hidden_size"], cfg["random:pythia-160m"]["num_hidden_layers"]) == (768, 12)
     assert (cfg["random:pythia-410m"]["hidden_size"], cfg["random:pythia-410m"]["num_hidden_layers"]) == (1024, 24)
@@ -26,7 +28,7 @@ def test_the_shipped_configs_are_the_hub_architectures():
 
 def test_a_name_that_is_not_shipped_is_refused_with_the_choices():
     with pytest.raises(ModelNotAvailableError, match="'random:llama-3b' is not a shipped random architecture; "
-                                                     "choose one of random:gpt2, random:pythia-160m"):
+                                                     "choose one of random:gemma-2-2b, random:gemma-2-2b-tiny"):
         load_model("random:llama-3b", device="cpu")
 
 
