@@ -3,6 +3,11 @@
 Colour intensity is activation / scale (the feature's maximum over the index), so contexts of one
 feature are comparable; hovering a token shows its exact value. Tokens are HTML-escaped, and
 whitespace is made visible where a token is nothing but whitespace.
+
+``spaced``: word-level tokens (the zoo's) are shown with a space between them; byte-level tokens
+carry their own leading spaces (``sae_core.models.tokens``), so they are joined as they are, with
+whitespace kept (a highlighted token shows its leading space), and an empty piece (the first
+bytes of a character that a later token completes) is an empty span.
 """
 from __future__ import annotations
 
@@ -13,25 +18,34 @@ ACCENT = (255, 122, 0)  # orange, readable on light and dark themes
 
 def _token_span(token: str, act: float, scale: float, peak: bool) -> str:
     alpha = 0.0 if scale <= 0 else max(0.0, min(1.0, act / scale))
-    shown = html.escape(token) if token.strip() else html.escape(repr(token)[1:-1]) or "&nbsp;"
-    style = f"background: rgba({ACCENT[0]},{ACCENT[1]},{ACCENT[2]},{alpha:.3f}); padding: 1px 2px; border-radius: 3px;"
+    if not token:
+        shown = ""  # part of a character shown whole on a later token
+    elif token.strip(" "):
+        shown = html.escape(token)  # its spaces (if any) are kept by the line's white-space rule
+    else:
+        shown = html.escape(repr(token)[1:-1]) if token.strip() else "&nbsp;" * len(token)
+    pad = "1px 2px" if token else "0"
+    style = f"background: rgba({ACCENT[0]},{ACCENT[1]},{ACCENT[2]},{alpha:.3f}); padding: {pad}; border-radius: 3px;"
     if peak:
         style += " outline: 1.5px solid rgb(200,80,0);"
     title = html.escape(f"{token!r}: {act:.4g}")
     return f'<span class="tok" style="{style}" title="{title}">{shown}</span>'
 
 
-def tokens_html(tokens: list[str], acts: list[float], scale: float, peak: int | None = None) -> str:
-    """One line of highlighted tokens (``peak`` outlined)."""
-    spans = " ".join(_token_span(t, a, scale, i == peak) for i, (t, a) in enumerate(zip(tokens, acts)))
-    return f'<div class="ctx" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;">{spans}</div>'
+def tokens_html(tokens: list[str], acts: list[float], scale: float, peak: int | None = None,
+                spaced: bool = True) -> str:
+    """One line of highlighted tokens (``peak`` outlined); ``spaced``: module doc."""
+    spans = (" " if spaced else "").join(_token_span(t, a, scale, i == peak)
+                                         for i, (t, a) in enumerate(zip(tokens, acts)))
+    pre = "" if spaced else " white-space: pre-wrap;"
+    return f'<div class="ctx" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">{spans}</div>'
 
 
-def examples_html(examples, scale: float) -> str:
+def examples_html(examples, scale: float, spaced: bool = True) -> str:
     """A block of examples (``index.Example``), each with its peak value in front."""
     rows = [f'<div style="display:flex; gap: 0.6em; align-items: baseline;">'
             f'<code style="min-width: 4.5em; text-align: right;">{e.value:.3g}</code>'
-            f'{tokens_html(e.tokens, e.acts, scale, e.peak)}</div>' for e in examples]
+            f'{tokens_html(e.tokens, e.acts, scale, e.peak, spaced)}</div>' for e in examples]
     return "\n".join(rows) or "<em>no examples</em>"
 
 

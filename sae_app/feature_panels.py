@@ -169,10 +169,10 @@ def feature_panel(index, view, sae_path: str, sel, live: set[int] | None = None)
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**Top activations**")
-        st.html(contexts.examples_html(view.top, view.max_act))
+        st.html(contexts.examples_html(view.top, view.max_act, index.spaced))
         for label, group in view.quantiles:
             with st.expander(f"Random examples, {label}"):
-                st.html(contexts.examples_html(group, view.max_act))
+                st.html(contexts.examples_html(group, view.max_act, index.spaced))
     with right:
         if view.hist_counts:
             st.plotly_chart(charts.activation_histogram(view.hist_edges, view.hist_counts), key="fb_hist")
@@ -209,7 +209,7 @@ def try_panel(view, sae_path: str, sel) -> None:
     if out.truncated_from:
         st.warning(f"The text has {out.truncated_from:,} tokens; only the first {len(out.tokens):,} are shown.")
     scale = max(view.max_act, max(out.acts, default=0.0))
-    st.html(contexts.tokens_html(out.tokens, out.acts, scale))
+    st.html(contexts.tokens_html(out.tokens, out.acts, scale, spaced=out.spaced))
     st.caption(f"max here {max(out.acts, default=0.0):.3g} (index max {view.max_act:.3g})")
 
 

@@ -48,6 +48,13 @@ def pair_contexts(root: str, path: str, created: float, i: int):
     return contexts(listing.open_workspace(root), u, i, tokenizer)
 
 
+def tokens_spaced(model_name: str) -> bool:
+    """Whether the model's tokens are shown with spaces between them (``models.tokens``)."""
+    from sae_core.models.tokens import spaced_between
+
+    return spaced_between(session.load_model(model_name).tokenizer)
+
+
 def result_label(art) -> str:
     """A result as the Result box lists it: models, hooks, mode, name."""
     a = art.meta["inputs"][0]

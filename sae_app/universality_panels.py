@@ -92,7 +92,8 @@ def pair_in_context(root: str, art, r: dict, cfg: dict) -> None:
     for col, side, model, hook in zip(sides, "ab", (cfg["model_a"], cfg["model_b"]), (cfg["hook_a"], cfg["hook_b"])):
         col.markdown(f"**{model}** `{hook}`, feature **{pair[side]}** (fires on {pair[f'fires_{side}']:,} tokens)")
         if ctx is not None:
-            col.html(contexts.examples_html(ctx[side], max((e.value for e in ctx[side]), default=0.0)))
+            col.html(contexts.examples_html(ctx[side], max((e.value for e in ctx[side]), default=0.0),
+                                            uc.tokens_spaced(model)))
         if col.button(f"Open feature {pair[side]} in the feature browser", key=f"uni_open_{side}",
                       on_click=fp.open_later, args=(model, hook, r["saes"][side], pair[side])):
             st.switch_page("views/features.py")

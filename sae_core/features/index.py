@@ -9,7 +9,9 @@ Files in the index directory:
 - ``corpus.safetensors``: the token ids ``[sequences, context]`` (-1 = padding) and the search
   tables: "fires on" as CSR (per token, the features whose top examples peak on it) and
   "promotes" (per token, the features that raise its logit most).
-- ``vocab.json``: the token strings, so reading needs no model.
+- ``vocab.json``: the token strings, so reading needs no model; ``index.json`` adds, for
+  byte-level tokenizers, the raw bytes of the ids that are only part of a character and whether
+  tokens carry their own spaces (``models.tokens``), so split characters are shown whole.
 
 Why fixed-shape arrays in safetensors rather than a database: every question the browser asks is
 "row i of these arrays" (or "row t of a search table"), which a memory-mapped file answers with one
@@ -32,6 +34,7 @@ from sae_core.features.build import StreamState
 from sae_core.features.config import FeatureIndexError, IndexConfig
 from sae_core.features.weights import LogitEffects
 from sae_core.io import atomic_write_json, read_json, save_tensors
+from sae_core.models.tokens import assemble
 from sae_core.models.unembed import RAW
 
 INDEX_FILE, FEATURES_FILE, CORPUS_FILE, VOCAB_FILE = (
@@ -164,6 +167,9 @@ class FeatureIndex:
                                     f"{FORMAT_VERSION}; rebuild it")
         self.config = IndexConfig(**self.info["config"])
         self.vocab: list[str] = read_json(self.path / VOCAB_FILE)
+        # byte-level tokens (``models.tokens``); indexes built before these keys: word-level
+        self.spaced: bool = self.info.get("tokens_spaced", True)
+        self._bytes = {int(i): bytes.fromhex(h) for i, h in self.info.get("token_bytes", {}).items()}
         try:
             self._f = safe_open(str(self.path / FEATURES_FILE), framework="pt")
             self._c = safe_open(str(self.path / CORPUS_FILE), framework="pt")
@@ -221,6 +227,11 @@ class FeatureIndex:
     def token_str(self, t: int) -> str:
         return self.vocab[t] if 0 <= t < len(self.vocab) else f"<{t}>"
 
+    def pieces(self, ids: list[int]) -> list[str]:
+        """A window of ids as text, each id's piece: a character split over several byte-level
+        tokens whole on the last of them (``models.tokens.assemble``)."""
+        return assemble(ids, self.vocab, self._bytes) if self._bytes else [self.token_str(t) for t in ids]
+
     def _examples(self, prefix: str, i: int) -> list[Example]:
         values, gidx, windows = (self._row(f"{prefix}.{n}", i) for n in ("value", "gidx", "window"))
         cfg, T = self.config, self.tokens_NT.shape[1]
@@ -233,7 +244,7 @@ class FeatureIndex:
             ids = self.tokens_NT[seq, lo:hi].tolist()
             acts = w[lo - (pos - cfg.before):hi - (pos - cfg.before)]
             keep = [j for j, t in enumerate(ids) if t >= 0]  # drop padding
-            out.append(Example([self.token_str(ids[j]) for j in keep], [acts[j] for j in keep],
+            out.append(Example(self.pieces([ids[j] for j in keep]), [acts[j] for j in keep],
                                keep.index(pos - lo), v, seq, pos))
         return out
 

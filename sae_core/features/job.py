@@ -13,17 +13,13 @@ from sae_core.features.config import FeatureIndexError, IndexConfig
 from sae_core.features.index import FeatureIndex, write_index
 from sae_core.features.weights import logit_effects, nearest_features
 from sae_core.models.texts import TextSource, texts_for_tokens
+from sae_core.models.tokens import vocab_table
 from sae_core.models.unembed import FOLDED, unembed_through_final_norm
 from sae_core.sae.base import SAE
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "feature_index"
 StageFn = Callable[[str], None]
-
-
-def vocab_strings(tokenizer, d_vocab: int) -> list[str]:
-    """Each id's text as it appears in a decoded string (``" the"`` for GPT-2's ``"Ġthe"``)."""
-    return [tokenizer.decode([i]) for i in range(d_vocab)]
 
 
 def build_feature_index(model, sae: SAE, hook: str, texts: list[str], out_dir: Path,
@@ -49,11 +45,13 @@ def build_feature_index(model, sae: SAE, hook: str, texts: list[str], out_dir: P
         stage("feature map (UMAP of decoder rows)")
         map_xy = feature_map(sae.W_dec, seed=cfg.seed)
     stage("writing the index")
+    # each id's text, and what shows byte-level tokens as text (``models.tokens``)
+    vocab, token_bytes, spaced = vocab_table(model.tokenizer, int(model.W_U.shape[1]))
     info = {"sae_fingerprint": sae_fingerprint(sae), "hook": hook, "d_in": sae.cfg.d_in,
-            "arch": sae.cfg.arch, "logit_basis": FOLDED,
+            "arch": sae.cfg.arch, "logit_basis": FOLDED, "tokens_spaced": spaced,
+            "token_bytes": {str(i): h for i, h in token_bytes.items()},
             "build_seconds": round(time.time() - started, 2), **(meta or {})}
-    write_index(out_dir, state, effects, nearest, map_xy, cfg, info,
-                vocab_strings(model.tokenizer, int(model.W_U.shape[1])))
+    write_index(out_dir, state, effects, nearest, map_xy, cfg, info, vocab)
     if ckpt_dir is not None:
         clear_checkpoint(ckpt_dir)
     return FeatureIndex.open(out_dir)

@@ -13,6 +13,7 @@ import torch
 from sae_core.models.hooks import capture_at_hook
 from sae_core.features.config import FeatureIndexError
 from sae_core.models.loading import to_tokens
+from sae_core.models.tokens import display_tokens
 from sae_core.sae.base import SAE
 
 MAX_TEXT_TOKENS = 512
@@ -23,6 +24,7 @@ class TextActivations:
     tokens: list[str]
     acts: list[float]
     truncated_from: int | None  # the text's length in tokens when it was cut to the limit
+    spaced: bool = True         # shown with spaces between tokens (word-level; ``models.tokens``)
 
 
 def check_feature_index(sae: SAE, feature: int) -> None:
@@ -50,6 +52,5 @@ def feature_acts_on_text(model, sae: SAE, hook: str, text: str, feature: int,
             raise FeatureIndexError(f"the SAE reads d_in={sae.cfg.d_in} but {hook} has width "
                                     f"{acts_1TD.shape[-1]}; choose the model and hook this SAE was trained on")
         z_T = sae.encode(acts_1TD.to(sae.device, sae.W_enc.dtype))[0, :, feature].float().cpu()
-    ids = tokens_1T[0].tolist()
-    tok = model.tokenizer
-    return TextActivations([tok.decode([i]) for i in ids[1:]], z_T[1:].tolist(), truncated_from)
+    shown, spaced = display_tokens(model.tokenizer, tokens_1T[0].tolist()[1:])
+    return TextActivations(shown, z_T[1:].tolist(), truncated_from, spaced)

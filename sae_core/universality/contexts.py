@@ -17,6 +17,7 @@ import torch
 from sae_core.activations.paired import open_paired
 from sae_core.activations.store import ActivationStore
 from sae_core.features.index import Example
+from sae_core.models.tokens import display_tokens
 from sae_core.universality.measures import UniversalityError
 from sae_core.workspace import Workspace
 
@@ -51,7 +52,8 @@ def doc_windows(doc: torch.Tensor, centre: list[int], before: int, after: int) -
 
 def side_contexts(store: ActivationStore, sae, feature: int, rows: list[int], decode, *,
                   before: int = BEFORE, after: int = AFTER) -> list[Example]:
-    """``feature``'s contexts at the given rows of ``store``, highest first as given."""
+    """``feature``'s contexts at the given rows of ``store``, highest first as given; ``decode``
+    turns a window's ids into one string per id (``models.tokens.display_tokens``)."""
     if not rows:
         return []
     doc, pos = store.row_keys()
@@ -68,7 +70,7 @@ def side_contexts(store: ActivationStore, sae, feature: int, rows: list[int], de
         a = acts[at:at + len(w)].tolist()
         at += len(w)
         peak = w.index(r)
-        out.append(Example([decode(int(toks[j])) for j in w], a, peak, a[peak], int(doc[r]), int(pos[r])))
+        out.append(Example(decode([int(toks[j]) for j in w]), a, peak, a[peak], int(doc[r]), int(pos[r])))
     return out
 
 
@@ -90,8 +92,8 @@ def pair_contexts(ws: Workspace, result, i: int, tokenizer, *, before: int = BEF
     pair = open_paired(ws, art)
     p = r["pairs"][i]
 
-    def decode(t: int) -> str:
-        return tokenizer.decode([t])
+    def decode(ids: list[int]) -> list[str]:
+        return display_tokens(tokenizer, ids)[0]
     out = {}
     for side, store in (("a", pair.a), ("b", pair.b)):
         sae_art = ws.get("sae", r["saes"][side])
