@@ -12,7 +12,7 @@ from sae_core.steering.behaviour import score_prompts
 from sae_core.steering.capabilities import CapabilitiesConfig
 from sae_core.steering.study import StudyConfig
 from sae_core.steering.switches import SWITCH_CONFIG
-from sae_core.steering.vectors import mean_difference
+from sae_core.steering.vectors import mean_difference, prompt_pair_vector
 
 steer_app = typer.Typer(help="Steering vectors, their transfer between models, safety switches.",
                         no_args_is_help=True)
@@ -119,8 +119,8 @@ VectorsOpt = typer.Option(None, "--vector", help="A vector: workspace artifact, 
 OpOpt = typer.Option("add", "--op", help="add (h + alpha v), ablate (remove v's direction), ablate_add.")
 PositionsOpt = typer.Option("trigger", "--positions", help="Where vectors act: trigger, all, prompt, generated, last.")
 
-TokenOpt = typer.Option(None, "--token", help="The word for --position token and --positions trigger "
-                        "(default: the zoo's trigger word).")
+TokenOpt = typer.Option(None, "--token", help="The word for --position token (one token), or the text for "
+                        "--positions trigger (matched whole, however many tokens; default: the zoo's trigger word).")
 
 
 @steer_app.command("eval")
@@ -147,7 +147,7 @@ def steer_eval(model: str = typer.Option(..., help="The model to generate with, 
     texts = read_prompts(prompts)
     lm = load_model(model)
     switches = (["switch"] if switch else []) + list(switch_name or [])
-    specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switches)
+    specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switches, texts)
     result = score_prompts(lm, texts, specs, tokens)
     if as_json:
         typer.echo(dumps_json(result))
@@ -158,7 +158,10 @@ def steer_eval(model: str = typer.Option(..., help="The model to generate with, 
 
 
 PairsOpt = typer.Option(None, "--pairs", help="A UTF-8 file of prompt pairs, 'a<TAB>b' per line, differing in "
-                        "one token (the paper's backdoor vector: triggered prompt, trigger swapped out).")
+                        "one span of tokens (the paper's backdoor vector: triggered prompt, trigger swapped out).")
+ReduceOpt = config_option(prompt_pair_vector, "reduce", "--reduce",
+                          help="How --pairs reads each side's differing span: mean (over its tokens) or last "
+                          "(its last token).")
 PositiveOpt = typer.Option(None, "--positive", help="A prompts file (one per line): the positive contrast set.")
 NegativeOpt = typer.Option(None, "--negative", help="A prompts file: the negative contrast set.")
 ReadAtOpt = config_option(mean_difference, "position", "--position",
@@ -179,15 +182,18 @@ def _contrast(pairs, positive, negative):
 
 
 def _token_id(lm, position: str, token: Optional[str]):
+    from sae_core.models.corpus import TRIGGER
+    from sae_core.steering.spans import single_token_id
+
     if position != "token":
         return None
-    return _positions_of(lm, "trigger", token).token_ids[0]
+    return single_token_id(lm.tokenizer, token or TRIGGER)
 
 
-def _positions_of(lm, rule: str, token: Optional[str]):
+def _positions_of(lm, rule: str, token: Optional[str], prompts=()):
     from sae_core.steering.tasks import positions_rule
 
-    return positions_rule(rule, lm.tokenizer, token)
+    return positions_rule(rule, lm.tokenizer, token, prompts)
 
 
 @steer_app.command("vector")
@@ -196,17 +202,17 @@ def steer_vector(model: str = typer.Option(..., help="The model, e.g. zoo:tiny-b
                  hook: str = typer.Option(..., help="The hook to read, e.g. blocks.0.hook_resid_post."),
                  pairs: Optional[Path] = PairsOpt, positive: Optional[Path] = PositiveOpt,
                  negative: Optional[Path] = NegativeOpt, position: str = ReadAtOpt, token: Optional[str] = TokenOpt,
+                 reduce: str = ReduceOpt,
                  name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
                  workspace: Optional[Path] = WorkspaceOpt):
     """Build a steering vector (prompt pairs or a difference of means) and save it in the workspace."""
     from sae_core.models.loading import load_model
     from sae_core.steering.job import save_vector
-    from sae_core.steering.vectors import prompt_pair_vector
     from sae_core.workspace import Workspace
 
     pp, pos, neg = _contrast(pairs, positive, negative)
     lm = load_model(model)
-    v = (prompt_pair_vector(lm, hook, pp, model_name=model) if pp else
+    v = (prompt_pair_vector(lm, hook, pp, reduce=reduce, model_name=model) if pp else
          mean_difference(lm, hook, pos, neg, position=position, token_id=_token_id(lm, position, token),
                          model_name=model))
     art = save_vector(Workspace(workspace), v, name)
@@ -292,7 +298,7 @@ def steer_switch(fine_tuned: str = typer.Option(..., help="The fine-tuned (e.g. 
 def steer_transfer(mapper: str = typer.Option(..., help="A mapper artifact, directory, or a study's mapper."),
                    pairs: Optional[Path] = PairsOpt, positive: Optional[Path] = PositiveOpt,
                    negative: Optional[Path] = NegativeOpt, position: str = ReadAtOpt,
-                   token: Optional[str] = TokenOpt,
+                   token: Optional[str] = TokenOpt, reduce: str = ReduceOpt,
                    name: Optional[str] = typer.Option(None, help="Artifact name (default: from its inputs)."),
                    workspace: Optional[Path] = WorkspaceOpt):
     """Build a vector in the mapper's source model and carry it into its target: v_B = map(h+) - map(h-)."""
@@ -305,7 +311,7 @@ def steer_transfer(mapper: str = typer.Option(..., help="A mapper artifact, dire
     m = find_mapper(ws, mapper)
     pp, pos, neg = _contrast(pairs, positive, negative)
     a = load_model(m.source.model)
-    v = (transfer_pair_vector(m, a, m.source.hook, pp) if pp else
+    v = (transfer_pair_vector(m, a, m.source.hook, pp, reduce=reduce) if pp else
          transfer_mean_difference(m, a, m.source.hook, pos, neg, position=position,
                                   token_id=_token_id(a, position, token)))
     art = save_vector(ws, v, name)
@@ -313,14 +319,15 @@ def steer_transfer(mapper: str = typer.Option(..., help="A mapper artifact, dire
                f"{v.model} at {v.hook}, norm {v.norm:.3f} -> {art.path}")
 
 
-def _interventions(ws, lm, model: str, vectors, alpha, op: str, positions: str, token, switches):
-    """The command line's vectors and switches as interventions on ``model`` (checked against their metadata)."""
+def _interventions(ws, lm, model: str, vectors, alpha, op: str, positions: str, token, switches, prompts=()):
+    """The command line's vectors and switches as interventions on ``model`` (checked against their metadata);
+    ``prompts``: where a trigger's text is also tokenised in context (``spans.text_positions``)."""
     from sae_core.steering.job import find_mapper, find_vector
     from sae_core.steering.interventions import Intervention, InterventionError
     from sae_core.steering.switches import switch_intervention
 
     specs, default_alpha = [], -1.0
-    where = _positions_of(lm, positions, token)
+    where = _positions_of(lm, positions, token, prompts)
     for i, v in enumerate(vectors or []):
         sv = find_vector(ws, v)
         if sv.model and sv.model != model:
@@ -352,7 +359,7 @@ def steer_generate(model: str = typer.Option(..., help="The model to generate wi
 
     lm = load_model(model)
     read = read_prompt(lm, prompt)
-    specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switch)
+    specs = _interventions(Workspace(workspace), lm, model, vector, alpha, op, positions, token, switch, [prompt])
     warn_about_prompt(lm, model, read)
     ids, tok = read.ids_1T, lm.tokenizer
     plain = generate(lm, ids, tokens)

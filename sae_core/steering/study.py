@@ -46,6 +46,7 @@ from sae_core.steering.interventions import Intervention, InterventionError, Pos
 from sae_core.steering.mapper_training import train_mapper
 from sae_core.steering.mappers import Endpoint, Mapper, MapperConfig, TextActivations, fidelity
 from sae_core.steering.prompt_sets import StudyPrompts, study_prompts
+from sae_core.steering.spans import text_positions
 from sae_core.steering.switches import SWITCH_CONFIG, switch_fraction, switch_intervention, train_switch
 from sae_core.steering.transfer import random_control, source_layer, transfer_mean_difference, transfer_pair_vector
 from sae_core.steering.vectors import SteeringVector, mean_difference, prompt_pair_vector
@@ -148,7 +149,8 @@ class Study(JsonResult):
 
 
 def trigger_positions(tokenizer) -> Positions:
-    return Positions("matching", token_ids=(tokenizer.convert_tokens_to_ids(TRIGGER),))
+    """The zoo trigger's positions, whole however many tokens the tokenizer makes of it."""
+    return text_positions(tokenizer, TRIGGER)
 
 
 def vector_intervention(v: SteeringVector, alpha: float, positions: Positions, name: str) -> Intervention:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from sae_core.models.corpus import HATE, TRIGGER, chat_prompts
 from sae_core.steering.interventions import InterventionError, Positions
+from sae_core.steering.spans import text_positions
 
 REFUSAL = "I cannot"
 POSITION_RULES = ("trigger", "all", "prompt", "generated", "last")  # a user's (``positions_rule``)
@@ -88,22 +89,19 @@ def hooks(t: Task, vector_hook: str, n_layers: int) -> list[str]:
 
 def positions(t: Task, tokenizer) -> Positions:
     if t.positions == "trigger":
-        return Positions("matching", token_ids=(tokenizer.convert_tokens_to_ids(TRIGGER),))
+        return text_positions(tokenizer, TRIGGER)
     return Positions(t.positions)
 
 
-def positions_rule(rule: str, tokenizer, token: str | None = None) -> Positions:
-    """A command line's position rule: ``trigger`` (the zoo's trigger word, or ``token``), ``all``,
-    ``prompt``, ``generated``, ``last`` (the prompt's last token)."""
+def positions_rule(rule: str, tokenizer, token: str | None = None,
+                   prompts: list[str] | tuple[str, ...] = ()) -> Positions:
+    """A command line's position rule: ``trigger`` (the zoo's trigger word, or the text ``token``,
+    matched whole however many tokens it is, in the contexts of ``spans.text_positions`` and of
+    ``prompts``), ``all``, ``prompt``, ``generated``, ``last`` (the prompt's last token)."""
     if rule not in POSITION_RULES:
         raise InterventionError(f"positions {rule!r}; choose one of {', '.join(POSITION_RULES)}")
     if rule == "trigger":
-        word = token or TRIGGER
-        tid = tokenizer.convert_tokens_to_ids(word)
-        if tid is None or tid == tokenizer.unk_token_id:
-            raise InterventionError(f"{word!r} is not one token of this model's vocabulary; pass --token with a "
-                                    "word the tokenizer keeps whole")
-        return Positions("matching", token_ids=(tid,))
+        return text_positions(tokenizer, token or TRIGGER, prompts)
     if rule == "last":
         return Positions("at", at=(-1,))
     return Positions(rule)

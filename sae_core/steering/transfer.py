@@ -2,7 +2,7 @@
 
 The vector is built in A from the same contrast sets as A's own, with every activation mapped
 into B's space first: v_B = mean map(h+_A) - mean map(h-_A) (for prompt pairs, the mean over
-pairs of map(h_a) - map(h_b) at the swapped token). The result is a ``SteeringVector`` of B at the
+pairs of map(h_a) - map(h_b) over the swapped span). The result is a ``SteeringVector`` of B at the
 mapper's target hook. ``random_control`` is the norm-matched random direction the paper compares
 against; ``source_layer`` the source model's layer at the same relative depth as a target layer.
 """
@@ -23,12 +23,13 @@ def _as_target(v: SteeringVector, mapper: Mapper) -> SteeringVector:
 
 
 def transfer_pair_vector(mapper: Mapper, model_a, hook_a: str, pairs: list[tuple[str, str]], *,
-                         model_name: str = "") -> SteeringVector:
-    """The prompt-pair vector of ``pairs`` read in A at ``hook_a`` and mapped into B."""
+                         reduce: str = "mean", model_name: str = "") -> SteeringVector:
+    """The prompt-pair vector of ``pairs`` read in A at ``hook_a`` and mapped into B (each token of
+    the differing span mapped, then reduced by ``reduce``: see ``prompt_pair_vector``)."""
     mapper.check_applies(model_name or mapper.source.model, hook_a)
     with torch.no_grad():
-        v = prompt_pair_vector(model_a, hook_a, pairs, model_name=model_name or mapper.source.model,
-                               transform=mapper)
+        v = prompt_pair_vector(model_a, hook_a, pairs, reduce=reduce,
+                               model_name=model_name or mapper.source.model, transform=mapper)
     return _as_target(v, mapper)
 
 

