@@ -52,15 +52,18 @@ def examples_html(examples, scale: float, spaced: bool = True) -> str:
 FIRED = (31, 119, 180)  # blue: where an intervention changed the activations
 
 
-def fired_html(tokens: list[str], fired: list[float], n_prompt: int, scale: float) -> str:
+def fired_html(tokens: list[str], fired: list[float], n_prompt: int, scale: float, spaced: bool = True) -> str:
     """A generation with the tokens an intervention fired on shaded (hover: the norm it changed);
-    the continuation is bold."""
+    the continuation is bold. ``spaced``: as ``tokens_html``."""
     spans = []
     for i, (t, f) in enumerate(zip(tokens, fired)):
         alpha = 0.0 if scale <= 0 or f <= 0 else 0.15 + 0.45 * min(1.0, f / scale)  # text stays legible
-        shown = html.escape(t) if t.strip() else "&nbsp;"
+        shown = html.escape(t) if t.strip() else ("&nbsp;" if t else "")
         weight = "font-weight: 600;" if i >= n_prompt else "color: #666;"
         title = html.escape(f"{t!r}: intervention norm {f:.3g}" if f > 0 else f"{t!r}")
         spans.append(f'<span class="tok" style="background: rgba({FIRED[0]},{FIRED[1]},{FIRED[2]},'
-                     f'{alpha:.3f}); padding: 1px 2px; border-radius: 3px; {weight}" title="{title}">{shown}</span>')
-    return f'<div class="gen" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;">{" ".join(spans)}</div>'
+                     f'{alpha:.3f}); padding: {"1px 2px" if t else "0"}; border-radius: 3px; {weight}" '
+                     f'title="{title}">{shown}</span>')
+    pre = "" if spaced else " white-space: pre-wrap;"
+    return (f'<div class="gen" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">'
+            f'{(" " if spaced else "").join(spans)}</div>')

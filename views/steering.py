@@ -65,7 +65,7 @@ def live_generations():
     for i, col in enumerate(cols):
         with grid[i % 3]:
             st.markdown(f"**{col.label}**")
-            st.html(contexts.fired_html(col.tokens, col.fired, col.n_prompt, scale))
+            st.html(contexts.fired_html(col.tokens, col.fired, col.n_prompt, scale, col.spaced))
             st.caption(f"→ {col.text}" + ("" if col.fired_anywhere or i < 2 else " · did not fire on this prompt"))
 
 

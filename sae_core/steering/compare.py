@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from sae_core.models.generation import Prompt, generate, read_prompt
+from sae_core.models.tokens import display_tokens
 from sae_core.steering.interventions import Intervention, intervene
 from sae_core.steering.study import Study, trigger_positions, vector_intervention
 from sae_core.steering.switches import switch_intervention
@@ -30,6 +31,7 @@ class Column:
     n_prompt: int            # how many of ``tokens`` are the prompt (those the model read)
     fired: list[float]       # per token: the norm the intervention changed there (0: did not fire)
     text: str                # the continuation alone
+    spaced: bool = True      # tokens shown with spaces between (word-level; ``models.tokens``)
 
     @property
     def fired_anywhere(self) -> bool:
@@ -58,8 +60,9 @@ def _columns(model, labels: list[str], ids_1T: torch.Tensor, n_tokens: int,
         for spec in specs[i]:
             norms = torch.maximum(norms, rec.norms(spec.label, len(labels), length)[i])
         ids = out[i].tolist()
-        cols.append(Column(label, [tok.decode([t]) for t in ids[1:]], n_prompt - 1, norms[1:].tolist(),
-                           tok.decode(ids[n_prompt:], skip_special_tokens=True)))
+        shown, spaced = display_tokens(tok, ids[1:])
+        cols.append(Column(label, shown, n_prompt - 1, norms[1:].tolist(),
+                           tok.decode(ids[n_prompt:], skip_special_tokens=True), spaced))
     return cols
 
 
