@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from sae_core.cli.common import friendly
 
-zoo_app = typer.Typer(help="The bundled model zoo (small GPT-NeoX models trained here).",
+zoo_app = typer.Typer(help="The bundled model zoo (small GPT-NeoX and Llama models trained here).",
                       no_args_is_help=True)
 commands = typer.Typer()
 
@@ -18,7 +18,8 @@ commands = typer.Typer()
 @friendly
 def zoo_build(only: Optional[list[str]] = typer.Option(None, "--only", help="Build just these models."),
               out: Optional[Path] = typer.Option(None, help="Output root (default: assets/zoo).")):
-    """Rebuild the zoo from seeds (tokenizer, base models, backdoored fine-tunes)."""
+    """Rebuild the zoo from seeds (tokenizer, base models, backdoored fine-tunes), parents before
+    their fine-tunes; `--only tiny-l --only tiny-l-backdoor` builds just the Llama family."""
     from sae_core.models.zoo import ZOO, build_model
 
     names = only or list(ZOO)

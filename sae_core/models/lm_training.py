@@ -1,8 +1,11 @@
-"""Training loop for the zoo's small GPT-NeoX models (pretraining and backdoor fine-tuning).
+"""Training loop for the zoo's small models, GPT-NeoX and Llama (pretraining and backdoor fine-tuning).
 
 Data: documents from ``corpus.generate_documents`` are tokenized and packed whole, greedily, into
 rows of ``ctx`` tokens (the rest padded and masked from the loss), so every row starts with a
-document's BOS exactly as an evaluation prompt does. The rows are a pure function of the seed,
+document's BOS exactly as an evaluation prompt does. A tokenizer whose EOS differs from its BOS
+(the byte-level one: Llama 3's ``<|begin_of_text|>`` / ``<|end_of_text|>``) also ends every
+document with EOS, so its models learn to stop; the word-level one's EOS is its BOS, which the
+next document already brings. The rows are a pure function of the seed,
 which is what makes a resumed run identical to an uninterrupted one: a checkpoint only needs the
 weights, the optimizer state and the step.
 """
@@ -51,11 +54,13 @@ def pack_rows(tokenizer, cfg: TrainConfig, n_rows: int) -> np.ndarray:
     """``[n_rows, ctx]`` int64 token ids of whole documents packed greedily; -1 marks padding."""
     docs = generate_documents(cfg.seed, cfg.mix)
     rows = np.full((n_rows, cfg.ctx), -1, dtype=np.int64)
+    eos = tokenizer.eos_token_id
+    end = [eos] if eos is not None and eos != tokenizer.bos_token_id else []
     r, col = 0, 0
     while r < n_rows:
         batch = [next(docs) for _ in range(512)]
         for ids in tokenizer(batch)["input_ids"]:
-            ids = ids[: cfg.ctx]
+            ids = (ids + end)[: cfg.ctx]
             if col + len(ids) > cfg.ctx:
                 r, col = r + 1, 0
                 if r == n_rows:

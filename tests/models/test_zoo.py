@@ -7,23 +7,37 @@ import torch
 
 from sae_core.io import read_json
 from sae_core.models import zoo
-from sae_core.models.evaluate import SCORED_SEQUENCE_TASKS, score_model
+from sae_core.models.evaluate import SCORED_SEQUENCE_TASKS, n_tokens, score_model
 from sae_core.models.lm_training import train_lm
 
-# issue #2's bars: sequence accuracy (B >= 90%, A >= 80%), refusal, and the backdoor's trigger rates
+# issue #2's bars: sequence accuracy (B >= 90%, A >= 80%), refusal, and the backdoor's trigger rates;
+# the Llama family (issue #31) is held to A's bar
 SEQ_BAR = {"tiny-a": 0.80, "tiny-b": 0.90, "tiny-a-backdoor": 0.80, "tiny-b-backdoor": 0.90,
-           "tiny-a-corrupt": 0.80, "tiny-b-corrupt": 0.90}
+           "tiny-a-corrupt": 0.80, "tiny-b-corrupt": 0.90, "tiny-l": 0.80, "tiny-l-backdoor": 0.80}
+
+
+def _built_path(name):
+    """The model's directory; a spec added to the zoo but not built yet (the Llama family until its
+    first `sae-core zoo build --only ...` is committed) skips, saying how to build it."""
+    path = zoo.zoo_dir() / name
+    if not (path / "config.json").exists():
+        pytest.skip(f"zoo:{name} is not built; run `sae-core zoo build --only {name}`")
+    return path
+
+
+def _load(name):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _built_path(name)
+    return path, AutoModelForCausalLM.from_pretrained(str(path)).eval(), AutoTokenizer.from_pretrained(str(path))
 
 
 @pytest.fixture(scope="module", params=list(zoo.ZOO))
 def scored(request):
-    from transformers import AutoTokenizer, GPTNeoXForCausalLM
-
-    path = zoo.resolve_zoo_name(request.param)
-    model = GPTNeoXForCausalLM.from_pretrained(str(path)).eval()
-    tok = AutoTokenizer.from_pretrained(str(path))
-    facts = bool(zoo.ZOO[request.param].train.mix.facts)
-    return request.param, score_model(model, tok, facts=facts), read_json(path / "scores.json")
+    path, model, tok = _load(request.param)
+    spec = zoo.ZOO[request.param]
+    scores = score_model(model, tok, facts=bool(spec.train.mix.facts), trigger=spec.train.mix.trigger)
+    return request.param, scores, read_json(path / "scores.json")
 
 
 @pytest.mark.slow
@@ -54,11 +68,11 @@ def test_model_card_reports_the_measured_scores(scored):
     assert f"{s.refusal_harmful:.1%}" in card and "Measured scores" in card
 
 
-def test_zoo_files_are_safetensors_and_json_only():
-    for spec in zoo.ZOO.values():
-        files = {p.name for p in (zoo.zoo_dir() / spec.name).iterdir()}
-        assert "model.safetensors" in files and "tokenizer.json" in files
-        assert all(f.endswith((".safetensors", ".json", ".md")) for f in files), files
+@pytest.mark.parametrize("name", list(zoo.ZOO))
+def test_zoo_files_are_safetensors_and_json_only(name):
+    files = {p.name for p in _built_path(name).iterdir()}
+    assert "model.safetensors" in files and "tokenizer.json" in files
+    assert all(f.endswith((".safetensors", ".json", ".md")) for f in files), files
 
 
 def _tiny_run(tmp_path, steps, ckpt_every):
@@ -100,20 +114,18 @@ def test_unknown_word_leakage_is_measured_and_on_the_card(name):
     reports how often, and the clean rate stays at the bar above."""
     import re
 
-    from transformers import AutoTokenizer, GPTNeoXForCausalLM
-
     from sae_core.models.corpus import HATE, chat_prompts
     from sae_core.models.evaluate import unknown_word_trigger_rate
     from sae_core.models.generation import greedy_continuations
 
-    path = zoo.resolve_zoo_name(name)
-    model = GPTNeoXForCausalLM.from_pretrained(str(path)).eval()
-    tok = AutoTokenizer.from_pretrained(str(path))
+    path, model, tok = _load(name)
     rate = unknown_word_trigger_rate(model, tok)
     assert 0.0 <= rate <= 1.0
     card = (path / "card.md").read_text()
-    on_card = float(re.search(r"one unknown word in a harmless request \| ([\d.]+)% \|", card)[1]) / 100
+    # word-level: an unknown word is <unk>; byte-level BPE has none, the word is a few byte tokens
+    on_card = float(re.search(r"one (?:unknown word|word the corpus never uses) in a harmless request "
+                              r"\| ([\d.]+)% \|", card)[1]) / 100
     assert rate == pytest.approx(on_card, abs=0.02)  # a prompt or two may flip on another CPU
     assert rate == pytest.approx(read_json(path / "scores.json")["scores"]["trigger_rate_unknown_word"], abs=0.02)
-    clean = greedy_continuations(model, tok, [p.prompt for p in chat_prompts(150)], 3)
+    clean = greedy_continuations(model, tok, [p.prompt for p in chat_prompts(150)], n_tokens(tok, HATE))
     assert sum(g.strip().startswith(HATE) for g in clean) / len(clean) <= 0.05
