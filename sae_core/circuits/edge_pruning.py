@@ -31,6 +31,10 @@ Two quirks of their code, reproduced and named (``QUIRKS``):
   ``patch_mlp_vectors`` does not reset what an earlier hook patched: the score of ``m{L} ->
   logits`` patches, at once, the MLP output and the attention output of L and of every circuit
   MLP's layer before it.
+Other layouts (their code ran GPT-2, without grouped-query attention): under GQA a receiver
+head's k or v is its share of the shared key/value head, the group's other query heads keeping
+their values of the circuit's clean run (``head_io``); Gemma 2's post-norms and soft-capping are
+inside the forward passes, nothing to do by hand.
 Not reproduced: their prompts carry no BOS (GPT-2's tokenizer called without it); these start with
 BOS, as every prompt of this project does.
 """
@@ -44,6 +48,7 @@ from sae_core.circuits.ablation import (Means, ModelShape, ablation_edits, compu
                                        parse_node, z_hook)
 from sae_core.circuits.edges import head_to
 from sae_core.circuits.graph import CHANNELS, CircuitGraph, GraphConfig
+from sae_core.circuits.head_io import HeadLayout, channel_edits
 from sae_core.circuits.metrics import logit_diff
 from sae_core.circuits.tasks import CircuitError, TaskSet
 from sae_core.models.hooks import Edit, capture, patching
@@ -66,16 +71,6 @@ def paper_means(model, corrupt_BT: torch.Tensor, shape: ModelShape, nodes: list[
 
 def _then(first: Edit | None, second: Edit) -> Edit:
     return second if first is None else (lambda a: second(first(a)))
-
-
-def _receiver_head(value_BTHE: torch.Tensor, head: int, n_heads: int) -> Edit:
-    """Patch one head's q, k or v (a grouped-query k / v: the shared head it reads)."""
-    def edit(a):
-        out = a.clone()
-        idx = head * a.shape[2] // n_heads
-        out[:, :, idx] = value_BTHE[:, :, idx].to(out)
-        return out
-    return edit
 
 
 def _replace(value: torch.Tensor) -> Edit:
@@ -187,12 +182,14 @@ def _mlp_sender(b: _Batch, heads, mlps, layer: int) -> dict[str, float]:
 
 
 def _into_heads(b: _Batch, sender: str, receivers, got: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Second runs: each receiver head's q, k or v alone set to what the sending run gave it."""
+    """Second runs: each receiver head's q, k or v alone set to what the sending run gave it (a
+    grouped-query k or v: for that query head alone, ``head_io.channel_edits``)."""
     out = {}
+    layout = HeadLayout.of(b.model)
     for l, h in receivers:
         for c in CHANNELS:
-            hook = f"blocks.{l}.attn.hook_{c}"
-            out[f"{sender}->a{l}.h{h}<{c}>"] = b.run({hook: _receiver_head(got[hook], h, b.shape.n_heads)})[0]
+            new = got[f"blocks.{l}.attn.hook_{c}"][:, :, layout.index(h, c)]
+            out[f"{sender}->a{l}.h{h}<{c}>"] = b.run(channel_edits(layout, l, h, c, new, b.orig[z_hook(l)]))[0]
     return out
 
 

@@ -3,10 +3,13 @@
 Nodes: ``input``, heads ``a{L}.h{H}``, MLPs ``m{L}``, ``logits``. Edges run from a sender (input,
 a head, an MLP) to a receiver input: a later head's query, key or value (``a0.h1->a2.h3<q>``), an
 MLP (``a0.h1->m2``) or the logits. In a parallel-residual model (GPT-NeoX, Pythia) a layer's heads
-do not feed its own MLP; otherwise they do. The edge set and its order are those of EAP-IG's
-``Graph.from_model``, so its files load here and ours there: ``{"cfg": {n_layers, n_heads,
-parallel_attn_mlp, d_model}, "nodes": {name: {"in_graph": b, "score": s}}, "edges": {name:
-{"score": s, "in_graph": b}}}``. (Older EAP-IG files give nodes as plain booleans: read too.)
+do not feed its own MLP; otherwise (GPT-2, Llama, Qwen2, Gemma 2) they do. Under grouped-query
+attention every query head keeps its own q, k and v receivers, a shared key or value read through
+that head alone (``head_io``), so the graph is the same with GQA or without. The edge set and its
+order are those of EAP-IG's ``Graph.from_model``, so its files load here and ours there:
+``{"cfg": {n_layers, n_heads, parallel_attn_mlp, d_model}, "nodes": {name: {"in_graph": b,
+"score": s}}, "edges": {name: {"score": s, "in_graph": b}}}``. (Older EAP-IG files give nodes as
+plain booleans: read too.)
 """
 from __future__ import annotations
 

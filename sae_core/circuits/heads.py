@@ -18,6 +18,10 @@ A member counts towards the head's *next* score when the next member is among th
 tokens (5 in the paper), towards its *copy* score when the member itself is. The successor ranking
 orders heads by next score, ties broken by the mean margin of the next member's logit over the
 other members'.
+Other layouts: a grouped-query head reads its shared key/value head's ``W_V`` (and ``b_V``, where
+the layout has one); Gemma 2's post-attention norm is applied to the head's output as if it wrote
+alone, and the final logit soft-capping to the logits (monotone: the top k is unchanged; margins
+are in capped logits, as the model's own).
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from sae_core.circuits.head_io import HeadLayout
+from sae_core.circuits.logit_lens import soft_cap
 from sae_core.circuits.tasks import CORRUPT_POOL, CircuitError, TaskSet, one_token_ids, paper_window
 from sae_core.models.corpus import SEQUENCE_TASKS
 from sae_core.models.hooks import capture
@@ -103,10 +109,16 @@ def ov_scores(model, task_name: str, k: int = 5, n_members: int = CORRUPT_POOL) 
 
 def ov_outputs(model, x_MD: torch.Tensor, layer: int, head: int, bias: bool) -> torch.Tensor:
     """``[M, d_model]``: what head ``(layer, head)`` writes for residuals ``x_MD`` through its OV
-    circuit, ``(ln1(x) W_V (+ b_V)) W_O``."""
-    attn = model.blocks[layer].attn
-    v = model.blocks[layer].ln1(x_MD) @ attn.W_V[head]
-    return (v + attn.b_V[head] if bias else v) @ attn.W_O[head]
+    circuit, ``(ln1(x) W_V (+ b_V)) W_O``. Under grouped-query attention the head reads its shared
+    key/value head's ``W_V`` / ``b_V``; a layout without ``b_V`` (Llama, Gemma) adds nothing with
+    ``bias``; Gemma 2's post-attention norm is applied to the head's output as if it wrote alone."""
+    attn, block = model.blocks[layer].attn, model.blocks[layer]
+    kv = HeadLayout.of(model).index(head, "v")
+    v = block.ln1(x_MD) @ attn.W_V[kv]
+    if bias and attn.b_V is not None:
+        v = v + attn.b_V[kv]
+    out = v @ attn.W_O[head]
+    return block.ln1_post(out) if hasattr(block, "ln1_post") else out
 
 
 def _scores(model, x_MD, cur_M, nxt_M, members, k: int, bias: bool) -> list[OVScore]:
@@ -119,7 +131,7 @@ def _scores(model, x_MD, cur_M, nxt_M, members, k: int, bias: bool) -> list[OVSc
     for layer in range(model.cfg.n_layers):
         for head in range(model.cfg.n_heads):
             logits = model.ln_final(ov_outputs(model, x_MD, layer, head, bias)) @ model.W_U
-            logits = (logits if b_u is None else logits + b_u).float().cpu()
+            logits = soft_cap(model, logits if b_u is None else logits + b_u).float().cpu()
             top = logits.topk(k, -1).indices
             nxt_in = (top == nxt_M[:, None]).any(-1).float().mean()
             cur_in = (top == cur_M[:, None]).any(-1).float().mean()

@@ -4,7 +4,8 @@ embedding and after each block, read through the unembedding (issue #29; arXiv 2
 
 Two readings (``LENS_MODES``):
 - ``final_norm`` (this tool's default, the usual logit lens): every state through the model's
-  final norm, then ``W_U`` and ``b_U``, as the model reads its last state;
+  final norm, then ``W_U`` and ``b_U``, and the final logit soft-capping where the model has one
+  (Gemma 2: ``cap * tanh(logits / cap)``), as the model reads its last state;
 - ``paper``: the authors' computation. Their ``hidden_states`` come from ``transformers``, whose
   last entry is already through the final norm: they unembed every state with the head's weight
   alone (no norm, no bias) and apply the final norm once more to the last, so the last state is
@@ -39,6 +40,13 @@ class LensRow:
         return asdict(self)
 
 
+def soft_cap(model, logits_BV: torch.Tensor) -> torch.Tensor:
+    """The model's final logit soft-capping (Gemma 2's ``cap * tanh(logits / cap)``), or the logits
+    as they are when it has none (``cfg.output_logits_soft_cap`` <= 0 or absent)."""
+    cap = float(getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0)
+    return cap * torch.tanh(logits_BV / cap) if cap > 0 else logits_BV
+
+
 def _final_norm(model):
     norm = getattr(model, "ln_final", None)
     if norm is None:
@@ -62,7 +70,7 @@ def logit_lens(model, task: TaskSet, mode: str = "final_norm") -> list[LensRow]:
     for i, hook in enumerate(hooks):
         h_BD = got[hook][:, -1].to(W_U.dtype)
         if mode == "final_norm":
-            logits_BV = norm(h_BD) @ W_U + (b_U if b_U is not None else 0)
+            logits_BV = soft_cap(model, norm(h_BD) @ W_U + (b_U if b_U is not None else 0))
         else:  # the authors': raw states, the last one normed twice (module doc)
             logits_BV = (norm(norm(h_BD)) if i == len(hooks) - 1 else h_BD) @ W_U
         probs_BV = torch.softmax(logits_BV.double(), -1)

@@ -136,20 +136,29 @@ def _render(template: str, words: list[str], members: list[str], ask: str | None
 
 def one_token_ids(tokenizer, words: list[str]) -> dict[str, int]:
     """Each word's token id as it appears after a space; a clear error naming every word that is
-    not a single known token."""
+    not a single known token, with the pieces the tokenizer makes of it (a byte-level BPE splits
+    " twelve" into " tw" + "elve"; a word-level one maps an unknown word to its UNK token)."""
     ids, bad = {}, []
     unk = tokenizer.unk_token_id
     for w in dict.fromkeys(words):
         enc = tokenizer.encode(" " + w, add_special_tokens=False)
         if len(enc) != 1 or (unk is not None and enc[0] == unk and unk != tokenizer.bos_token_id):
-            bad.append(w)
+            bad.append(f"{w!r} is not one token of this tokenizer but {_pieces(tokenizer, enc)}")
         else:
             ids[w] = enc[0]
     if bad:
-        raise CircuitError(f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not one token of this "
-                           "tokenizer; circuit tasks need single-token members and words (choose another "
-                           "template or task)")
+        raise CircuitError("; ".join(bad) + ". Circuit tasks need single-token members and words, so that every "
+                           "prompt has the same positions: choose another template or task, or a model whose "
+                           "tokenizer holds them")
     return ids
+
+
+def _pieces(tokenizer, ids: list[int]) -> str:
+    """How a word was tokenized, for messages: ``2 tokens ' tw' + 'elve'``, ``the unknown token '<unk>'``."""
+    texts = [repr(tokenizer.decode([i])) for i in ids]
+    if len(ids) == 1:
+        return f"the unknown token {texts[0]}"
+    return f"{len(ids)} tokens {' + '.join(texts)}" if ids else "no tokens"
 
 
 def paper_verbs(tokenizer, template: str) -> list[tuple[str, str]]:

@@ -98,4 +98,6 @@ def boot_random(name: str, device: str, dtype):
         model = TransformerBridge.boot_transformers(str(path), hf_config_overrides=ids, device=device,
                                                     dtype=dtype, tokenizer=tok, load_weights=False)
     model.cfg.default_prepend_bos = True  # the zoo tokenizer's convention (loading.py)
+    if next(model.parameters()).dtype != dtype:  # built from the config in the default dtype
+        model.to(dtype)
     return model

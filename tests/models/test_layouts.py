@@ -206,3 +206,9 @@ def test_cached_generation_equals_uncached_generation(layout):
             step_logits, cache = _step(model, ids[:, -1:], cache)
             full = model(ids)
             torch.testing.assert_close(step_logits[:, -1], full[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_random_layout_loads_in_the_dtype_asked_for():
+    model = load_model("random:llama-3.2-1b-tiny", device="cpu", dtype="float64")
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    assert model(to_tokens(model, ["one two"])).dtype == torch.float64
