@@ -82,7 +82,7 @@ def test_random_pythia_160m_harvests_trains_and_indexes_at_full_width(tmp_path, 
     ws = Workspace(tmp_path / "ws")
     acts = harvest_to_workspace(ws, name, hook, n_tokens=4000, model=model)  # a training batch of 2048, and held-out rows
     assert acts.model == name and acts.meta["d"] == 768 and acts.meta["n_tokens"] >= 3500
-    cfg = SAEConfig(arch="topk", d_in=768, d_sae=2048, k=32)
+    cfg = SAEConfig(arch="topk", d_in=768, d_sae=1024, k=32)
     art = train_to_workspace(ws, acts, cfg, TrainerConfig(total_tokens=2048 * 2, batch_size=2048), model=model)
     metrics = json.loads((art.path / "metrics.json").read_text())
     assert metrics["l0"] == pytest.approx(32, abs=1)
