@@ -19,6 +19,19 @@ SUCCESSOR, COPY = (1, 0), (1, 1)
 D_MODEL, N_HEADS, N_DIGITS = 48, 2, 16
 
 
+def digit_io(model, tok, emb, d_model: int, n_digits: int) -> None:
+    """Every weight but the norms' zeroed; digit k's token embedded as dimension k (plus a constant
+    in the last dimension) and read out from dimension 16 + k."""
+    for name, p in model.named_parameters():
+        if "norm" not in name:  # norms keep weight 1, bias 0
+            p.zero_()
+    ids = [tok.encode(f" {k}", add_special_tokens=False)[0] for k in range(n_digits)]
+    emb[:, d_model - 1] = 1.0
+    for k, i in enumerate(ids):
+        emb[i, k] = 1.0
+        model.lm_head.weight[i, 16 + k] = 1.0
+
+
 def _set_head(attn, head: int, d_head: int, digit_out, scale: float, c: float = 12.0) -> None:
     w, b = attn.query_key_value.weight.data, attn.query_key_value.bias.data
     base = head * 3 * d_head                   # NeoX packs q, k, v per head
@@ -44,15 +57,7 @@ def successor_model(directory, value_bias: float = 0.0):
                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=1)
     model = GPTNeoXForCausalLM(cfg).eval()
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" not in name:  # layer norms keep weight 1, bias 0
-                p.zero_()
-        ids = [tok.encode(f" {k}", add_special_tokens=False)[0] for k in range(N_DIGITS)]
-        emb, unemb = model.gpt_neox.embed_in.weight, model.lm_head.weight
-        emb[:, D_MODEL - 1] = 1.0
-        for k, i in enumerate(ids):
-            emb[i, k] = 1.0
-            unemb[i, 16 + k] = 1.0
+        digit_io(model, tok, model.gpt_neox.embed_in.weight, D_MODEL, N_DIGITS)
         d_head = D_MODEL // N_HEADS
         attn = model.gpt_neox.layers[1].attention
         _set_head(attn, SUCCESSOR[1], d_head, lambda k: k + 1 if k + 1 < N_DIGITS else None, 1.0)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from tests.circuits.planted_circuit import digit_io
+
 SUCCESSOR, COPY = (1, 0), (1, 1)
 D_MODEL, N_HEADS, N_KV, D_HEAD, N_DIGITS = 64, 4, 2, 16, 16
 
@@ -36,15 +38,7 @@ def successor_llama(directory, c: float = 12.0):
                       bos_token_id=0, eos_token_id=0, pad_token_id=1)
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" not in name:
-                p.zero_()
-        ids = [tok.encode(f" {k}", add_special_tokens=False)[0] for k in range(N_DIGITS)]
-        emb, unemb = model.model.embed_tokens.weight, model.lm_head.weight
-        emb[:, D_MODEL - 1] = 1.0
-        for k, i in enumerate(ids):
-            emb[i, k] = 1.0
-            unemb[i, 16 + k] = 1.0
+        digit_io(model, tok, model.model.embed_tokens.weight, D_MODEL, N_DIGITS)
         attn = model.model.layers[1].self_attn
         attn.k_proj.bias[0] = c                                 # key/value head 0, rotary dim 0
         for head, out, scale in [(SUCCESSOR[1], lambda k: k + 1, 1.0), (COPY[1], lambda k: k, 0.3)]:
