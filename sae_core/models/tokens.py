@@ -40,17 +40,11 @@ def token_pieces(tokenizer, ids: list[int]) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet (printable stand-ins for the 256 bytes), inverted."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    stand_ins, n = {}, 0
-    for b in range(256):
-        if b in printable:
-            stand_ins[b] = chr(b)
-        else:
-            stand_ins[b] = chr(256 + n)
-            n += 1
-    return {c: b for b, c in stand_ins.items()}
+    """GPT-2's byte-level alphabet (printable stand-ins for the 256 bytes), inverted:
+    ``transformers``' own table, the one its byte-level tokenizers are converted with."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def raw_bytes(tokenizer, i: int) -> bytes | None:

@@ -158,6 +158,12 @@ def test_the_feature_index_shows_the_models_tokens(layout, trained):
     vocab = {model.tokenizer.decode([i]) for i in range(model.cfg.d_vocab)}
     for ex in view.top[:3]:
         assert set(ex.tokens) <= vocab and ex.value == pytest.approx(max(ex.acts), rel=1e-5)
+        # the value is the SAE's code of the model's activation at that token, recomputed here
+        ids = index.tokens_NT[ex.sequence]
+        with torch.no_grad():
+            _, cache = model.run_with_cache(ids[ids >= 0][None], names_filter=[HOOK])
+            again = sae.encode(cache[HOOK][0, ex.position])[live]
+        assert float(again) == pytest.approx(ex.value, rel=1e-4)
     assert len(view.promoted) == index.config.n_logits
 
 
