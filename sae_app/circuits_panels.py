@@ -26,6 +26,19 @@ def study_summary(r: dict, cfg: dict) -> bool:
     return paper_edges
 
 
+def left_out_caption(r: dict) -> None:
+    """Per task, the members the tokenizer splits (left out, as the authors' filter does) and how the
+    subjects were drawn, where either applies (byte-level tokenizers)."""
+    from sae_core.circuits.tasks import excluded_line
+
+    for t, v in r["tasks"].items():
+        if left := v["stats"].get("excluded"):
+            st.caption(f"**{t}**: {len(left)} members are not one token of this tokenizer and are left out, as the "
+                       f"authors' filter does: {excluded_line(left, t)}.")
+        if v.get("subjects"):
+            st.caption(f"**{t}** subjects: {v['subjects']}.")
+
+
 def new_study_form(sel, expanded: bool) -> None:
     """Choose model, tasks, template, method and threshold; run with progress (the artifact is
     found instead when the same settings ran before)."""

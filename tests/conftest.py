@@ -78,6 +78,14 @@ def tiny_b():
     return load_model("zoo:tiny-b")
 
 
+@pytest.fixture(scope="session")
+def tiny_l():
+    """The zoo's Llama-family model (byte-level BPE), loaded once per session; do not mutate."""
+    from sae_core.models.loading import load_model
+
+    return load_model("zoo:tiny-l")
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """A fresh workspace that the app (AppTest) and the library both use."""

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from sae_app import circuits_cache as cc, circuits_charts as charts, jobs, sidebar
-from sae_app.circuits_panels import component_panel, new_study_form, study_summary
+from sae_app.circuits_panels import component_panel, left_out_caption, new_study_form, study_summary
 from sae_core.io import dumps_json
 
 sel = sidebar.current()
@@ -35,6 +35,7 @@ for col, t in zip(st.columns(len(tasks)), tasks):
     c = study.circuit(t)
     col.metric(t, f"{c.performance:.1f}%", f"{len(c.nodes)} components ({len(c.heads())} heads); "
                f"{r['tasks'][t]['n_prompts']} prompts", delta_color="off")
+left_out_caption(r)
 
 st.subheader("Circuit graph")
 c1, c2, c3 = st.columns([3, 3, 2])

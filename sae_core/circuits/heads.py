@@ -31,7 +31,8 @@ import torch
 
 from sae_core.circuits.head_io import HeadLayout
 from sae_core.circuits.logit_lens import soft_cap
-from sae_core.circuits.tasks import CORRUPT_POOL, CircuitError, TaskSet, one_token_ids, paper_window
+from sae_core.circuits.tasks import (CORRUPT_POOL, CircuitError, TaskSet, one_token_ids, paper_window,
+                                     space_sensitive, split_words)
 from sae_core.models.corpus import SEQUENCE_TASKS
 from sae_core.models.hooks import capture
 
@@ -98,11 +99,18 @@ def ov_scores(model, task_name: str, k: int = 5, n_members: int = CORRUPT_POOL) 
         raise CircuitError(f"k={k}: the top-k cut needs k >= 1 (5 in the paper)")
     items, cyclic = SEQUENCE_TASKS[task_name]
     members = list(items[:n_members]) if cyclic else list(items[:min(n_members, len(items) - 1)])
-    ids = one_token_ids(model.tokenizer, members + [items[(len(members)) % len(items)]])
-    cur = torch.tensor([ids[m] for m in members])
-    nxt = torch.tensor([ids[items[(i + 1) % len(items)]] for i in range(len(members))])
+    ids, _ = split_words(model.tokenizer, members + [items[(len(members)) % len(items)]])
+    pairs = [(m, items[(i + 1) % len(items)]) for i, m in enumerate(members)]
+    pairs = [(m, n) for m, n in pairs if m in ids and n in ids]   # members the tokenizer holds, as tasks.make_task
+    if len(pairs) < 2:
+        raise CircuitError(f"{task_name}: fewer than 2 of its first {len(members)} members and their next are single "
+                           "tokens of this tokenizer; OV scores need them")
+    members = [m for m, _ in pairs]
+    cur = torch.tensor([ids[m] for m, _ in pairs])
+    nxt = torch.tensor([ids[n] for _, n in pairs])
     device = next(model.parameters()).device
-    tokens = to_tokens(model, members)                      # [BOS, member] per row
+    lead = " " if space_sensitive(model.tokenizer) else ""   # the member's token after a space, as in prompts
+    tokens = to_tokens(model, [lead + m for m in members])    # [BOS, member] per row
     x = capture(model, tokens.to(device), ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"][:, -1]
     return _scores(model, x, cur, nxt, cur, k, bias=False)
 
@@ -150,14 +158,16 @@ def ov_scores_paper(model, task: TaskSet, k: int = 5) -> list[OVScore]:
         raise CircuitError(f"k={k}: the top-k cut needs k >= 1 (5 in the paper)")
     items, cyclic = SEQUENCE_TASKS[task.cfg.task]
     pos = member_positions(model, task)
-    ids = one_token_ids(model.tokenizer, list(items))
-    index = {ids[m]: i for i, m in enumerate(items)}
+    ids, _ = split_words(model.tokenizer, list(items))
+    index = {ids[m]: i for i, m in enumerate(items) if m in ids}
     cur = task.clean_BT[:, pos]                                           # [B, P] member ids
     if not cyclic and any(index[t] + 1 >= len(items) for t in cur.flatten().tolist()):
         raise CircuitError(f"the prompts show the last member of {task.cfg.task}, which has no next member")
+    if missing := {items[(index[t] + 1) % len(items)] for t in cur.flatten().tolist()} - set(ids):
+        raise CircuitError(f"the next members {sorted(missing)} of {task.cfg.task} are not single tokens of this tokenizer")
     nxt = torch.tensor([[ids[items[(index[t] + 1) % len(items)]] for t in row] for row in cur.tolist()])
     x = capture(model, task.clean_BT.to(next(model.parameters()).device),
                 ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"][:, pos]   # [B, P, d]
     window = paper_window(task.cfg.task) if task.cfg.paper else list(items[:CORRUPT_POOL])
     return _scores(model, x.reshape(-1, x.shape[-1]), cur.flatten(), nxt.flatten(),
-                   torch.tensor([ids[m] for m in window]), k, bias=True)
+                   torch.tensor([ids[m] for m in window if m in ids]), k, bias=True)

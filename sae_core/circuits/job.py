@@ -204,6 +204,7 @@ def _one_task(model, task_name: str, cfg: CircuitStudyConfig, step: Callable[[st
         "corrupt_examples": task.corrupt_texts[:3], "ld_model": float(ev.ld_model.mean()),
         "circuit": found.to_json(), "ablation": single, "curve": [p.to_json() for p in curve],
         "validation": validation, "edges_in_graph": sorted(graph.in_graph), "verbs": task.verbs,
+        "subjects": task.subjects,
         "ov": [s.to_json() for s in ov],
         "attention": [s.to_json() for s in attention_summary(model, task)],
     }

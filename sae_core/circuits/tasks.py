@@ -93,6 +93,7 @@ class FilterStats:
     kept: int
     wrong_top1: int        # the model's top-1 was not the answer
     weak_margin: int       # top-1 right, but p(answer) <= 2 p(distractor)
+    excluded: dict[str, str] = field(default_factory=dict)  # members left out: word -> its pieces
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -109,8 +110,9 @@ class TaskSet:
     texts: list[str]
     corrupt_texts: list[str]
     stats: FilterStats
-    members: list[str] = field(default_factory=list)  # the sequence, for head analyses
+    members: list[str] = field(default_factory=list)  # the sequence's single-token members, for head analyses
     verbs: list[str] = field(default_factory=list)    # paper=True: the verbs used ("found (for lost)")
+    subjects: str = ""                                # the subjects' token length where not one token
 
     def __len__(self) -> int:
         return self.clean_BT.shape[0]
@@ -134,23 +136,47 @@ def _render(template: str, words: list[str], members: list[str], ask: str | None
     return " ".join(f"{w} {verb} {m} ." for w, m in zip(words, members)) + f" {ask} {verb}"
 
 
-def one_token_ids(tokenizer, words: list[str]) -> dict[str, int]:
-    """Each word's token id as it appears after a space; a clear error naming every word that is
-    not a single known token, with the pieces the tokenizer makes of it (a byte-level BPE splits
-    " twelve" into " tw" + "elve"; a word-level one maps an unknown word to its UNK token)."""
-    ids, bad = {}, []
+def split_words(tokenizer, words: list[str]) -> tuple[dict[str, int], dict[str, str]]:
+    """``(ids, excluded)``: each word's token id as it appears after a space, where it is one known
+    token; the others with the pieces the tokenizer makes of them (a byte-level BPE splits " twelve"
+    into " tw" + "elve"; a word-level one maps an unknown word to its UNK token)."""
+    ids, excluded = {}, {}
     unk = tokenizer.unk_token_id
     for w in dict.fromkeys(words):
         enc = tokenizer.encode(" " + w, add_special_tokens=False)
         if len(enc) != 1 or (unk is not None and enc[0] == unk and unk != tokenizer.bos_token_id):
-            bad.append(f"{w!r} is not one token of this tokenizer but {_pieces(tokenizer, enc)}")
+            excluded[w] = _pieces(tokenizer, enc)
         else:
             ids[w] = enc[0]
-    if bad:
-        raise CircuitError("; ".join(bad) + ". Circuit tasks need single-token members and words, so that every "
-                           "prompt has the same positions: choose another template or task, or a model whose "
-                           "tokenizer holds them")
+    return ids, excluded
+
+
+def space_sensitive(tokenizer) -> bool:
+    """Whether a word after a space is another token than at the start of a text (byte-level BPE:
+    "Monday" is 'M' + 'onday', " Monday" one token); prompts then start with a space, so that the
+    first member is the same token as the others."""
+    return tokenizer.encode(" a", add_special_tokens=False) != tokenizer.encode("a", add_special_tokens=False)
+
+
+def one_token_ids(tokenizer, words: list[str]) -> dict[str, int]:
+    """``split_words``' ids, where every word must be one token: a clear error naming each word that
+    is not, with its pieces."""
+    ids, excluded = split_words(tokenizer, words)
+    if excluded:
+        raise CircuitError("; ".join(f"{w!r} is not one token of this tokenizer but {p}" for w, p in excluded.items())
+                           + ". Circuit tasks need single-token template words, so that every prompt has the same "
+                           "positions: choose another template, or a model whose tokenizer holds them")
     return ids
+
+
+def excluded_line(excluded: dict[str, str], task: str | None = None, most: int = 6) -> str:
+    """``'0' (' ' + '0'), '9' (...) and 90 more``: the first ``most`` left-out words with their pieces,
+    in the order of ``task``'s sequence (a stored result's keys come back sorted as text)."""
+    order = {m: i for i, m in enumerate(SEQUENCE_TASKS[task][0])} if task in SEQUENCE_TASKS else {}
+    words = sorted(excluded, key=lambda w: order.get(w, len(order)))
+    shown = [f"{w!r} ({excluded[w].split(' tokens ', 1)[-1]})" for w in words[:most]]
+    more = len(excluded) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def _pieces(tokenizer, ids: list[int]) -> str:
@@ -174,46 +200,95 @@ def paper_verbs(tokenizer, template: str) -> list[tuple[str, str]]:
     return out
 
 
-def _corrupt_paper(rng: random.Random, window: list[str], n: int) -> list[str]:
-    """``n`` members drawn from the authors' twelve, the last two redrawn until r4 - 1 != r3
-    (``generate_data.py:generate_prompts_list_corr``: r1, r2 first, then r3 and r4 together)."""
-    head = [rng.choice(window) for _ in range(n - 2)]
+def _corrupt_paper(rng: random.Random, window: list[str], n: int, kept: set[str]) -> list[str]:
+    """``n`` members drawn from the authors' twelve (those kept), the last two redrawn until
+    r4 - 1 != r3 (``generate_data.py:generate_prompts_list_corr``: r1, r2 first, then r3 and r4)."""
+    pool = [m for m in window if m in kept]
+    head = [rng.choice(pool) for _ in range(n - 2)]
     while True:
-        r3, r4 = rng.choice(window), rng.choice(window)
+        r3, r4 = rng.choice(pool), rng.choice(pool)
         if window.index(r4) - 1 != window.index(r3):
             return head + [r3, r4]
 
 
-def _paper_candidates(cfg: TaskConfig, verbs: list[tuple[str, str]]) -> list[tuple]:
+def _runs(cfg: TaskConfig, starts: list[int], items: list[str], kept: set[str], excluded: dict[str, str]) -> list[int]:
+    """The starts whose shown members and answer are all kept; a clear error where a start the
+    user gave is not, or where none is."""
+    def whole(s: int) -> bool:
+        return all(items[(s + i) % len(items)] in kept for i in range(cfg.shown + 1))
+    if bad := [s for s in cfg.starts if not whole(s)]:
+        raise CircuitError(f"starts {bad}: a run of {cfg.shown + 1} {cfg.task} from there has a member that is not "
+                           f"one token of this tokenizer ({excluded_line(excluded, cfg.task)}); choose other starts")
+    good = [s for s in starts if whole(s)]
+    if not good:
+        raise CircuitError(f"{cfg.task}: no {cfg.shown + 1} consecutive members are single tokens of this tokenizer "
+                           f"(one token: {', '.join(m for m in items if m in kept) or 'none'}; split: "
+                           f"{excluded_line(excluded, cfg.task)}); show fewer members (shown={cfg.shown}) or choose another task")
+    return good
+
+
+def _subjects(tokenizer, kinds: list[str], need: int) -> tuple[dict[str, list[str]], str]:
+    """The words each kind of subject (``words``: nouns, ``names``) is drawn from, all of one token
+    length so that every prompt keeps its positions: those that are one token; where fewer than
+    ``need`` of a kind are, the length that leaves every kind the most words; failing that, the
+    kind that is one token stands in for the others. A note says what was done ("" for nothing)."""
+    pools = {k: NOUNS if k == "words" else NAMES for k in kinds}
+    label = {"words": "nouns", "names": "names"}
+    length = {k: {w: len(tokenizer.encode(" " + w, add_special_tokens=False)) for w in p} for k, p in pools.items()}
+    single = {k: split_words(tokenizer, p)[0] for k, p in pools.items()}
+
+    def of_length(n):
+        return {k: [w for w in p if length[k][w] == n and (n > 1 or w in single[k])] for k, p in pools.items()}
+    if all(len(g) >= need for g in of_length(1).values()):
+        return of_length(1), ""
+    fits = [n for n in sorted({n for ls in length.values() for n in ls.values()})
+            if all(len(g) >= need for g in of_length(n).values())]
+    counts = ", ".join(f"{len(single[k])} of {len(p)} {label[k]}" for k, p in pools.items())
+    if fits:
+        n = max(fits, key=lambda n: min(map(len, of_length(n).values())))
+        groups = of_length(n)
+        return groups, (" and ".join(f"{len(g)} {label[k]}" for k, g in groups.items())
+                        + f" of {n} tokens each (this tokenizer holds {counts} as one token)")
+    if stand_in := next((k for k in kinds if len(of_length(1)[k]) >= need), None):
+        return {k: of_length(1)[stand_in] for k in kinds}, \
+            f"{label[stand_in]} for every subject (this tokenizer holds {counts} as one token)"
+    raise CircuitError(f"a prompt needs {need} subjects of one token length, and this tokenizer splits them unevenly "
+                       f"({counts} are one token); use the bare or comma template")
+
+
+def _paper_candidates(cfg: TaskConfig, verbs: list[tuple[str, str]], kept: set[str], excluded: dict[str, str],
+                      subjects: dict[str, list[str]]) -> list[tuple]:
     """``(words, shown, answer, corrupted, verb)``: the three verb templates in thirds, in the
     authors' order, first members cycling through the allowed starts (module doc)."""
     window = paper_window(cfg.task)
-    starts = list(cfg.starts) or list(range(min(PAPER_STARTS, len(window) - cfg.shown)))
+    starts = _runs(cfg, list(cfg.starts) or list(range(min(PAPER_STARTS, len(window) - cfg.shown))),
+                   window, kept, excluded)
     rng = random.Random(f"circuit-paper-{cfg.task}-{cfg.template}-{cfg.seed}")
-    blocks = [(v, NAMES if subjects == "names" else NOUNS) for (_, v), (_, subjects) in zip(verbs, PAPER_VERBS)]
-    blocks = blocks or [(None, NOUNS)]
+    blocks = [(v, subjects[kind]) for (_, v), (_, kind) in zip(verbs, PAPER_VERBS)]
+    blocks = blocks or [(None, subjects["words"])]
     out = []
-    for b, (verb, subjects) in enumerate(blocks):
+    for b, (verb, pool) in enumerate(blocks):
         for j in range(cfg.n_prompts // len(blocks) + (b < cfg.n_prompts % len(blocks))):
             s = starts[j % len(starts)]
             run = window[s:s + cfg.shown + 1]
-            words = rng.sample(subjects, cfg.shown + 1)
-            out.append((words, run[:-1], run[-1], _corrupt_paper(rng, window, cfg.shown), verb))
+            words = rng.sample(pool, cfg.shown + 1)
+            out.append((words, run[:-1], run[-1], _corrupt_paper(rng, window, cfg.shown, kept), verb))
     return out
 
 
-def _candidates(cfg: TaskConfig) -> list[tuple[list[str], list[str], str, list[str]]]:
+def _candidates(cfg: TaskConfig, kept: set[str], excluded: dict[str, str], nouns: list[str]
+                ) -> list[tuple[list[str], list[str], str, list[str]]]:
     """``(words, shown members, answer, corrupted members, verb)`` per candidate prompt."""
     items, cyclic = SEQUENCE_TASKS[cfg.task]
     last = len(items) - 1 if cyclic else len(items) - cfg.shown - 1
-    starts = list(cfg.starts) or list(range(last + 1))
-    pool = items[:CORRUPT_POOL]
+    starts = _runs(cfg, list(cfg.starts) or list(range(last + 1)), items, kept, excluded)
+    pool = [m for m in items[:CORRUPT_POOL] if m in kept]
     rng = random.Random(f"circuit-{cfg.task}-{cfg.template}-{cfg.seed}")
     out = []
     for _ in range(cfg.n_prompts):
         s = rng.choice(starts)
         run = [items[(s + i) % len(items)] for i in range(cfg.shown + 1)]
-        words = rng.sample(NOUNS, cfg.shown + 1)
+        words = rng.sample(nouns, cfg.shown + 1)
         corrupt = [rng.choice(pool) for _ in range(cfg.shown)]
         out.append((words, run[:-1], run[-1], corrupt, None))
     return out
@@ -227,13 +302,20 @@ def make_task(model, cfg: TaskConfig = TaskConfig()) -> TaskSet:
 
     tok = model.tokenizer
     items, _ = SEQUENCE_TASKS[cfg.task]
+    ids, excluded = split_words(tok, list(items))
+    kept = set(ids)
     verbs = paper_verbs(tok, cfg.template) if cfg.paper else []
-    cands = _paper_candidates(cfg, verbs) if cfg.paper else _candidates(cfg)
-    words = [w for c in cands for w in c[0]] if cfg.template in ("sentence", "paper") else []
     template_words = [w for w in TEMPLATE_WORDS[cfg.template] if not verbs or w not in dict(PAPER_VERBS)]
-    ids = one_token_ids(tok, list(items) + words + template_words + [used for _, used in verbs])
-    texts = [_render(cfg.template, w, shown, w[-1], v) for w, shown, _, _, v in cands]
-    corrupt = [_render(cfg.template, w, c, w[-1], v) for w, _, _, c, v in cands]
+    one_token_ids(tok, template_words + [used for _, used in verbs])
+    subjects, note = {"words": NOUNS}, ""
+    if cfg.template in ("sentence", "paper"):
+        kinds = list(dict.fromkeys(k for _, k in PAPER_VERBS[:len(verbs)])) or ["words"]
+        subjects, note = _subjects(tok, kinds, cfg.shown + 1)
+    cands = _paper_candidates(cfg, verbs, kept, excluded, subjects) if cfg.paper else \
+        _candidates(cfg, kept, excluded, subjects.get("words", NOUNS))
+    lead = " " if space_sensitive(tok) else ""    # every word as the tokenizer holds it after a space
+    texts = [lead + _render(cfg.template, w, shown, w[-1], v) for w, shown, _, _, v in cands]
+    corrupt = [lead + _render(cfg.template, w, c, w[-1], v) for w, _, _, c, v in cands]
     clean_BT, corrupt_BT = to_tokens(model, texts), to_tokens(model, corrupt)
     if clean_BT.shape != corrupt_BT.shape or (tok.pad_token_id is not None and tok.pad_token_id != tok.bos_token_id
                                               and (clean_BT[:, 1:] == tok.pad_token_id).any()):
@@ -247,12 +329,12 @@ def make_task(model, cfg: TaskConfig = TaskConfig()) -> TaskSet:
     right = probs.argmax(-1) == answer
     margin = probs[rows, answer] > 2 * probs[rows, distractor]
     keep = right & margin
-    stats = FilterStats(len(cands), int(keep.sum()), int((~right).sum()), int((right & ~margin).sum()))
+    stats = FilterStats(len(cands), int(keep.sum()), int((~right).sum()), int((right & ~margin).sum()), excluded)
     if stats.kept < 2:
         raise CircuitError(f"the model got {stats.kept} of {stats.generated} {cfg.task} prompts right ({cfg.template} "
                            f"template; {stats.wrong_top1} wrong top-1, {stats.weak_margin} below the 2x margin); a "
                            "circuit needs a task the model does: try another template or model")
     k = keep.nonzero().squeeze(1)
     return TaskSet(cfg, clean_BT[k], corrupt_BT[k], answer[k], distractor[k], [texts[i] for i in k.tolist()],
-                   [corrupt[i] for i in k.tolist()], stats, list(items),
-                   [used if used == verb else f"{used} (for {verb})" for verb, used in verbs])
+                   [corrupt[i] for i in k.tolist()], stats, [m for m in items if m in kept],
+                   [used if used == verb else f"{used} (for {verb})" for verb, used in verbs], note)

@@ -14,7 +14,7 @@ import typer
 from sae_core.circuits.discovery import DiscoveryConfig
 from sae_core.circuits.heads import ov_scores
 from sae_core.circuits.job import CircuitStudyConfig
-from sae_core.circuits.tasks import TaskConfig
+from sae_core.circuits.tasks import TaskConfig, excluded_line
 from sae_core.cli.common import Bar, WorkspaceOpt, config_option, friendly, words
 from sae_core.io import dumps_json
 
@@ -114,6 +114,10 @@ def discover(ctx: typer.Context, model: str = ModelOpt, tasks: str = config_opti
         heads = st.circuit(t).heads()
         typer.echo(f"\n{t}: {s['kept']} of {s['generated']} prompts kept ({s['wrong_top1']} wrong top-1, "
                    f"{s['weak_margin']} below the 2x margin); model LD {v['ld_model']:.2f}")
+        if s.get("excluded"):
+            typer.echo(f"  members left out, not one token of this tokenizer: {excluded_line(s['excluded'], t)}")
+        if v.get("subjects"):
+            typer.echo(f"  subjects: {v['subjects']}")
         typer.echo(f"  circuit: {len(v['circuit']['nodes'])} components ({len(heads)} heads): "
                    + " ".join(v["circuit"]["nodes"]))
         typer.echo(f"  performance {m['performance']:.1f}%  LD {m['logit_diff']:.2f}  KL {m['kl']:.3f}  "

@@ -100,3 +100,30 @@ def test_the_method_panel_reads_the_studys_mode_and_rules(study, monkeypatch):
     assert table.loc["mode", "this study"] == "default"
     assert "this tool's rule, not the authors'" in table.loc["edges", "this study"]
     assert not at.slider(key="circ_thr").disabled      # EAP edges: the threshold applies
+
+
+
+def _left_out_page(results: dict):
+    """``sae_app.circuits_panels.left_out_caption`` on a stored study's results, as the page calls it."""
+    from sae_app.circuits_panels import left_out_caption
+    left_out_caption(results)
+
+
+def test_the_page_lists_the_members_a_bpe_tokenizer_splits(tiny_l):
+    """On zoo:tiny-l (byte-level BPE) the digits task keeps " 1" to " 8": the page says which members
+    were left out, with their pieces in the sequence's order (stored keys come back sorted as text),
+    and how the subjects were drawn."""
+    from streamlit.testing.v1 import AppTest
+
+    from sae_core.circuits.tasks import TaskConfig, make_task
+    task = make_task(tiny_l, TaskConfig(task="digits", n_prompts=8))
+    stored = json.loads(json.dumps({"tasks": {"digits": {"stats": task.stats.to_json(), "subjects": task.subjects}}},
+                                   sort_keys=True))   # as a study's JSON is written
+    assert list(stored["tasks"]["digits"]["stats"]["excluded"])[:2] == ["0", "10"]
+    at = AppTest.from_function(_left_out_page, args=(stored,)).run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert captions[0] == ("**digits**: 92 members are not one token of this tokenizer and are left out, as the "
+                           "authors' filter does: '0' (' ' + '0'), '9' (' ' + '9'), '10' (' 1' + '0'), '11' (' 1' + "
+                           "'1'), '12' (' 1' + '2'), '13' (' 1' + '3') and 86 more.")
+    assert captions[1] == "**digits** subjects: 21 nouns of 2 tokens each (this tokenizer holds 2 of 30 nouns as one token)."
