@@ -67,12 +67,14 @@ def subspace_notes(r: dict) -> str:
     sub = r.get("subspaces") or {}
     concepts = r.get("subspace_procedure") == "concepts"
     how = ("The authors' procedure: each group's concept features found in each model apart (A / B features), "
-           "paired within the group. " if concepts else "The matched pairs with a keyword among their top tokens. ")
+           "paired within the group. " if concepts else "The matched pairs with a keyword among the words of their "
+                                                        "top activations. ")
     few = [f"{n} ({g['features_a']} / {g['features_b']} features, {g['n_pairs']} pairs)" if concepts
            else f"{n} ({g['n_pairs']} pairs)" for n, g in sub.items() if not g["scores"] and g.get("in_vocabulary", 1)]
     empty = [n for n, g in sub.items() if "in_vocabulary" in g and not g["in_vocabulary"]]
     return how + (f"Too few to score: {', '.join(few)}. " if few else "") + (
-        f"No word of these groups is a token of this vocabulary: {', '.join(empty)}." if empty else "")
+        f"No word of these groups is in this vocabulary (spelled by the tokenizer as one word): {', '.join(empty)}."
+        if empty else "")
 
 
 def token_counts(tokens: list[str]) -> str:

@@ -20,6 +20,11 @@ decodes, which is the same for byte-level BPE; the zoo's word-level tokenizer pu
 between the tokens of a sequence); features are visited in ascending order (the authors iterated
 a Python set of feature ids, whose order is the ids' hash-table order); the window stays within the
 token's document. No correlation threshold and no non-concept filter apply here, as in theirs.
+The top "token" is the word the token belongs to (``words.TokenWords``) and the window is widened
+to whole words at both ends: on a word-level tokenizer (theirs, Pythia's, is a BPE; the zoo's A
+and B are word-level) that is the token and the window as they were; on a byte-level BPE a word
+split into pieces (" January" = ' J' + 'anuary') is found from any of its pieces, where the
+authors' check would miss it (the piece "anuary" is no word of its window).
 
 Compare ``subspaces.subspace_scores`` (this project's default): groups of the globally matched
 pairs whose A or B top token is a keyword.
@@ -33,6 +38,7 @@ from sae_core.universality import nulls
 from sae_core.universality.analysis import AnalysisConfig
 from sae_core.universality.contexts import doc_windows
 from sae_core.universality.measures import UniversalityError
+from sae_core.universality.words import TokenWords
 
 AUTHORS_RUNS = 1000
 MIN_FEATURES = 3   # the authors skip a group with <= 2 features on a side, or <= 2 pairs
@@ -46,18 +52,20 @@ def _word(w: str) -> str:
     return w.lower()
 
 
-def concept_words(top_rows: torch.Tensor, token_ids: torch.Tensor, doc: torch.Tensor, decode) -> list[set[str]]:
+def concept_words(top_rows: torch.Tensor, token_ids: torch.Tensor, doc: torch.Tensor, tokenizer) -> list[set[str]]:
     """Per feature, the keywords (lower case) it is a concept feature of under step 2 of the module
-    doc: a top token that is also a word of its own window. ``top_rows``: ``[m, S]`` store rows of
-    each feature's top activations (-1: none); ``token_ids``, ``doc``: the store's token and
-    document of every row; ``decode(ids) -> str`` the tokenizer's."""
+    doc: a top activation's word that is also a word of its own window (widened to whole words).
+    ``top_rows``: ``[m, S]`` store rows of each feature's top activations (-1: none); ``token_ids``,
+    ``doc``: the store's token and document of every row; ``tokenizer``: the models'."""
+    reader = TokenWords(tokenizer)
     out = []
     for f in range(top_rows.shape[1]):
         rows = [int(r) for r in top_rows[:, f].tolist() if r >= 0]
         found = set()
         for r, window in zip(rows, doc_windows(doc, rows, BEFORE, AFTER)):
-            top = decode([int(token_ids[r])]).replace("\n", "\\n").replace(" ", "").lower()
-            seq = decode([int(token_ids[j]) for j in window]).replace("\n", "\\n")
+            top = reader.word(token_ids, doc, r).replace("\n", "\\n").replace(" ", "").lower()
+            lo, hi = reader.span(token_ids, doc, window[0])[0], reader.span(token_ids, doc, window[-1])[1]
+            seq = tokenizer.decode([int(token_ids[j]) for j in range(lo, hi + 1)]).replace("\n", "\\n")
             if top and top in {_word(w) for w in seq.split(" ")}:
                 found.add(top)
         out.append(found)

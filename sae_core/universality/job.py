@@ -10,8 +10,10 @@
    within each semantic subspace (``subspaces``: groups of the matched pairs; or ``concepts``,
    the authors' procedure);
 5. writes a ``universality`` artifact: ``universality.json`` (config and results, with each pair's
-   correlation, top tokens and the paired harvest's rows of its top activations, from which
-   ``contexts.pair_contexts`` shows them in context) and ``pairs.csv``. It lists both models and hooks as its inputs.
+   correlation, top tokens, the words those tokens belong to in their documents (``words``: what
+   keyword groups match, so that a byte-level BPE's word pieces count), and the paired harvest's
+   rows of its top activations, from which ``contexts.pair_contexts`` shows them in context) and
+   ``pairs.csv``. It lists both models and hooks as its inputs.
 
 It returns at once when the artifact exists (the name is a hash of the configuration).
 
@@ -39,10 +41,13 @@ from sae_core.universality.keyword_groups import AUTHORS_GROUPS, check_groups, v
 from sae_core.universality.matching import AUTHORS_NONCONCEPT, MatchConfig, Matches, match, nonconcept_ids
 from sae_core.universality.measures import UniversalityError
 from sae_core.universality.subspaces import subspace_scores
+from sae_core.universality.words import TokenWords
 from sae_core.workspace import Artifact, Workspace, artifact_name
 
 KIND = "universality"
-REVISION = 4  # 2: semantic subspaces; 3: each pair's top rows (for its contexts); 4: codes, modes (#29)
+# 2: semantic subspaces; 3: each pair's top rows (for its contexts); 4: codes, modes (#29);
+# 5: each top activation's word (keyword groups on byte-level BPE)
+REVISION = 5
 SUBSPACES = ("matched", "concepts")
 Progress = Callable[[int, int, str], None]
 HIST_BINS = np.linspace(-0.2, 1.0, 49)
@@ -161,14 +166,23 @@ def _hist(values: torch.Tensor) -> list[int]:
     return np.histogram(values.numpy(), bins=HIST_BINS)[0].tolist()
 
 
-def _pairs_rows(m: Matches, cp: CodePass, decode: Callable[[int], str]) -> list[dict]:
+def _pairs_rows(m: Matches, cp: CodePass, tok, token_ids: torch.Tensor, doc: torch.Tensor) -> list[dict]:
+    """Each matched pair as the result stores it: correlation, firing counts, and per side its top
+    activations' tokens, their words (``words.TokenWords``, read in the paired harvest's documents:
+    ``token_ids``, ``doc`` per row) and their rows."""
+    reader = TokenWords(tok)
+
     def tops(ids: torch.Tensor, f: int) -> list[str]:
-        return [decode(int(t)) for t in ids[:, f].tolist() if t >= 0]
+        return [tok.decode([int(t)]) for t in ids[:, f].tolist() if t >= 0]
 
     def rows(r: torch.Tensor, f: int) -> list[int]:
         return [int(x) for x in r[:, f].tolist() if x >= 0]
+
+    def words(r: torch.Tensor, f: int) -> list[str]:
+        return [reader.word(token_ids, doc, x) for x in rows(r, f)]
     return [{"a": int(a), "b": int(b), "corr": float(c), "fires_a": int(cp.fires_a[a]), "fires_b": int(cp.fires_b[b]),
              "top_a": tops(cp.top_ids_a, a), "top_b": tops(cp.top_ids_b, b),
+             "words_a": words(cp.top_rows_a, a), "words_b": words(cp.top_rows_b, b),
              "rows_a": rows(cp.top_rows_a, a), "rows_b": rows(cp.top_rows_b, b)} for a, b, c in zip(m.a, m.b, m.corr)]
 
 
@@ -235,14 +249,14 @@ def universality_to_workspace(ws: Workspace, cfg: UniversalityConfig = Universal
     scores = analyse(dec_a, dec_b, m, cfg.analysis, live_a=cp.correlation.alive_a.numpy(),
                      live_b=cp.correlation.alive_b.numpy(),
                      on_progress=lambda d, t, text: stage(4, text, d / t))
-    pairs = _pairs_rows(m, cp, lambda t: tok.decode([t]))
+    ids, (doc, _) = pair.a.token_ids(), pair.a.row_keys()  # row r is the same token on both sides
+    pairs = _pairs_rows(m, cp, tok, ids, doc)
     stage(4, "semantic subspaces", 0.95)
     groups = cfg.keyword_groups
     if cfg.subspaces == "matched":
         subspaces = subspace_scores(dec_a[m.a], dec_b[m.b], pairs, groups, cfg.analysis)
     else:
-        ids, (doc, _) = pair.a.token_ids(), pair.a.row_keys()
-        words = [concept_words(rows, ids, doc, tok.decode) for rows in (cp.top_rows_a, cp.top_rows_b)]
+        words = [concept_words(rows, ids, doc, tok) for rows in (cp.top_rows_a, cp.top_rows_b)]
         subspaces = concept_subspaces(cp.correlation.corr, dec_a, dec_b, *words, groups, cfg.analysis)
     for group, in_vocab in vocabulary_hits(groups, tok).items():
         subspaces[group]["in_vocabulary"] = in_vocab

@@ -7,10 +7,13 @@
   ``keywords`` dict; duplicates inside a list, such as "soon" in Time, kept as they wrote them);
 - ``read_groups(path)``: a user's groups, a JSON object ``{"name": ["word", ...], ...}``.
 
-``vocabulary_hits(groups, tokenizer)`` says which of a group's words are one token of a model's
-vocabulary (case-insensitive, spaces ignored): the only words a top token can equal, so a group
-with none is empty on that model before any feature is looked at (several of the paper's
-categories are, on the zoo: its vocabulary has no countries and no biology).
+``vocabulary_hits(groups, tokenizer)`` says which of a group's words the tokenizer spells as one
+word of known tokens (``words.TokenWords.spells``; case-insensitive): the only words a top
+activation's word can equal, so a group with none is empty on that model before any feature is
+looked at (several of the paper's categories are on the zoo's word-level models: their vocabulary
+has no countries and no biology). On a word-level tokenizer that is a word that is one token; a
+byte-level BPE (``zoo:tiny-l``) spells words in pieces (" January" is ' J' + 'anuary'), and they
+count too: a feature's top activations are read as the words their tokens belong to.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import json
 from pathlib import Path
 
 from sae_core.universality.measures import UniversalityError
+from sae_core.universality.words import TokenWords
 
 AUTHORS_GROUPS: dict[str, tuple[str, ...]] = {
     "Time": (
@@ -108,7 +112,10 @@ def read_groups(path: str | Path) -> dict[str, tuple[str, ...]]:
 
 
 def vocabulary_hits(groups: dict[str, tuple[str, ...]], tokenizer) -> dict[str, list[str]]:
-    """Per group, its words (distinct, in order) that are one token of ``tokenizer`` (module doc)."""
-    vocab = {tokenizer.decode([i]).replace(" ", "").lower() for i in range(len(tokenizer))}
-    return {name: [w for w in dict.fromkeys(words) if w.replace(" ", "").lower() in vocab]
-            for name, words in groups.items()}
+    """Per group, its words (distinct, in order) that ``tokenizer`` spells as one word (module doc)."""
+    reader = TokenWords(tokenizer)
+    spelled: dict[str, bool] = {}  # the paper's groups share many words
+    for w in (w for words in groups.values() for w in words):
+        if w not in spelled:
+            spelled[w] = reader.spells(w)
+    return {name: [w for w in dict.fromkeys(words) if spelled[w]] for name, words in groups.items()}

@@ -8,8 +8,8 @@ from sae_core.universality.analysis import SMALL_PAIRS
 
 
 def method_rows(config: dict, results: dict) -> list[dict[str, str]]:
-    """Rows ``{step, authors' code, this result}`` for a revision-4 result (``config``, ``results``
-    as stored in ``universality.json``)."""
+    """Rows ``{step, authors' code, this result}`` for a result of revision 4 or later (``config``,
+    ``results`` as stored in ``universality.json``)."""
     m, a = config["match"], config["analysis"]
     authors_list = m["nonconcept_list"] == "authors"
     order = ("token filters, one pair per A feature, then the correlation threshold (the authors' order)"
@@ -18,6 +18,8 @@ def method_rows(config: dict, results: dict) -> list[dict[str, str]]:
               "(in B order)", "best": "one pair per A feature, its most correlated B partner"}[m["dedupe"]]
     concepts = results["subspace_procedure"] == "concepts"
     empty = [n for n, g in results["subspaces"].items() if not g.get("in_vocabulary")]
+    # revision 5 on: top activations read as the words their tokens belong to (byte-level BPE pieces)
+    worded = all("words_a" in p for p in results["pairs"][:1])
     return [
         {"step": "activations correlated",
          "authors' code": "the SAE's dense ReLU pre-activations (sae.pre_acts, before the TopK); top 5 tokens "
@@ -57,9 +59,12 @@ def method_rows(config: dict, results: dict) -> list[dict[str, str]]:
         {"step": "semantic subspaces",
          "authors' code": "concept features found in each model apart (top token = keyword, keyword in the window "
                           "idx-2..idx+1), correlated within the group, one pair per A feature, 1000 shuffles",
-         "this result": "the authors' procedure (window decoded as one string; features in ascending order)"
-                        if concepts else "the globally matched pairs with a keyword among either top token "
-                                         "(this project's)"},
+         "this result": ("the authors' procedure (window decoded as one string; "
+                         + ("a top token read as the whole word it belongs to; " if worded else "")
+                         + "features in ascending order)") if concepts
+                        else "the globally matched pairs with a keyword among either side's top "
+                             + ("activations, each read as the whole word its token belongs to" if worded else "tokens")
+                             + " (this project's)"},
         {"step": "keyword groups",
          "authors' code": "Time, Calendar, People/Roles, Nature, Emotions, MonthNames, Countries, Biology",
          "this result": ", ".join(results["subspaces"]) + (f"; no word in this vocabulary: {', '.join(empty)}"

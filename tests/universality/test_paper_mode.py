@@ -80,7 +80,7 @@ def test_concept_features_need_the_keyword_as_top_token_and_in_its_window():
     doc = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 2])
     # per feature (column) its top rows: f0 "March", f1 "went", f2 "May" and "may", f3 "cat", f4 none
     top_rows = torch.tensor([[1, 3, 8, 6, -1], [-1, -1, 9, -1, -1]])
-    words = concept_words(top_rows, ids, doc, tok.decode)
+    words = concept_words(top_rows, ids, doc, tok)
     assert words == [{"march"}, {"went"}, {"may"}, {"cat"}, set()]
     assert concept_features(words, ("January", "MARCH", "may")) == [0, 2]
     # the window is idx-2 .. idx+1 of the token's own document: row 8 ("May") sees "cat sat May", not doc 2
