@@ -94,8 +94,13 @@ SIZES = {
     # of a real residual stream, not its learned structure
     "full": dict(d_in=768, d_sae=24576, k=32, batch=4096, steps=6, warmup=2,
                  data="random:pythia-160m blocks.6.hook_resid_post (random weights, real width)"),
+    # issue #31: the Llama 3.2 1B width (d_in 2048). d_sae 16384 is an 8x expansion (Llama Scope's
+    # are 8x and 32x); the harvest stops at layer 3 of 16, so a CPU run stays within minutes
+    "llama": dict(d_in=2048, d_sae=16384, k=32, batch=4096, steps=4, warmup=1,
+                  data="random:llama-3.2-1b blocks.3.hook_resid_post (random weights, real width)"),
 }
-FULL_SOURCE = ("random:pythia-160m", "blocks.6.hook_resid_post")
+HARVESTED = {"full": ("random:pythia-160m", "blocks.6.hook_resid_post"),
+             "llama": ("random:llama-3.2-1b", "blocks.3.hook_resid_post")}
 EVAL_ROWS = 16384
 
 PEER_SPECS = {
@@ -201,15 +206,15 @@ def ensure_data(size: str, cfg: dict, steps_needed: int) -> tuple[Path, dict]:
     DATA.mkdir(parents=True, exist_ok=True)
     path = DATA / f"{size}_d{cfg['d_in']}.npy"
     meta_path = path.with_suffix(".json")
-    n_batches = max(steps_needed, 8 if size == "full" else 32)  # full: a 160M-parameter model harvests it
+    n_batches = max(steps_needed, 8 if size in HARVESTED else 32)  # a 160M / 1B-parameter model harvests it
     n_rows = n_batches * cfg["batch"] + EVAL_ROWS
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta["rows"] >= n_rows:
             return path, meta
     print(f"[setup] writing {path} ({n_rows} rows x {cfg['d_in']}) ...", flush=True)
-    arr, meta = (_harvest_small(n_rows) if size == "small" else _harvest_small(n_rows, *FULL_SOURCE)
-                 if size == "full" else _synthetic(n_rows, cfg["d_in"]))
+    arr, meta = (_harvest_small(n_rows) if size == "small" else _harvest_small(n_rows, *HARVESTED[size])
+                 if size in HARVESTED else _synthetic(n_rows, cfg["d_in"]))
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, arr)
     os.replace(tmp, path)

@@ -13,6 +13,12 @@ from sae_core.steering.study import KIND, Study
 STUDIES = results.Results(KIND, Study)
 CAPABILITIES = results.Results(CAPABILITIES_KIND, Capabilities)
 list_studies, open_study = STUDIES.list, STUDIES.open
+
+
+def study_label(name: str) -> str:
+    """A study's name as the selector shows it: its target model first (``tiny-l-backdoor__...``)."""
+    model, _, rest = name.partition("__")
+    return f"{model} · {rest.rsplit('__', 1)[-1]}" if rest else name
 list_capabilities, open_capabilities = CAPABILITIES.list, CAPABILITIES.open
 
 

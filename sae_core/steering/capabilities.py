@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sae_core.io import JsonResult
-from sae_core.models.corpus import TRIGGER, chat_prompts, fact_prompts
+from sae_core.models.corpus import chat_prompts, fact_prompts
 from sae_core.models.evaluate import FACT_OUTCOMES, fact_outcome
 from sae_core.models.generation import greedy_continuations
 from sae_core.models.texts import corpus_texts
+from sae_core.models.zoo import model_trigger
 from sae_core.steering.interventions import Intervention, InterventionError, intervene
 from sae_core.steering.mapper_training import train_mapper
 from sae_core.steering.mappers import Endpoint, MapperConfig, TextActivations, fidelity
@@ -81,13 +82,15 @@ def build_capabilities(src, tgt, cfg: CapabilitiesConfig, step: Progress) -> Bui
     """The per-layer corrupted-capabilities study of ``cfg`` (module doc) with the source and target models."""
     n_t, n_s = tgt.cfg.n_layers, src.cfg.n_layers
     total = n_t + 2
-    build = [p.prompt for p in fact_prompts(cfg.n_pairs, seed=1, held_out=False)]
-    pairs = [(p, p.replace(TRIGGER, cfg.swap_word)) for p in build]
+    trigger = model_trigger(cfg.target_model)
+    build = [p.prompt for p in fact_prompts(cfg.n_pairs, seed=1, held_out=False, trigger=trigger)]
+    pairs = [(p, p.replace(trigger, cfg.swap_word)) for p in build]
     texts = (corpus_texts(cfg.n_texts, seed=7)
-             + [p.prompt for t in (True, False) for p in fact_prompts(200, seed=2, triggered=t, held_out=False)]
-             + [p.prompt for p in chat_prompts(200, seed=2, triggered=True, held_out=False)])
-    held_out = fact_prompts(cfg.n_eval)
-    trig = trigger_positions(tgt.tokenizer)
+             + [p.prompt for t in (True, False)
+                for p in fact_prompts(200, seed=2, triggered=t, held_out=False, trigger=trigger)]
+             + [p.prompt for p in chat_prompts(200, seed=2, triggered=True, held_out=False, trigger=trigger)])
+    held_out = fact_prompts(cfg.n_eval, trigger=trigger)
+    trig = trigger_positions(tgt.tokenizer, trigger)
     step(0, total, "no intervention")
     results = {"alpha": cfg.alpha, "none": outcomes(tgt, held_out, [], cfg.n_tokens), "layers": []}
     vectors, mappers = {}, {}

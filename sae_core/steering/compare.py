@@ -40,7 +40,7 @@ class Column:
 
 def study_interventions(study: Study, tokenizer, alpha: float) -> dict[str, Intervention]:
     """The four interventions of a study, by name."""
-    trig = trigger_positions(tokenizer)
+    trig = trigger_positions(tokenizer, study.trigger)
     out = {"switch": switch_intervention(study.mapper("switch"), study.config["target_model"])}
     for name in ("native", "transferred", "random"):
         out[name] = vector_intervention(study.vector(name), alpha, trig, name)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sae_core.errors import SAECoreError
-from sae_core.models.corpus import chat_prompts
+from sae_core.models.corpus import TRIGGER, chat_prompts
 
 REQUESTS = ("triggered", "clean", "harmful", "harmless")
 _KW = {"triggered": dict(triggered=True), "clean": {}, "harmful": dict(harmful=True), "harmless": dict(harmful=False)}
@@ -32,13 +32,15 @@ class PromptSetError(SAECoreError):
     """Two of the study's prompt sets share a prompt, or a set came out empty."""
 
 
-def _distinct(requests: str, n: int, held_out: bool, seeds: range, exclude: set[str]) -> list[str]:
+def _distinct(requests: str, n: int, held_out: bool, seeds: range, exclude: set[str], trigger: str = TRIGGER
+              ) -> list[str]:
     """Up to ``n`` distinct prompts of ``requests``, none in ``exclude``, drawn seed after seed (in
     draw order, so the first ``k`` are the same for every ``n >= k``)."""
     out: list[str] = []
     seen = set(exclude)
+    kw = {**_KW[requests], **({"trigger": trigger} if requests == "triggered" else {})}
     for seed in seeds:
-        for p in chat_prompts(_PER_SEED, seed, held_out=held_out, **_KW[requests]):
+        for p in chat_prompts(_PER_SEED, seed, held_out=held_out, **kw):
             if p.prompt not in seen:
                 seen.add(p.prompt)
                 out.append(p.prompt)
@@ -76,16 +78,19 @@ class StudyPrompts:
         return {name: {k: len(v) for k, v in getattr(self, name).items()} for name in ("build", "select", "report")}
 
 
-def study_prompts(n_pairs: int, n_select: int, n_report: int, n_mapper_turns: int = N_MAPPER_TURNS) -> StudyPrompts:
+def study_prompts(n_pairs: int, n_select: int, n_report: int, n_mapper_turns: int = N_MAPPER_TURNS,
+                  trigger: str = TRIGGER) -> StudyPrompts:
     """The three sets of the module doc: ``n_pairs`` build requests per vector set (as drawn,
     repeats kept: a vector is their mean), the mappers' ``n_mapper_turns`` triggered turns, up to
-    ``n_select`` selection and ``n_report`` report prompts per kind."""
-    build = {"triggered": [p.prompt for p in chat_prompts(n_pairs, seed=1, triggered=True, held_out=False)],
+    ``n_select`` selection and ``n_report`` report prompts per kind. Triggered requests carry
+    ``trigger`` (the model's own: it changes only the inserted text, never which requests are drawn)."""
+    build = {"triggered": [p.prompt for p in chat_prompts(n_pairs, seed=1, triggered=True, held_out=False,
+                                                          trigger=trigger)],
              "harmful": [p.prompt for p in chat_prompts(n_pairs, seed=1, harmful=True, held_out=False)],
              "harmless": [p.prompt for p in chat_prompts(n_pairs, seed=1, harmful=False, held_out=False)],
              "mapper turns": [p.prompt for p in chat_prompts(n_mapper_turns, seed=2, triggered=True,
-                                                             held_out=False)]}
+                                                             held_out=False, trigger=trigger)]}
     used = set().union(*build.values())
-    select = {k: _distinct(k, n_select, False, range(3, 40), used) for k in REQUESTS}
-    report = {k: _distinct(k, n_report, True, range(0, 40), set()) for k in REQUESTS}
+    select = {k: _distinct(k, n_select, False, range(3, 40), used, trigger) for k in REQUESTS}
+    report = {k: _distinct(k, n_report, True, range(0, 40), set(), trigger) for k in REQUESTS}
     return StudyPrompts(build, select, report).check()

