@@ -15,10 +15,12 @@ CAPABILITIES = results.Results(CAPABILITIES_KIND, Capabilities)
 list_studies, open_study = STUDIES.list, STUDIES.open
 
 
-def study_label(name: str) -> str:
-    """A study's name as the selector shows it: its target model first (``tiny-l-backdoor__...``)."""
-    model, _, rest = name.partition("__")
-    return f"{model} · {rest.rsplit('__', 1)[-1]}" if rest else name
+def study_label(art) -> str:
+    """A study as the selector shows it: its target model, what sets it apart, its hash."""
+    cfg = open_study(str(art.path), art.created).config
+    return " · ".join([cfg["target_model"], f"{cfg.get('mode', 'default')} mode",
+                       f"backdoor vectors: span {cfg.get('reduce', 'mean')}",
+                       f"switch {cfg.get('switch_layer', 'fixed')}", art.name.rsplit("__", 1)[-1]])
 list_capabilities, open_capabilities = CAPABILITIES.list, CAPABILITIES.open
 
 
