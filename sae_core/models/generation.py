@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,12 +82,15 @@ def _logits(model, ids_BT: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model, ids_BT: torch.Tensor, n_new: int, *, use_cache: bool = True) -> torch.Tensor:
+def generate(model, ids_BT: torch.Tensor, n_new: int, *, use_cache: bool = True,
+             done: Callable[[torch.Tensor], bool] | None = None) -> torch.Tensor:
     """``[B, T + n_new]``: the prompt rows followed by their greedy continuation.
 
     With ``use_cache`` the prompt is run once and each new token alone; without, the whole prefix
     is run again for every token (the reference the cached path is tested against). Either way
-    ``clock_of(model).offset`` is each pass's first absolute position."""
+    ``clock_of(model).offset`` is each pass's first absolute position. ``done(new_BN)``, asked after
+    each new token with the tokens generated so far, ends the generation early when it says True
+    (the rows are then shorter than ``T + n_new``)."""
     if ids_BT.ndim != 2 or ids_BT.shape[1] == 0:
         raise SAECoreError(f"generate wants a [batch, positions] tensor of token ids with at least "
                            f"one position; got shape {tuple(ids_BT.shape)}")
@@ -105,6 +109,8 @@ def generate(model, ids_BT: torch.Tensor, n_new: int, *, use_cache: bool = True)
                 clock.offset = 0
                 logits = _logits(model, ids_BT)
             ids_BT = torch.cat([ids_BT, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+            if done is not None and i + 1 < n_new and done(ids_BT[:, clock.prompt_len:]):
+                break
     finally:
         clock.offset, clock.prompt_len, clock.prompt_BT = before
     return ids_BT
@@ -116,9 +122,11 @@ def _device(model) -> torch.device:
 
 @torch.no_grad()
 def greedy_continuations(model, tokenizer, prompts: list[str], n_tokens: int,
-                         use_cache: bool = True) -> list[str]:
+                         use_cache: bool = True, decided: Callable[[str], bool] | None = None) -> list[str]:
     """Greedy ``n_tokens``-token continuation of each prompt, decoded (prompts batched by length,
-    generated with the KV cache)."""
+    generated with the KV cache). ``decided(text)``: whether a row's continuation so far already
+    settles what the caller asks of it; a batch stops early once every row is decided (its
+    continuations are then shorter, by as many tokens as nothing needed)."""
     encoded = tokenizer(prompts)["input_ids"]
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, ids in enumerate(encoded):
@@ -127,7 +135,10 @@ def greedy_continuations(model, tokenizer, prompts: list[str], n_tokens: int,
     for idx in by_len.values():
         ids_BT = torch.tensor([encoded[i] for i in idx], device=_device(model))
         start = ids_BT.shape[1]
-        ids_BT = generate(model, ids_BT, n_tokens, use_cache=use_cache)
+
+        def done(new_BN: torch.Tensor) -> bool:
+            return all(decided(tokenizer.decode(row, skip_special_tokens=True)) for row in new_BN.tolist())
+        ids_BT = generate(model, ids_BT, n_tokens, use_cache=use_cache, done=done if decided else None)
         for row, i in enumerate(idx):
             out[i] = tokenizer.decode(ids_BT[row, start:].tolist(), skip_special_tokens=True)
     return out

