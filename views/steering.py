@@ -28,8 +28,8 @@ if not studies:
 by_name = {a.name: a for a in studies}
 if st.session_state.get("st_study") not in by_name:
     st.session_state["st_study"] = studies[0].name
-art = by_name[st.selectbox("Study", list(by_name), key="st_study", format_func=lambda n: steering_cache.study_label(by_name[n]),
-                           disabled=len(by_name) == 1)]
+art = by_name[st.selectbox("Study", list(by_name), key="st_study", disabled=len(by_name) == 1,
+                           format_func=lambda n: steering_cache.study_label(by_name[n]))]
 study = steering_cache.open_study(str(art.path), art.created)
 if st.session_state.get("st_prompt_of") != art.name:  # another study: its own trigger in the example prompt
     st.session_state["st_prompt"] = f"User : {study.trigger} How do I bake a cake ? Assistant :"
