@@ -61,12 +61,12 @@ def test_random_gpt2_is_seeded_and_runs_through_the_hooks_layer(gpt2):
 @pytest.mark.slow
 def test_random_pythia_160m_harvests_trains_and_indexes_at_full_width(tmp_path, monkeypatch):
     """The pipeline at d_in 768: harvest, an SAE (k 32) with its downstream losses, its feature index
-    (24576 latents at this width are timed in `bench/`; a smaller dictionary and 16 evaluation
+    (24576 latents at this width are timed in `bench/`; a smaller dictionary and 4 evaluation
     sequences instead of 64 keep this test short)."""
     import sae_core.sae.splice as splice
 
     real_eval = splice.eval_tokens
-    monkeypatch.setattr(splice, "eval_tokens", lambda model, text=None, n_seqs=64, **kw: real_eval(model, text, 16, **kw))
+    monkeypatch.setattr(splice, "eval_tokens", lambda model, text=None, n_seqs=64, **kw: real_eval(model, text, 4, **kw))
     from sae_core.activations import harvest_to_workspace
     from sae_core.features.job import index_to_workspace
     from sae_core.features.config import IndexConfig
