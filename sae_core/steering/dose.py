@@ -70,10 +70,12 @@ def _spec(v: SteeringVector | torch.Tensor, hook: str, op: str, alpha: float, po
 
 
 def dose_response(model, vectors: dict[str, SteeringVector], alphas: list[float], prompts: list[str], *,
-                  starts: str, op: str = "add", positions: Positions = Positions(), n_tokens: int = 3,
-                  hooks: list[str] | None = None, on_step: Callable[[], None] | None = None) -> list[dict]:
+                  starts: str, op: str = "add", positions: Positions = Positions(),
+                  n_tokens: int | None = None, hooks: list[str] | None = None,
+                  on_step: Callable[[], None] | None = None) -> list[dict]:
     """Rows ``{vector, alpha, rate}`` (module doc); every vector at its own hook, or at each of
-    ``hooks`` at once (ablation at every layer)."""
+    ``hooks`` at once (ablation at every layer). ``n_tokens``: as ``behaviour.starts_rate`` (None:
+    as many as ``starts`` takes in the model's tokenizer)."""
     if not alphas or any(not math.isfinite(a) for a in alphas):
         raise InterventionError(f"alphas {alphas!r}: give at least one finite number")
     rows = []

@@ -113,6 +113,9 @@ class StudyConfig:
             raise InterventionError(f"reduce {self.reduce!r}; choose one of {', '.join(REDUCTIONS)}")
         if self.switch_layer not in SWITCH_RULES:
             raise InterventionError(f"switch layer {self.switch_layer!r}; choose one of {', '.join(SWITCH_RULES)}")
+        if self.switch_layer == "select" and self.switch_hook != StudyConfig.switch_hook:
+            raise InterventionError(f"switch hook {self.switch_hook!r} with switch layer 'select', which tries every "
+                                    "layer: give the hook with switch layer 'fixed', or leave it out")
         if self.layers not in LAYER_RULES:
             raise InterventionError(f"layers {self.layers!r}; choose one of {', '.join(LAYER_RULES)}")
 
@@ -196,8 +199,7 @@ def run_task(model, t: T.Task, vectors: dict[str, SteeringVector], select: list[
     vectors measured at the chosen alpha only."""
     pos = T.positions(t, model.tokenizer, trigger)
     hooks = T.hooks(t, vectors["native"].hook, model.cfg.n_layers)
-    kw = dict(starts=t.starts, op=t.op, positions=pos, n_tokens=t.n_tokens,
-              hooks=None if t.layers == "vector" else hooks)
+    kw = dict(starts=t.starts, op=t.op, positions=pos, hooks=None if t.layers == "vector" else hooks)
     selection = dose_response(model, {"native": vectors["native"]}, list(t.alphas), select, **kw)
     alpha = min_dose(selection, "native", t.target, t.direction)
     reached = alpha is not None
@@ -205,7 +207,7 @@ def run_task(model, t: T.Task, vectors: dict[str, SteeringVector], select: list[
         alpha = max(t.alphas, key=abs)
     dose = dose_response(model, vectors, list(t.alphas), report, **kw)
     extra = dose_response(model, at_alpha, [alpha], report, **kw) if at_alpha else []
-    none = starts_rate(model, report, [], t.starts, t.n_tokens)
+    none = starts_rate(model, report, [], t.starts)
     at = {r["vector"]: r["rate"] for r in dose + extra if r["alpha"] == alpha}
     return {"alpha": alpha, "reached": reached, "target": t.target, "direction": t.direction,
             "behaviour": t.behaviour, "op": t.op, "positions": t.positions, "hooks": hooks,
@@ -365,7 +367,7 @@ def _report_cell(tgt, t: T.Task, chosen: dict | None, builders, sets: StudyPromp
     v = builders[t.family](chosen["hook"])
     pos, report = T.positions(t, tgt.tokenizer, cfg.trigger_text), sets.report[t.requests]
     vector, rnd = dose_response(tgt, {"vector": v, "random": random_control(v, 0)}, [chosen["alpha"]], report,
-                                starts=t.starts, op=t.op, positions=pos)  # as the grid's cell: 3 tokens, seed 0
+                                starts=t.starts, op=t.op, positions=pos)  # as the grid's cell: random seed 0
     spec = Intervention(chosen["hook"], t.op, vector=v.vector, alpha=chosen["alpha"], positions=pos, name="vector")
     return {"n": len(report), "rate": vector["rate"], "random_rate": rnd["rate"],
             "kl": coherence_kl(tgt, [spec], corpus_texts(cfg.n_coherence, seed=54322))}

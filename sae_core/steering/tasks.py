@@ -39,7 +39,6 @@ class Task:
     direction: str               # "down": the rate should fall; "up": rise
     target: float                # the rate that counts as done
     alphas: tuple[float, ...]    # the dose grid (one value for ablation, where alpha is unused)
-    n_tokens: int | None = None  # tokens read of each continuation (None: as many as ``starts`` takes)
     layers: str = "vector"       # "vector": at the vector's own hook; "every": every layer (``hooks``)
 
     @property

