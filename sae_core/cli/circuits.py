@@ -127,6 +127,9 @@ def discover(ctx: typer.Context, model: str = ModelOpt, tasks: str = config_opti
         typer.echo(f"  size curve: {curve}")
         typer.echo(f"  edges: {len(v['edges_in_graph'])} in the circuit"
                    + (f"; verbs {', '.join(v['verbs'])}" if v.get("verbs") else ""))
+        if val := v.get("validation"):
+            typer.echo(f"  top {len(val['edges'])} edges by |attribution| against exact patching: Spearman rho "
+                       f"{val['spearman']:.2f}")
 
 
 @circuit_app.command("edges")

@@ -84,6 +84,9 @@ def test_cli_prints_the_studys_circuits_edges_and_comparison(study, tmp_path):
         assert got["tasks"][t]["metrics"]["performance"] == pytest.approx(st.circuit(t).performance)
     text = run("discover", *CLI_ARGS)
     assert f"performance {st.circuit('months').performance:.1f}%" in text.output
+    val = st.results["tasks"]["months"]["validation"]
+    assert (f"top {len(val['edges'])} edges by |attribution| against exact patching: Spearman rho "
+            f"{val['spearman']:.2f}") in text.output
     export = tmp_path / "digits.json"
     edges = run("edges", "--task", "digits", "--top", "5", "--export", str(export), "--study", art.name)
     assert edges.exit_code == 0, edges.output

@@ -21,6 +21,8 @@ def test_a_study_reads_the_target_models_own_trigger():
         StudyConfig(switch_layer="every")
     with pytest.raises(InterventionError, match="reduce 'max'"):
         StudyConfig(reduce="max")
+    with pytest.raises(InterventionError, match="switch hook 'blocks.2.hook_resid_post' with switch layer 'select'"):
+        StudyConfig(switch_layer="select", switch_hook="blocks.2.hook_resid_post")
 
 
 def test_prompt_sets_carry_the_trigger_and_draw_the_same_requests():
