@@ -67,3 +67,18 @@ def fired_html(tokens: list[str], fired: list[float], n_prompt: int, scale: floa
     pre = "" if spaced else " white-space: pre-wrap;"
     return (f'<div class="gen" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">'
             f'{(" " if spaced else "").join(spans)}</div>')
+
+
+def steered_html(tokens: list[str], acts: list[float], edited: list[bool], n_prompt: int, scale: float,
+                 spaced: bool = True) -> str:
+    """A generation shaded by a feature's activation (as ``tokens_html``), the tokens an edit changed
+    underlined in blue, the continuation bold. ``spaced``: as ``tokens_html``."""
+    spans = []
+    for i, (t, a, e) in enumerate(zip(tokens, acts, edited)):
+        span = _token_span(t, a, scale, False)
+        style = ("font-weight: 600;" if i >= n_prompt else "color: #666;") + \
+            (f" border-bottom: 2px solid rgb({FIRED[0]},{FIRED[1]},{FIRED[2]});" if e else "")
+        spans.append(span.replace('style="', f'style="{style} ', 1))
+    pre = "" if spaced else " white-space: pre-wrap;"
+    return (f'<div class="gen" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">'
+            f'{(" " if spaced else "").join(spans)}</div>')

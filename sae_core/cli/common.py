@@ -12,11 +12,21 @@ import typer
 from tqdm import tqdm
 
 from sae_core.activations.job import harvest_hooks_to_workspace
-from sae_core.errors import SAECoreError
+from sae_core.errors import ArtifactError, SAECoreError
 from sae_core.models.texts import TextSource
 
 WorkspaceOpt = typer.Option(None, "--workspace", "-w",
                             help="Workspace directory (default: $SAE_STUDIO_WORKSPACE or ./workspace).")
+
+
+def sae_dir(ws, sae: str) -> Path:
+    """``--sae``: a directory (ours or SAELens-format) or the name of an SAE in the workspace."""
+    if Path(sae).expanduser().is_dir():
+        return Path(sae).expanduser()
+    if (art := ws.get("sae", sae)) is not None:
+        return art.path
+    raise ArtifactError(f"--sae {sae!r} is neither a directory nor an SAE in {ws.root} "
+                        "(see `sae-core workspace list --kind sae`)")
 
 
 def friendly(fn):

@@ -7,22 +7,10 @@ from typing import Optional
 import typer
 
 from sae_core.cli.common import (Bar, ColumnOpt, CorpusOpt, SplitOpt, WorkspaceOpt, config_option, friendly,
-                                 text_source)
+                                 sae_dir, text_source)
 from sae_core.features.config import IndexConfig
 
 commands = typer.Typer()
-
-
-def _sae_dir(ws, sae: str) -> Path:
-    """``--sae``: a directory (ours or SAELens-format) or the name of an SAE in the workspace."""
-    from sae_core.errors import ArtifactError
-
-    if Path(sae).expanduser().is_dir():
-        return Path(sae).expanduser()
-    if (art := ws.get("sae", sae)) is not None:
-        return art.path
-    raise ArtifactError(f"--sae {sae!r} is neither a directory nor an SAE in {ws.root} "
-                        "(see `sae-core workspace list --kind sae`)")
 
 
 @commands.command("index")
@@ -45,7 +33,7 @@ def index(sae: str = typer.Option(..., "--sae", help="SAE directory (ours or SAE
     from sae_core.workspace import Workspace
 
     ws = Workspace(workspace)
-    sae_path = _sae_dir(ws, sae)
+    sae_path = sae_dir(ws, sae)
     loaded = load_sae(sae_path)
     model = model or loaded.cfg.model_name
     hook = hook or loaded.cfg.hook_name

@@ -62,6 +62,7 @@ class Positions:
     at: tuple[int, ...] = ()
     token_ids: tuple[int, ...] = ()
     spans: tuple[tuple[int, ...], ...] = ()   # for ``sequence``: the token sequences to match
+    skip_first: bool = False                  # never act at position 0 (the BOS ``to_tokens`` puts there)
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -83,6 +84,10 @@ class Positions:
     def mask(self, abs_T: torch.Tensor, prompt_len: int, prompt_BT: torch.Tensor | None,
              n_rows: int) -> torch.Tensor:
         """``[B, T]`` boolean: which of this pass's positions (absolute ``abs_T``) it acts on."""
+        m_BT = self._mask(abs_T, prompt_len, prompt_BT, n_rows)
+        return m_BT & (abs_T > 0)[None, :] if self.skip_first else m_BT
+
+    def _mask(self, abs_T, prompt_len, prompt_BT, n_rows) -> torch.Tensor:
         if self.rule == "all":
             m_T = torch.ones_like(abs_T, dtype=torch.bool)
         elif self.rule == "prompt":

@@ -148,6 +148,9 @@ def test_features_page(page, app_url, demo_built, screenshot_dir):
     expect(main.get_by_test_id("stPlotlyChart")).to_have_count(2)  # activation and logit histograms
     expect(main).to_contain_text(f"tokens of {index.text_source}.")
     expect(main).to_contain_text(f"Direct logit effects, W_dec · W_U: {index.logit_basis}")
+    # steering with it: the plain model and five strengths, each shaded by the feature's activation
+    expect(main.locator("div.gen")).to_have_count(6)
+    expect(main).to_contain_text(f"Shading: feature {live}'s activation before the edits")
     check_and_shoot(page, screenshot_dir, "features")
 
     box = main.get_by_role("textbox", name="Text")
