@@ -8,6 +8,7 @@ import streamlit as st
 
 from sae_app import results, session
 from sae_core.steering.capabilities import KIND as CAPABILITIES_KIND, Capabilities
+from sae_core.steering.gated_switch import KIND as GATE_KIND, GateResults
 from sae_core.steering.study import KIND, Study
 
 STUDIES = results.Results(KIND, Study)
@@ -22,6 +23,13 @@ def study_label(art) -> str:
                        f"backdoor vectors: span {cfg.get('reduce', 'mean')}",
                        f"switch {cfg.get('switch_layer', 'fixed')}", art.name.rsplit("__", 1)[-1]])
 list_capabilities, open_capabilities = CAPABILITIES.list, CAPABILITIES.open
+GATES = results.Results(GATE_KIND, GateResults)
+open_gate = GATES.open
+
+
+def gate_of(root: str, study_name: str):
+    """The newest gated switch of the study ``study_name`` (None: it has none)."""
+    return next((a for a in GATES.list(root) if a.meta.get("study") == study_name), None)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -79,3 +87,24 @@ def build_capabilities(root: str, on_progress=None):
     cfg = CapabilitiesConfig()
     return results.build(root, lambda ws, *_models: capabilities_to_workspace(
         ws, cfg, load=session.load_model, on_progress=on_progress), models=(cfg.source_model, cfg.target_model))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def gated_column(gate_path: str, gate_created: float, study_path: str, study_created: float, prompt: str,
+                 n_tokens: int, threshold: float):
+    """The gated switch's column at ``threshold`` (the gate's own, or the page's)."""
+    from sae_core.steering.compare import gated_column as column
+
+    study = open_study(study_path, study_created)
+    spec = open_gate(gate_path, gate_created).intervention(study, threshold)
+    with session.using(study.config["target_model"]) as (ft,):
+        return column(spec, ft, prompt, n_tokens)
+
+
+def build_gate(root: str, study_name: str, on_progress=None):
+    from sae_core.steering.job import gate_to_workspace
+
+    def job(ws):
+        art = ws.get(KIND, study_name)
+        return gate_to_workspace(ws, art, load=session.load_model, on_progress=on_progress)
+    return results.build(root, job)

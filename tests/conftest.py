@@ -79,6 +79,14 @@ def tiny_b():
 
 
 @pytest.fixture(scope="session")
+def tiny_b_backdoor():
+    """The zoo's backdoored model B (the steering studies' target), loaded once per session; do not mutate."""
+    from sae_core.models.loading import load_model
+
+    return load_model("zoo:tiny-b-backdoor")
+
+
+@pytest.fixture(scope="session")
 def tiny_l():
     """The zoo's Llama-family model (byte-level BPE), loaded once per session; do not mutate."""
     from sae_core.models.loading import load_model

@@ -30,6 +30,15 @@ def small_sweep(workspace, ls=(1.0, 4.0)):
     return run_sweep(workspace, acts, sc)
 
 
+def small_study(ws):
+    """The small steering study and its gated switch in ``ws``, as the small demo builds them (found at
+    once when ``ws`` is a copy of it): ``(study artifact, gated switch artifact)``."""
+    from sae_core.steering.job import gate_to_workspace, steering_study_to_workspace
+
+    art = steering_study_to_workspace(ws, small_study_config())
+    return art, gate_to_workspace(ws, art)
+
+
 def sae_cfg(arch, **kw):
     """A small SAE configuration (d_in 16, d_sae 64, k 4) with ``kw`` on top."""
     from sae_core.sae import SAEConfig

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from sae_app import contexts, demo_build, jobs, sidebar, steering_cache, steering_charts as charts
+from sae_app import contexts, demo_build, gate_panels, jobs, sidebar, steering_cache, steering_charts as charts
 from sae_core.errors import SAECoreError
 from sae_core.steering.behaviour import RATE_NAMES
 from sae_core.steering.compare import INTERVENTIONS, LABELS
@@ -52,12 +52,15 @@ else:
 def live_generations():
     prompt = st.text_area("Prompt", key="st_prompt")
     # the toggles get a row of their own: beside the sliders "transferred" was cut off (issue #28)
-    enabled = tuple(n for n, c in zip(INTERVENTIONS, st.columns(len(INTERVENTIONS)))
+    cells = st.columns(len(INTERVENTIONS) + 1)
+    enabled = tuple(n for n, c in zip(INTERVENTIONS, cells)
                     if c.toggle(n, value=True, key=f"st_on_{n}", help=f"Show the column \"{LABELS[n]}\""))
-    c = st.columns(2)
+    gate_panels.gate_toggle(sel, art, cells[-1])
+    c = st.columns([2, 2, 1])
     alpha = c[0].slider("alpha (vectors)", -3.0, 3.0, float(study.alpha), 0.05, key="st_alpha",
                         help="h + alpha v at the trigger; the default is the chosen dose of backdoor removal")
     n_tokens = c[1].slider("new tokens", 1, 40, 20, key="st_tokens")
+    gate_panels.gate_threshold(sel, art, c[2])
     try:
         cols, read = steering_cache.side_by_side(str(art.path), art.created, prompt, n_tokens=n_tokens,
                                                  alpha=alpha, enabled=enabled)
@@ -75,6 +78,8 @@ def live_generations():
             st.markdown(f"**{col.label}**")
             st.html(contexts.fired_html(col.tokens, col.fired, col.n_prompt, scale, col.spaced))
             st.caption(f"→ {col.text}" + ("" if col.fired_anywhere or i < 2 else " · did not fire on this prompt"))
+    with grid[len(cols) % 3]:
+        gate_panels.gated_live(sel, art, study, prompt, n_tokens, scale)
 
 
 live_generations()
@@ -100,6 +105,7 @@ right.caption("Rule, on selection prompts: among layers below 80% of the depth, 
                   f" On {rep['n']} report prompts that chose nothing, that cell gives {100 * rep['rate']:.0f}% "
                   f"(random {100 * rep['random_rate']:.0f}%, KL {rep['kl']:.3f} on other clean text)."
                   if (rep := grids[gname].get("report")) else ""))
+gate_panels.gate_panel(sel, art, study)
 st.subheader("Corrupted capabilities")
 caps = steering_cache.list_capabilities(sel.workspace_root)
 if not caps and demo_build.notice(sel.workspace_root, steering_cache.CAPABILITIES_KIND):

@@ -11,8 +11,8 @@ import os
 
 import typer
 
-from sae_core.cli import (circuits, evaluation, features, models, steer_generate, steering, training, universality,
-                          workspace)
+from sae_core.cli import (circuits, evaluation, features, models, steer_gate, steer_generate, steering, training,
+                          universality, workspace)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -25,7 +25,7 @@ SUMMARY = ("sae-studio from the shell: the bundled model zoo, a model's hooks, g
 app = typer.Typer(help=SUMMARY, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 for group in (models, training, evaluation, features, universality, workspace):  # top-level commands
     app.add_typer(group.commands)
-app.add_typer(steering.steer_app, name="steer")  # with steer_generate's command
+app.add_typer(steering.steer_app, name="steer")  # with steer_generate's and steer_gate's commands
 app.add_typer(models.zoo_app, name="zoo")
 app.add_typer(workspace.ws_app, name="workspace")
 app.add_typer(circuits.circuit_app, name="circuit")

@@ -55,6 +55,10 @@ def steer_generate(model: str = typer.Option(..., help="The model to generate wi
                                                               "on: artifact, directory or a study's 'switch'."),
                    sae: Optional[str] = SaeOpt, feature: Optional[list[int]] = FeatureOpt,
                    clamp: Optional[list[float]] = ClampOpt,
+                   gate: Optional[str] = typer.Option(None, "--gate", help="A gated switch to turn on (`sae-core "
+                                                      "steer gate` made it; 'latest': the newest)."),
+                   gate_threshold: Optional[float] = typer.Option(None, "--gate-threshold", help="Open the --gate "
+                                                                  "above this activation instead of its own threshold."),
                    tokens: int = typer.Option(20, min=1, help="New tokens."),
                    workspace: Optional[Path] = WorkspaceOpt):
     """Generate greedily (KV cache) with and without the interventions; brackets mark where they fired,
@@ -65,6 +69,7 @@ def steer_generate(model: str = typer.Option(..., help="The model to generate wi
     from sae_core.sae.io import load_sae
     from sae_core.steering.feature_edits import check_sae_fits, feature_interventions, watch_features
     from sae_core.steering.interventions import intervene
+    from sae_core.steering.job import find_gated_switch
     from sae_core.steering.tasks import positions_rule
     from sae_core.workspace import Workspace
 
@@ -89,6 +94,13 @@ def steer_generate(model: str = typer.Option(..., help="The model to generate wi
         check_sae_fits(lm, loaded, hook)
         specs += feature_interventions(loaded, hook, edits, positions_rule(positions or "all", lm.tokenizer, token,
                                                                            [prompt]))
+    if gate_threshold is not None and not gate:
+        raise typer.BadParameter("--gate-threshold sets a gate's threshold: name the gated switch with --gate")
+    if gate:
+        gated, study = find_gated_switch(ws, gate, gate_threshold)
+        if study.config["target_model"] != model:
+            raise typer.BadParameter(f"the gated switch {gate!r} acts on {study.config['target_model']}, not {model}")
+        specs.append(gated)
     warn_about_prompt(lm, model, read)
     ids, tok = read.ids_1T, lm.tokenizer
     plain = generate(lm, ids, tokens)
@@ -108,3 +120,6 @@ def steer_generate(model: str = typer.Option(..., help="The model to generate wi
             f"{w}({a:.2g})" if a > 0 else w for w, a in zip(pieces[1:], acts[1:])))
     for label in rec.unmatched:
         typer.secho(f"warning: {label} matched no position of the prompt", fg=typer.colors.YELLOW, err=True)
+    for spec in (s for s in specs if s.label in rec.silent):
+        typer.secho(f"warning: the {spec.label} never acted: its gate ({spec.gate.label}) did not open on this prompt "
+                    "or its continuation", fg=typer.colors.YELLOW, err=True)

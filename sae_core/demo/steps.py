@@ -40,12 +40,12 @@ PROFILES = {
     "full": DemoProfile("full", tokens=100_000,
                         sweep=dict(k=16, d_sae=512, ls=(1.0, 2.0, 4.0, 8.0, 16.0), scorings=("l2", "entropy"),
                                    tokens=1_000_000, batch_size=1024),
-                        index_tokens=50_000, expected_s=(14, 95, 45, 40, 100, 40, 90, 55)),
+                        index_tokens=50_000, expected_s=(14, 95, 45, 40, 125, 40, 90, 55)),
     "small": DemoProfile("small", tokens=12_000,
                          sweep=dict(k=4, d_sae=64, ls=(1.0, 4.0, 16.0), scorings=("l2", "entropy"),
                                     tokens=8192, batch_size=512),
                          index_tokens=4_000, small_studies=True, circuit_prompts=24,
-                         expected_s=(4, 10, 15, 10, 35, 20, 15, 25)),
+                         expected_s=(4, 10, 15, 10, 45, 20, 15, 25)),
 }
 
 
@@ -162,12 +162,19 @@ def _evaluation(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> 
 
 def _steering(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> Artifact:
     """Backdoor vectors (native, transferred from tiny-a, random), the transfer mapper and a
-    safety switch on zoo:tiny-b-backdoor."""
-    from sae_core.steering.job import steering_study_to_workspace
-    from sae_core.steering.study import StudyConfig
+    safety switch on zoo:tiny-b-backdoor; then the switch gated by a feature of an SAE of it."""
+    from sae_core.steering.gated_switch import STEPS as GATE_STEPS
+    from sae_core.steering.job import gate_to_workspace, steering_study_to_workspace
+    from sae_core.steering.study import STEPS, StudyConfig
 
     cfg = small_study_config() if p.small_studies else StudyConfig()
-    return steering_study_to_workspace(ws, cfg, on_progress=_texts(on_progress))
+    total = STEPS + GATE_STEPS
+
+    def part(offset: int):  # the two jobs' steps as one bar
+        return on_progress and (lambda done, _total, text=None: on_progress(offset + done, total))
+    art = steering_study_to_workspace(ws, cfg, on_progress=part(0))
+    gate_to_workspace(ws, art, on_progress=part(STEPS))
+    return art
 
 
 def _capabilities(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> Artifact:
@@ -210,7 +217,8 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep("feature indexes of the sweep's SAEs", _indexes, ("feature_index",)),
     DemoStep("downstream evaluation of the sweep's SAEs: sparse probing, absorption, the activation lottery",
              _evaluation, ("evaluation",)),
-    DemoStep("steering study: backdoor vectors, transfer from tiny-a, safety switch", _steering, ("steering",)),
+    DemoStep("steering study: backdoor vectors, transfer from tiny-a, safety switch, the switch gated by a feature",
+             _steering, ("steering", "gated_switch")),
     DemoStep("corrupted capabilities: per-layer removal on zoo:tiny-b-corrupt", _capabilities, ("capabilities",)),
     DemoStep("feature universality: zoo:tiny-a against zoo:tiny-b (SAEs, matching, measures, nulls)",
              _universality, ("universality",)),

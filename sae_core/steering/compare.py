@@ -20,6 +20,7 @@ from sae_core.steering.study import Study, trigger_positions, vector_interventio
 from sae_core.steering.switches import switch_intervention
 
 INTERVENTIONS = ("switch", "native", "transferred", "random")
+GATED = "fine-tuned + gated switch"
 LABELS = {"switch": "fine-tuned + switch", "native": "fine-tuned + native vector",
           "transferred": "fine-tuned + transferred vector", "random": "fine-tuned + random control"}
 
@@ -85,6 +86,14 @@ def steered_columns(study: Study, fine_tuned, prompt: str, *, n_tokens: int = 20
     ids = read_prompt(fine_tuned, prompt).ids_1T
     specs = study_interventions(study, fine_tuned.tokenizer, alpha)
     return _columns(fine_tuned, [LABELS[n] for n in names], ids, n_tokens, [[specs[n]] for n in names])
+
+
+@torch.no_grad()
+def gated_column(gated_switch: Intervention, fine_tuned, prompt: str, n_tokens: int = 20) -> Column:
+    """The fine-tuned model's generation under a gated switch (``gated_switch.GateResults.intervention``):
+    its shading shows where the gate let the switch act (nowhere: ``Column.fired_anywhere`` is False)."""
+    ids = read_prompt(fine_tuned, prompt).ids_1T
+    return _columns(fine_tuned, [GATED], ids, n_tokens, [[gated_switch]])[0]
 
 
 def side_by_side(study: Study, base, fine_tuned, prompt: str, *, n_tokens: int = 20, alpha: float = -1.0,

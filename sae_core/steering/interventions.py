@@ -30,6 +30,14 @@ Positions (``Positions.rule``):
   would rewrite history the cache already holds, and cached and uncached generation would differ.
   The rules read the prompt only, so both agree; a span cut by the prompt's end does not match.
 
+Gates: a spec with ``gate`` (``Gate``: an SAE feature at a hook, a threshold, optionally a latch)
+acts only where its positions rule *and* the gate agree: where the feature's activation, read at the
+gate's hook in the same forward pass before any spec there, exceeds the threshold (never at the
+BOS); with ``latch``, at every position from a row's first firing on, for the rest of the
+generation (the prompt pass resets it). A gate whose hook comes after its spec's in the forward
+pass is an error when the pass runs. A gated spec that never acted inside the block is reported in
+``Record.silent`` (a warning, not a silent no-op).
+
 The yielded ``Record`` says where each spec fired and the norm it changed there (``fired``:
 name -> list of (row, absolute position, ||h' - h||)), for the per-token overlay under a
 generation.
@@ -126,6 +134,52 @@ def span_hits_BP(ids_BP: torch.Tensor, spans: tuple[tuple[int, ...], ...]) -> to
     return hit_BP
 
 
+class Gate:
+    """Where an SAE feature fires (module doc): ``feature`` of ``sae`` read at ``hook``, above
+    ``threshold``; ``latch``: from a row's first firing on. Its state is the current generation's."""
+
+    def __init__(self, sae, hook: str, feature: int, threshold: float, latch: bool = False):
+        if not 0 <= feature < sae.cfg.d_sae:
+            raise InterventionError(f"gate feature {feature} is out of range: the SAE has features 0..{sae.cfg.d_sae - 1}")
+        if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise InterventionError(f"gate threshold {threshold!r}: give a finite number")
+        self.sae, self.hook, self.feature, self.threshold, self.latch = sae, hook, feature, float(threshold), latch
+        self._pass: tuple[int, int] | None = None  # (offset, length) of the pass last read
+        self._fire_BT: torch.Tensor | None = None
+        self._first_B: torch.Tensor | None = None  # latch: each row's first firing position (inf: none yet)
+
+    @property
+    def label(self) -> str:
+        return f"feature {self.feature} > {self.threshold:.3g} at {self.hook}" + (", latched" if self.latch else "")
+
+    def reset(self) -> None:
+        """Forget what was read (``intervene`` calls it on entry: a spec whose hook the forward pass
+        reaches before the gate's then fails on its first pass, never reading a stale gate)."""
+        self._pass = self._fire_BT = self._first_B = None
+
+    @torch.no_grad()
+    def read(self, h_BTD: torch.Tensor, abs_T: torch.Tensor) -> None:
+        """Read this pass's activations at the gate's hook (before any spec there)."""
+        B, T = h_BTD.shape[:2]
+        x_ND = h_BTD.reshape(B * T, -1).to(self.sae.device, self.sae.W_enc.dtype)
+        z_BT = self.sae.encode(x_ND)[:, self.feature].reshape(B, T).to(abs_T.device)
+        fire_BT = (z_BT > self.threshold) & (abs_T > 0)[None, :]
+        if int(abs_T[0]) == 0 or self._first_B is None or self._first_B.shape[0] != B:
+            self._first_B = torch.full((B,), math.inf, device=abs_T.device)  # a new prompt
+        first_B = torch.where(fire_BT, abs_T[None, :].float(), torch.full_like(z_BT, math.inf)).amin(1)
+        self._first_B = torch.minimum(self._first_B, first_B)
+        self._fire_BT, self._pass = fire_BT, (int(abs_T[0]), T)
+
+    def mask(self, abs_T: torch.Tensor, spec: str) -> torch.Tensor:
+        """``[B, T]``: where the gate lets ``spec`` act in this pass."""
+        if self._pass != (int(abs_T[0]), abs_T.numel()):
+            raise InterventionError(f"{spec} is gated by a feature at {self.hook}, which the forward pass reaches "
+                                    "after the spec's own hook: read the gate at the spec's hook or an earlier one")
+        if self.latch:
+            return abs_T[None, :].float() >= self._first_B[:, None]
+        return self._fire_BT
+
+
 @dataclass(frozen=True, eq=False)
 class Intervention:
     hook: str
@@ -136,6 +190,7 @@ class Intervention:
     mapper: Callable[[torch.Tensor], torch.Tensor] | None = None  # [..., d] -> [..., d] for replace
     name: str = ""
     rows: tuple[int, ...] | None = None  # the batch rows it acts on (None: every row)
+    gate: Gate | None = None             # acts only where the gate lets it (module doc)
 
     def __post_init__(self):
         if self.rows is not None and (not self.rows or any(not isinstance(r, int) or r < 0 for r in self.rows)):
@@ -194,6 +249,7 @@ class Record:
     """Where each intervention fired (see module doc)."""
     fired: dict[str, list[tuple[int, int, float]]] = field(default_factory=dict)
     unmatched: list[str] = field(default_factory=list)
+    silent: list[str] = field(default_factory=list)   # gated specs that never acted (their gate never let them)
 
     def norms(self, name: str, n_rows: int, length: int) -> torch.Tensor:
         """``[n_rows, length]``: the norm added at each (row, absolute position); 0 where it did not fire."""
@@ -241,6 +297,10 @@ def intervene(model, specs: list[Intervention], tokens: torch.Tensor | None = No
                     not mask_BT.any(1)[rows_B].all() and spec.label not in rec.unmatched:
                 rec.unmatched.append(spec.label)
             mask_BT = mask_BT & rows_B[:, None]
+            if spec.gate is not None:
+                mask_BT = mask_BT & spec.gate.mask(abs_T, spec.label)
+                if mask_BT.any():
+                    acted.add(spec.label)
             if not mask_BT.any():
                 return h_BTD
             new_BTD = spec.apply(h_BTD)
@@ -253,8 +313,22 @@ def intervene(model, specs: list[Intervention], tokens: torch.Tensor | None = No
             return out
         return fn
 
-    try:
-        with model.hooks(fwd_hooks=[(spec.hook, make(spec)) for spec in specs]):
+    gates = list({id(s.gate): s.gate for s in specs if s.gate is not None}.values())
+    for gate in gates:
+        check_hook(model, gate.hook)
+        gate.reset()
+
+    def reader(gate: Gate):
+        def fn(h_BTD, hook=None):
+            gate.read(h_BTD, clock.positions(h_BTD.shape[1], h_BTD.device))
+            return h_BTD
+        return fn
+
+    acted: set[str] = set()
+    try:  # the gates' readers first: at a shared hook they run before the specs
+        with model.hooks(fwd_hooks=[(g.hook, reader(g)) for g in gates] +
+                         [(spec.hook, make(spec)) for spec in specs]):
             yield rec
+        rec.silent.extend(s.label for s in specs if s.gate is not None and s.label not in acted)
     finally:
         clock.prompt_len, clock.prompt_BT = saved

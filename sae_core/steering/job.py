@@ -10,7 +10,9 @@
   ``mapper.json``), with ``role`` ``transfer`` or ``switch`` in its record (``mapper_to_workspace``,
   ``save_mapper``). Its registry record lists both inputs (source and target model and hook), so
   ``Workspace.list(uses=model)`` finds it from either side.
-The two studies return at once when their artifact exists (the name is a hash of the configuration).
+- kind ``gated_switch``: a study's switch gated by an SAE feature (``gate_to_workspace``,
+  ``gated_switch`` module doc): ``gate.json``; an SAE it trained is an ``sae`` artifact of its own.
+The studies return at once when their artifact exists (the name is a hash of the configuration).
 ``find_vector`` / ``find_mapper`` resolve a directory, a workspace artifact name, or a study's
 vector or mapper name, newest study first.
 """
@@ -25,7 +27,9 @@ from sae_core.errors import ArtifactError
 from sae_core.io import atomic_write_json
 from sae_core.models.loading import load_model
 from sae_core.models.texts import TextSource
-from sae_core.steering import capabilities as C, study as S
+from sae_core.sae.io import load_sae, save_sae
+from sae_core.steering import capabilities as C, gated_switch as G, study as S
+from sae_core.steering.feature_edits import check_sae_fits
 from sae_core.steering.mapper_training import train_mapper_streaming
 from sae_core.steering.mappers import Endpoint, Mapper, fidelity
 from sae_core.steering.vectors import SteeringVector
@@ -71,6 +75,42 @@ def capabilities_to_workspace(ws: Workspace, cfg: C.CapabilitiesConfig = C.Capab
     meta = {"source_model": cfg.source_model, "best_layer": best["layer"],
             "best_correct": best["outcomes"]["native"]["correct"]}
     return _save(ws, C.KIND, name, built, C.Capabilities.FILE, cfg, meta, step, model=cfg.target_model)
+
+
+def gate_to_workspace(ws: Workspace, study_art: Artifact, cfg: G.GateConfig = G.GateConfig(), *,
+                      load: Callable[[str], object] | None = None, on_progress: Progress | None = None) -> Artifact:
+    """Build (or find) the gated switch of ``cfg`` beside the study ``study_art`` (``gated_switch``
+    module doc): ``gate.json``, and the gate's SAE, when it trained one, as an ``sae`` artifact."""
+    study = S.Study.open(study_art.path)
+    G.check_study(study)
+    target = study.config["target_model"]
+    name = artifact_name(target, "gate", {"gate": asdict(cfg), "study": study_art.name, "revision": G.REVISION})
+    if (existing := ws.get(G.KIND, name)) is not None:
+        return existing
+    load, step = load or load_model, on_progress or _no_progress
+    tgt = load(target)
+    sae = None
+    if cfg.sae:
+        sae = load_sae(Path(cfg.sae))
+        check_sae_fits(tgt, sae, sae.cfg.hook_name or study.mapper("switch").source.hook)
+    results, trained = G.build_gate(study, tgt, cfg, sae, step)
+    gate = results["gate"]
+    step(G.STEPS - 1, G.STEPS, "writing")
+    if trained is not None:  # an SAE artifact of its own: the feature browser lists it, and the page links to it
+        sae_name = artifact_name(target, gate["hook"], {"gate_sae": asdict(cfg.sae_training), "study": study_art.name})
+        c = trained.cfg
+        with ws.create("sae", sae_name, model=target, hook=gate["hook"], overwrite=True,
+                       meta={"arch": c.arch, "d_sae": c.d_sae, "k": c.k, "tokens": cfg.sae_training.train_tokens,
+                             "made_for": f"gated switch {name}"}) as d:
+            save_sae(trained, d)
+        results["sae"]["source"] = f"{G.WORKSPACE_SAE}{sae_name}"
+    meta = {"study": study_art.name, "feature": gate["feature"], "auroc": gate["auroc"], "latch": cfg.latch,
+            "hate_rate_gated": results["rates"]["gated switch"]["hate_rate"],
+            "clean_share": results["targets"]["clean_share"]}
+    with ws.create(G.KIND, name, model=target, hook=gate["hook"], meta=meta, overwrite=True) as d:
+        atomic_write_json(d / G.GateResults.FILE, {"config": asdict(cfg), "results": results})
+    step(G.STEPS, G.STEPS, "done")
+    return ws.get(G.KIND, name)
 
 
 def _save(ws: Workspace, kind: str, name: str, built: S.BuiltStudy, file: str, cfg, meta: dict, step: Progress,
@@ -151,3 +191,20 @@ def find_mapper(ws: Workspace, name: str) -> Mapper:
     """A mapper directory, a ``mapper`` artifact, or a study's mapper (transfer, refusal-transfer, switch)."""
     return _find(ws, MAPPER, "mappers", name, Mapper.load, "mapper",
                  "a study's are transfer, refusal-transfer, switch; train one with `sae-core steer map` or `steer switch`")
+
+
+def find_gated_switch(ws: Workspace, name: str, threshold: float | None = None):
+    """``(gated switch intervention, its study)`` of the ``gated_switch`` artifact ``name`` ("latest": the
+    newest); ``threshold`` replaces the gate's own."""
+    arts = ws.list(G.KIND)
+    art = arts[0] if name == "latest" and arts else ws.get(G.KIND, name)
+    if art is None:
+        raise ArtifactError(f"no gated switch {name!r} in {ws.root} (gated switches: "
+                            f"{', '.join(a.name for a in arts) or 'none'}; make one with `sae-core steer gate`)")
+    gate = G.GateResults.open(art.path)
+    study_art = ws.get(S.KIND, gate.results.get("study") or art.meta.get("study", ""))
+    if study_art is None:
+        raise ArtifactError(f"the gated switch {art.name} gates the switch of study {art.meta.get('study')!r}, "
+                            f"which is not in {ws.root} any more")
+    study = S.Study.open(study_art.path)
+    return gate.intervention(study, threshold), study

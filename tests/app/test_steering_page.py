@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from sae_app.steering_charts import layer_alpha_grid, steering_rates, steering_tasks
 from sae_core.steering.behaviour import RATE_NAMES
 from sae_core.steering.compare import LABELS
-from tests.helpers import APP, APP_TIMEOUT, page_errors, small_study_config
+from tests.helpers import APP, APP_TIMEOUT, page_errors, small_study
 
 # 127 digit tokens, then words the model never reads: the zoo's context is 128 positions, BOS included
 LONG = " ".join(str(i % 10) for i in range(127)) + " Assistant : March"
@@ -17,9 +17,7 @@ LONG = " ".join(str(i % 10) for i in range(127)) + " Assistant : March"
 
 @pytest.fixture(scope="module")
 def page(steering_ws, monkeypatch_module):
-    from sae_core.steering.job import steering_study_to_workspace
-
-    steering_study_to_workspace(steering_ws, small_study_config())  # the same study the study's tests build
+    small_study(steering_ws)  # the same study (and gated switch) the study's tests build
     monkeypatch_module.setenv("SAE_STUDIO_WORKSPACE", str(steering_ws.root))
     monkeypatch_module.setenv("HF_HUB_OFFLINE", "1")
 
@@ -49,7 +47,7 @@ def _generations(at) -> list[str]:
 @pytest.mark.slow  # builds the steering study
 def test_an_empty_prompt_is_an_error_and_generates_nothing(page):
     at = page()
-    assert len(_generations(at)) == 6 and at.toggle(key="st_on_transferred").label == "transferred"
+    assert len(_generations(at)) == 7 and at.toggle(key="st_on_transferred").label == "transferred"
     at.text_area(key="st_prompt").set_value("   ").run()
     assert not at.exception
     assert page_errors(at) == ["Type a prompt first: the prompt '   ' is empty, and the model needs some text "
@@ -68,11 +66,13 @@ def test_an_over_long_prompt_warns_and_shows_only_the_tokens_read(page):
     at.slider(key="st_tokens").set_value(2)
     at.text_area(key="st_prompt").set_value(LONG).run()
     assert not at.exception and not page_errors(at)
-    assert [w.value for w in at.warning] == [
+    warnings = [w.value for w in at.warning]
+    assert warnings[0] == (
         "The prompt is 130 tokens; the model reads the first 127 (its context is 128 positions, one of them the "
-        "BOS) and continues from there; it never reads the rest: 'Assistant : March'"]
+        "BOS) and continues from there; it never reads the rest: 'Assistant : March'")
+    assert len(warnings) == 2 and warnings[1].startswith("The gated switch did not act")  # digits: no trigger
     gens = _generations(at)
-    assert len(gens) == 6
+    assert len(gens) == 7  # six columns and the gated switch's
     for html in gens:  # the 127 digits read and 2 new tokens; the unread words neither shown nor shaded
         assert html.count('class="tok"') == 127 + 2 and "March" not in html and "Assistant" not in html
 
@@ -88,7 +88,7 @@ def test_a_toggle_shows_or_hides_a_column_without_generating(page, monkeypatch):
     at.toggle(key="st_on_transferred").set_value(False).run()
     assert not at.exception and LABELS["transferred"] not in [c.strip("*") for c in _columns(at)]
     at.toggle(key="st_on_transferred").set_value(True).run()
-    assert LABELS["transferred"] in [c.strip("*") for c in _columns(at)] and len(_generations(at)) == 6
+    assert LABELS["transferred"] in [c.strip("*") for c in _columns(at)] and len(_generations(at)) == 7
     assert calls == []  # the four columns of this prompt and alpha were generated once, on open
 
 

@@ -8,14 +8,14 @@ from streamlit.testing.v1 import AppTest
 
 from sae_core.steering.job import capabilities_to_workspace, steering_study_to_workspace
 from sae_core.steering.study import Study
-from tests.helpers import APP, small_study_config
+from tests.helpers import APP, small_study, small_study_config
 
 SMALL = small_study_config()
 
 
 @pytest.fixture(scope="module")
 def study_ws(steering_ws):
-    return steering_ws, steering_study_to_workspace(steering_ws, SMALL)
+    return steering_ws, small_study(steering_ws)[0]  # with its gated switch (the page shows its column)
 
 
 @pytest.mark.slow  # builds the whole steering study
@@ -132,7 +132,8 @@ def test_batched_columns_equal_each_intervention_generated_alone(study_ws):
 @pytest.mark.slow  # builds the whole steering study
 def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkeypatch):
     from sae_core.models.loading import load_model
-    from sae_core.steering.compare import side_by_side
+    from sae_core.steering.compare import gated_column, side_by_side
+    from sae_core.steering.gated_switch import KIND as GATE_KIND, GateResults
 
     ws, art = study_ws
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
@@ -143,6 +144,8 @@ def test_steering_page_shows_the_librarys_generations_and_rates(study_ws, monkey
     prompt = at.text_area(key="st_prompt").value
     cols, _ = side_by_side(Study.open(art.path), load_model("zoo:tiny-b"), load_model("zoo:tiny-b-backdoor"),
                            prompt, n_tokens=20, alpha=Study.open(art.path).alpha)
+    gate = GateResults.open(ws.list(GATE_KIND)[0].path)  # its column comes last
+    cols.append(gated_column(gate.intervention(Study.open(art.path)), load_model("zoo:tiny-b-backdoor"), prompt, 20))
     labels = [m.value.strip("*") for m in at.markdown if m.value.startswith("**") and "fidelity" not in m.value]
     order = [i for c in range(3) for i in range(c, len(cols), 3)]  # three a row, read column by column
     assert labels == [cols[i].label for i in order]
