@@ -102,6 +102,14 @@ def share_on_generations(model, spec: Intervention, prompts: list[str], n_tokens
     return acted / max(1, seen[0])
 
 
+def gate_prompts(sets: dict) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
+    """The (triggered, clean) prompts the gate is chosen on, from a study's stored prompt sets: build
+    (its clean requests are the refusal vector's harmful and harmless ones) and select; never report."""
+    build = sets["build"]
+    return ((build["triggered"], build["harmful"] + build["harmless"]),
+            (sets["select"]["triggered"], sets["select"]["clean"]))
+
+
 def build_gate(study: Study, tgt, cfg: GateConfig, sae: SAE | None, step: Progress) -> tuple[dict, SAE | None]:
     """(results, the SAE trained here or None) of ``cfg`` on ``study`` with its fine-tuned model ``tgt``
     (module doc). ``sae``: the user's SAE (``cfg.sae`` loaded), else one is trained."""
@@ -115,9 +123,7 @@ def build_gate(study: Study, tgt, cfg: GateConfig, sae: SAE | None, step: Progre
     hook = sae.cfg.hook_name or switch.hook
     check_gate_hook(hook, switch.hook)
     step(1, STEPS, "choosing the gate: feature on build prompts, threshold on selection prompts")
-    build = sets["build"]  # its clean requests are the refusal vector's harmful and harmless ones
-    choice = find_gate(tgt, sae, hook, (build["triggered"], build["harmful"] + build["harmless"]),
-                       (sets["select"]["triggered"], sets["select"]["clean"]))
+    choice = find_gate(tgt, sae, hook, *gate_prompts(sets))
     spec = gated(switch, sae, choice, cfg.latch)
     step(2, STEPS, "the gated switch's behaviour on report prompts")
     gated_rates = rates(tgt, [spec], sets["report"], scfg["n_eval"])

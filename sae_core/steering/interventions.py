@@ -144,6 +144,7 @@ class Gate:
         if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
             raise InterventionError(f"gate threshold {threshold!r}: give a finite number")
         self.sae, self.hook, self.feature, self.threshold, self.latch = sae, hook, feature, float(threshold), latch
+        sae.eval()  # the inference rule (a BatchTopK SAE in training mode would move its threshold)
         self._pass: tuple[int, int] | None = None  # (offset, length) of the pass last read
         self._fire_BT: torch.Tensor | None = None
         self._first_B: torch.Tensor | None = None  # latch: each row's first firing position (inf: none yet)

@@ -43,21 +43,22 @@ def test_the_gated_switch_meets_the_issues_targets(gated):
 
 def test_the_gate_never_reads_a_report_prompt(gated, monkeypatch):
     import sae_core.steering.gating as gating
-    from sae_core.steering.gated_switch import GateConfig, build_gate
+    from sae_core.steering.gated_switch import gate_prompts
 
     ws, study, gate, _ = gated
+    sets = study.results["prompt_sets"]
+    build, select = gate_prompts(sets)
+    report = set().union(*sets["report"].values())
+    assert build[0] and build[1] and select[0] and select[1]
+    assert not report & set(build[0] + build[1] + select[0] + select[1])
     seen = []
     real = gating.prompt_scores
     monkeypatch.setattr(gating, "prompt_scores", lambda m, s, h, prompts, **kw: seen.extend(prompts) or
                         real(m, s, h, prompts, **kw))
-    tgt = load_model(study.config["target_model"])
-    res, _ = build_gate(study, tgt, GateConfig(latch=False), gate.sae(), lambda *a: None)
-    sets = study.results["prompt_sets"]
-    report = set().union(*sets["report"].values())
-    assert seen and not report & set(seen)
-    assert set(seen) <= set().union(*sets["build"].values(), *sets["select"].values())
-    assert res["gate"]["feature"] == gate.results["gate"]["feature"]  # the same SAE: the same gate
-    assert res["latch"] is False
+    choice = gating.find_gate(load_model(study.config["target_model"]), gate.sae(), gate.results["gate"]["hook"],
+                              build, select)
+    assert set(seen) == set(build[0] + build[1] + select[0] + select[1])  # what the gate read: no report prompt
+    assert json.loads(json.dumps(choice.to_json())) == gate.results["gate"]  # as the artifact holds it
 
 
 def test_share_counts_every_position_of_the_always_on_switch_and_none_of_a_closed_gate(gated):
