@@ -104,6 +104,12 @@ def lens(path: str, created: float, task: str, mode: str) -> list[dict]:
         return [r.to_json() for r in logit_lens(model, _task(model, cfg, task), mode)]
 
 
+def study_label(art) -> str:
+    """A circuits study as the Circuits page's selector names it (links from other pages select it by this)."""
+    return (f"{art.model}: {', '.join(art.meta['tasks'])} ({art.meta.get('mode', 'default')} mode, "
+            f"{art.meta['method']} edges, {art.name})")
+
+
 def saes_for(root: str, model_name: str, node: str):
     """The workspace's SAEs of ``model_name`` at a hook ``node`` writes to (``features.hooks_for``)."""
     from sae_core.circuits.features import hooks_for

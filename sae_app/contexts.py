@@ -82,3 +82,21 @@ def steered_html(tokens: list[str], acts: list[float], edited: list[bool], n_pro
     pre = "" if spaced else " white-space: pre-wrap;"
     return (f'<div class="gen" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">'
             f'{(" " if spaced else "").join(spans)}</div>')
+
+
+NEGATIVE = (31, 119, 180)  # blue: a token that lowers what is measured
+
+
+def signed_html(tokens: list[str], values: list[float], scale: float, spaced: bool = True) -> str:
+    """Tokens shaded by a signed value: orange where it is positive, blue where negative (hover: the value)."""
+    spans = []
+    for t, v in zip(tokens, values):
+        rgb = ACCENT if v >= 0 else NEGATIVE
+        alpha = 0.0 if scale <= 0 else min(1.0, abs(v) / scale)
+        shown = html.escape(t) if t.strip() else ("&nbsp;" if t else "")
+        spans.append(f'<span class="tok" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.3f}); '
+                     f'padding: {"1px 2px" if t else "0"}; border-radius: 3px;" '
+                     f'title="{html.escape(f"{t!r}: {v:+.4g}")}">{shown}</span>')
+    pre = "" if spaced else " white-space: pre-wrap;"
+    return (f'<div class="ctx" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">'
+            f'{(" " if spaced else "").join(spans)}</div>')

@@ -59,3 +59,35 @@ def feature_map(overview: pd.DataFrame, selected: int | None = None, live_only: 
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None)
     return fig
+
+
+def drivers_graph(components: list[tuple[str, float]], feature: int, hook_layer: int) -> go.Figure:
+    """What drives a feature as a small graph: each component at (layer, head; MLPs above the heads),
+    an arrow into the feature's node, width by |attribution|, orange where it raises the feature and
+    blue where it lowers it. ``components``: (node, attribution), the ones to draw."""
+    fig = go.Figure()
+    biggest = max((abs(a) for _, a in components), default=1.0) or 1.0
+    fx, fy = hook_layer + 1, -1.0
+
+    def place(node: str) -> tuple[float, float]:
+        layer = int(node[1:].split(".")[0])
+        return (layer, float(node.split(".h")[1])) if node.startswith("a") else (layer + 0.35, -1.0)
+    for node, a in components:
+        x, y = place(node)
+        fig.add_trace(go.Scatter(x=[x, fx], y=[y, fy], mode="lines", hoverinfo="skip", showlegend=False,
+                                 line=dict(width=1 + 7 * abs(a) / biggest,
+                                           color="rgba(255,122,0,0.55)" if a > 0 else "rgba(31,119,180,0.55)")))
+    xs, ys = zip(*(place(n) for n, _ in components)) if components else ((), ())
+    fig.add_trace(go.Scatter(
+        x=list(xs), y=list(ys), mode="markers+text", text=[n for n, _ in components], textposition="top center",
+        customdata=[[n, a] for n, a in components], name="components",
+        marker=dict(size=[10 + 16 * abs(a) / biggest for _, a in components],
+                    color=["rgb(255,122,0)" if a > 0 else "rgb(31,119,180)" for _, a in components]),
+        hovertemplate="%{customdata[0]}: attribution %{customdata[1]:+.3g}<extra></extra>", showlegend=False))
+    fig.add_trace(go.Scatter(x=[fx], y=[fy], mode="markers+text", text=[f"feature {feature}"], textposition="middle right",
+                             marker=dict(size=18, symbol="diamond", color="black"), hoverinfo="skip", showlegend=False))
+    fig.update_layout(title=f"What drives feature {feature}: heads and MLPs by attribution", height=320,
+                      margin=dict(t=40, b=40, l=50, r=90))
+    fig.update_xaxes(title="layer", dtick=1, range=[-0.5, fx + 0.8])
+    fig.update_yaxes(title="head (MLPs below)", dtick=1, zeroline=False)
+    return fig

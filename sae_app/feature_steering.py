@@ -77,14 +77,8 @@ def columns(sae_path: str, fingerprint: str, model_name: str, hook: str, prompt:
 
 
 def default_prompt(view, spaced: bool, specials: set[str]) -> str:
-    """The feature's top context up to its peak, from the start of the document it peaks in (the
-    tokens after the last special token, such as an end-of-text, before the peak); "" when it never fired."""
-    if not view.top:
-        return ""
-    ex = view.top[0]
-    upto = ex.tokens[:ex.peak + 1]
-    start = max((i + 1 for i, t in enumerate(upto) if t.strip() in specials), default=0)
-    return (" " if spaced else "").join(upto[start:]).strip()
+    """The feature's top context up to its peak (``Example.prompt``); "" when it never fired."""
+    return view.top[0].prompt(spaced, specials) if view.top else ""
 
 
 def steer_panel(view, index, sae_path: str, fingerprint: str, sel) -> None:

@@ -19,8 +19,7 @@ if not studies:
                      "about a minute, or `sae-core circuit discover` / `sae-core demo`.",
                      "Find the circuits on zoo:tiny-b", key="circ_build", title="Finding circuits…",
                      build=cc.build_demo, root=sel.workspace_root, select_key="circ_new_done", kind=cc.KIND)
-by_label = {f"{a.model}: {', '.join(a.meta['tasks'])} ({a.meta.get('mode', 'default')} mode, {a.meta['method']} edges, "
-            f"{a.name})": a for a in studies}
+by_label = {cc.study_label(a): a for a in studies}
 new = st.session_state.pop("circ_new_done", None)  # a study just built: show it
 if label := next((label for label, a in by_label.items() if a.name == new), None):
     st.session_state["circ"] = label

@@ -1,7 +1,8 @@
 """Features: browse an SAE's features (top contexts, histograms, logit effects, neighbours, map)."""
 import streamlit as st
 
-from sae_app import demo_build, feature_cache, feature_panels as fp, feature_steering, listing, session, sidebar
+from sae_app import (demo_build, feature_cache, feature_drivers, feature_panels as fp, feature_steering, listing, session,
+                     sidebar)
 from sae_core.errors import SAECoreError
 from sae_core.features.export import feature_json
 from sae_core.sae.config import sae_label
@@ -81,5 +82,6 @@ else:
     st.subheader(f"Feature {view.index}")
     fp.feature_panel(index, view, sae_path, sel, live)
     feature_steering.steer_panel(view, index, sae_path, fingerprint, sel)
+    feature_drivers.drivers_panel(view, index, sae_path, fingerprint, sel)
     st.download_button("Download this feature as JSON (Neuronpedia-like)", feature_json(view, index),
                        file_name=f"feature_{view.index}.json", mime="application/json", key="fb_json")

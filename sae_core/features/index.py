@@ -111,6 +111,14 @@ class Example:
     sequence: int
     position: int        # position of the peak token within its sequence
 
+    def prompt(self, spaced: bool, specials: set[str]) -> str:
+        """The context as text up to its peak, from the start of the document it peaks in (the tokens
+        after the last special token, such as an end-of-text, before the peak): a prompt whose last
+        token is the peak (steering starts from it; what drives the feature is read at it)."""
+        upto = self.tokens[:self.peak + 1]
+        start = max((i + 1 for i, t in enumerate(upto) if t.strip() in specials), default=0)
+        return (" " if spaced else "").join(upto[start:]).strip()
+
 
 @dataclass(frozen=True)
 class FeatureView:

@@ -71,3 +71,29 @@ def test_steer_panel_shows_the_librarys_columns(indexed, workspace, tiny_a):
         "plain": (), **{f"#{feature} = {v:g} + #3 = {v:g}": (FeatureEdit(feature, "clamp", v), FeatureEdit(3, "clamp", v))
                         for v in (0.0, 5.0)}}, watch=feature, positions=Positions("all"), n_tokens=20)
     assert [_text(b) for b in _gens(at)] == [" ".join(c.tokens) for c in ref]
+
+
+def test_what_drives_the_feature_shows_the_librarys_components(indexed, workspace, tiny_a):
+    from sae_core.circuits.drivers import feature_drivers
+    from sae_app.feature_drivers import N_PROMPTS, N_SHOWN
+
+    _, sae_art = indexed
+    [art] = workspace.list("feature_index")
+    index = FeatureIndex.open(art.path)
+    feature = int(index.column("count").argmax())
+    view = index.feature(feature)
+    at = features_page(app_test().run())
+    at.number_input(key="fb_feature").set_value(feature).run()
+    assert not at.get("plotly_chart") or all("What drives" not in c.proto.spec for c in at.get("plotly_chart"))
+    at.toggle(key="fb_drivers").set_value(True).run()
+    assert not at.exception and not page_errors(at), page_errors(at)
+    specials = set(tiny_a.tokenizer.all_special_tokens)
+    prompts = [p for ex in view.top[:N_PROMPTS] if (p := ex.prompt(True, specials))]
+    d = feature_drivers(tiny_a, load_sae(sae_art.path), HOOK, feature, prompts)
+    df = next(x.value for x in at.dataframe if "exact ablation" in x.value.columns)
+    assert list(df["component"]) == [c.node for c in d.components[:N_SHOWN]]
+    assert df["attribution"].tolist() == [c.attribution for c in d.components[:N_SHOWN]]
+    assert any(f"Spearman rho {d.spearman:.2f}" in c.value for c in at.caption)
+    assert any(f"What drives feature {feature}" in c.proto.spec for c in at.get("plotly_chart"))
+    assert any("No circuits study of zoo:tiny-a in this workspace" in c.value for c in at.caption)
+    assert len([h for h in at.get("html") if 'class="ctx"' in h.proto.body and "+" in h.proto.body]) >= 1
