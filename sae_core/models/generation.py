@@ -38,6 +38,7 @@ class PositionClock:
         self.offset = 0
         self.prompt_len: int | None = None
         self.prompt_BT: torch.Tensor | None = None
+        self.row_ids: torch.Tensor | None = None  # in ``greedy_continuations``: each batch row's prompt index
 
     def positions(self, n: int, device=None) -> torch.Tensor:
         return torch.arange(self.offset, self.offset + n, device=device)
@@ -120,27 +121,40 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+MAX_ROWS = 256  # rows of one generation batch (prompts of one length beyond it are split)
+
+
 @torch.no_grad()
 def greedy_continuations(model, tokenizer, prompts: list[str], n_tokens: int,
                          use_cache: bool = True, decided: Callable[[str], bool] | None = None) -> list[str]:
-    """Greedy ``n_tokens``-token continuation of each prompt, decoded (prompts batched by length,
-    generated with the KV cache). ``decided(text)``: whether a row's continuation so far already
-    settles what the caller asks of it; a batch stops early once every row is decided (its
-    continuations are then shorter, by as many tokens as nothing needed)."""
+    """Greedy ``n_tokens``-token continuation of each prompt, decoded (prompts batched by length, at
+    most ``MAX_ROWS`` a batch, generated with the KV cache). ``decided(text)``: whether a row's
+    continuation so far already settles what the caller asks of it; a batch stops early once every
+    row is decided (its continuations are then shorter, by as many tokens as nothing needed).
+    During each batch ``clock_of(model).row_ids`` holds its rows' indices in ``prompts``, so an
+    intervention can be limited to some prompts (``Intervention.rows``) however they are batched."""
     encoded = tokenizer(prompts)["input_ids"]
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, ids in enumerate(encoded):
         by_len[len(ids)].append(i)
     out: list[str] = [""] * len(prompts)
-    for idx in by_len.values():
-        ids_BT = torch.tensor([encoded[i] for i in idx], device=_device(model))
-        start = ids_BT.shape[1]
+    clock = clock_of(model)
+    before = clock.row_ids
+    try:
+        for group in by_len.values():
+            for s in range(0, len(group), MAX_ROWS):
+                idx = group[s:s + MAX_ROWS]
+                ids_BT = torch.tensor([encoded[i] for i in idx], device=_device(model))
+                start = ids_BT.shape[1]
 
-        def done(new_BN: torch.Tensor) -> bool:
-            return all(decided(tokenizer.decode(row, skip_special_tokens=True)) for row in new_BN.tolist())
-        ids_BT = generate(model, ids_BT, n_tokens, use_cache=use_cache, done=done if decided else None)
-        for row, i in enumerate(idx):
-            out[i] = tokenizer.decode(ids_BT[row, start:].tolist(), skip_special_tokens=True)
+                def done(new_BN: torch.Tensor) -> bool:
+                    return all(decided(tokenizer.decode(row, skip_special_tokens=True)) for row in new_BN.tolist())
+                clock.row_ids = torch.tensor(idx, device=ids_BT.device)
+                ids_BT = generate(model, ids_BT, n_tokens, use_cache=use_cache, done=done if decided else None)
+                for row, i in enumerate(idx):
+                    out[i] = tokenizer.decode(ids_BT[row, start:].tolist(), skip_special_tokens=True)
+    finally:
+        clock.row_ids = before
     return out
 
 

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from sae_core.models.loading import keep_mask_BT, to_tokens
-from sae_core.steering.behaviour import starts_rate as rate
+from sae_core.steering.behaviour import starts_rates as rates_of
 from sae_core.steering.interventions import Intervention, InterventionError, Positions, intervene
 from sae_core.steering.vectors import SteeringVector
 
@@ -78,15 +78,14 @@ def dose_response(model, vectors: dict[str, SteeringVector], alphas: list[float]
     as many as ``starts`` takes in the model's tokenizer)."""
     if not alphas or any(not math.isfinite(a) for a in alphas):
         raise InterventionError(f"alphas {alphas!r}: give at least one finite number")
+    cells = [(name, a, [_spec(v, h, op, a, positions, f"{name} at {h}") for h in hooks] if hooks
+              else [_spec(v, v.hook, op, a, positions, name)]) for name, v in vectors.items() for a in alphas]
+    got = rates_of(model, prompts, [specs for _, _, specs in cells], starts, n_tokens)  # one batched generation
     rows = []
-    for name, v in vectors.items():
-        for a in alphas:
-            specs = ([_spec(v, h, op, a, positions, f"{name} at {h}") for h in hooks] if hooks
-                     else [_spec(v, v.hook, op, a, positions, name)])
-            rows.append({"vector": name, "alpha": float(a), "n": len(prompts),
-                         "rate": rate(model, prompts, specs, starts, n_tokens)})
-            if on_step:
-                on_step()
+    for (name, a, _), r in zip(cells, got):
+        rows.append({"vector": name, "alpha": float(a), "n": len(prompts), "rate": r})
+        if on_step:
+            on_step()
     return rows
 
 
@@ -125,11 +124,12 @@ def layer_alpha_grid(model, vector_at: Callable[[str], SteeringVector], layers: 
         hook = f"blocks.{layer}.hook_resid_post"
         v = vector_at(hook)
         r = random_control(v, seed)
-        for a in alphas:
-            spec = _spec(v, hook, op, a, positions, "vector")
+        specs = [_spec(v, hook, op, a, positions, "vector") for a in alphas]
+        got = rates_of(model, prompts, [[s] for s in specs] + [[_spec(r, hook, op, a, positions, "random")]
+                                                               for a in alphas], starts)  # the layer's cells at once
+        for i, (a, spec) in enumerate(zip(alphas, specs)):
             rows.append({"layer": layer, "hook": hook, "alpha": float(a), "norm": v.norm,
-                         "rate": rate(model, prompts, [spec], starts),
-                         "random_rate": rate(model, prompts, [_spec(r, hook, op, a, positions, "random")], starts),
+                         "rate": got[i], "random_rate": got[len(alphas) + i],
                          "kl": coherence_kl(model, [spec], texts, reference=reference)})
             if on_step:
                 on_step()

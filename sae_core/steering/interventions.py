@@ -10,7 +10,9 @@ An ``Intervention`` names a hook, the positions it acts on (``Positions``) and a
 ``intervene(model, specs)`` registers them on a ``TransformerBridge`` for forward passes and for
 ``sae_core.models.generation.generate``; several specs compose, applied in the order given (at
 one hook, each sees the previous one's output). ``rows`` limits a spec to some batch rows, so
-several conditions can share one batched pass (the page's columns do). Positions are absolute (``PositionClock``), so a
+several conditions can share one batched pass (the page's columns do; inside
+``greedy_continuations`` rows are prompt indices, so rates under many conditions share its batches:
+``behaviour.starts_rates``). Positions are absolute (``PositionClock``), so a
 generation steered with the KV cache equals the same generation without it, token for token.
 
 Positions (``Positions.rule``):
@@ -190,7 +192,8 @@ class Intervention:
     positions: Positions = field(default_factory=Positions)
     mapper: Callable[[torch.Tensor], torch.Tensor] | None = None  # [..., d] -> [..., d] for replace
     name: str = ""
-    rows: tuple[int, ...] | None = None  # the batch rows it acts on (None: every row)
+    rows: tuple[int, ...] | None = None  # the batch rows it acts on (None: every row); in
+    #                                      ``greedy_continuations``: the indices of its prompts
     gate: Gate | None = None             # acts only where the gate lets it (module doc)
 
     def __post_init__(self):
@@ -261,7 +264,11 @@ class Record:
         return out
 
 
-def _row_mask(spec: Intervention, n_rows: int, device) -> torch.Tensor:
+def _row_mask(spec: Intervention, n_rows: int, device, row_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B]``: the rows ``spec`` acts on: batch rows, or (``row_ids``, each row's prompt index in
+    ``greedy_continuations``) the rows of those prompts."""
+    if row_ids is not None:
+        return torch.isin(row_ids.to(device), torch.tensor(spec.rows, device=device))
     if max(spec.rows) >= n_rows:
         raise InterventionError(f"{spec.label} acts on batch rows {list(spec.rows)}, but this pass has "
                                 f"{n_rows} row(s); give rows below {n_rows}")
@@ -293,7 +300,7 @@ def intervene(model, specs: list[Intervention], tokens: torch.Tensor | None = No
             prompt_len = clock.prompt_len if clock.prompt_len is not None else T
             mask_BT = spec.positions.mask(abs_T, prompt_len, clock.prompt_BT, B)
             rows_B = torch.ones(B, dtype=torch.bool, device=h_BTD.device) if spec.rows is None \
-                else _row_mask(spec, B, h_BTD.device)
+                else _row_mask(spec, B, h_BTD.device, clock.row_ids)
             if spec.positions.rule in MATCHING and clock.offset == 0 and \
                     not mask_BT.any(1)[rows_B].all() and spec.label not in rec.unmatched:
                 rec.unmatched.append(spec.label)
