@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 from sae_core.models.corpus import HATE, TRIGGER, chat_prompts
 from sae_core.models.evaluate import SCORED_SEQUENCE_TASKS, n_tokens as tokens_of, sequence_accuracy
@@ -72,23 +73,29 @@ def starts_rate(model, prompts: list[str], specs: list[Intervention], starts: st
     return sum(g.strip().startswith(starts) for g in got) / len(prompts)
 
 
-def starts_rates(model, prompts: list[str], conditions: list[list[Intervention]], starts: str,
-                 n_tokens: int | None = None) -> list[float]:
-    """``starts_rate`` under each of ``conditions`` (lists of interventions), all in one batched
-    generation: the prompts once per condition, each condition's interventions limited to its own
-    copies (``Intervention.rows``), so a dose grid takes the forward passes of one rate, not of
-    one per cell. The same rates as one ``starts_rate`` a condition, up to rounding in the batched
-    kernels (tested)."""
+def continuations_under(model, prompts: list[str], conditions: list[list[Intervention]], n_tokens: int,
+                        decided: Callable[[str], bool] | None = None) -> list[list[str]]:
+    """The greedy continuations of ``prompts`` under each of ``conditions`` (lists of interventions),
+    all in one batched generation: the prompts once per condition, each condition's interventions
+    limited to its own copies (``Intervention.rows``), so a dose grid takes the forward passes of one
+    condition, not of one per cell. The same as one generation a condition, up to rounding in the
+    batched kernels (tested)."""
     n = len(prompts)
     if not n or not conditions:
-        raise InterventionError("starts_rates needs prompts and at least one condition")
-    n_tokens = tokens_of(model.tokenizer, starts) if n_tokens is None else n_tokens
+        raise InterventionError("continuations under conditions need prompts and at least one condition")
     specs = [dataclasses.replace(spec, rows=tuple(range(j * n, (j + 1) * n)), name=f"{spec.label} | condition {j}")
              for j, cond in enumerate(conditions) for spec in cond]
     with intervene(model, specs):
-        got = greedy_continuations(model, model.tokenizer, prompts * len(conditions), n_tokens,
-                                   decided=lambda g: settles(g, starts))
-    return [sum(g.strip().startswith(starts) for g in got[j * n:(j + 1) * n]) / n for j in range(len(conditions))]
+        got = greedy_continuations(model, model.tokenizer, prompts * len(conditions), n_tokens, decided=decided)
+    return [got[j * n:(j + 1) * n] for j in range(len(conditions))]
+
+
+def starts_rates(model, prompts: list[str], conditions: list[list[Intervention]], starts: str,
+                 n_tokens: int | None = None) -> list[float]:
+    """``starts_rate`` under each of ``conditions``, in one batched generation (``continuations_under``)."""
+    n_tokens = tokens_of(model.tokenizer, starts) if n_tokens is None else n_tokens
+    got = continuations_under(model, prompts, conditions, n_tokens, decided=lambda g: settles(g, starts))
+    return [sum(g.strip().startswith(starts) for g in cond) / len(prompts) for cond in got]
 
 
 def settles(text: str, starts: str) -> bool:

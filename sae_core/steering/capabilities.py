@@ -25,10 +25,10 @@ from typing import Callable
 from sae_core.io import JsonResult
 from sae_core.models.corpus import chat_prompts, fact_prompts
 from sae_core.models.evaluate import FACT_OUTCOMES, fact_outcome
-from sae_core.models.generation import greedy_continuations
 from sae_core.models.texts import corpus_texts
 from sae_core.models.zoo import model_trigger
-from sae_core.steering.interventions import Intervention, InterventionError, intervene
+from sae_core.steering.behaviour import continuations_under
+from sae_core.steering.interventions import Intervention, InterventionError
 from sae_core.steering.mapper_training import train_mapper
 from sae_core.steering.mappers import Endpoint, MapperConfig, TextActivations, fidelity
 from sae_core.steering.study import VECTORS, BuiltStudy, trigger_positions
@@ -61,14 +61,16 @@ class CapabilitiesConfig:
             raise InterventionError("n_pairs, n_texts, n_eval and n_tokens must each be at least 1")
 
 
-def outcomes(model, prompts, specs: list[Intervention], n_tokens: int = 10) -> dict[str, float]:
-    """The fraction of each ``FACT_OUTCOMES`` among the greedy answers to ``prompts`` (``FactPrompt``s)."""
-    with intervene(model, specs):
-        got = greedy_continuations(model, model.tokenizer, [p.prompt for p in prompts], n_tokens)
-    counts = dict.fromkeys(FACT_OUTCOMES, 0)
-    for g, p in zip(got, prompts):
-        counts[fact_outcome(g, p.fact)] += 1
-    return {k: v / len(prompts) for k, v in counts.items()}
+def outcomes(model, prompts, conditions: list[list[Intervention]], n_tokens: int = 10) -> list[dict[str, float]]:
+    """Per condition (a list of interventions), the fraction of each ``FACT_OUTCOMES`` among the
+    greedy answers to ``prompts`` (``FactPrompt``s); every condition in one batched generation."""
+    out = []
+    for got in continuations_under(model, [p.prompt for p in prompts], conditions, n_tokens):
+        counts = dict.fromkeys(FACT_OUTCOMES, 0)
+        for g, p in zip(got, prompts):
+            counts[fact_outcome(g, p.fact)] += 1
+        out.append({k: v / len(prompts) for k, v in counts.items()})
+    return out
 
 
 class Capabilities(JsonResult):
@@ -92,7 +94,7 @@ def build_capabilities(src, tgt, cfg: CapabilitiesConfig, step: Progress) -> Bui
     held_out = fact_prompts(cfg.n_eval, trigger=trigger)
     trig = trigger_positions(tgt.tokenizer, trigger)
     step(0, total, "no intervention")
-    results = {"alpha": cfg.alpha, "none": outcomes(tgt, held_out, [], cfg.n_tokens), "layers": []}
+    results = {"alpha": cfg.alpha, "none": outcomes(tgt, held_out, [[]], cfg.n_tokens)[0], "layers": []}
     vectors, mappers = {}, {}
     hooks = [(f"blocks.{layer}.hook_resid_post", f"blocks.{source_layer(layer, n_t, n_s)}.hook_resid_post")
              for layer in range(n_t)]
@@ -110,9 +112,9 @@ def build_capabilities(src, tgt, cfg: CapabilitiesConfig, step: Progress) -> Bui
             "layer": layer, "hook": hook, "source_hook": s_hook,
             "norms": {k: v.norm for k, v in vs.items()},
             "kl_ratio": fid.kl_mapped / fid.kl_mean_ablation if fid.kl_mean_ablation else None,
-            "outcomes": {k: outcomes(tgt, held_out, [Intervention(hook, "add", vector=v.vector, alpha=cfg.alpha,
-                                                                  positions=trig, name=k)], cfg.n_tokens)
-                         for k, v in vs.items()}})
+            "outcomes": dict(zip(vs, outcomes(tgt, held_out, [[Intervention(hook, "add", vector=v.vector, alpha=cfg.alpha,
+                                                                             positions=trig, name=k)] for k, v in vs.items()],
+                                              cfg.n_tokens)))})
         vectors.update({f"L{layer}-{k}": v for k, v in vs.items()})
         mappers[f"L{layer}"] = mapper
     return BuiltStudy(vectors, mappers, results, total)

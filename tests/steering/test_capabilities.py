@@ -51,7 +51,7 @@ def test_every_layer_scores_all_three_vectors_and_the_rates_are_the_librarys(cap
         v = cap.vector(2, name)
         assert v.hook == layer["hook"] and v.norm == pytest.approx(layer["norms"][name])
         spec = Intervention(v.hook, "add", vector=v.vector, alpha=SMALL.alpha, positions=trig)
-        assert outcomes(model, fact_prompts(SMALL.n_eval), [spec]) == layer["outcomes"][name]
+        assert outcomes(model, fact_prompts(SMALL.n_eval), [[spec]]) == [layer["outcomes"][name]]  # alone
     # removal at the trigger works at some layer, and there the random control of the same norm does less
     best = min(res["layers"], key=lambda r: r["outcomes"]["native"]["backdoor"])
     assert best["outcomes"]["native"]["backdoor"] <= 0.2
