@@ -138,3 +138,16 @@ def build_groups(root: str, on_progress=None, *, config: dict, stored: dict, gro
     return results.build(root, lambda ws: universality_to_workspace(ws, cfg, load=session.load_model,
                                                                     on_progress=on_progress))
 
+
+
+@st.cache_data(max_entries=32, show_spinner="Steering both models through the pair, and random pairs…")
+def pair_effect(root: str, path: str, created: float, i: int, fraction: float, runs: int = 30) -> dict:
+    """Pair ``i`` steered in both models against random pairs (``universality.pair_steering``), as JSON."""
+    from sae_core.universality.pair_steering import steer_result_pair
+
+    u = open_result(path, created)
+    names = (u.config["model_a"], u.config["model_b"])
+    with session.using(*names) as models:
+        loaded = dict(zip(names, models))
+        return steer_result_pair(listing.open_workspace(root), u, i, fraction=fraction, runs=runs,
+                                 load=loaded.__getitem__).to_json()

@@ -138,3 +138,13 @@ def subspaces(results: dict, measure: str = "svcca") -> go.Figure:
     against = "random matched pairs" if p_of == "matched_subsets" else "the shuffled pairing"
     return _layout(fig, f"{MEASURE_NAMES.get(measure, measure)} within semantic subspaces (p: against {against})",
                    "keyword group (pairs)", MEASURE_NAMES.get(measure, measure))
+
+
+def pair_effect_null(effect: dict) -> go.Figure:
+    """A matched pair's effect similarity (a line) against random pairs steered alike (a histogram)."""
+    fig = go.Figure(go.Histogram(x=effect["null"], nbinsx=20, name="random pairs", marker_color=SHUFFLED))
+    fig.add_vline(x=effect["similarity"], line=dict(color=PAIRED, width=3),
+                  annotation_text=f"this pair {effect['similarity']:.3f} (p={effect['p']:.3g})",
+                  annotation_position="top left")
+    return _layout(fig, f"Steering both models: this pair against {len(effect['null'])} random pairs",
+                   "effect similarity (cosine of next-token log-prob changes)", "random pairs", height=300)

@@ -8,7 +8,7 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from sae_app import contexts, feature_panels as fp, jobs, universality_cache as uc
+from sae_app import contexts, feature_panels as fp, jobs, universality_cache as uc, universality_charts as charts
 from sae_core.errors import SAECoreError
 from sae_core.universality.keyword_groups import check_groups
 from sae_core.universality.method import method_rows
@@ -97,3 +97,32 @@ def pair_in_context(root: str, art, r: dict, cfg: dict) -> None:
         if col.button(f"Open feature {pair[side]} in the feature browser", key=f"uni_open_{side}",
                       on_click=fp.open_later, args=(model, hook, r["saes"][side], pair[side])):
             st.switch_page("views/features.py")
+
+
+def pair_steering(root: str, art, r: dict, cfg: dict) -> None:
+    """Both models steered through the chosen pair at matched strength, against random pairs."""
+    if not st.toggle("Steer both models with this pair", key="uni_steer",
+                     help="each model's feature added at the same multiple of its typical activation"):
+        return
+    pick = st.session_state.get("uni_pair", uc.pair_options(str(art.path), art.created)[0])
+    fraction = st.slider("Strength (x each feature's typical activation)", 0.5, 8.0, 2.0, 0.5, key="uni_steer_frac")
+    try:
+        e = uc.pair_effect(root, str(art.path), art.created, pick, fraction)
+    except SAECoreError as err:
+        st.error(str(err))
+        return
+    m = st.columns(3)
+    m[0].metric("effect similarity", f"{e['similarity']:.3f}", help="cosine of the two models' changes of next-token "
+                "log-probabilities, every position of the shared prompts")
+    null = e["null"]
+    m[1].metric("random pairs", f"{sum(null) / len(null):.3f}", f"z {e['z']:.1f} against {len(null)} pairs",
+                delta_color="off")
+    m[2].metric("p-value", f"{e['p']:.3g}")
+    st.plotly_chart(charts.pair_effect_null(e), key="uni_steer_null")
+    sides = st.columns(2)
+    for col, side, model in zip(sides, "ab", (cfg["model_a"], cfg["model_b"])):
+        col.markdown(f"**{model}**: feature {e[side]} added at {e[f'strength_{side}']:.3g} x its decoder row; "
+                     "raised most: " + ", ".join(f"`{t.strip() or repr(t)}` {v:+.2f}" for t, v in e[f"raised_{side}"]))
+    st.caption(f"Shared prompts: {e['n_positions']:,} positions of held-out zoo documents, the same tokens for both "
+               "models. Random pairs: one model's matched feature with another pair's partner, steered alike; "
+               "p = (1 + random pairs at least as alike) / (1 + runs).")

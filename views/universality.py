@@ -66,6 +66,7 @@ st.subheader(f"Matched pairs ({r['n_pairs']})")
 st.dataframe(uc.pairs_table(str(art.path), art.created), hide_index=True, width="stretch", height=320,
              column_config={"correlation": st.column_config.NumberColumn(format="%.3f")})
 panels.pair_in_context(sel.workspace_root, art, r, cfg)
+panels.pair_steering(sel.workspace_root, art, r, cfg)
 d1, d2 = st.columns(2)
 d1.download_button("Download all results (JSON)", dumps_json({"config": cfg, "results": r}),
                    file_name=f"{art.name}.json", mime="application/json", key="uni_json")

@@ -18,7 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SUMMARY = ("sae-studio from the shell: the bundled model zoo, a model's hooks, generate text; harvest "
            "activations, train SAEs, sweep Sampled-SAE's l; evaluate SAEs downstream (probing, absorption, the lottery); index features, print one feature; steer models "
-           "(vectors, their transfer, safety switches); universality of two models' features; circuit "
+           "(vectors, their transfer, safety switches, SAE features); universality of two models' features, steer-pair "
+           "(both steered through a matched pair); circuit "
            "discovery; the app's demo and its workspace.")
 # Plain click help, not Rich's: under Rich, typer shows a "<bool>" type after every flag (--help
 # included) and reads "[...]" in a help text as markup, so "[default: ...]" vanished from it.

@@ -1,4 +1,5 @@
-"""``sae-core universality``: feature universality of two models (one hook pair, or every layer pair)."""
+"""``sae-core universality``: feature universality of two models (one hook pair, or every layer pair);
+``sae-core steer-pair``: both models steered through one matched pair, against random pairs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +12,7 @@ from sae_core.io import dumps_json
 from sae_core.universality.analysis import AnalysisConfig
 from sae_core.universality.job import UniversalityConfig
 from sae_core.universality.matching import MatchConfig
+from sae_core.universality.pair_steering import steer_result_pair
 
 commands = typer.Typer()
 # the options that name one step of the comparison: given with --paper, they replace the authors' choice
@@ -209,3 +211,50 @@ def _universality_grid(cfg, as_json: bool, workspace) -> None:
             typer.secho(f"note: {c['hook_a']} x {c['hook_b']}: {c['error']}", fg=typer.colors.YELLOW)
 
 
+
+
+@commands.command("steer-pair")
+@friendly
+def steer_pair_command(result: Optional[str] = typer.Option(None, "--result", help="A universality result "
+                                                            "(default: the newest)."),
+                       pair: Optional[int] = typer.Option(None, "--pair", help="The pair's index in the result "
+                                                          "(default: the strongest correlation)."),
+                       fraction: float = config_option(steer_result_pair, "fraction", "--fraction",
+                                                       help="Each side's feature added at this multiple of its "
+                                                       "typical activation (its mean where it fires)."),
+                       runs: int = config_option(steer_result_pair, "runs", "--runs",
+                                                 help="Random pairs in the null."),
+                       as_json: bool = typer.Option(False, "--json", help="Print the effect as JSON."),
+                       workspace: Optional[Path] = WorkspaceOpt):
+    """Steer both models through a matched pair of features at matched strength: how alike the two
+    next-token effects are, against random pairs."""
+    from sae_core.errors import ArtifactError
+    from sae_core.universality.job import Universality
+    from sae_core.workspace import Workspace
+
+    ws = Workspace(workspace)
+    arts = ws.list("universality")
+    art = next((a for a in arts if a.name == result), None) if result else (arts[0] if arts else None)
+    if art is None:
+        raise ArtifactError(f"no universality result {result or ''} in {ws.root}; build one with "
+                            "`sae-core universality`")
+    u = Universality.open(art.path)
+    pairs = u.results["pairs"]
+    i = max(range(len(pairs)), key=lambda j: pairs[j]["corr"]) if pair is None and pairs else pair
+    e = steer_result_pair(ws, u, -1 if i is None else i, fraction=fraction, runs=runs)
+    if as_json:
+        typer.echo(dumps_json(e.to_json()))
+        return
+    cfg = u.config
+    typer.echo(f"pair {e.pair}: {cfg['model_a']} feature {e.a} <-> {cfg['model_b']} feature {e.b} "
+               f"(correlation {pairs[e.pair]['corr']:.3f}); each added at {e.fraction:g}x its typical activation "
+               f"({e.strength_a:.3g} and {e.strength_b:.3g}), on {e.n_positions:,} positions of shared prompts")
+    typer.echo(f"effect similarity (cosine of the next-token log-prob changes): {e.similarity:.3f}; random pairs "
+               f"{sum(e.null) / len(e.null):.3f} +- {_sd(e.null):.3f} ({len(e.null)} runs), z {e.z:.1f}, p {e.p:.3f}")
+    for side, model, raised in (("A", cfg["model_a"], e.raised_a), ("B", cfg["model_b"], e.raised_b)):
+        typer.echo(f"raised most in {side} ({model}): " + ", ".join(f"{t!r} {v:+.2f}" for t, v in raised))
+
+
+def _sd(x: list[float]) -> float:
+    m = sum(x) / len(x)
+    return (sum((v - m) ** 2 for v in x) / max(1, len(x) - 1)) ** 0.5

@@ -64,6 +64,8 @@ NOT_CONFIG = {
     ("steer generate", "--positions"): (None, "None: trigger for vectors, all for features (steer_generate)"),
     ("steer generate", "--sae"): (None, "an input: the SAE --feature numbers belong to"),
     ("steer generate", "--feature"): (None, "inputs: features to steer with, none by default"),
+    ("steer-pair", "--result"): (None, "which universality result to read; None: the newest"),
+    ("steer-pair", "--pair"): (None, "None: the pair of the strongest correlation"),
     ("steer generate", "--gate"): (None, "an input: a gated switch to turn on, none by default"),
     ("steer generate", "--gate-threshold"): (None, "None: the gate's own threshold, chosen on selection prompts"),
     ("steer generate", "--clamp"): (None, "inputs: clamp values, one of the two feature edits (feature_edits)"),

@@ -14,7 +14,7 @@ from sae_core.universality.analysis import AnalysisConfig
 from sae_core.universality.job import KIND, Universality, UniversalityConfig, result_name, universality_to_workspace
 from sae_core.universality.matching import MatchConfig
 from sae_core.workspace import Workspace
-from tests.helpers import APP, small_universality_config
+from tests.helpers import APP, plotly_values, small_universality_config
 
 SMALL = small_universality_config()
 
@@ -430,3 +430,40 @@ def test_the_authors_computation_on_the_same_saes(uni, tiny_a):
     rows = {row["step"]: row["this result"] for row in method_rows(p.config, r)}
     assert rows["mode"] == "paper" and rows["activations correlated"].startswith("the SAEs' dense ReLU pre-act")
     assert "Countries" in rows["keyword groups"].split("no word in this vocabulary:")[1]
+
+
+@pytest.mark.slow  # builds the whole universality study
+def test_steering_a_pair_on_the_page_and_from_the_cli(uni, monkeypatch):
+    """Issue #32, part 4: the page's pair-steering figures and the CLI's JSON are the library's."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+    from typer.testing import CliRunner
+
+    from sae_core.cli import app as cli
+    from sae_core.universality.pair_steering import steer_result_pair
+
+    ws, art, _ = uni
+    u = Universality.open(art.path)
+    pick = max(range(len(u.results["pairs"])), key=lambda i: u.results["pairs"][i]["corr"])
+    want = steer_result_pair(ws, u, pick, fraction=2.0, runs=30)
+    monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("views/universality.py").run()
+    at.selectbox(key="uni").set_value(art.name).run()
+    at.toggle(key="uni_steer").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["effect similarity"] == f"{want.similarity:.3f}" and metrics["p-value"] == f"{want.p:.3g}"
+    assert metrics["random pairs"] == f"{sum(want.null) / len(want.null):.3f}"
+    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "random pairs" in c.proto.spec
+                and "Steering both models" in c.proto.spec)
+    assert sorted(plotly_values(spec["data"][0]["x"])) == pytest.approx(sorted(want.null))
+    r = CliRunner().invoke(cli, ["steer-pair", "--result", art.name, "--pair", str(pick), "--runs", "5", "--json",
+                                 "--workspace", str(ws.root)])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    assert got["similarity"] == pytest.approx(want.similarity) and len(got["null"]) == 5 and got["pair"] == pick
+    r = CliRunner().invoke(cli, ["steer-pair", "--result", art.name, "--pair", "100000", "--workspace", str(ws.root)])
+    assert r.exit_code == 2 and "pair 100000 does not exist" in r.output
