@@ -115,9 +115,8 @@ def pair_steering(root: str, art, r: dict, cfg: dict) -> None:
     m[0].metric("effect similarity", f"{e['similarity']:.3f}", help="cosine of the two models' changes of next-token "
                 "log-probabilities, every position of the shared prompts")
     null = e["null"]
-    m[1].metric("random pairs", f"{sum(null) / len(null):.3f}", f"z {e['z']:.1f} against {len(null)} pairs",
-                delta_color="off")
-    m[2].metric("p-value", f"{e['p']:.3g}")
+    m[1].metric("random pairs", f"{sum(null) / len(null):.3f}", help=f"the mean over {len(null)} random pairs")
+    m[2].metric("p-value", f"{e['p']:.3g}", help=f"z {e['z']:.1f} against the random pairs")
     st.plotly_chart(charts.pair_effect_null(e), key="uni_steer_null")
     sides = st.columns(2)
     for col, side, model in zip(sides, "ab", (cfg["model_a"], cfg["model_b"])):
