@@ -32,13 +32,17 @@ def _token_span(token: str, act: float, scale: float, peak: bool) -> str:
     return f'<span class="tok" style="{style}" title="{title}">{shown}</span>'
 
 
+def _line(spans: list[str], spaced: bool, cls: str = "ctx") -> str:
+    """Token spans as one block: spaces between word-level tokens, byte-level ones joined as they are."""
+    pre = "" if spaced else " white-space: pre-wrap;"
+    return (f'<div class="{cls}" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">'
+            f'{(" " if spaced else "").join(spans)}</div>')
+
+
 def tokens_html(tokens: list[str], acts: list[float], scale: float, peak: int | None = None,
                 spaced: bool = True) -> str:
     """One line of highlighted tokens (``peak`` outlined); ``spaced``: module doc."""
-    spans = (" " if spaced else "").join(_token_span(t, a, scale, i == peak)
-                                         for i, (t, a) in enumerate(zip(tokens, acts)))
-    pre = "" if spaced else " white-space: pre-wrap;"
-    return f'<div class="ctx" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">{spans}</div>'
+    return _line([_token_span(t, a, scale, i == peak) for i, (t, a) in enumerate(zip(tokens, acts))], spaced)
 
 
 def examples_html(examples, scale: float, spaced: bool = True) -> str:
@@ -64,9 +68,7 @@ def fired_html(tokens: list[str], fired: list[float], n_prompt: int, scale: floa
         spans.append(f'<span class="tok" style="background: rgba({FIRED[0]},{FIRED[1]},{FIRED[2]},'
                      f'{alpha:.3f}); padding: {"1px 2px" if t else "0"}; border-radius: 3px; {weight}" '
                      f'title="{title}">{shown}</span>')
-    pre = "" if spaced else " white-space: pre-wrap;"
-    return (f'<div class="gen" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">'
-            f'{(" " if spaced else "").join(spans)}</div>')
+    return _line(spans, spaced, "gen")
 
 
 def steered_html(tokens: list[str], acts: list[float], edited: list[bool], n_prompt: int, scale: float,
@@ -79,9 +81,7 @@ def steered_html(tokens: list[str], acts: list[float], edited: list[bool], n_pro
         style = ("font-weight: 600;" if i >= n_prompt else "color: #666;") + \
             (f" border-bottom: 2px solid rgb({FIRED[0]},{FIRED[1]},{FIRED[2]});" if e else "")
         spans.append(span.replace('style="', f'style="{style} ', 1))
-    pre = "" if spaced else " white-space: pre-wrap;"
-    return (f'<div class="gen" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">'
-            f'{(" " if spaced else "").join(spans)}</div>')
+    return _line(spans, spaced, "gen")
 
 
 NEGATIVE = (31, 119, 180)  # blue: a token that lowers what is measured
@@ -97,6 +97,4 @@ def signed_html(tokens: list[str], values: list[float], scale: float, spaced: bo
         spans.append(f'<span class="tok" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.3f}); '
                      f'padding: {"1px 2px" if t else "0"}; border-radius: 3px;" '
                      f'title="{html.escape(f"{t!r}: {v:+.4g}")}">{shown}</span>')
-    pre = "" if spaced else " white-space: pre-wrap;"
-    return (f'<div class="ctx" style="line-height: 1.9; font-family: monospace; font-size: 0.9em;{pre}">'
-            f'{(" " if spaced else "").join(spans)}</div>')
+    return _line(spans, spaced)

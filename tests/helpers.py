@@ -39,6 +39,19 @@ def small_study(ws):
     return art, gate_to_workspace(ws, art)
 
 
+def firing_sae(d_in: int, d_sae: int, hook: str, bias: float, seed: int = 0):
+    """A seeded ReLU SAE at ``hook`` whose encoder biases are all ``bias`` (> 0: its features fire on
+    most tokens, so a metric built on them is far from zero), in eval mode."""
+    from sae_core.sae.config import SAEConfig
+    from sae_core.sae.registry import create_sae
+
+    torch.manual_seed(seed)
+    sae = create_sae(SAEConfig(arch="relu", d_in=d_in, d_sae=d_sae, k=4, hook_name=hook))
+    with torch.no_grad():
+        sae.b_enc.fill_(bias)
+    return sae.eval()
+
+
 def sae_cfg(arch, **kw):
     """A small SAE configuration (d_in 16, d_sae 64, k 4) with ``kw`` on top."""
     from sae_core.sae import SAEConfig

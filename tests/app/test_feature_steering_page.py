@@ -26,15 +26,21 @@ def _text(body: str) -> str:
     return " ".join(html.unescape(t) for t in re.findall(r'<span class="tok"[^>]*>([^<]*)</span>', body))
 
 
-def test_steer_panel_shows_the_librarys_columns(indexed, workspace, tiny_a):
+def _open_live_feature(indexed, workspace):
+    """The Features page on the index's most active feature: ``(at, view, the SAE's artifact)``."""
     _, sae_art = indexed
     [art] = workspace.list("feature_index")
     index = FeatureIndex.open(art.path)
     feature = int(index.column("count").argmax())
-    view = index.feature(feature)
     at = features_page(app_test().run())
     at.number_input(key="fb_feature").set_value(feature).run()
     assert not page_errors(at), page_errors(at)
+    return at, index.feature(feature), sae_art
+
+
+def test_steer_panel_shows_the_librarys_columns(indexed, workspace, tiny_a):
+    at, view, sae_art = _open_live_feature(indexed, workspace)
+    feature = view.index
     # it opens on the feature's top context and five strengths from its max activation: six columns
     prompt = default_prompt(view, True, set(tiny_a.tokenizer.all_special_tokens))
     assert prompt and "<|endoftext|>" not in prompt and prompt.endswith(view.top[0].tokens[view.top[0].peak].strip())
@@ -77,13 +83,8 @@ def test_what_drives_the_feature_shows_the_librarys_components(indexed, workspac
     from sae_core.circuits.drivers import feature_drivers
     from sae_app.feature_drivers import N_PROMPTS, N_SHOWN
 
-    _, sae_art = indexed
-    [art] = workspace.list("feature_index")
-    index = FeatureIndex.open(art.path)
-    feature = int(index.column("count").argmax())
-    view = index.feature(feature)
-    at = features_page(app_test().run())
-    at.number_input(key="fb_feature").set_value(feature).run()
+    at, view, sae_art = _open_live_feature(indexed, workspace)
+    feature = view.index
     assert not at.get("plotly_chart") or all("What drives" not in c.proto.spec for c in at.get("plotly_chart"))
     at.toggle(key="fb_drivers").set_value(True).run()
     assert not at.exception and not page_errors(at), page_errors(at)

@@ -8,8 +8,7 @@ from sae_core.circuits.drivers import EMBED, _hook_of, feature_drivers, upstream
 from sae_core.circuits.tasks import CircuitError
 from sae_core.models.hooks import capture, patching
 from sae_core.models.loading import to_tokens
-from sae_core.sae.config import SAEConfig
-from sae_core.sae.registry import create_sae
+from tests.helpers import firing_sae
 
 HOOK = "blocks.1.hook_resid_post"
 PROMPTS = ["March April May June", "one two three four five", "3 4 5 6"]
@@ -17,11 +16,7 @@ PROMPTS = ["March April May June", "one two three four five", "3 4 5 6"]
 
 @pytest.fixture(scope="module")
 def sae():
-    torch.manual_seed(0)
-    s = create_sae(SAEConfig(arch="relu", d_in=128, d_sae=32, k=4, hook_name=HOOK))
-    with torch.no_grad():
-        s.b_enc.fill_(0.5)  # every feature fires at the prompts' last tokens: a smooth metric
-    return s.eval()
+    return firing_sae(128, 32, HOOK, 0.5)  # features firing at the prompts' last tokens: a smooth metric
 
 
 def _firing(model, sae, prompts) -> int:

@@ -8,10 +8,9 @@ import torch
 
 from sae_core.models.hooks import capture
 from sae_core.models.loading import keep_mask_BT, to_tokens
-from sae_core.sae.config import SAEConfig
-from sae_core.sae.registry import create_sae
 from sae_core.universality.measures import UniversalityError
 from sae_core.universality.pair_steering import _cosine, steer_pair
+from tests.helpers import firing_sae
 
 HOOK = "blocks.1.hook_resid_post"
 TEXTS = ["March April May June July", "one two three four five six", "the cat sat on the mat"]
@@ -19,11 +18,7 @@ TEXTS = ["March April May June July", "one two three four five six", "the cat sa
 
 @pytest.fixture(scope="module")
 def sae():
-    torch.manual_seed(0)
-    s = create_sae(SAEConfig(arch="relu", d_in=128, d_sae=16, k=4, hook_name=HOOK))
-    with torch.no_grad():
-        s.b_enc.fill_(0.3)  # every feature fires somewhere on the texts
-    return s.eval()
+    return firing_sae(128, 16, HOOK, 0.3)  # every feature fires somewhere on the texts
 
 
 def test_a_model_against_itself_moves_alike(tiny_a, sae):
@@ -35,10 +30,7 @@ def test_a_model_against_itself_moves_alike(tiny_a, sae):
 
 
 def test_the_effect_is_the_log_prob_change_of_the_added_row(tiny_a, tiny_b, sae):
-    torch.manual_seed(1)
-    sae_b = create_sae(SAEConfig(arch="relu", d_in=256, d_sae=16, k=4, hook_name="blocks.3.hook_resid_post")).eval()
-    with torch.no_grad():
-        sae_b.b_enc.fill_(0.3)
+    sae_b = firing_sae(256, 16, "blocks.3.hook_resid_post", 0.3, seed=1)
     pairs = [(1, 2), (4, 5), (6, 7), (8, 9)]
     e = steer_pair(tiny_a, sae, HOOK, tiny_b, sae_b, "blocks.3.hook_resid_post", pairs, 0, fraction=2.0, runs=6,
                    texts=TEXTS)
@@ -77,8 +69,6 @@ def test_bad_input(tiny_a, tiny_l, sae):
             steer_pair(tiny_a, sae, HOOK, tiny_a, sae, HOOK, pairs, 0, fraction=bad, texts=TEXTS)
     with pytest.raises(UniversalityError):  # another tokenizer: the prompts would not be the same tokens
         steer_pair(tiny_a, sae, HOOK, tiny_l, sae, HOOK, pairs, 0, texts=TEXTS)
-    dead = create_sae(SAEConfig(arch="relu", d_in=128, d_sae=16, k=4, hook_name=HOOK)).eval()
-    with torch.no_grad():
-        dead.b_enc.fill_(-1e4)
+    dead = firing_sae(128, 16, HOOK, -1e4)
     with pytest.raises(UniversalityError, match="never fires on the shared prompts"):
         steer_pair(tiny_a, dead, HOOK, tiny_a, sae, HOOK, pairs, 0, texts=TEXTS)
