@@ -13,7 +13,7 @@ import torch
 # the studies at test size are the small demo profile's (sae_core/demo/steps.py): the studies' tests,
 # the page tests and the browser tests' shared workspace build the same artifacts
 from sae_core.demo.steps import (small_capabilities_config, small_circuits_config,  # noqa: F401
-                                 small_study_config, small_universality_config)
+                                 small_gate_config, small_study_config, small_universality_config)
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -36,7 +36,7 @@ def small_study(ws):
     from sae_core.steering.job import gate_to_workspace, steering_study_to_workspace
 
     art = steering_study_to_workspace(ws, small_study_config())
-    return art, gate_to_workspace(ws, art)
+    return art, gate_to_workspace(ws, art, small_gate_config())
 
 
 def firing_sae(d_in: int, d_sae: int, hook: str, bias: float, seed: int = 0):

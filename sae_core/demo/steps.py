@@ -75,6 +75,14 @@ def small_study_config():
                        n_fidelity=30, mapper=MapperConfig(lr=1e-3, epochs=4))
 
 
+def small_gate_config():
+    """The gated switch at test size: a smaller SAE on fewer tokens (the gate is found alike)."""
+    from sae_core.steering.gated_switch import GateConfig
+    from sae_core.steering.gating import GateSAEConfig
+
+    return GateConfig(sae_training=GateSAEConfig(d_sae=256, train_tokens=100_000))
+
+
 def small_universality_config():
     from sae_core.universality.analysis import AnalysisConfig
     from sae_core.universality.job import UniversalityConfig
@@ -163,7 +171,7 @@ def _evaluation(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> 
 def _steering(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> Artifact:
     """Backdoor vectors (native, transferred from tiny-a, random), the transfer mapper and a
     safety switch on zoo:tiny-b-backdoor; then the switch gated by a feature of an SAE of it."""
-    from sae_core.steering.gated_switch import STEPS as GATE_STEPS
+    from sae_core.steering.gated_switch import STEPS as GATE_STEPS, GateConfig
     from sae_core.steering.job import gate_to_workspace, steering_study_to_workspace
     from sae_core.steering.study import STEPS, StudyConfig
 
@@ -173,7 +181,7 @@ def _steering(ws: Workspace, p: DemoProfile, on_progress: Progress | None) -> Ar
     def part(offset: int):  # the two jobs' steps as one bar
         return on_progress and (lambda done, _total, text=None: on_progress(offset + done, total))
     art = steering_study_to_workspace(ws, cfg, on_progress=part(0))
-    gate_to_workspace(ws, art, on_progress=part(STEPS))
+    gate_to_workspace(ws, art, small_gate_config() if p.small_studies else GateConfig(), on_progress=part(STEPS))
     return art
 
 

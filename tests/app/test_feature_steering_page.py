@@ -1,10 +1,12 @@
-"""The Features page's "Steer with this feature" panel through AppTest (issue #32): the columns the
-library generates, by name and text, the shading read before the edits, and bad strengths as errors
-that keep what was typed."""
+"""The Features page's "Steer with this feature" and "What drives this feature" panels through AppTest
+(issue #32): the columns the library generates, by name and text, the shading read before the edits, bad
+strengths as errors that keep what was typed, and the library's driving components."""
 from __future__ import annotations
 
 import html
 
+from sae_app.feature_drivers import N_PROMPTS, N_SHOWN
+from sae_core.circuits.drivers import feature_drivers
 from sae_core.features.index import FeatureIndex
 from sae_core.sae.io import load_sae
 from sae_core.steering.feature_edits import FeatureEdit, steer_columns
@@ -38,7 +40,8 @@ def _open_live_feature(indexed, workspace):
     return at, index.feature(feature), sae_art
 
 
-def test_steer_panel_shows_the_librarys_columns(indexed, workspace, tiny_a):
+def test_steer_panel_and_what_drives_the_feature(indexed, workspace, tiny_a):
+    """Steering with the feature shows the library's columns; what drives it, the library's components."""
     at, view, sae_art = _open_live_feature(indexed, workspace)
     feature = view.index
     # it opens on the feature's top context and five strengths from its max activation: six columns
@@ -78,14 +81,8 @@ def test_steer_panel_shows_the_librarys_columns(indexed, workspace, tiny_a):
                         for v in (0.0, 5.0)}}, watch=feature, positions=Positions("all"), n_tokens=20)
     assert [_text(b) for b in _gens(at)] == [" ".join(c.tokens) for c in ref]
 
-
-def test_what_drives_the_feature_shows_the_librarys_components(indexed, workspace, tiny_a):
-    from sae_core.circuits.drivers import feature_drivers
-    from sae_app.feature_drivers import N_PROMPTS, N_SHOWN
-
-    at, view, sae_art = _open_live_feature(indexed, workspace)
-    feature = view.index
-    assert not at.get("plotly_chart") or all("What drives" not in c.proto.spec for c in at.get("plotly_chart"))
+    # what drives it (a toggle, off until asked: nothing is attributed before)
+    assert all("What drives" not in c.proto.spec for c in at.get("plotly_chart"))
     at.toggle(key="fb_drivers").set_value(True).run()
     assert not at.exception and not page_errors(at), page_errors(at)
     specials = set(tiny_a.tokenizer.all_special_tokens)

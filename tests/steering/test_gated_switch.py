@@ -74,7 +74,8 @@ def test_share_counts_every_position_of_the_always_on_switch_and_none_of_a_close
 def test_cli_gate_report_and_a_threshold_that_never_opens(gated):
     ws, study, gate, art = gated
     runner = CliRunner(env={"COLUMNS": "300"})
-    r = runner.invoke(app, ["steer", "gate", "--workspace", str(ws.root)])
+    r = runner.invoke(app, ["steer", "gate", "--d-sae", "256", "--train-tokens", "100000",  # small_gate_config()'s:
+                            "--workspace", str(ws.root)])                             # found, not built again
     assert r.exit_code == 0, r.output
     g = gate.results["gate"]
     assert f"gate: feature {g['feature']} of the SAE at {g['hook']}" in r.output

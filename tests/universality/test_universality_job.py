@@ -443,15 +443,20 @@ def test_steering_a_pair_on_the_page_and_from_the_cli(uni, monkeypatch):
     from sae_core.cli import app as cli
     from sae_core.universality.pair_steering import steer_result_pair
 
+    from sae_core.universality import pair_steering
+
     ws, art, _ = uni
+    monkeypatch.setattr(pair_steering, "N_TEXTS", 8)  # fewer shared prompts, for the page (AppTest runs here) too
     u = Universality.open(art.path)
-    pick = max(range(len(u.results["pairs"])), key=lambda i: u.results["pairs"][i]["corr"])
+    pairs = u.results["pairs"]
+    pick = max(range(len(pairs)), key=lambda i: min(pairs[i]["fires_a"], pairs[i]["fires_b"]))  # fires on 8 texts
     want = steer_result_pair(ws, u, pick, fraction=2.0, runs=30)
     monkeypatch.setenv("SAE_STUDIO_WORKSPACE", str(ws.root))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.switch_page("views/universality.py").run()
     at.selectbox(key="uni").set_value(art.name).run()
+    at.selectbox(key="uni_pair").set_value(pick).run()
     at.toggle(key="uni_steer").set_value(True).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
