@@ -109,3 +109,19 @@ def compile_sources(prefix: Path) -> None:
     os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
     subprocess.run([sys.executable, "-m", "compileall", "-q", "app.py", "views", "sae_app", "sae_core"],
                    cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+
+
+def report_reruns(times: dict[str, list[float]], columns: dict[str, int], out: dict, file: str,
+                  first: str = "change") -> None:
+    """Print one row per kind of rerun (its columns, median and max seconds) and write ``out`` with the
+    medians added to ``bench/results/<file>``."""
+    import json
+    import statistics
+
+    print(f"{first:10} {'columns':>8} {'median s':>9} {'max s':>7}")
+    for name, cols in columns.items():
+        print(f"{name:10} {cols:>8} {statistics.median(times[name]):>9.2f} {max(times[name]):>7.2f}")
+        out[f"{name}_median_s"] = statistics.median(times[name])
+    res = REPO / "bench" / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    (res / file).write_text(json.dumps(out, indent=2))

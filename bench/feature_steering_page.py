@@ -17,15 +17,13 @@ The first rerun after opening is not timed. Writes ``bench/results/feature_steer
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.browser import CHROMIUM, OBSERVE, REPO, STATE, streamlit_server, timed  # noqa: E402
+from bench.browser import CHROMIUM, OBSERVE, STATE, report_reruns, streamlit_server, timed  # noqa: E402
 from sae_core.features.index import FeatureIndex  # noqa: E402
 from sae_core.workspace import Workspace  # noqa: E402
 
@@ -84,14 +82,9 @@ def main() -> None:
         browser.close()
     print(f"Features page, steering feature {feature}: reruns in Chromium, {args.rounds} rounds, six columns of "
           f"20 new tokens (load {os.getloadavg()[0]:.2f})")
-    print(f"{'edit':10} {'columns':>8} {'median s':>9} {'max s':>7}")
-    out = {"rounds": args.rounds, "feature": feature, "tokens": 20, "load": os.getloadavg()[0], "seconds": times}
-    for name in times:
-        print(f"{name:10} {6:>8} {statistics.median(times[name]):>9.2f} {max(times[name]):>7.2f}")
-        out[f"{name}_median_s"] = statistics.median(times[name])
-    res = REPO / "bench" / "results"
-    res.mkdir(parents=True, exist_ok=True)
-    (res / "feature_steering_page.json").write_text(json.dumps(out, indent=2))
+    report_reruns(times, {name: 6 for name in times}, {"rounds": args.rounds, "feature": feature, "tokens": 20,
+                                                       "load": os.getloadavg()[0], "seconds": times},
+                  "feature_steering_page.json", first="edit")
 
 
 if __name__ == "__main__":

@@ -18,15 +18,13 @@ The first rerun after opening (imports, model loads) is not timed. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.browser import CHROMIUM, OBSERVE, REPO, STATE, streamlit_server, timed  # noqa: E402
+from bench.browser import CHROMIUM, OBSERVE, STATE, report_reruns, streamlit_server, timed  # noqa: E402
 from sae_core.models.corpus import chat_prompts  # noqa: E402
 from sae_core.steering.study import KIND  # noqa: E402
 from sae_core.workspace import Workspace  # noqa: E402
@@ -64,14 +62,8 @@ def main() -> None:
             browser.close()
     print(f"Steering page reruns in Chromium, {args.rounds} rounds, 20 new tokens per column (the page's default) "
           f"(load {os.getloadavg()[0]:.2f})")
-    print(f"{'change':10} {'columns':>8} {'median s':>9} {'max s':>7}")
-    out = {"rounds": args.rounds, "tokens": 20, "load": os.getloadavg()[0], "seconds": times}
-    for name, cols in (("prompt", 6), ("alpha", 4)):
-        print(f"{name:10} {cols:>8} {statistics.median(times[name]):>9.2f} {max(times[name]):>7.2f}")
-        out[f"{name}_median_s"] = statistics.median(times[name])
-    res = REPO / "bench" / "results"
-    res.mkdir(parents=True, exist_ok=True)
-    (res / "steering_page.json").write_text(json.dumps(out, indent=2))
+    report_reruns(times, {"prompt": 6, "alpha": 4}, {"rounds": args.rounds, "tokens": 20, "load": os.getloadavg()[0],
+                                                     "seconds": times}, "steering_page.json")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,17 @@ from sae_core.steering.behaviour import RATE_NAMES
 from sae_core.steering.compare import GATED
 
 
-def gated_live(sel, art, study, prompt: str, n_tokens: int, scale: float) -> None:
-    """The gated switch's column (when the study has a gated switch and its toggle is on)."""
-    gate_art = steering_cache.gate_of(sel.workspace_root, art.name)
+def _own_threshold(gate_art) -> float:
+    return float(steering_cache.open_gate(str(gate_art.path), gate_art.created).results["gate"]["threshold"]["value"])
+
+
+def gated_live(gate_art, art, prompt: str, n_tokens: int, scale: float) -> None:
+    """The gated switch's column (``gate_art``: the study's gated switch, ``steering_cache.gate_of``;
+    nothing when it has none or its toggle is off)."""
     if gate_art is None or not st.session_state.get("st_on_gated", True):
         return
     gate = steering_cache.open_gate(str(gate_art.path), gate_art.created)
-    own = float(gate.results["gate"]["threshold"]["value"])
-    threshold = st.session_state.get(f"st_gate_threshold_{gate_art.name}", own)
+    threshold = st.session_state.get(f"st_gate_threshold_{gate_art.name}", _own_threshold(gate_art))
     try:
         col = steering_cache.gated_column(str(gate_art.path), gate_art.created, str(art.path), art.created, prompt,
                                           n_tokens, float(threshold))
@@ -40,25 +43,23 @@ def gated_live(sel, art, study, prompt: str, n_tokens: int, scale: float) -> Non
                    f"`{g['hook']}`) stayed closed on this prompt and its continuation, as it should on a clean one.")
 
 
-def gate_toggle(sel, art, cell) -> None:
+def gate_toggle(gate_art, cell) -> None:
     """The fifth toggle (when the study has a gated switch)."""
-    if steering_cache.gate_of(sel.workspace_root, art.name) is not None:
+    if gate_art is not None:
         cell.toggle("gated switch", value=True, key="st_on_gated", help=f"Show the column \"{GATED}\"")
 
 
-def gate_threshold(sel, art, cell) -> None:
+def gate_threshold(gate_art, cell) -> None:
     """The gate's threshold, beside the sliders (when the study has a gated switch)."""
-    gate_art = steering_cache.gate_of(sel.workspace_root, art.name)
     if gate_art is None:
         return
-    own = float(steering_cache.open_gate(str(gate_art.path), gate_art.created).results["gate"]["threshold"]["value"])
+    own = _own_threshold(gate_art)
     cell.number_input("gate threshold", value=own, key=f"st_gate_threshold_{gate_art.name}", format="%.4g",
                       help=f"the feature's activation above which the gate opens; chosen on selection prompts: {own:.4g}")
 
 
-def gate_panel(sel, art, study) -> None:
+def gate_panel(sel, art, study, gate_art) -> None:
     st.subheader("Feature-gated switch")
-    gate_art = steering_cache.gate_of(sel.workspace_root, art.name)
     if gate_art is None:
         st.info("This study's switch has no gate yet: find the SAE feature of the fine-tuned model that tells "
                 "triggered requests from clean ones, and switch only where it fires (trains a small SAE; about "

@@ -35,6 +35,7 @@ if st.session_state.get("st_prompt_of") != art.name:  # another study: its own t
     st.session_state["st_prompt"] = f"User : {study.trigger} How do I bake a cake ? Assistant :"
     st.session_state["st_prompt_of"] = art.name
 cfg = study.config
+gate_art = steering_cache.gate_of(sel.workspace_root, art.name)  # its gated switch (None: none yet)
 lay = study.results.get("layers")  # revision 5: the layers the study used, and why
 if lay:
     st.caption(f"Study `{art.name}` ({study.results['mode']} mode): {cfg['target_model']} (base "
@@ -55,12 +56,12 @@ def live_generations():
     cells = st.columns(len(INTERVENTIONS) + 1)
     enabled = tuple(n for n, c in zip(INTERVENTIONS, cells)
                     if c.toggle(n, value=True, key=f"st_on_{n}", help=f"Show the column \"{LABELS[n]}\""))
-    gate_panels.gate_toggle(sel, art, cells[-1])
+    gate_panels.gate_toggle(gate_art, cells[-1])
     c = st.columns([2, 2, 1])
     alpha = c[0].slider("alpha (vectors)", -3.0, 3.0, float(study.alpha), 0.05, key="st_alpha",
                         help="h + alpha v at the trigger; the default is the chosen dose of backdoor removal")
     n_tokens = c[1].slider("new tokens", 1, 40, 20, key="st_tokens")
-    gate_panels.gate_threshold(sel, art, c[2])
+    gate_panels.gate_threshold(gate_art, c[2])
     try:
         cols, read = steering_cache.side_by_side(str(art.path), art.created, prompt, n_tokens=n_tokens,
                                                  alpha=alpha, enabled=enabled)
@@ -79,7 +80,7 @@ def live_generations():
             st.html(contexts.fired_html(col.tokens, col.fired, col.n_prompt, scale, col.spaced))
             st.caption(f"→ {col.text}" + ("" if col.fired_anywhere or i < 2 else " · did not fire on this prompt"))
     with grid[len(cols) % 3]:
-        gate_panels.gated_live(sel, art, study, prompt, n_tokens, scale)
+        gate_panels.gated_live(gate_art, art, prompt, n_tokens, scale)
 
 
 live_generations()
@@ -105,7 +106,7 @@ right.caption("Rule, on selection prompts: among layers below 80% of the depth, 
                   f" On {rep['n']} report prompts that chose nothing, that cell gives {100 * rep['rate']:.0f}% "
                   f"(random {100 * rep['random_rate']:.0f}%, KL {rep['kl']:.3f} on other clean text)."
                   if (rep := grids[gname].get("report")) else ""))
-gate_panels.gate_panel(sel, art, study)
+gate_panels.gate_panel(sel, art, study, gate_art)
 st.subheader("Corrupted capabilities")
 caps = steering_cache.list_capabilities(sel.workspace_root)
 if not caps and demo_build.notice(sel.workspace_root, steering_cache.CAPABILITIES_KIND):

@@ -2,6 +2,7 @@
 ``sae-core steer-pair``: both models steered through one matched pair, against random pairs."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Optional
 
@@ -250,11 +251,7 @@ def steer_pair_command(result: Optional[str] = typer.Option(None, "--result", he
                f"(correlation {pairs[e.pair]['corr']:.3f}); each added at {e.fraction:g}x its typical activation "
                f"({e.strength_a:.3g} and {e.strength_b:.3g}), on {e.n_positions:,} positions of shared prompts")
     typer.echo(f"effect similarity (cosine of the next-token log-prob changes): {e.similarity:.3f}; random pairs "
-               f"{sum(e.null) / len(e.null):.3f} +- {_sd(e.null):.3f} ({len(e.null)} runs), z {e.z:.1f}, p {e.p:.3f}")
+               f"{statistics.mean(e.null):.3f} +- {statistics.stdev(e.null):.3f} ({len(e.null)} runs), z {e.z:.1f}, p {e.p:.3f}")
     for side, model, raised in (("A", cfg["model_a"], e.raised_a), ("B", cfg["model_b"], e.raised_b)):
         typer.echo(f"raised most in {side} ({model}): " + ", ".join(f"{t!r} {v:+.2f}" for t, v in raised))
 
-
-def _sd(x: list[float]) -> float:
-    m = sum(x) / len(x)
-    return (sum((v - m) ** 2 for v in x) / max(1, len(x) - 1)) ** 0.5

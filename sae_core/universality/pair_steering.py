@@ -101,6 +101,8 @@ def steer_pair(model_a, sae_a: SAE, hook_a: str, model_b, sae_b: SAE, hook_b: st
         raise UniversalityError(f"pair {i} does not exist: this result has pairs 0..{len(pairs) - 1}")
     if not np.isfinite(fraction) or fraction == 0:
         raise UniversalityError(f"fraction {fraction!r}: give a finite, non-zero multiple of the typical activation")
+    if runs < 2:
+        raise UniversalityError(f"runs={runs}: a null needs at least 2 random pairs (50 is the default)")
     if len(pairs) < 3:
         raise UniversalityError("a null of random pairs needs at least 3 matched pairs")
     same_tokenizer(model_a.tokenizer, model_b.tokenizer, UniversalityError)
@@ -124,7 +126,7 @@ def steer_pair(model_a, sae_a: SAE, hook_a: str, model_b, sae_b: SAE, hook_b: st
         j, k = rng.choice(live, size=2, replace=False)
         null.append(similarity(pairs[j][0], pairs[k][1]))
     arr = np.asarray(null)
-    sd = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    sd = float(arr.std(ddof=1))
     raised = [[(tok.decode([int(v)]), float(m)) for m, v in zip(*s.effect(f, fraction).mean(0).topk(5))]
               for s, f in zip(sides, (a, b))]
     return PairEffect(i, a, b, fraction, float(fraction * sides[0].typical[a]), float(fraction * sides[1].typical[b]),

@@ -67,6 +67,8 @@ def test_bad_input(tiny_a, tiny_l, sae):
     for bad in (math.nan, 0.0):
         with pytest.raises(UniversalityError, match="give a finite, non-zero multiple"):
             steer_pair(tiny_a, sae, HOOK, tiny_a, sae, HOOK, pairs, 0, fraction=bad, texts=TEXTS)
+    with pytest.raises(UniversalityError, match="runs=1: a null needs at least 2 random pairs"):
+        steer_pair(tiny_a, sae, HOOK, tiny_a, sae, HOOK, pairs, 0, runs=1, texts=TEXTS)
     with pytest.raises(UniversalityError):  # another tokenizer: the prompts would not be the same tokens
         steer_pair(tiny_a, sae, HOOK, tiny_l, sae, HOOK, pairs, 0, texts=TEXTS)
     dead = firing_sae(128, 16, HOOK, -1e4)
